@@ -1,0 +1,24 @@
+# syntax=docker/dockerfile:1
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY benches ./benches
+RUN cargo build --release --locked --bin switchyard
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends curl ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --home /var/lib/switchyard --create-home switchyard
+COPY --from=build /src/target/release/switchyard /usr/local/bin/switchyard
+COPY config/switchyard.toml /etc/switchyard/switchyard.toml
+USER switchyard
+WORKDIR /var/lib/switchyard
+ENV SWITCHYARD_CONFIG=/etc/switchyard/switchyard.toml
+# Inside a container the listeners must bind all interfaces: set server.listen and
+# server.admin_listen to 0.0.0.0:8080 / 0.0.0.0:9090 in the mounted config.
+EXPOSE 8080 9090
+HEALTHCHECK --interval=10s --timeout=2s --start-period=5s --retries=3 \
+    CMD curl -fsS http://127.0.0.1:9090/health || exit 1
+ENTRYPOINT ["switchyard"]
+CMD ["run"]

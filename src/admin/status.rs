@@ -1,0 +1,132 @@
+//! Bodies of `GET /health` and `GET /ha/status`.
+
+use crate::config::Role;
+use crate::control::Control;
+use crate::reply;
+use crate::server::Body;
+use http::{Response, StatusCode};
+use serde::Serialize;
+use std::sync::atomic::Ordering::Relaxed;
+
+#[derive(Debug, Serialize)]
+struct Health {
+    status: &'static str,
+    masters_total: usize,
+    masters_eligible: usize,
+    queue_depth: u64,
+    config_version: u64,
+    last_reload_error: Option<String>,
+}
+
+pub fn health(control: &Control) -> Response<Body> {
+    let table = control.table();
+    let eligible = table.eligible_count();
+    // Masters expected to carry traffic: primaries, secondaries and promoted standbys.
+    let expected = table
+        .masters
+        .iter()
+        .filter(|m| m.config.role != Role::Standby || m.promoted)
+        .count();
+    let status = match eligible {
+        0 => "unhealthy",
+        n if n >= expected => "healthy",
+        _ => "degraded",
+    };
+    let body = Health {
+        status,
+        masters_total: table.masters.len(),
+        masters_eligible: eligible,
+        queue_depth: 0,
+        config_version: table.config_version,
+        last_reload_error: control.last_reload_error().map(|e| e.to_string()),
+    };
+    let code = if eligible == 0 {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    reply::json(code, &body)
+}
+
+#[derive(Debug, Serialize)]
+struct HaStatus {
+    strategy: &'static str,
+    routing_table_version: u64,
+    config_version: u64,
+    failover_paused: bool,
+    breaker_open: bool,
+    masters: Vec<MasterStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct MasterStatus {
+    id: String,
+    role: &'static str,
+    region: String,
+    weight: f64,
+    priority: u32,
+    state: &'static str,
+    admin: &'static str,
+    enabled: bool,
+    eligible: bool,
+    promoted: bool,
+    in_flight: u64,
+    queued: u64,
+    sent_total: u64,
+    failed_total: u64,
+    latency_ms: f64,
+    share: f64,
+    uptime_ratio: f64,
+    last_error: Option<String>,
+}
+
+pub fn ha_status(control: &Control) -> Response<Body> {
+    let table = control.table();
+    let total_sent: u64 = table
+        .masters
+        .iter()
+        .map(|m| m.stats.sent_total.load(Relaxed))
+        .sum();
+    let masters = table
+        .masters
+        .iter()
+        .map(|m| {
+            let sent = m.stats.sent_total.load(Relaxed);
+            MasterStatus {
+                id: m.id().to_string(),
+                role: m.config.role.as_str(),
+                region: m.config.region.clone(),
+                weight: m.config.weight,
+                priority: m.config.priority,
+                state: m.health.as_str(),
+                admin: m.admin.as_str(),
+                enabled: m.admin == crate::routing::AdminState::Enabled,
+                eligible: m.eligible,
+                promoted: m.promoted,
+                in_flight: m.stats.in_flight.load(Relaxed),
+                queued: m.stats.queued.load(Relaxed),
+                sent_total: sent,
+                failed_total: m.stats.failed_total.load(Relaxed),
+                latency_ms: m.stats.latency_us() as f64 / 1000.0,
+                share: if total_sent == 0 {
+                    0.0
+                } else {
+                    sent as f64 / total_sent as f64
+                },
+                uptime_ratio: if m.health.routable() { 1.0 } else { 0.0 },
+                last_error: m.stats.last_error().map(|e| e.to_string()),
+            }
+        })
+        .collect();
+    reply::json(
+        StatusCode::OK,
+        &HaStatus {
+            strategy: table.config.routing.strategy.as_str(),
+            routing_table_version: table.version,
+            config_version: table.config_version,
+            failover_paused: false,
+            breaker_open: false,
+            masters,
+        },
+    )
+}

@@ -1,0 +1,536 @@
+//! Stage two: raw values to a checked [`Config`], collecting every error with its path.
+
+use super::raw::{RawConfig, RawMaster};
+use super::*;
+use serde::Deserialize;
+use std::collections::HashSet;
+
+/// Parses TOML text into a [`Config`]: syntax, `${NAME}` interpolation, unknown keys,
+/// types, then every semantic check. All errors found are returned together.
+pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    let mut value: toml::Value = toml::from_str(text).map_err(|e| {
+        ConfigErrors(vec![ConfigError::new(
+            "",
+            format!("invalid TOML: {}", e.message().trim()),
+        )
+        .with_span(text, e.span())])
+    })?;
+    let mut errors = Vec::new();
+    env::interpolate(&mut value, "", lookup, &mut errors);
+
+    let mut unknown = Vec::new();
+    let mut track = serde_path_to_error::Track::new();
+    let raw = {
+        let de = serde_path_to_error::Deserializer::new(value, &mut track);
+        let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(ignored_path(&path));
+        RawConfig::deserialize(serde_ignored::Deserializer::new(de, &mut on_unknown))
+    };
+    for path in unknown {
+        errors.push(ConfigError::new(path, "unknown key"));
+    }
+    let raw = match raw {
+        Ok(raw) => raw,
+        Err(e) => {
+            let path = track.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            errors.push(ConfigError::new(path, e.to_string()));
+            return Err(ConfigErrors(errors));
+        }
+    };
+    match compile(raw) {
+        Ok(config) if errors.is_empty() => Ok(config),
+        Ok(_) => Err(ConfigErrors(errors)),
+        Err(ConfigErrors(more)) => {
+            errors.extend(more);
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+impl ConfigError {
+    fn with_span(mut self, text: &str, span: Option<std::ops::Range<usize>>) -> Self {
+        if let Some(span) = span {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            self.message = format!("line {line}: {}", self.message);
+        }
+        self
+    }
+}
+
+fn ignored_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", ignored_path(parent)),
+        Path::Map { parent, key } => {
+            let parent = ignored_path(parent);
+            if parent.is_empty() {
+                key.clone()
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => ignored_path(parent),
+    }
+}
+
+/// Checks raw values and builds a [`Config`], or returns every problem found.
+pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
+    let mut errs = Errors::default();
+
+    let listen = errs.addr("server.listen", &raw.server.listen);
+    let admin_listen = errs.addr("server.admin_listen", &raw.server.admin_listen);
+    if let (Some(a), Some(b)) = (listen, admin_listen) {
+        if a == b && a.port() != 0 {
+            errs.push("server.admin_listen", "must differ from server.listen");
+        }
+    }
+    errs.positive("server.max_body_bytes", raw.server.max_body_bytes);
+    errs.positive("server.request_timeout_ms", raw.server.request_timeout_ms);
+
+    let strategy = match raw.routing.strategy.as_str() {
+        "round_robin" => Some(StrategyKind::RoundRobin),
+        "weighted_priority" => Some(StrategyKind::WeightedPriority),
+        "least_loaded" => Some(StrategyKind::LeastLoaded),
+        "region" => Some(StrategyKind::Region),
+        other => errs.fail(
+            "routing.strategy",
+            format!("unknown strategy `{other}`: expected round_robin, weighted_priority, least_loaded or region"),
+        ),
+    };
+    let region_header = errs.header_name("routing.region_header", &raw.routing.region_header);
+    let key_header = errs.header_name("routing.key_header", &raw.routing.key_header);
+    let region_field = errs.pointer("routing.region_field", &raw.routing.region_field);
+    let key_field = errs.pointer("routing.key_field", &raw.routing.key_field);
+
+    let h = &raw.health;
+    errs.positive("health.interval_ms", h.interval_ms);
+    errs.positive("health.timeout_ms", h.timeout_ms);
+    errs.positive("health.healthy_threshold", h.healthy_threshold.into());
+    errs.positive("health.unhealthy_threshold", h.unhealthy_threshold.into());
+    errs.positive("health.passive_failures", h.passive_failures.into());
+
+    let f = &raw.failover;
+    let failback = match f.failback.as_str() {
+        "auto" => Some(Failback::Auto),
+        "manual" => Some(Failback::Manual),
+        other => errs.fail(
+            "failover.failback",
+            format!("unknown value `{other}`: expected auto or manual"),
+        ),
+    };
+    errs.positive("failover.breaker_window_ms", f.breaker_window_ms);
+
+    let q = &raw.queue;
+    let when_unavailable = match q.when_unavailable.as_str() {
+        "queue" => Some(WhenUnavailable::Queue),
+        "reject" => Some(WhenUnavailable::Reject),
+        other => errs.fail(
+            "queue.when_unavailable",
+            format!("unknown value `{other}`: expected queue or reject"),
+        ),
+    };
+    if q.path.trim().is_empty() {
+        errs.push("queue.path", "must not be empty");
+    }
+    errs.positive("queue.max_messages", q.max_messages);
+    errs.positive("queue.max_attempts", q.max_attempts.into());
+    errs.positive("queue.backoff_initial_ms", q.backoff_initial_ms);
+    errs.positive("queue.ttl_ms", q.ttl_ms);
+    errs.positive("queue.idempotency_window_ms", q.idempotency_window_ms);
+    if q.backoff_max_ms < q.backoff_initial_ms {
+        errs.push(
+            "queue.backoff_max_ms",
+            "must be at least queue.backoff_initial_ms",
+        );
+    }
+
+    let a = &raw.alerts;
+    let webhook_url = if a.webhook_url.is_empty() {
+        None
+    } else {
+        errs.http_url("alerts.webhook_url", &a.webhook_url)
+    };
+    if !(a.imbalance_warning > 0.0 && a.imbalance_warning <= 1.0) {
+        errs.push(
+            "alerts.imbalance_warning",
+            "must be a share greater than 0 and at most 1",
+        );
+    }
+
+    let masters = compile_masters(&raw.masters, &mut errs);
+
+    if !errs.0.is_empty() {
+        return Err(ConfigErrors(errs.0));
+    }
+    // Every Option below is Some: a None always pushed an error above.
+    let (Some(listen), Some(admin_listen), Some(strategy), Some(region_header), Some(key_header)) =
+        (listen, admin_listen, strategy, region_header, key_header)
+    else {
+        return Err(ConfigErrors(vec![ConfigError::new(
+            "",
+            "internal: missing value",
+        )]));
+    };
+    let (Some(region_field), Some(key_field), Some(failback), Some(when_unavailable)) =
+        (region_field, key_field, failback, when_unavailable)
+    else {
+        return Err(ConfigErrors(vec![ConfigError::new(
+            "",
+            "internal: missing value",
+        )]));
+    };
+    Ok(Config {
+        server: ServerConfig {
+            listen,
+            admin_listen,
+            admin_token: raw.server.admin_token,
+            max_body_bytes: raw.server.max_body_bytes as usize,
+            request_timeout: ms(raw.server.request_timeout_ms),
+        },
+        routing: RoutingConfig {
+            strategy,
+            region_header,
+            key_header,
+            region_field,
+            key_field,
+            retry_attempts: raw.routing.retry_attempts,
+        },
+        health: HealthConfig {
+            interval: ms(h.interval_ms),
+            timeout: ms(h.timeout_ms),
+            healthy_threshold: h.healthy_threshold,
+            unhealthy_threshold: h.unhealthy_threshold,
+            passive_failures: h.passive_failures,
+        },
+        failover: FailoverConfig {
+            enabled: f.enabled,
+            recovery_wait: ms(f.recovery_wait_ms),
+            failback,
+            failback_delay: ms(f.failback_delay_ms),
+            slow_start: ms(f.slow_start_ms),
+            max_failovers: f.max_failovers,
+            breaker_window: ms(f.breaker_window_ms),
+        },
+        queue: QueueConfig {
+            enabled: q.enabled,
+            path: PathBuf::from(&q.path),
+            when_unavailable,
+            max_messages: q.max_messages,
+            max_attempts: q.max_attempts,
+            backoff_initial: ms(q.backoff_initial_ms),
+            backoff_max: ms(q.backoff_max_ms),
+            ttl: ms(q.ttl_ms),
+            idempotency_window: ms(q.idempotency_window_ms),
+        },
+        alerts: AlertsConfig {
+            webhook_url,
+            queue_warning: a.queue_warning,
+            imbalance_warning: a.imbalance_warning,
+        },
+        masters,
+    })
+}
+
+fn compile_masters(raw: &[RawMaster], errs: &mut Errors) -> Vec<Arc<MasterConfig>> {
+    if raw.is_empty() {
+        errs.push("masters", "at least one [[masters]] entry is required");
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, m) in raw.iter().enumerate() {
+        let at = |key: &str| format!("masters[{i}].{key}");
+        let id = match &m.id {
+            None => errs.fail(&at("id"), "is required"),
+            Some(id) if !valid_id(id) => errs.fail(
+                &at("id"),
+                format!("`{id}` is not a valid id: use 1 to 64 of A-Z a-z 0-9 _ . -"),
+            ),
+            Some(id) if !seen.insert(id.clone()) => {
+                errs.fail(&at("id"), format!("duplicate master id `{id}`"))
+            }
+            Some(id) => Some(id.clone()),
+        };
+        let send_url = match &m.send_url {
+            None => errs.fail(&at("send_url"), "is required"),
+            Some(u) => errs.http_url(&at("send_url"), u),
+        };
+        let health_url = if m.health_url.is_empty() {
+            Some(None)
+        } else {
+            errs.http_url(&at("health_url"), &m.health_url).map(Some)
+        };
+        let role = match m.role.as_str() {
+            "primary" => Some(Role::Primary),
+            "secondary" => Some(Role::Secondary),
+            "standby" => Some(Role::Standby),
+            other => errs.fail(
+                &at("role"),
+                format!("unknown role `{other}`: expected primary, secondary or standby"),
+            ),
+        };
+        if !(m.weight.is_finite() && m.weight > 0.0) {
+            errs.push(&at("weight"), "must be a positive number");
+        }
+        if m.priority == 0 {
+            errs.push(
+                &at("priority"),
+                "must be 1 or more (1 is the most preferred)",
+            );
+        }
+        let mut headers = Vec::with_capacity(m.headers.len());
+        for (name, value) in &m.headers {
+            let path = format!("masters[{i}].headers.{name}");
+            let Some(name) = errs.header_name(&path, name) else {
+                continue;
+            };
+            match HeaderValue::from_str(value) {
+                Ok(mut v) => {
+                    v.set_sensitive(true);
+                    headers.push((name, v));
+                }
+                Err(_) => errs.push(&path, "is not a valid header value"),
+            }
+        }
+        if let (Some(id), Some(send_url), Some(health_url), Some(role)) =
+            (id, send_url, health_url, role)
+        {
+            out.push(Arc::new(MasterConfig {
+                id: id.into(),
+                send_url,
+                health_url,
+                role,
+                weight: m.weight,
+                priority: m.priority,
+                region: m.region.clone(),
+                region_key: m.region.to_ascii_lowercase(),
+                headers,
+            }));
+        }
+    }
+    if !raw.is_empty() && raw.iter().all(|m| m.role == "standby") {
+        errs.push(
+            "masters",
+            "at least one master must be primary or secondary (standbys only take over)",
+        );
+    }
+    out
+}
+
+fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+/// Collects errors; the helpers return `None` after recording a failure.
+#[derive(Default)]
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn push(&mut self, path: &str, message: impl Into<String>) {
+        self.0.push(ConfigError::new(path, message));
+    }
+
+    fn fail<T>(&mut self, path: &str, message: impl Into<String>) -> Option<T> {
+        self.push(path, message);
+        None
+    }
+
+    fn positive(&mut self, path: &str, v: u64) {
+        if v == 0 {
+            self.push(path, "must be greater than 0");
+        }
+    }
+
+    fn addr(&mut self, path: &str, v: &str) -> Option<SocketAddr> {
+        match v.parse() {
+            Ok(a) => Some(a),
+            Err(_) => self.fail(
+                path,
+                format!("`{v}` is not a socket address like 127.0.0.1:8080"),
+            ),
+        }
+    }
+
+    fn header_name(&mut self, path: &str, v: &str) -> Option<HeaderName> {
+        match HeaderName::from_bytes(v.as_bytes()) {
+            Ok(h) => Some(h),
+            Err(_) => self.fail(path, format!("`{v}` is not a valid HTTP header name")),
+        }
+    }
+
+    /// `Some(None)` for an empty value, `Some(Some(p))` for a JSON pointer.
+    fn pointer(&mut self, path: &str, v: &str) -> Option<Option<String>> {
+        if v.is_empty() {
+            Some(None)
+        } else if v.starts_with('/') {
+            Some(Some(v.to_string()))
+        } else {
+            self.fail(
+                path,
+                format!("`{v}` is not a JSON pointer: it must start with `/`, as in \"/to\""),
+            )
+        }
+    }
+
+    fn http_url(&mut self, path: &str, v: &str) -> Option<Uri> {
+        let parsed = match url::Url::parse(v) {
+            Ok(u) => u,
+            Err(e) => return self.fail(path, format!("`{v}` is not a valid URL: {e}")),
+        };
+        match parsed.scheme() {
+            "http" => {}
+            "https" => {
+                return self.fail(
+                    path,
+                    "https URLs are not supported yet: put a TLS-terminating sidecar in front of the master and use http",
+                )
+            }
+            other => return self.fail(path, format!("scheme `{other}` is not supported: use http")),
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return self.fail(path, format!("`{v}` has no host"));
+        }
+        match parsed.as_str().parse::<Uri>() {
+            Ok(u) => Some(u),
+            Err(e) => self.fail(path, format!("`{v}` is not a valid URI: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_with(text: &str) -> Result<Config, ConfigErrors> {
+        parse(text, &|name| {
+            (name == "LINDA_TOKEN").then(|| "tok".to_string())
+        })
+    }
+
+    fn paths(text: &str) -> Vec<String> {
+        parse_with(text)
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| e.path)
+            .collect()
+    }
+
+    const MINIMAL: &str = r#"
+[[masters]]
+id = "a"
+send_url = "http://127.0.0.1:9001/send"
+"#;
+
+    #[test]
+    fn minimal_file_gets_every_default() {
+        let c = parse_with(MINIMAL).unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.server.admin_listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(c.server.max_body_bytes, 262_144);
+        assert_eq!(c.server.request_timeout, Duration::from_secs(10));
+        assert_eq!(c.routing.strategy, StrategyKind::RoundRobin);
+        assert_eq!(c.routing.retry_attempts, 2);
+        assert_eq!(c.routing.region_header.as_str(), "x-region");
+        assert_eq!(c.health.unhealthy_threshold, 3);
+        assert_eq!(c.failover.failback, Failback::Auto);
+        assert_eq!(c.queue.when_unavailable, WhenUnavailable::Queue);
+        assert_eq!(c.queue.max_attempts, 10);
+        assert_eq!(c.alerts.imbalance_warning, 0.8);
+        let m = &c.masters[0];
+        assert_eq!((m.role, m.weight, m.priority), (Role::Primary, 1.0, 1));
+    }
+
+    #[test]
+    fn collects_every_error_with_its_path() {
+        let text = r#"
+[server]
+listen = "nowhere"
+max_body_bytes = 0
+[routing]
+strategy = "random"
+region_field = "region"
+[queue]
+when_unavailable = "drop"
+[[masters]]
+id = "a"
+send_url = "ftp://x/send"
+weight = 0
+[[masters]]
+id = "a"
+send_url = "not a url"
+role = "boss"
+priority = 0
+bogus = 1
+"#;
+        let p = paths(text);
+        for want in [
+            "server.listen",
+            "server.max_body_bytes",
+            "routing.strategy",
+            "routing.region_field",
+            "queue.when_unavailable",
+            "masters[0].send_url",
+            "masters[0].weight",
+            "masters[1].id",
+            "masters[1].send_url",
+            "masters[1].role",
+            "masters[1].priority",
+            "masters[1].bogus",
+        ] {
+            assert!(p.iter().any(|x| x == want), "missing {want} in {p:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_masters() {
+        let p = paths("[server]\nlisten_addr = \"x\"\n[nope]\n");
+        assert!(p.contains(&"server.listen_addr".to_string()), "{p:?}");
+        assert!(p.contains(&"nope".to_string()), "{p:?}");
+        assert!(p.contains(&"masters".to_string()), "{p:?}");
+    }
+
+    #[test]
+    fn type_errors_name_the_key() {
+        let e = parse_with("[server]\nmax_body_bytes = \"big\"\n").unwrap_err();
+        assert_eq!(e.0[0].path, "server.max_body_bytes", "{e}");
+    }
+
+    #[test]
+    fn env_interpolation() {
+        let text =
+            format!("{MINIMAL}headers = {{ authorization = \"Bearer ${{LINDA_TOKEN}}\" }}\n");
+        let c = parse_with(&text).unwrap();
+        assert_eq!(c.masters[0].headers[0].1.to_str().unwrap(), "Bearer tok");
+        assert!(format!("{:?}", c.masters[0]).contains("authorization"));
+        assert!(!format!("{:?}", c.masters[0]).contains("tok\""));
+
+        let text = format!("{MINIMAL}region = \"${{MISSING_VAR}}\"\n");
+        let e = parse_with(&text).unwrap_err();
+        assert_eq!(e.0[0].path, "masters[0].region");
+        assert!(e.0[0].message.contains("MISSING_VAR"));
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let e = parse_with("[server\n").unwrap_err();
+        assert!(e.0[0].message.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn decimal_weights_and_only_standbys() {
+        let c = parse_with(&format!("{MINIMAL}weight = 0.5\n")).unwrap();
+        assert_eq!(c.masters[0].weight, 0.5);
+        let p = paths(&format!("{MINIMAL}role = \"standby\"\n"));
+        assert_eq!(p, vec!["masters".to_string()]);
+    }
+}

@@ -1,0 +1,260 @@
+//! Configuration: the TOML file of SPEC section 2, in two stages.
+//!
+//! [`raw`] holds serde types with every default; [`compile`] checks them and builds the
+//! typed [`Config`] the rest of the program uses, collecting *every* error with its key
+//! path. Nothing outside this module sees raw values. Reloading lives in
+//! `crate::control::reload`; this module only parses and validates.
+
+mod compile;
+mod env;
+pub mod raw;
+
+pub use compile::compile;
+
+use http::{HeaderName, HeaderValue, Uri};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One problem in a config file, with the key path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted key path such as `masters[1].weight`; empty for file-level problems.
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// All the errors of one file, as `check` and `/admin/reload` report them.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StrategyKind {
+    RoundRobin,
+    WeightedPriority,
+    LeastLoaded,
+    Region,
+}
+
+impl StrategyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round_robin",
+            Self::WeightedPriority => "weighted_priority",
+            Self::LeastLoaded => "least_loaded",
+            Self::Region => "region",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Secondary,
+    Standby,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Primary => "primary",
+            Self::Secondary => "secondary",
+            Self::Standby => "standby",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failback {
+    Auto,
+    Manual,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenUnavailable {
+    Queue,
+    Reject,
+}
+
+/// A validated configuration. Cheap to share: the routing table holds it in an `Arc`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub routing: RoutingConfig,
+    pub health: HealthConfig,
+    pub failover: FailoverConfig,
+    pub queue: QueueConfig,
+    pub alerts: AlertsConfig,
+    pub masters: Vec<Arc<MasterConfig>>,
+}
+
+#[derive(Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// Empty when the admin API is open.
+    pub admin_token: String,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("admin_listen", &self.admin_listen)
+            .field("admin_token", &redacted(!self.admin_token.is_empty()))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+fn redacted(set: bool) -> &'static str {
+    if set {
+        "<redacted>"
+    } else {
+        "<none>"
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RoutingConfig {
+    pub strategy: StrategyKind,
+    pub region_header: HeaderName,
+    pub key_header: HeaderName,
+    /// JSON pointer into the body, read when the region header is absent.
+    pub region_field: Option<String>,
+    pub key_field: Option<String>,
+    pub retry_attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    pub passive_failures: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct FailoverConfig {
+    pub enabled: bool,
+    pub recovery_wait: Duration,
+    pub failback: Failback,
+    pub failback_delay: Duration,
+    pub slow_start: Duration,
+    pub max_failovers: u32,
+    pub breaker_window: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    pub enabled: bool,
+    pub path: PathBuf,
+    pub when_unavailable: WhenUnavailable,
+    pub max_messages: u64,
+    pub max_attempts: u32,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub ttl: Duration,
+    pub idempotency_window: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AlertsConfig {
+    pub webhook_url: Option<Uri>,
+    pub queue_warning: u64,
+    pub imbalance_warning: f64,
+}
+
+/// One master account. `headers` may carry secrets: its `Debug` shows names only, and
+/// every value is marked sensitive.
+#[derive(Clone)]
+pub struct MasterConfig {
+    pub id: Arc<str>,
+    pub send_url: Uri,
+    pub health_url: Option<Uri>,
+    pub role: Role,
+    pub weight: f64,
+    pub priority: u32,
+    /// As written, for display.
+    pub region: String,
+    /// Lower-cased, for matching.
+    pub region_key: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl fmt::Debug for MasterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("MasterConfig")
+            .field("id", &self.id)
+            .field("send_url", &self.send_url)
+            .field("health_url", &self.health_url)
+            .field("role", &self.role)
+            .field("weight", &self.weight)
+            .field("priority", &self.priority)
+            .field("region", &self.region)
+            .field("header_names", &names)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Parses and validates TOML text, reading `${NAME}` from the process environment.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigErrors> {
+        compile::parse(text, &|name| std::env::var(name).ok())
+    }
+
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError::new(
+                "",
+                format!("cannot read {}: {e}", path.display()),
+            )])
+        })?;
+        Self::from_toml(&text)
+    }
+
+    pub fn master(&self, id: &str) -> Option<&Arc<MasterConfig>> {
+        self.masters.iter().find(|m| &*m.id == id)
+    }
+}

@@ -1,0 +1,190 @@
+//! Raw serde types: the TOML file exactly as written, with every default of SPEC section 2.
+//!
+//! Nothing here is validated beyond types; `compile` turns these into a checked
+//! [`Config`](super::Config). Unknown keys are collected by the loader, not rejected by
+//! serde one at a time, so `switchyard check` can report all of them.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub routing: RawRouting,
+    pub health: RawHealth,
+    pub failover: RawFailover,
+    pub queue: RawQueue,
+    pub alerts: RawAlerts,
+    pub masters: Vec<RawMaster>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RawServer {
+    pub listen: String,
+    pub admin_listen: String,
+    pub admin_token: String,
+    pub max_body_bytes: u64,
+    pub request_timeout_ms: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            admin_listen: "127.0.0.1:9090".into(),
+            admin_token: String::new(),
+            max_body_bytes: 262_144,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RawRouting {
+    pub strategy: String,
+    pub region_header: String,
+    pub key_header: String,
+    pub region_field: String,
+    pub key_field: String,
+    pub retry_attempts: u32,
+}
+
+impl Default for RawRouting {
+    fn default() -> Self {
+        Self {
+            strategy: "round_robin".into(),
+            region_header: "x-region".into(),
+            key_header: "x-routing-key".into(),
+            region_field: String::new(),
+            key_field: String::new(),
+            retry_attempts: 2,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RawHealth {
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    pub passive_failures: u32,
+}
+
+impl Default for RawHealth {
+    fn default() -> Self {
+        Self {
+            interval_ms: 5_000,
+            timeout_ms: 1_000,
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+            passive_failures: 5,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RawFailover {
+    pub enabled: bool,
+    pub recovery_wait_ms: u64,
+    pub failback: String,
+    pub failback_delay_ms: u64,
+    pub slow_start_ms: u64,
+    pub max_failovers: u32,
+    pub breaker_window_ms: u64,
+}
+
+impl Default for RawFailover {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            recovery_wait_ms: 30_000,
+            failback: "auto".into(),
+            failback_delay_ms: 60_000,
+            slow_start_ms: 30_000,
+            max_failovers: 5,
+            breaker_window_ms: 1_800_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RawQueue {
+    pub enabled: bool,
+    pub path: String,
+    pub when_unavailable: String,
+    pub max_messages: u64,
+    pub max_attempts: u32,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    pub ttl_ms: u64,
+    pub idempotency_window_ms: u64,
+}
+
+impl Default for RawQueue {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "data/queue".into(),
+            when_unavailable: "queue".into(),
+            max_messages: 10_000_000,
+            max_attempts: 10,
+            backoff_initial_ms: 1_000,
+            backoff_max_ms: 300_000,
+            ttl_ms: 86_400_000,
+            idempotency_window_ms: 86_400_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RawAlerts {
+    pub webhook_url: String,
+    pub queue_warning: u64,
+    pub imbalance_warning: f64,
+}
+
+impl Default for RawAlerts {
+    fn default() -> Self {
+        Self {
+            webhook_url: String::new(),
+            queue_warning: 1_000,
+            imbalance_warning: 0.8,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RawMaster {
+    pub id: Option<String>,
+    pub send_url: Option<String>,
+    pub health_url: String,
+    pub role: String,
+    pub weight: f64,
+    pub priority: u32,
+    pub region: String,
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Default for RawMaster {
+    fn default() -> Self {
+        Self {
+            id: None,
+            send_url: None,
+            health_url: String::new(),
+            role: "primary".into(),
+            weight: 1.0,
+            priority: 1,
+            region: String::new(),
+            headers: BTreeMap::new(),
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The control side: owns the published [`RoutingTable`] and is its only writer.
+//!
+//! Every change — a config reload, an admin command, later a health transition —
+//! goes through [`Control`], which rebuilds a whole snapshot under one writer lock and
+//! swaps it in with one `ArcSwap::store`. Readers (the request path) never lock.
+//!
+//! May call: `config`, `routing`, `health`, `telemetry`.
+
+pub mod reload;
+
+use crate::config::Config;
+use crate::health::HealthState;
+use crate::routing::stats::StatsRegistry;
+use crate::routing::{AdminState, MasterInput, RoutingTable};
+use arc_swap::{ArcSwap, ArcSwapOption};
+use rand::SeedableRng;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime};
+
+/// Per-master state the controller keeps across rebuilds and reloads.
+#[derive(Debug, Clone)]
+struct MasterControl {
+    admin: AdminState,
+    health: HealthState,
+    promoted: bool,
+}
+
+impl Default for MasterControl {
+    fn default() -> Self {
+        Self {
+            admin: AdminState::Enabled,
+            health: HealthState::Healthy,
+            promoted: false,
+        }
+    }
+}
+
+/// Everything the single writer owns.
+#[derive(Debug)]
+struct Writer {
+    config: Arc<Config>,
+    config_version: u64,
+    config_hash: u64,
+    table_version: u64,
+    masters: HashMap<Arc<str>, MasterControl>,
+}
+
+/// The routing table's publisher and the admin state behind it.
+#[derive(Debug)]
+pub struct Control {
+    table: ArcSwap<RoutingTable>,
+    writer: Mutex<Writer>,
+    stats: StatsRegistry,
+    /// The file reloads read; `None` for an embedded config (demo, tests).
+    pub config_path: Option<PathBuf>,
+    last_reload_error: ArcSwapOption<String>,
+    pub started: Instant,
+    pub started_at: SystemTime,
+}
+
+/// An admin command named a master the config does not have.
+#[derive(Debug, thiserror::Error)]
+#[error("no master with id `{0}`")]
+pub struct UnknownMaster(pub String);
+
+impl Control {
+    pub fn new(config: Config, config_hash: u64, config_path: Option<PathBuf>) -> Control {
+        let writer = Writer {
+            config: Arc::new(config),
+            config_version: 1,
+            config_hash,
+            table_version: 0,
+            masters: HashMap::new(),
+        };
+        let stats = StatsRegistry::default();
+        let mut writer = writer;
+        let table = build(&mut writer, &stats);
+        Control {
+            table: ArcSwap::from_pointee(table),
+            writer: Mutex::new(writer),
+            stats,
+            config_path,
+            last_reload_error: ArcSwapOption::empty(),
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+        }
+    }
+
+    /// The current snapshot. Lock-free.
+    #[inline]
+    pub fn table(&self) -> Arc<RoutingTable> {
+        self.table.load_full()
+    }
+
+    pub fn last_reload_error(&self) -> Option<Arc<String>> {
+        self.last_reload_error.load_full()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Writer> {
+        // A panic while rebuilding leaves the old table published, which is still valid.
+        self.writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn rebuild(&self, writer: &mut Writer) {
+        let table = build(writer, &self.stats);
+        self.table.store(Arc::new(table));
+    }
+
+    /// Sets a master's admin state and publishes a new table.
+    pub fn set_admin(&self, id: &str, admin: AdminState) -> Result<(), UnknownMaster> {
+        let mut w = self.lock();
+        if w.config.master(id).is_none() {
+            return Err(UnknownMaster(id.to_string()));
+        }
+        let entry = w.masters.entry(Arc::from(id)).or_default();
+        if entry.admin == admin {
+            return Ok(());
+        }
+        entry.admin = admin;
+        tracing::info!(master = id, state = admin.as_str(), "admin state changed");
+        self.rebuild(&mut w);
+        Ok(())
+    }
+
+    /// Swaps in a validated config unless its content hash is the one already running.
+    /// Masters whose id is unchanged keep their state and counters. Returns the config
+    /// version now in force.
+    pub fn apply_config(&self, config: Config, hash: u64) -> u64 {
+        let mut w = self.lock();
+        self.last_reload_error.store(None);
+        if hash == w.config_hash {
+            return w.config_version;
+        }
+        if config.server.listen != w.config.server.listen
+            || config.server.admin_listen != w.config.server.admin_listen
+        {
+            tracing::warn!(
+                "a change of server.listen or server.admin_listen takes effect at the next restart"
+            );
+        }
+        w.config = Arc::new(config);
+        w.config_hash = hash;
+        w.config_version += 1;
+        let ids: Vec<Arc<str>> = w.config.masters.iter().map(|m| m.id.clone()).collect();
+        w.masters.retain(|id, _| ids.contains(id));
+        self.rebuild(&mut w);
+        w.config_version
+    }
+
+    pub fn reject_config(&self, error: String) {
+        self.last_reload_error.store(Some(Arc::new(error)));
+    }
+}
+
+fn build(w: &mut Writer, stats: &StatsRegistry) -> RoutingTable {
+    w.table_version += 1;
+    let inputs = w
+        .config
+        .masters
+        .iter()
+        .map(|m| {
+            let c = w.masters.get(&m.id).cloned().unwrap_or_default();
+            MasterInput {
+                config: m.clone(),
+                stats: stats.get_or_create(&m.id),
+                health: c.health,
+                admin: c.admin,
+                promoted: c.promoted,
+                factor: 1.0,
+            }
+        })
+        .collect();
+    RoutingTable::build(
+        w.table_version,
+        w.config_version,
+        w.config.clone(),
+        inputs,
+        &mut rand::rngs::StdRng::from_entropy(),
+    )
+}
+
+/// A content hash for reload de-duplication (FNV-1a; not for security).
+pub fn content_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}

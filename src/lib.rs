@@ -1,0 +1,26 @@
+//! switchyard: a load-balancing, failover and store-and-forward proxy for message send
+//! endpoints.
+//!
+//! Two flows, as modules:
+//! - the data path — [`server`] accepts, [`proxy`] reads routing hints, loads the
+//!   [`routing`] snapshot, lets its strategy choose a master and forwards;
+//! - the control side — [`control`] owns the routing table (its only writer) and
+//!   rebuilds it on reloads and admin commands; [`health`] names the master states;
+//!   [`admin`] exposes it all; [`telemetry`] holds metrics.
+//!
+//! [`config`] parses and validates the TOML file; [`app`] wires a running instance.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod control;
+pub mod demo;
+pub mod health;
+pub mod mock;
+pub mod proxy;
+pub mod reply;
+pub mod routing;
+pub mod server;
+pub mod status_cli;
+pub mod telemetry;
+pub mod util;

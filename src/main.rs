@@ -1,0 +1,186 @@
+//! The `switchyard` command line (SPEC section 1).
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Load-balancing, failover and store-and-forward proxy for message send endpoints"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run {
+        /// Config file.
+        #[arg(
+            long,
+            env = "SWITCHYARD_CONFIG",
+            default_value = "config/switchyard.toml"
+        )]
+        config: PathBuf,
+    },
+    /// Validate a config file: print every error with its key path, exit 0 (valid) or 1.
+    Check {
+        /// Config file.
+        #[arg(
+            long,
+            env = "SWITCHYARD_CONFIG",
+            default_value = "config/switchyard.toml"
+        )]
+        config: PathBuf,
+    },
+    /// Run three simulated masters and the proxy with a built-in config.
+    Demo {
+        /// Client listener.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Admin listener.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin_listen: SocketAddr,
+    },
+    /// Run a simulated master account.
+    MockMaster {
+        /// Address to listen on, e.g. 127.0.0.1:9001 (port 0 picks a free one).
+        #[arg(long)]
+        listen: SocketAddr,
+        /// The id it reports in its answers.
+        #[arg(long, default_value = "mock-master")]
+        id: String,
+        /// Delay before each answer.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Share of sends answered 503, from 0 to 1.
+        #[arg(long, default_value_t = 0.0)]
+        fail_rate: f64,
+    },
+    /// Print the HA status as a table.
+    Status {
+        /// Admin API base URL.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        admin: String,
+        /// Bearer token, when the admin API has one.
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN")]
+        token: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Check { config } = &cli.command {
+        return check(config);
+    }
+    switchyard::telemetry::init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(c) => {
+            println!(
+                "{}: ok ({} masters, strategy {})",
+                path.display(),
+                c.masters.len(),
+                c.routing.strategy.as_str()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+            for e in &errors.0 {
+                eprintln!("  {e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { config } => {
+            let bytes = std::fs::read(&config)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", config.display()))?;
+            let text = String::from_utf8(bytes.clone())
+                .map_err(|_| anyhow::anyhow!("{} is not UTF-8", config.display()))?;
+            let parsed = Config::from_toml(&text).map_err(|errors| {
+                let list: Vec<String> = errors.0.iter().map(|e| format!("  {e}")).collect();
+                anyhow::anyhow!("invalid config {}:\n{}", config.display(), list.join("\n"))
+            })?;
+            let hash = switchyard::control::content_hash(&bytes);
+            let running = switchyard::app::start(parsed, hash, Some(config)).await?;
+            println!(
+                "switchyard listening on http://{} (admin http://{})",
+                running.listen, running.admin_listen
+            );
+            switchyard::app::wait_for_signal().await;
+            tracing::info!("shutting down: no new connections, finishing in-flight requests");
+            running.shutdown().await;
+            Ok(())
+        }
+        Command::Demo {
+            listen,
+            admin_listen,
+        } => switchyard::demo::run(listen, admin_listen).await,
+        Command::MockMaster {
+            listen,
+            id,
+            latency_ms,
+            fail_rate,
+        } => {
+            if !(0.0..=1.0).contains(&fail_rate) {
+                anyhow::bail!("--fail-rate must be between 0 and 1");
+            }
+            let mock = Arc::new(switchyard::mock::MockMaster::new(
+                id.clone(),
+                Duration::from_millis(latency_ms),
+                fail_rate,
+            ));
+            let (trigger, shutdown) = switchyard::server::shutdown_pair();
+            let (addr, task) = switchyard::mock::start(mock, listen, shutdown)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+            println!("mock-master {id} listening on http://{addr}");
+            switchyard::app::wait_for_signal().await;
+            trigger.trigger();
+            task.await?;
+            Ok(())
+        }
+        Command::Status { admin, token } => {
+            switchyard::status_cli::run(&admin, token.as_deref()).await
+        }
+        Command::Check { config } => {
+            if check(&config) == ExitCode::SUCCESS {
+                Ok(())
+            } else {
+                anyhow::bail!("invalid config")
+            }
+        }
+    }
+}

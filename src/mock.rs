@@ -1,0 +1,120 @@
+//! `switchyard mock-master`: a simulated master account for demos, tests and benchmarks
+//! (SPEC section 6).
+
+use crate::reply;
+use crate::server::{self, Body, Shutdown};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use rand::Rng;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+#[derive(Debug)]
+pub struct MockMaster {
+    pub id: String,
+    pub latency: Duration,
+    pub fail_rate: f64,
+    down: AtomicBool,
+    received: AtomicU64,
+}
+
+impl MockMaster {
+    pub fn new(id: impl Into<String>, latency: Duration, fail_rate: f64) -> Self {
+        Self {
+            id: id.into(),
+            latency,
+            fail_rate,
+            down: AtomicBool::new(false),
+            received: AtomicU64::new(0),
+        }
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Relaxed);
+    }
+
+    pub fn received(&self) -> u64 {
+        self.received.load(Relaxed)
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let down = self.down.load(Relaxed);
+        let unavailable = || {
+            reply::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "master_down",
+                "this master is down",
+            )
+        };
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/health") if down => unavailable(),
+            (&Method::GET, "/health") => {
+                reply::json(StatusCode::OK, &serde_json::json!({"status": "up"}))
+            }
+            (&Method::GET, "/received") => reply::json(
+                StatusCode::OK,
+                &serde_json::json!({"count": self.received()}),
+            ),
+            (&Method::POST, "/control/down") => {
+                self.set_down(true);
+                reply::json(StatusCode::OK, &serde_json::json!({"down": true}))
+            }
+            (&Method::POST, "/control/up") => {
+                self.set_down(false);
+                reply::json(StatusCode::OK, &serde_json::json!({"down": false}))
+            }
+            (&Method::POST, _) => {
+                let key = req
+                    .headers()
+                    .get("idempotency-key")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                // Read the whole body, as a real master would.
+                if let Err(e) = req.into_body().collect().await {
+                    return reply::error(
+                        StatusCode::BAD_REQUEST,
+                        "body_read_failed",
+                        e.to_string(),
+                    );
+                }
+                if !self.latency.is_zero() {
+                    tokio::time::sleep(self.latency).await;
+                }
+                if down
+                    || (self.fail_rate > 0.0 && rand::thread_rng().gen::<f64>() < self.fail_rate)
+                {
+                    return unavailable();
+                }
+                self.received.fetch_add(1, Relaxed);
+                reply::json(
+                    StatusCode::OK,
+                    &serde_json::json!({"accepted": true, "master": self.id, "idempotency_key": key}),
+                )
+            }
+            (_, "/health" | "/received") => reply::method_not_allowed("GET"),
+            _ => reply::method_not_allowed("POST"),
+        }
+    }
+}
+
+/// Binds `listen` and serves `mock` until `shutdown`. Returns the bound address.
+pub async fn start(
+    mock: Arc<MockMaster>,
+    listen: SocketAddr,
+    shutdown: Shutdown,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let handler = move |req| mock.clone().handle(req);
+    let task = tokio::spawn(server::serve(
+        listener,
+        handler,
+        shutdown,
+        Duration::from_secs(5),
+    ));
+    Ok((addr, task))
+}

@@ -1,0 +1,175 @@
+//! Idempotency keys and message records, in memory.
+//!
+//! A repeat of a key inside the window is not sent again: it waits for the first
+//! message's outcome (if still in flight) and gets its id and answer. Records are also
+//! what `GET /v1/messages/{id}` reads. They live in memory and are swept after the
+//! window; the persistent queue will keep them on disk.
+
+use bytes::Bytes;
+use dashmap::mapref::entry::Entry as MapEntry;
+use dashmap::DashMap;
+use http::StatusCode;
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::watch;
+
+/// The answer a master gave, kept to replay to repeats.
+#[derive(Debug, Clone)]
+pub struct StoredAnswer {
+    pub status: StatusCode,
+    pub content_type: Option<http::HeaderValue>,
+    pub body: Bytes,
+    pub master: Arc<str>,
+}
+
+/// What `GET /v1/messages/{id}` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageRecord {
+    pub id: String,
+    pub status: &'static str,
+    pub master: Option<String>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug)]
+pub struct Entry {
+    pub id: String,
+    key: String,
+    created: Instant,
+    record: Mutex<MessageRecord>,
+    answer: watch::Sender<Answer>,
+}
+
+#[derive(Debug, Clone)]
+enum Answer {
+    Pending,
+    Done(StoredAnswer),
+    Abandoned,
+}
+
+impl Entry {
+    fn record(&self) -> std::sync::MutexGuard<'_, MessageRecord> {
+        self.record.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for the first message's answer; `None` if it failed without one (the key
+    /// is then free again and the caller should send the message itself).
+    pub async fn wait_answer(&self) -> Option<StoredAnswer> {
+        let mut rx = self.answer.subscribe();
+        loop {
+            match &*rx.borrow_and_update() {
+                Answer::Pending => {}
+                Answer::Done(a) => return Some(a.clone()),
+                Answer::Abandoned => return None,
+            }
+            if rx.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+/// Outcome of [`MessageLog::begin`].
+pub enum Begin {
+    /// First use of the key: the caller sends the message.
+    New(Arc<Entry>),
+    /// A repeat: replay this entry's outcome.
+    Repeat(Arc<Entry>),
+}
+
+#[derive(Debug, Default)]
+pub struct MessageLog {
+    by_key: DashMap<String, Arc<Entry>>,
+    by_id: DashMap<String, Arc<Entry>>,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    crate::util::format_rfc3339(d)
+}
+
+impl MessageLog {
+    /// Claims `key` for a new message `id`, or returns the entry of the first message.
+    pub fn begin(&self, key: &str, id: &str, window: Duration) -> Begin {
+        match self.by_key.entry(key.to_string()) {
+            MapEntry::Occupied(mut o) if o.get().created.elapsed() >= window => {
+                self.by_id.remove(&o.get().id);
+                let entry = new_entry(key, id);
+                o.insert(entry.clone());
+                self.by_id.insert(id.to_string(), entry.clone());
+                Begin::New(entry)
+            }
+            MapEntry::Occupied(o) => Begin::Repeat(o.get().clone()),
+            MapEntry::Vacant(v) => {
+                let entry = new_entry(key, id);
+                v.insert(entry.clone());
+                self.by_id.insert(id.to_string(), entry.clone());
+                Begin::New(entry)
+            }
+        }
+    }
+
+    /// Records the master's final answer and wakes waiting repeats.
+    pub fn finish(
+        &self,
+        entry: &Entry,
+        answer: StoredAnswer,
+        attempts: u32,
+        last_error: Option<String>,
+    ) {
+        {
+            let mut r = entry.record();
+            r.status = if answer.status.is_success() {
+                "delivered"
+            } else {
+                "dead"
+            };
+            r.master = Some(answer.master.to_string());
+            r.attempts = attempts;
+            r.last_error = last_error;
+            r.updated_at = rfc3339(SystemTime::now());
+        }
+        entry.answer.send_replace(Answer::Done(answer));
+    }
+
+    /// The message was not accepted (no master could take it): forget the key so the
+    /// client's retry is sent, and let waiting repeats send theirs.
+    pub fn abandon(&self, entry: &Entry) {
+        self.by_key.remove_if(&entry.key, |_, e| e.id == entry.id);
+        self.by_id.remove(&entry.id);
+        entry.answer.send_replace(Answer::Abandoned);
+    }
+
+    pub fn get(&self, id: &str) -> Option<MessageRecord> {
+        self.by_id.get(id).map(|e| e.record().clone())
+    }
+
+    /// Drops entries older than `window`.
+    pub fn sweep(&self, window: Duration) {
+        self.by_key.retain(|_, e| e.created.elapsed() < window);
+        self.by_id.retain(|_, e| e.created.elapsed() < window);
+    }
+}
+
+fn new_entry(key: &str, id: &str) -> Arc<Entry> {
+    let now = rfc3339(SystemTime::now());
+    Arc::new(Entry {
+        id: id.to_string(),
+        key: key.to_string(),
+        created: Instant::now(),
+        record: Mutex::new(MessageRecord {
+            id: id.to_string(),
+            status: "delivering",
+            master: None,
+            attempts: 0,
+            last_error: None,
+            created_at: now.clone(),
+            updated_at: now,
+        }),
+        answer: watch::channel(Answer::Pending).0,
+    })
+}

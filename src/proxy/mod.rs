@@ -1,0 +1,322 @@
+//! The data path: listener → routing hints → table snapshot → strategy → forward (with
+//! retries on other masters) → answer. The client API of SPEC section 4.
+//!
+//! May call: `control` (to load the table), `routing`, `telemetry`, `reply`.
+
+pub mod hints;
+pub mod idempotency;
+pub mod upstream;
+
+use crate::control::Control;
+use crate::reply;
+use crate::server::Body;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use idempotency::{Begin, Entry, MessageLog, StoredAnswer};
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::Instrument;
+use upstream::{exchange, Answer, HttpClient, Outgoing};
+
+/// State shared by every client request.
+#[derive(Debug)]
+pub struct Proxy {
+    pub control: Arc<Control>,
+    client: HttpClient,
+    pub messages: MessageLog,
+}
+
+const MESSAGE_ID: &str = "x-switchyard-message-id";
+const MASTER: &str = "x-switchyard-master";
+
+impl Proxy {
+    pub fn new(control: Arc<Control>) -> Proxy {
+        Proxy {
+            control,
+            client: upstream::client(),
+            messages: MessageLog::default(),
+        }
+    }
+
+    /// Routes one client request.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path();
+        if path == "/v1/messages" {
+            return match *req.method() {
+                Method::POST => self.send(req).await,
+                _ => reply::method_not_allowed("POST"),
+            };
+        }
+        if let Some(id) = path.strip_prefix("/v1/messages/") {
+            if id.is_empty() || id.contains('/') {
+                return reply::not_found();
+            }
+            return match *req.method() {
+                Method::GET => self.message_status(id),
+                _ => reply::method_not_allowed("GET"),
+            };
+        }
+        reply::not_found()
+    }
+
+    fn message_status(&self, id: &str) -> Response<Body> {
+        match self.messages.get(id) {
+            Some(record) => reply::json(StatusCode::OK, &record),
+            None => reply::error(
+                StatusCode::NOT_FOUND,
+                "message_not_found",
+                format!("no message with id `{id}` is known"),
+            ),
+        }
+    }
+
+    async fn send(&self, req: Request<Incoming>) -> Response<Body> {
+        let table = self.control.table();
+        let cfg = &table.config;
+        let limit = cfg.server.max_body_bytes;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return too_large(limit);
+        }
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, limit).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(limit),
+            Err(e) => {
+                return reply::error(
+                    StatusCode::BAD_REQUEST,
+                    "body_read_failed",
+                    format!("could not read the request body: {e}"),
+                )
+            }
+        };
+        let hints = match hints::extract(&cfg.routing, &parts.headers, &body) {
+            Ok(h) => h,
+            Err(e) => return reply::error(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()),
+        };
+
+        let id = uuid::Uuid::now_v7().to_string();
+        let client_key = parts.headers.get("idempotency-key").cloned();
+        let entry = match client_key.as_ref().map(|k| k.to_str()) {
+            None => None,
+            Some(Err(_)) => {
+                return reply::error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_idempotency_key",
+                    "Idempotency-Key must be visible ASCII",
+                )
+            }
+            Some(Ok(key)) => {
+                match self.messages.begin(key, &id, cfg.queue.idempotency_window) {
+                    Begin::New(entry) => Some(entry),
+                    Begin::Repeat(first) => {
+                        if let Some(answer) = first.wait_answer().await {
+                            return replay(&first.id, &answer);
+                        }
+                        // The first attempt was not accepted; this one is sent as new.
+                        match self.messages.begin(key, &id, cfg.queue.idempotency_window) {
+                            Begin::New(entry) => Some(entry),
+                            Begin::Repeat(other) => {
+                                return match other.wait_answer().await {
+                                    Some(answer) => replay(&other.id, &answer),
+                                    None => no_master(cfg),
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let idempotency_key = match client_key {
+            Some(k) => k,
+            None => HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("invalid")),
+        };
+        let msg = Outgoing {
+            body,
+            content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
+            idempotency_key,
+        };
+        self.forward(&table, hints.region.as_deref(), &msg, &id, entry.as_deref())
+            .await
+    }
+
+    /// Tries up to `1 + retry_attempts` distinct masters.
+    async fn forward(
+        &self,
+        table: &crate::routing::RoutingTable,
+        region: Option<&str>,
+        msg: &Outgoing,
+        id: &str,
+        entry: Option<&Entry>,
+    ) -> Response<Body> {
+        let cfg = &table.config;
+        let max_tries = 1 + cfg.routing.retry_attempts as usize;
+        let mut tried: Vec<usize> = Vec::with_capacity(max_tries);
+        let mut last_error: Option<String> = None;
+        while tried.len() < max_tries {
+            let Some(pick) = table.select(region, &tried) else {
+                break;
+            };
+            tried.push(pick.index);
+            let master = &table.masters[pick.index];
+            let stats = &master.stats;
+            let started = Instant::now();
+            let result = {
+                let _in_flight = stats.start();
+                exchange(
+                    &self.client,
+                    &master.config,
+                    msg,
+                    cfg.server.request_timeout,
+                )
+                .instrument(tracing::debug_span!("forward", master = master.id()))
+                .await
+            };
+            let elapsed = started.elapsed();
+            stats.observe_latency(elapsed);
+            stats.metrics.duration.record(elapsed.as_secs_f64());
+            match result {
+                Ok(answer) => {
+                    stats.record_success();
+                    let outcome = if answer.status.is_success() {
+                        crate::telemetry::Outcome::Success
+                    } else {
+                        crate::telemetry::Outcome::Rejected
+                    };
+                    stats.metrics.request(outcome);
+                    if let Some(entry) = entry {
+                        let stored = StoredAnswer {
+                            status: answer.status,
+                            content_type: answer.headers.get(header::CONTENT_TYPE).cloned(),
+                            body: answer.body.clone(),
+                            master: master.config.id.clone(),
+                        };
+                        self.messages
+                            .finish(entry, stored, tried.len() as u32, last_error);
+                    }
+                    let mut resp = delivered(answer, master.id(), id);
+                    if pick.region_fallback {
+                        resp.headers_mut().insert(
+                            "x-switchyard-region-fallback",
+                            HeaderValue::from_static("true"),
+                        );
+                    }
+                    return resp;
+                }
+                Err(e) => {
+                    stats.metrics.request(e.outcome());
+                    let text = e.to_string();
+                    tracing::warn!(master = master.id(), message_id = id, error = %text, "exchange failed; trying another master");
+                    stats.record_failure(text.clone());
+                    last_error = Some(format!("{}: {text}", master.id()));
+                }
+            }
+        }
+        if let Some(entry) = entry {
+            self.messages.abandon(entry);
+        }
+        match last_error {
+            None => no_master(cfg),
+            Some(err) => unavailable(
+                cfg,
+                "masters_unavailable",
+                format!(
+                    "no master accepted the message after {} attempts; last error: {err}",
+                    tried.len()
+                ),
+            ),
+        }
+    }
+}
+
+fn too_large(limit: usize) -> Response<Body> {
+    reply::error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the body is larger than server.max_body_bytes ({limit} bytes)"),
+    )
+}
+
+fn no_master(cfg: &crate::config::Config) -> Response<Body> {
+    unavailable(
+        cfg,
+        "no_eligible_master",
+        "no master is eligible to take the message; retry later".into(),
+    )
+}
+
+fn unavailable(cfg: &crate::config::Config, code: &str, message: String) -> Response<Body> {
+    let mut resp = reply::error(StatusCode::SERVICE_UNAVAILABLE, code, message);
+    let secs = cfg.health.interval.as_secs().clamp(1, 60);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    resp
+}
+
+fn id_headers(headers: &mut HeaderMap, master: &str, id: &str) {
+    if let Ok(v) = HeaderValue::from_str(master) {
+        headers.insert(MASTER, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(id) {
+        headers.insert(MESSAGE_ID, v);
+    }
+}
+
+/// The master's answer as the client sees it: status, body and end-to-end headers.
+fn delivered(answer: Answer, master: &str, id: &str) -> Response<Body> {
+    let mut resp = Response::new(Body::new(answer.body));
+    *resp.status_mut() = answer.status;
+    let headers = resp.headers_mut();
+    for (name, value) in &answer.headers {
+        if !is_hop_by_hop(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    id_headers(headers, master, id);
+    resp
+}
+
+fn replay(id: &str, answer: &StoredAnswer) -> Response<Body> {
+    let mut resp = Response::new(Body::new(answer.body.clone()));
+    *resp.status_mut() = answer.status;
+    let headers = resp.headers_mut();
+    if let Some(ct) = &answer.content_type {
+        headers.insert(header::CONTENT_TYPE, ct.clone());
+    }
+    id_headers(headers, &answer.master, id);
+    headers.insert("x-switchyard-duplicate", HeaderValue::from_static("true"));
+    resp
+}
+
+fn is_hop_by_hop(name: &header::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "content-length"
+    )
+}
+
+/// Sweeps expired idempotency records once a minute.
+pub async fn sweep_messages(proxy: Arc<Proxy>, mut shutdown: crate::server::Shutdown) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let window = proxy.control.table().config.queue.idempotency_window;
+                proxy.messages.sweep(window);
+            }
+            _ = shutdown.wait() => return,
+        }
+    }
+}

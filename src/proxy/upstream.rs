@@ -1,0 +1,133 @@
+//! One exchange with one master over the pooled keep-alive client, classified the way
+//! SPEC section 4 defines retryable failures.
+
+use crate::config::MasterConfig;
+use crate::server::Body;
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::time::Duration;
+
+pub type HttpClient = Client<HttpConnector, Body>;
+
+/// A pooled HTTP/1.1 client: keep-alive, TCP_NODELAY, idle connections closed after 90 s.
+pub fn client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// A master's answer, body read in full.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Why an exchange did not produce a final answer.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connection failed: {0}")]
+    Connect(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("connection broke before a response: {0}")]
+    Io(String),
+    /// 429, 502, 503 or 504.
+    #[error("master answered {}", .0.status)]
+    Status(Answer),
+}
+
+impl UpstreamError {
+    pub fn outcome(&self) -> crate::telemetry::Outcome {
+        use crate::telemetry::Outcome;
+        match self {
+            Self::Connect(_) => Outcome::ConnectError,
+            Self::Timeout(_) => Outcome::Timeout,
+            Self::Io(_) => Outcome::IoError,
+            Self::Status(_) => Outcome::RetryableStatus,
+        }
+    }
+}
+
+pub fn retryable_status(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 429 | 502 | 503 | 504)
+}
+
+/// The message as it goes to every master.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub body: Bytes,
+    pub content_type: Option<HeaderValue>,
+    pub idempotency_key: HeaderValue,
+}
+
+/// Sends `msg` to `master` and reads the whole answer within `timeout`.
+pub async fn exchange(
+    client: &HttpClient,
+    master: &MasterConfig,
+    msg: &Outgoing,
+    timeout: Duration,
+) -> Result<Answer, UpstreamError> {
+    let mut req = Request::new(Body::new(msg.body.clone()));
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = master.send_url.clone();
+    let headers = req.headers_mut();
+    if let Some(ct) = &msg.content_type {
+        headers.insert(header::CONTENT_TYPE, ct.clone());
+    }
+    for (name, value) in &master.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    headers.insert("idempotency-key", msg.idempotency_key.clone());
+
+    let exchange = async {
+        let resp = client.request(req).await.map_err(|e| {
+            if e.is_connect() {
+                UpstreamError::Connect(error_chain(&e))
+            } else {
+                UpstreamError::Io(error_chain(&e))
+            }
+        })?;
+        let (parts, body) = resp.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| UpstreamError::Io(error_chain(&e)))?
+            .to_bytes();
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    };
+    let answer = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| UpstreamError::Timeout(timeout))??;
+    if retryable_status(answer.status) {
+        return Err(UpstreamError::Status(answer));
+    }
+    Ok(answer)
+}
+
+/// An error and its sources in one line, e.g. "client error (Connect): tcp connect
+/// error: Connection refused (os error 111)".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,155 @@
+//! The routing table: one immutable snapshot of everything a request needs to choose
+//! a master — the config, each master's eligibility and effective weight, and the
+//! built strategy. It is published through one `ArcSwap` by `crate::control`, the only
+//! writer; the request path loads it and takes no lock.
+//!
+//! May call: `config`, `health`, `telemetry` (metric handles inside [`stats`]).
+
+pub mod stats;
+pub mod strategy;
+
+use crate::config::{Config, MasterConfig, Role};
+use crate::health::HealthState;
+use rand::Rng;
+use stats::MasterStats;
+use std::sync::Arc;
+use strategy::{Candidate, Strategy};
+
+pub use strategy::Pick;
+
+/// An operator's hold on a master, separate from its health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminState {
+    Enabled,
+    /// Takes no new traffic until enabled again.
+    Disabled,
+    /// Takes no new traffic; in-flight exchanges finish. Shown apart from `Disabled`.
+    Draining,
+}
+
+impl AdminState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enabled => "enabled",
+            Self::Disabled => "disabled",
+            Self::Draining => "draining",
+        }
+    }
+}
+
+/// The state of one master, as the controller hands it to [`RoutingTable::build`].
+#[derive(Debug, Clone)]
+pub struct MasterInput {
+    pub config: Arc<MasterConfig>,
+    pub stats: Arc<MasterStats>,
+    pub health: HealthState,
+    pub admin: AdminState,
+    /// A standby currently taking a failed master's place.
+    pub promoted: bool,
+    /// Slow-start share in (0, 1].
+    pub factor: f64,
+}
+
+/// One master in a table snapshot.
+#[derive(Debug)]
+pub struct MasterEntry {
+    pub config: Arc<MasterConfig>,
+    pub stats: Arc<MasterStats>,
+    pub health: HealthState,
+    pub admin: AdminState,
+    pub promoted: bool,
+    pub eligible: bool,
+    pub effective_weight: f64,
+}
+
+impl MasterEntry {
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+}
+
+/// An immutable routing snapshot.
+#[derive(Debug)]
+pub struct RoutingTable {
+    /// Moves on every rebuild.
+    pub version: u64,
+    /// Moves on every accepted config.
+    pub config_version: u64,
+    pub config: Arc<Config>,
+    pub masters: Vec<MasterEntry>,
+    strategy: Strategy,
+}
+
+impl RoutingTable {
+    /// Builds a snapshot. A master is eligible when enabled, `healthy` or `recovering`,
+    /// and not a standby unless promoted (SPEC section 3).
+    pub fn build(
+        version: u64,
+        config_version: u64,
+        config: Arc<Config>,
+        inputs: Vec<MasterInput>,
+        rng: &mut impl Rng,
+    ) -> RoutingTable {
+        let masters: Vec<MasterEntry> = inputs
+            .into_iter()
+            .map(|m| {
+                let eligible = m.admin == AdminState::Enabled
+                    && m.health.routable()
+                    && (m.config.role != Role::Standby || m.promoted);
+                let factor = if m.health == HealthState::Recovering {
+                    m.factor.clamp(0.1, 1.0)
+                } else {
+                    1.0
+                };
+                MasterEntry {
+                    effective_weight: m.config.weight * factor,
+                    config: m.config,
+                    stats: m.stats,
+                    health: m.health,
+                    admin: m.admin,
+                    promoted: m.promoted,
+                    eligible,
+                }
+            })
+            .collect();
+        let candidates: Vec<Candidate> = masters
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.eligible)
+            .map(|(index, m)| Candidate {
+                index,
+                weight: m.config.weight,
+                factor: m.effective_weight / m.config.weight,
+                priority: m.config.priority,
+                region: m.config.region_key.clone(),
+                stats: m.stats.clone(),
+            })
+            .collect();
+        let strategy = Strategy::build(config.routing.strategy, &candidates, rng);
+        RoutingTable {
+            version,
+            config_version,
+            config,
+            masters,
+            strategy,
+        }
+    }
+
+    /// Chooses an eligible master that is not in `tried` (indexes into `masters`).
+    /// `region` must be lower-cased. Lock-free: a few atomic operations.
+    #[inline]
+    pub fn select(&self, region: Option<&str>, tried: &[usize]) -> Option<Pick> {
+        self.strategy.select(region, tried)
+    }
+
+    pub fn eligible_count(&self) -> usize {
+        self.masters.iter().filter(|m| m.eligible).count()
+    }
+
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.masters.iter().position(|m| m.id() == id)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,298 @@
+//! The four selection strategies of SPEC section 3, built once per routing table.
+//!
+//! Building does the work (weight sequences, priority groups, region maps); `select`
+//! is a few atomic operations and never locks. Every strategy sees only eligible
+//! masters: ineligible ones are left out when the table is built.
+
+use super::stats::MasterStats;
+use crate::config::StrategyKind;
+use rand::Rng;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// What a strategy needs to know about one eligible master.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// Position in the routing table's master list.
+    pub index: usize,
+    /// Configured weight.
+    pub weight: f64,
+    /// Slow-start factor in (0, 1]: 1 for a master at full share.
+    pub factor: f64,
+    pub priority: u32,
+    /// Lower-cased region.
+    pub region: String,
+    pub stats: Arc<MasterStats>,
+}
+
+impl Candidate {
+    pub fn effective_weight(&self) -> f64 {
+        self.weight * self.factor
+    }
+}
+
+/// The outcome of one selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick {
+    pub index: usize,
+    /// The region strategy had to use masters outside the request's region.
+    pub region_fallback: bool,
+}
+
+#[derive(Debug)]
+pub enum Strategy {
+    RoundRobin(Rotation),
+    WeightedPriority(PriorityGroups),
+    LeastLoaded(LeastLoaded),
+    Region {
+        by_region: HashMap<String, Rotation>,
+        fallback: PriorityGroups,
+    },
+}
+
+impl Strategy {
+    /// Builds the strategy over the eligible `candidates`. `rng` only picks where each
+    /// rotation starts, so that restarted proxies do not all hit the same master first.
+    pub fn build(kind: StrategyKind, candidates: &[Candidate], rng: &mut impl Rng) -> Strategy {
+        match kind {
+            StrategyKind::RoundRobin => {
+                // Equal shares; a slow-starting master keeps its reduced factor.
+                let equal: Vec<(usize, f64)> =
+                    candidates.iter().map(|c| (c.index, c.factor)).collect();
+                Strategy::RoundRobin(Rotation::new(&equal, rng))
+            }
+            StrategyKind::WeightedPriority => {
+                Strategy::WeightedPriority(PriorityGroups::new(candidates, rng))
+            }
+            StrategyKind::LeastLoaded => Strategy::LeastLoaded(LeastLoaded::new(candidates, rng)),
+            StrategyKind::Region => {
+                let mut regions: HashMap<String, Vec<(usize, f64)>> = HashMap::new();
+                for c in candidates.iter().filter(|c| !c.region.is_empty()) {
+                    regions
+                        .entry(c.region.clone())
+                        .or_default()
+                        .push((c.index, c.effective_weight()));
+                }
+                Strategy::Region {
+                    by_region: regions
+                        .into_iter()
+                        .map(|(r, members)| (r, Rotation::new(&members, rng)))
+                        .collect(),
+                    fallback: PriorityGroups::new(candidates, rng),
+                }
+            }
+        }
+    }
+
+    /// Chooses a master not in `tried`. `region` must already be lower-cased.
+    pub fn select(&self, region: Option<&str>, tried: &[usize]) -> Option<Pick> {
+        let plain = |index| Pick {
+            index,
+            region_fallback: false,
+        };
+        match self {
+            Strategy::RoundRobin(r) => r.pick(tried).map(plain),
+            Strategy::WeightedPriority(g) => g.pick(tried).map(plain),
+            Strategy::LeastLoaded(l) => l.pick(tried).map(plain),
+            Strategy::Region {
+                by_region,
+                fallback,
+            } => {
+                if let Some(index) = region
+                    .and_then(|r| by_region.get(r))
+                    .and_then(|rot| rot.pick(tried))
+                {
+                    return Some(plain(index));
+                }
+                fallback.pick(tried).map(|index| Pick {
+                    index,
+                    region_fallback: true,
+                })
+            }
+        }
+    }
+}
+
+/// Smooth weighted round-robin over a precomputed sequence, indexed by one atomic
+/// counter. With equal weights it is plain round-robin.
+#[derive(Debug)]
+pub struct Rotation {
+    seq: Box<[u32]>,
+    next: AtomicUsize,
+}
+
+impl Rotation {
+    pub fn new(members: &[(usize, f64)], rng: &mut impl Rng) -> Rotation {
+        let seq = smooth_sequence(members);
+        let start = if seq.is_empty() {
+            0
+        } else {
+            rng.gen_range(0..seq.len())
+        };
+        Rotation {
+            seq: seq.into_boxed_slice(),
+            next: AtomicUsize::new(start),
+        }
+    }
+
+    pub fn pick(&self, tried: &[usize]) -> Option<usize> {
+        let len = self.seq.len();
+        if len == 0 {
+            return None;
+        }
+        let at = self.next.fetch_add(1, Relaxed);
+        (0..len)
+            .map(|step| self.seq[(at.wrapping_add(step)) % len] as usize)
+            .find(|i| !tried.contains(i))
+    }
+}
+
+/// nginx's smooth weighted round-robin, unrolled into one period. Weights are turned
+/// into integers (decimals kept to 1/1000, then divided by their gcd) and the period is
+/// capped so building stays cheap at 1,000 masters.
+fn smooth_sequence(members: &[(usize, f64)]) -> Vec<u32> {
+    if members.is_empty() {
+        return Vec::new();
+    }
+    let mut ints: Vec<u64> = members
+        .iter()
+        .map(|&(_, w)| (w * 1000.0).round().max(1.0) as u64)
+        .collect();
+    let g = ints.iter().copied().fold(0, gcd);
+    ints.iter_mut().for_each(|w| *w /= g);
+    let cap = (10_000_000 / members.len() as u64).max(members.len() as u64);
+    let total: u64 = ints.iter().sum();
+    if total > cap {
+        let scale = cap as f64 / total as f64;
+        ints.iter_mut()
+            .for_each(|w| *w = ((*w as f64 * scale).round() as u64).max(1));
+    }
+    let total: i64 = ints.iter().sum::<u64>() as i64;
+    let mut current = vec![0i64; ints.len()];
+    let mut seq = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for (i, w) in ints.iter().enumerate() {
+            current[i] += *w as i64;
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        seq.push(members[best].0 as u32);
+    }
+    seq
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// Priority groups, best (lowest number) first; each spreads by weight.
+#[derive(Debug)]
+pub struct PriorityGroups(Vec<Rotation>);
+
+impl PriorityGroups {
+    pub fn new(candidates: &[Candidate], rng: &mut impl Rng) -> PriorityGroups {
+        let mut by_priority: Vec<(u32, Vec<(usize, f64)>)> = Vec::new();
+        for c in candidates {
+            match by_priority.iter_mut().find(|(p, _)| *p == c.priority) {
+                Some((_, members)) => members.push((c.index, c.effective_weight())),
+                None => by_priority.push((c.priority, vec![(c.index, c.effective_weight())])),
+            }
+        }
+        by_priority.sort_by_key(|(p, _)| *p);
+        PriorityGroups(
+            by_priority
+                .iter()
+                .map(|(_, members)| Rotation::new(members, rng))
+                .collect(),
+        )
+    }
+
+    pub fn pick(&self, tried: &[usize]) -> Option<usize> {
+        self.0.iter().find_map(|group| group.pick(tried))
+    }
+}
+
+/// Lowest (in-flight + queued) / weight; ties go to the lower recent latency, then to
+/// whichever comes first from a rotating start so idle masters share traffic.
+#[derive(Debug)]
+pub struct LeastLoaded {
+    members: Box<[(usize, f64, Arc<MasterStats>)]>,
+    next: AtomicUsize,
+}
+
+impl LeastLoaded {
+    pub fn new(candidates: &[Candidate], rng: &mut impl Rng) -> LeastLoaded {
+        let members: Box<[_]> = candidates
+            .iter()
+            .map(|c| (c.index, 1.0 / c.effective_weight(), c.stats.clone()))
+            .collect();
+        let start = if members.is_empty() {
+            0
+        } else {
+            rng.gen_range(0..members.len())
+        };
+        LeastLoaded {
+            members,
+            next: AtomicUsize::new(start),
+        }
+    }
+
+    pub fn pick(&self, tried: &[usize]) -> Option<usize> {
+        let n = self.members.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Relaxed) % n;
+        let mut best: Option<(usize, f64, u64)> = None;
+        for step in 0..n {
+            let (index, inv_weight, stats) = &self.members[(start + step) % n];
+            if tried.contains(index) {
+                continue;
+            }
+            let load = stats.load() as f64 * inv_weight;
+            let better = match best {
+                None => true,
+                Some((_, best_load, best_latency)) => {
+                    load < best_load || (load == best_load && stats.latency_us() < best_latency)
+                }
+            };
+            if better {
+                best = Some((*index, load, stats.latency_us()));
+            }
+        }
+        best.map(|(index, _, _)| index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smooth_sequence_interleaves() {
+        // nginx's classic example: weights 5, 1, 1 -> a a b a c a a
+        let seq = smooth_sequence(&[(0, 5.0), (1, 1.0), (2, 1.0)]);
+        assert_eq!(seq, vec![0, 0, 1, 0, 2, 0, 0]);
+        let seq = smooth_sequence(&[(0, 0.5), (1, 1.5)]);
+        assert_eq!(seq.len(), 4);
+        assert_eq!(seq.iter().filter(|&&i| i == 1).count(), 3);
+    }
+
+    #[test]
+    fn period_is_capped_for_many_masters() {
+        let members: Vec<(usize, f64)> = (0..1000).map(|i| (i, 1.0 + i as f64 * 0.001)).collect();
+        let seq = smooth_sequence(&members);
+        assert!(seq.len() <= 10_000 + 1000, "{}", seq.len());
+        for i in 0..1000u32 {
+            assert!(seq.contains(&i));
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Metrics (SPEC section 7) and logging setup.
+//!
+//! Hot-path metrics are pre-registered handles kept in each master's stats, so a
+//! request does no registry lookup. Gauges that mirror live state (in-flight, health,
+//! table version) are set from the current snapshot when `/metrics` is scraped.
+//! Labels are bounded: master ids come from the config, the rest from fixed sets.
+
+use crate::health::HealthState;
+use crate::routing::RoutingTable;
+use metrics::{describe_counter, describe_gauge, describe_histogram, Counter, Histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+/// How one exchange with a master ended; the `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The master answered 2xx.
+    Success,
+    /// The master answered a final non-2xx status; it is passed to the client.
+    Rejected,
+    /// 429, 502, 503 or 504: tried elsewhere.
+    RetryableStatus,
+    Timeout,
+    ConnectError,
+    /// The connection broke before a response.
+    IoError,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Success,
+        Outcome::Rejected,
+        Outcome::RetryableStatus,
+        Outcome::Timeout,
+        Outcome::ConnectError,
+        Outcome::IoError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Rejected => "rejected",
+            Self::RetryableStatus => "retryable_status",
+            Self::Timeout => "timeout",
+            Self::ConnectError => "connect_error",
+            Self::IoError => "io_error",
+        }
+    }
+}
+
+/// Pre-registered metric handles of one master.
+#[derive(Debug)]
+pub struct MasterMetrics {
+    requests: [Counter; 6],
+    pub duration: Histogram,
+}
+
+impl MasterMetrics {
+    pub fn new(id: &str) -> Self {
+        let id = id.to_string();
+        Self {
+            requests: Outcome::ALL.map(|o| {
+                metrics::counter!("switchyard_requests_total", "master" => id.clone(), "outcome" => o.as_str())
+            }),
+            duration: metrics::histogram!("switchyard_request_duration_seconds", "master" => id.clone()),
+        }
+    }
+
+    pub fn request(&self, outcome: Outcome) {
+        self.requests[outcome as usize].increment(1);
+    }
+}
+
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder once and describes every metric.
+/// Later calls return the same handle.
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full("switchyard_request_duration_seconds".into()),
+                BUCKETS,
+            )
+            .expect("bucket list is not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+        }
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    describe_counter!(
+        "switchyard_requests_total",
+        "Exchanges with masters by outcome."
+    );
+    describe_histogram!(
+        "switchyard_request_duration_seconds",
+        Unit::Seconds,
+        "Duration of one exchange with a master."
+    );
+    describe_gauge!(
+        "switchyard_master_up",
+        "1 when the master is eligible for traffic."
+    );
+    describe_gauge!(
+        "switchyard_master_state",
+        "1 for the master's current health state."
+    );
+    describe_gauge!(
+        "switchyard_master_inflight",
+        "Exchanges in progress with the master."
+    );
+    describe_gauge!(
+        "switchyard_queue_depth",
+        "Messages waiting in the persistent queue."
+    );
+    describe_counter!(
+        "switchyard_queue_enqueued_total",
+        "Messages written to the queue."
+    );
+    describe_counter!(
+        "switchyard_queue_delivered_total",
+        "Queued messages delivered."
+    );
+    describe_counter!(
+        "switchyard_queue_dead_total",
+        "Queued messages turned dead letters."
+    );
+    describe_counter!(
+        "switchyard_failovers_total",
+        "Failovers away from the master."
+    );
+    describe_counter!(
+        "switchyard_health_checks_total",
+        "Active health checks by result."
+    );
+    describe_counter!(
+        "switchyard_config_reloads_total",
+        "Config reload attempts by result."
+    );
+    describe_gauge!(
+        "switchyard_routing_table_version",
+        "Version of the routing table in use."
+    );
+    describe_counter!("switchyard_alerts_total", "Alerts raised by severity.");
+    for name in [
+        "switchyard_queue_enqueued_total",
+        "switchyard_queue_delivered_total",
+        "switchyard_queue_dead_total",
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+    for severity in ["critical", "warning", "info"] {
+        metrics::counter!("switchyard_alerts_total", "severity" => severity).absolute(0);
+    }
+    for result in ["success", "error"] {
+        metrics::counter!("switchyard_config_reloads_total", "result" => result).absolute(0);
+    }
+}
+
+pub fn config_reload(ok: bool) {
+    let result = if ok { "success" } else { "error" };
+    metrics::counter!("switchyard_config_reloads_total", "result" => result).increment(1);
+}
+
+/// Renders the Prometheus text, first setting the gauges that mirror `table`.
+pub fn render(handle: &PrometheusHandle, table: &RoutingTable, queue_depth: u64) -> String {
+    for m in &table.masters {
+        let id = m.id().to_string();
+        metrics::gauge!("switchyard_master_up", "master" => id.clone())
+            .set(f64::from(u8::from(m.eligible)));
+        metrics::gauge!("switchyard_master_inflight", "master" => id.clone())
+            .set(m.stats.in_flight.load(std::sync::atomic::Ordering::Relaxed) as f64);
+        for state in HealthState::ALL {
+            metrics::gauge!("switchyard_master_state", "master" => id.clone(), "state" => state.as_str())
+                .set(f64::from(u8::from(m.health == state)));
+        }
+        metrics::counter!("switchyard_failovers_total", "master" => id.clone()).increment(0);
+    }
+    metrics::gauge!("switchyard_queue_depth").set(queue_depth as f64);
+    metrics::gauge!("switchyard_routing_table_version").set(table.version as f64);
+    handle.run_upkeep();
+    handle.render()
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default `info` level.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ignored_when_already_set = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
