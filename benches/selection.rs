@@ -1,1 +1,54 @@
-fn main() {}
+//! Selection cost per strategy at 3 and 1,000 masters.
+//! Run: cargo bench --bench selection
+
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::sync::Arc;
+use switchyard::config::Config;
+use switchyard::health::HealthState;
+use switchyard::routing::stats::MasterStats;
+use switchyard::routing::{AdminState, MasterInput, RoutingTable};
+
+fn table(strategy: &str, n: usize) -> RoutingTable {
+    let mut text = format!("[routing]\nstrategy = \"{strategy}\"\n");
+    for i in 0..n {
+        text.push_str(&format!(
+            "[[masters]]\nid = \"m{i}\"\nsend_url = \"http://127.0.0.1:{}/send\"\nweight = {}\npriority = {}\nregion = \"r{}\"\n",
+            1024 + i,
+            1 + i % 4,
+            1 + i % 3,
+            i % 5
+        ));
+    }
+    let config = Arc::new(Config::from_toml(&text).expect("valid config"));
+    let inputs = config
+        .masters
+        .iter()
+        .map(|m| MasterInput {
+            config: m.clone(),
+            stats: Arc::new(MasterStats::new(&m.id)),
+            health: HealthState::Healthy,
+            admin: AdminState::Enabled,
+            promoted: false,
+            factor: 1.0,
+        })
+        .collect();
+    RoutingTable::build(1, 1, config, inputs, &mut StdRng::seed_from_u64(1))
+}
+
+fn selection(c: &mut Criterion) {
+    let mut group = c.benchmark_group("select");
+    for strategy in ["round_robin", "weighted_priority", "least_loaded", "region"] {
+        for n in [3usize, 1000] {
+            let t = table(strategy, n);
+            group.bench_with_input(BenchmarkId::new(strategy, n), &t, |b, t| {
+                b.iter(|| t.select(black_box(Some("r1")), black_box(&[])))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, selection);
+criterion_main!(benches);

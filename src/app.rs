@@ -67,14 +67,18 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
         proxy.clone(),
         shutdown.clone(),
     ));
-    if control.config_path.is_some() {
+    if let Some(path) = &control.config_path {
         #[cfg(unix)]
         tasks.spawn(reload::on_sighup(control.clone(), shutdown.clone()));
-        tasks.spawn(reload::watch_file(
-            control.clone(),
-            shutdown.clone(),
-            Duration::from_millis(200),
-        ));
+        match reload::FileWatch::new(path) {
+            Ok(watch) => {
+                let debounce = Duration::from_millis(200);
+                tasks.spawn(watch.run(control.clone(), shutdown.clone(), debounce));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch the config file; reload with SIGHUP or the admin API")
+            }
+        }
     }
     tracing::info!(%listen, %admin_listen, "switchyard started");
     Ok(Running {

@@ -67,62 +67,65 @@ pub async fn on_sighup(control: Arc<Control>, mut shutdown: Shutdown) {
     }
 }
 
-/// Watches the config file's directory (editors that save by rename replace the file)
-/// and reloads once changes settle for `debounce`. Unchanged content is ignored by the
-/// hash comparison in [`Control::apply_config`].
-pub async fn watch_file(control: Arc<Control>, mut shutdown: Shutdown, debounce: Duration) {
-    let Some(path) = control.config_path.clone() else {
-        return;
-    };
-    let file_name = path.file_name().map(|n| n.to_os_string());
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => Path::new(".").to_path_buf(),
-    };
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            let ours = event
-                .paths
-                .iter()
-                .any(|p| p.file_name().map(|n| n.to_os_string()) == file_name);
-            if ours && (event.kind.is_modify() || event.kind.is_create() || event.kind.is_remove())
-            {
-                // The receiver is gone only during shutdown.
-                let _ = tx.send(());
-            }
-        }
-    });
-    let mut watcher = match watcher {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch the config file; reload with SIGHUP or the admin API");
-            return;
-        }
-    };
-    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
-        tracing::error!(error = %e, dir = %dir.display(), "cannot watch the config directory");
-        return;
-    }
-    loop {
-        tokio::select! {
-            got = rx.recv() => {
-                if got.is_none() {
-                    return;
+/// A watch on the config file's directory (editors that save by rename replace the
+/// file, so the file itself cannot be watched). Set up before the listeners serve, so
+/// no edit made after start-up is missed.
+pub struct FileWatch {
+    _watcher: notify::RecommendedWatcher,
+    events: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
+impl FileWatch {
+    pub fn new(path: &Path) -> notify::Result<FileWatch> {
+        let file_name = path.file_name().map(|n| n.to_os_string());
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => Path::new(".").to_path_buf(),
+        };
+        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                let Ok(event) = event else { return };
+                let ours = event
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name().map(|n| n.to_os_string()) == file_name);
+                let kind = event.kind;
+                if ours && (kind.is_modify() || kind.is_create() || kind.is_remove()) {
+                    // The receiver is gone only during shutdown.
+                    let _ = tx.send(());
                 }
-                // Debounce: wait until no event came for `debounce`.
-                loop {
-                    match tokio::time::timeout(debounce, rx.recv()).await {
-                        Ok(Some(())) => continue,
-                        Ok(None) => return,
-                        Err(_) => break,
+            })?;
+        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+        Ok(FileWatch {
+            _watcher: watcher,
+            events,
+        })
+    }
+
+    /// Reloads once changes settle for `debounce`. Unchanged content is ignored by the
+    /// hash comparison in [`Control::apply_config`].
+    pub async fn run(mut self, control: Arc<Control>, mut shutdown: Shutdown, debounce: Duration) {
+        loop {
+            tokio::select! {
+                got = self.events.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    loop {
+                        match tokio::time::timeout(debounce, self.events.recv()).await {
+                            Ok(Some(())) => continue,
+                            Ok(None) => return,
+                            Err(_) => break,
+                        }
+                    }
+                    // A rename-save briefly removes the file; the create event follows.
+                    if control.config_path.as_ref().is_some_and(|p| p.exists()) {
+                        let _logged = reload(&control, "file_change");
                     }
                 }
-                if control.config_path.as_ref().is_some_and(|p| p.exists()) {
-                    let _logged = reload(&control, "file_change");
-                }
+                _ = shutdown.wait() => return,
             }
-            _ = shutdown.wait() => return,
         }
     }
 }

@@ -1,0 +1,272 @@
+//! Test harness: the real `switchyard` binary as proxy and mock masters, on
+//! 127.0.0.1:0, with conditions awaited under deadlines.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+/// A child process killed on drop, with its stdout lines on a channel.
+pub struct Proc {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    pub fn spawn(args: &[&str]) -> Proc {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("RUST_LOG", "info")
+            .spawn()
+            .expect("spawn switchyard");
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _test_may_be_gone = tx.send(line);
+            }
+        });
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _test_may_be_gone = tx2.send(format!("[stderr] {line}"));
+            }
+        });
+        Proc { child, lines }
+    }
+
+    /// Waits for a stdout/stderr line containing `needle`; returns it.
+    pub fn wait_line(&self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no line containing {needle:?} within {within:?}"),
+            }
+        }
+    }
+
+    /// All lines printed so far (drains the channel).
+    pub fn drain_lines(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _already_gone = self.child.kill();
+        let _reaped = self.child.wait();
+    }
+}
+
+/// Extracts `http://HOST:PORT` after `marker` in a line.
+pub fn url_after(line: &str, marker: &str) -> String {
+    let start = line
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker:?} not in {line:?}"))
+        + marker.len();
+    let rest = &line[start..];
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == ')')
+        .unwrap_or(rest.len());
+    rest[..end].to_string()
+}
+
+pub struct Mock {
+    pub proc: Proc,
+    pub url: String,
+    pub id: String,
+}
+
+impl Mock {
+    pub fn start(id: &str, extra: &[&str]) -> Mock {
+        let mut args = vec!["mock-master", "--listen", "127.0.0.1:0", "--id", id];
+        args.extend_from_slice(extra);
+        let proc = Proc::spawn(&args);
+        let line = proc.wait_line("listening on", Duration::from_secs(20));
+        let url = url_after(&line, "listening on ");
+        Mock {
+            proc,
+            url,
+            id: id.to_string(),
+        }
+    }
+
+    pub fn send_url(&self) -> String {
+        format!("{}/send", self.url)
+    }
+
+    pub async fn received(&self, http: &Http) -> u64 {
+        let (_, _, body) = http.get(&format!("{}/received", self.url)).await;
+        json(&body)["count"].as_u64().unwrap()
+    }
+}
+
+/// `[[masters]]` tables for mocks: (mock, extra TOML lines).
+pub fn masters_toml(masters: &[(&Mock, &str)]) -> String {
+    let mut s = String::new();
+    for (m, extra) in masters {
+        s.push_str(&format!(
+            "\n[[masters]]\nid = \"{}\"\nsend_url = \"{}\"\n{extra}\n",
+            m.id,
+            m.send_url()
+        ));
+    }
+    s
+}
+
+pub struct Switchyard {
+    pub proc: Proc,
+    pub url: String,
+    pub admin: String,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+impl Switchyard {
+    /// Starts `switchyard run` with `config` (listen addresses are added when absent).
+    pub fn start(config: &str) -> Switchyard {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("switchyard.toml");
+        let text = if config.contains("[server]") {
+            config.to_string()
+        } else {
+            format!("[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{config}")
+        };
+        std::fs::write(&config_path, text).expect("write config");
+        let proc = Proc::spawn(&["run", "--config", config_path.to_str().unwrap()]);
+        let line = proc.wait_line("switchyard listening on", Duration::from_secs(20));
+        Switchyard {
+            url: url_after(&line, "listening on "),
+            admin: url_after(&line, "(admin "),
+            proc,
+            dir,
+            config_path,
+        }
+    }
+
+    pub fn messages(&self) -> String {
+        format!("{}/v1/messages", self.url)
+    }
+
+    /// Replaces the config file the way an editor does: write aside, then rename.
+    pub fn rewrite_config(&self, text: &str) {
+        let tmp = self.dir.path().join(".switchyard.toml.tmp");
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, &self.config_path).expect("rename");
+    }
+
+    pub fn config_text(&self) -> String {
+        std::fs::read_to_string(&self.config_path).unwrap()
+    }
+}
+
+#[derive(Clone)]
+pub struct Http(Client<HttpConnector, Full<Bytes>>);
+
+impl Default for Http {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Http {
+    pub fn new() -> Http {
+        Http(Client::builder(TokioExecutor::new()).build_http())
+    }
+
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> (StatusCode, HeaderMap, Bytes) {
+        let resp = tokio::time::timeout(Duration::from_secs(30), self.0.request(req))
+            .await
+            .expect("request timed out")
+            .expect("request failed");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        (parts.status, parts.headers, body)
+    }
+
+    pub async fn get(&self, url: &str) -> (StatusCode, HeaderMap, Bytes) {
+        self.send(Request::get(url).body(Full::default()).unwrap())
+            .await
+    }
+
+    pub async fn post(&self, url: &str, body: &str) -> (StatusCode, HeaderMap, Bytes) {
+        self.post_with(url, body, &[]).await
+    }
+
+    pub async fn post_with(
+        &self,
+        url: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let mut req = Request::post(url).header("content-type", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send(req.body(Full::new(Bytes::from(body.to_string()))).unwrap())
+            .await
+    }
+}
+
+pub fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+}
+
+pub fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
+    h.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
+}
+
+/// Polls `check` every 20 ms until it returns true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub const MESSAGE: &str = r#"{"to": "+971500000001", "text": "hello"}"#;
