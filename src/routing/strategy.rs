@@ -245,27 +245,27 @@ impl LeastLoaded {
         }
     }
 
+    /// One pass over every eligible master; no division per step.
     pub fn pick(&self, tried: &[usize]) -> Option<usize> {
         let n = self.members.len();
         if n == 0 {
             return None;
         }
         let start = self.next.fetch_add(1, Relaxed) % n;
-        let mut best: Option<(usize, f64, u64)> = None;
-        for step in 0..n {
-            let (index, inv_weight, stats) = &self.members[(start + step) % n];
-            if tried.contains(index) {
-                continue;
-            }
+        let (tail, head) = self.members.split_at(start);
+        let mut best: Option<(usize, f64, &MasterStats)> = None;
+        for (index, inv_weight, stats) in head.iter().chain(tail) {
             let load = stats.load() as f64 * inv_weight;
-            let better = match best {
+            let take = match best {
                 None => true,
-                Some((_, best_load, best_latency)) => {
-                    load < best_load || (load == best_load && stats.latency_us() < best_latency)
+                Some((_, best_load, best_stats)) => {
+                    load < best_load
+                        // The latency is read only to break a tie.
+                        || (load == best_load && stats.latency_us() < best_stats.latency_us())
                 }
             };
-            if better {
-                best = Some((*index, load, stats.latency_us()));
+            if take && !tried.contains(index) {
+                best = Some((*index, load, stats));
             }
         }
         best.map(|(index, _, _)| index)
