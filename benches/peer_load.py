@@ -80,12 +80,12 @@ def run_wrk(port, path, args, script):
     cmd = ["taskset", "-c", args.client_cores, "wrk", "-t", "1", "-c", str(args.connections),
            "-d", f"{args.duration}s", "--latency", "-s", script, f"http://127.0.0.1:{port}{path}"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    if "50%" not in out:
+    if "Latency Distribution" not in out:
         sys.exit(f"wrk against port {port} gave no latency figures:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
-    p50 = to_ms(re.search(r"50%\s+(\S+)", out).group(1))
-    p99 = to_ms(re.search(r"99%\s+(\S+)", out).group(1))
+    p50 = to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
     return {"rps": rps, "requests": total, "p50": p50, "p99": p99,

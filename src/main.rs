@@ -8,6 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchyard::config::Config;
 
+/// mimalloc: fewer cycles per allocation than glibc malloc on the request path.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "switchyard",

@@ -179,7 +179,7 @@ impl Proxy {
             };
             let elapsed = started.elapsed();
             stats.observe_latency(elapsed);
-            stats.metrics.duration.record(elapsed.as_secs_f64());
+            stats.metrics.duration.record(elapsed);
             match result {
                 Ok(answer) => {
                     stats.record_success();

@@ -7,8 +7,10 @@
 
 use crate::health::HealthState;
 use crate::routing::RoutingTable;
-use metrics::{describe_counter, describe_gauge, describe_histogram, Counter, Histogram, Unit};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+mod histogram;
+
+use metrics::{describe_counter, describe_gauge, Counter};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
 /// How one exchange with a master ended; the `outcome` label.
@@ -52,7 +54,7 @@ impl Outcome {
 #[derive(Debug)]
 pub struct MasterMetrics {
     requests: [Counter; 6],
-    pub duration: Histogram,
+    pub duration: histogram::Histogram,
 }
 
 impl MasterMetrics {
@@ -62,7 +64,7 @@ impl MasterMetrics {
             requests: Outcome::ALL.map(|o| {
                 metrics::counter!("switchyard_requests_total", "master" => id.clone(), "outcome" => o.as_str())
             }),
-            duration: metrics::histogram!("switchyard_request_duration_seconds", "master" => id.clone()),
+            duration: histogram::Histogram::default(),
         }
     }
 
@@ -71,23 +73,13 @@ impl MasterMetrics {
     }
 }
 
-const BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide Prometheus recorder once and describes every metric.
 /// Later calls return the same handle.
 pub fn install() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                Matcher::Full("switchyard_request_duration_seconds".into()),
-                BUCKETS,
-            )
-            .expect("bucket list is not empty")
-            .build_recorder();
+        let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
@@ -101,11 +93,6 @@ fn describe() {
     describe_counter!(
         "switchyard_requests_total",
         "Exchanges with masters by outcome."
-    );
-    describe_histogram!(
-        "switchyard_request_duration_seconds",
-        Unit::Seconds,
-        "Duration of one exchange with a master."
     );
     describe_gauge!(
         "switchyard_master_up",
@@ -189,7 +176,16 @@ pub fn render(handle: &PrometheusHandle, table: &RoutingTable, queue_depth: u64)
     metrics::gauge!("switchyard_queue_depth").set(queue_depth as f64);
     metrics::gauge!("switchyard_routing_table_version").set(table.version as f64);
     handle.run_upkeep();
-    handle.render()
+    let mut out = handle.render();
+    const NAME: &str = "switchyard_request_duration_seconds";
+    out.push_str(&format!(
+        "# HELP {NAME} Duration of one exchange with a master.\n# TYPE {NAME} histogram\n"
+    ));
+    for m in &table.masters {
+        let labels = format!("master=\"{}\"", m.id());
+        m.stats.metrics.duration.render(&mut out, NAME, &labels);
+    }
+    out
 }
 
 /// Logs to stderr; `RUST_LOG` overrides the default `info` level.
