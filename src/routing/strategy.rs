@@ -254,20 +254,23 @@ impl LeastLoaded {
         let start = self.next.fetch_add(1, Relaxed) % n;
         let (tail, head) = self.members.split_at(start);
         let mut best: Option<(usize, f64, &MasterStats)> = None;
-        for (index, inv_weight, stats) in head.iter().chain(tail) {
-            let load = stats.load() as f64 * inv_weight;
-            let take = match best {
-                None => true,
-                Some((_, best_load, best_stats)) => {
-                    load < best_load
+        // Internal iteration: `Chain::for_each` runs each half as its own loop.
+        head.iter()
+            .chain(tail)
+            .for_each(|(index, inv_weight, stats)| {
+                let load = stats.load() as f64 * inv_weight;
+                let take = match best {
+                    None => true,
+                    Some((_, best_load, best_stats)) => {
+                        load < best_load
                         // The latency is read only to break a tie.
                         || (load == best_load && stats.latency_us() < best_stats.latency_us())
+                    }
+                };
+                if take && !tried.contains(index) {
+                    best = Some((*index, load, stats));
                 }
-            };
-            if take && !tried.contains(index) {
-                best = Some((*index, load, stats));
-            }
-        }
+            });
         best.map(|(index, _, _)| index)
     }
 }
