@@ -275,3 +275,29 @@ async fn idempotent_repeat_is_not_sent_again() {
     assert_eq!(rec["master"], header(&h1, "x-switchyard-master"));
     assert_eq!(rec["attempts"], 1);
 }
+
+#[tokio::test]
+async fn restarted_master_leaves_no_stale_connection_errors() {
+    // One master only: a stale pooled connection cannot be hidden by a retry elsewhere.
+    let mut a = Mock::start("a", &[]);
+    let sy = Switchyard::start(&masters_toml(&[(&a, "")]));
+    let http = Http::new();
+    let mut senders = Vec::new();
+    for _ in 0..8 {
+        let (http, url) = (http.clone(), sy.messages());
+        senders.push(tokio::spawn(async move { http.post(&url, MESSAGE).await.0 }));
+    }
+    for s in senders {
+        assert_eq!(s.await.unwrap(), 200);
+    }
+    // Restart the master on the same port: every pooled connection is now closed.
+    let listen = a.url.trim_start_matches("http://").to_string();
+    a.proc.child.kill().unwrap();
+    a.proc.wait_exit(Duration::from_secs(5));
+    let restarted = Proc::spawn(&["mock-master", "--listen", &listen, "--id", "a"]);
+    restarted.wait_line("listening on", Duration::from_secs(20));
+    for _ in 0..20 {
+        let (st, _, body) = http.post(&sy.messages(), MESSAGE).await;
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    }
+}

@@ -5,6 +5,7 @@
 
 pub mod hints;
 pub mod idempotency;
+pub mod pool;
 pub mod upstream;
 
 use crate::control::Control;
@@ -17,13 +18,13 @@ use idempotency::{Begin, Entry, MessageLog, StoredAnswer};
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
-use upstream::{exchange, Answer, HttpClient, Outgoing};
+use upstream::{exchange, Answer, Outgoing};
 
 /// State shared by every client request.
 #[derive(Debug)]
 pub struct Proxy {
     pub control: Arc<Control>,
-    client: HttpClient,
+    pool: pool::ConnPool,
     pub messages: MessageLog,
 }
 
@@ -34,7 +35,7 @@ impl Proxy {
     pub fn new(control: Arc<Control>) -> Proxy {
         Proxy {
             control,
-            client: upstream::client(),
+            pool: pool::ConnPool::default(),
             messages: MessageLog::default(),
         }
     }
@@ -168,14 +169,9 @@ impl Proxy {
             let started = Instant::now();
             let result = {
                 let _in_flight = stats.start();
-                exchange(
-                    &self.client,
-                    &master.config,
-                    msg,
-                    cfg.server.request_timeout,
-                )
-                .instrument(tracing::debug_span!("forward", master = master.id()))
-                .await
+                exchange(&self.pool, &master.config, msg, cfg.server.request_timeout)
+                    .instrument(tracing::debug_span!("forward", master = master.id()))
+                    .await
             };
             let elapsed = started.elapsed();
             stats.observe_latency(elapsed);

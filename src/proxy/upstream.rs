@@ -1,29 +1,13 @@
 //! One exchange with one master over the pooled keep-alive client, classified the way
 //! SPEC section 4 defines retryable failures.
 
+use super::pool::ConnPool;
 use crate::config::MasterConfig;
 use crate::server::Body;
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::time::Duration;
-
-pub type HttpClient = Client<HttpConnector, Body>;
-
-/// A pooled HTTP/1.1 client: keep-alive, TCP_NODELAY, idle connections closed after 90 s.
-pub fn client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
-        .pool_timer(TokioTimer::new())
-        .build(connector)
-}
 
 /// A master's answer, body read in full.
 #[derive(Debug)]
@@ -73,37 +57,58 @@ pub struct Outgoing {
 
 /// Sends `msg` to `master` and reads the whole answer within `timeout`.
 pub async fn exchange(
-    client: &HttpClient,
+    pool: &ConnPool,
     master: &MasterConfig,
     msg: &Outgoing,
     timeout: Duration,
 ) -> Result<Answer, UpstreamError> {
-    let mut req = Request::new(Body::new(msg.body.clone()));
-    *req.method_mut() = Method::POST;
-    *req.uri_mut() = master.send_url.clone();
-    let headers = req.headers_mut();
-    if let Some(ct) = &msg.content_type {
-        headers.insert(header::CONTENT_TYPE, ct.clone());
-    }
-    for (name, value) in &master.headers {
-        headers.insert(name.clone(), value.clone());
-    }
-    headers.insert("idempotency-key", msg.idempotency_key.clone());
+    let uri = &master.send_url;
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+    let build = || {
+        let mut req = Request::new(Body::new(msg.body.clone()));
+        *req.method_mut() = Method::POST;
+        // Origin form on the wire; the host goes in the Host header.
+        *req.uri_mut() = uri
+            .path_and_query()
+            .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+        let headers = req.headers_mut();
+        if let Ok(host) = HeaderValue::from_str(authority) {
+            headers.insert(header::HOST, host);
+        }
+        if let Some(ct) = &msg.content_type {
+            headers.insert(header::CONTENT_TYPE, ct.clone());
+        }
+        for (name, value) in &master.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        headers.insert("idempotency-key", msg.idempotency_key.clone());
+        req
+    };
 
     let exchange = async {
-        let resp = client.request(req).await.map_err(|e| {
-            if e.is_connect() {
-                UpstreamError::Connect(error_chain(&e))
-            } else {
-                UpstreamError::Io(error_chain(&e))
-            }
+        let mut conn = pool.checkout(authority).await.map_err(|e| match e {
+            e if e.is_connect() => UpstreamError::Connect(error_chain(&e)),
+            e => UpstreamError::Io(error_chain(&e)),
         })?;
+        let resp = match conn.send(build()).await {
+            // A reused connection the master had closed: the request was never sent.
+            Err(e) if conn.reused && e.is_canceled() => {
+                conn = pool
+                    .checkout_new(authority)
+                    .await
+                    .map_err(|e| UpstreamError::Connect(error_chain(&e)))?;
+                conn.send(build()).await
+            }
+            other => other,
+        }
+        .map_err(|e| UpstreamError::Io(error_chain(&e)))?;
         let (parts, body) = resp.into_parts();
         let body = body
             .collect()
             .await
             .map_err(|e| UpstreamError::Io(error_chain(&e)))?
             .to_bytes();
+        conn.release();
         Ok(Answer {
             status: parts.status,
             headers: parts.headers,

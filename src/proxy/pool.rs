@@ -1,0 +1,127 @@
+//! Keep-alive HTTP/1.1 connections to masters, pooled per `host:port`.
+//!
+//! A request takes an idle connection (or opens one), sends on it from the request's
+//! own task and puts it back once the answer is read. Idle connections are checked for
+//! closure before reuse; a request that a reused connection dropped before sending is
+//! sent once more on a new connection.
+
+use crate::server::Body;
+use dashmap::DashMap;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// Idle connections kept per `host:port`.
+const MAX_IDLE: usize = 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("tcp connect to {0} failed: {1}")]
+    Connect(String, std::io::Error),
+    #[error("tcp connect to {0} timed out")]
+    ConnectTimeout(String),
+    #[error("http handshake with {0} failed: {1}")]
+    Handshake(String, hyper::Error),
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+}
+
+impl PoolError {
+    /// The connection could not be made (nothing was sent).
+    pub fn is_connect(&self) -> bool {
+        !matches!(self, Self::Http(_))
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ConnPool {
+    hosts: DashMap<String, Arc<Mutex<Vec<SendRequest<Body>>>>>,
+}
+
+/// A connection taken from the pool; [`Pooled::release`] puts it back.
+pub struct Pooled {
+    sender: SendRequest<Body>,
+    idle: Arc<Mutex<Vec<SendRequest<Body>>>>,
+    pub reused: bool,
+}
+
+impl ConnPool {
+    fn idle_list(&self, authority: &str) -> Arc<Mutex<Vec<SendRequest<Body>>>> {
+        if let Some(list) = self.hosts.get(authority) {
+            return list.clone();
+        }
+        self.hosts.entry(authority.to_string()).or_default().clone()
+    }
+
+    /// An open connection to `authority`: an idle one if any is usable, else a new one.
+    pub async fn checkout(&self, authority: &str) -> Result<Pooled, PoolError> {
+        let idle = self.idle_list(authority);
+        loop {
+            let candidate = idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let Some(mut sender) = candidate else { break };
+            if sender.is_closed() {
+                continue;
+            }
+            if sender.ready().await.is_ok() {
+                return Ok(Pooled {
+                    sender,
+                    idle,
+                    reused: true,
+                });
+            }
+        }
+        self.checkout_new(authority).await
+    }
+
+    /// A new connection to `authority`.
+    pub async fn checkout_new(&self, authority: &str) -> Result<Pooled, PoolError> {
+        let idle = self.idle_list(authority);
+        let sender = connect(authority).await?;
+        Ok(Pooled {
+            sender,
+            idle,
+            reused: false,
+        })
+    }
+}
+
+impl Pooled {
+    pub async fn send(&mut self, req: Request<Body>) -> Result<Response<Incoming>, hyper::Error> {
+        self.sender.send_request(req).await
+    }
+
+    /// Returns the connection for reuse, once its answer has been read in full.
+    pub fn release(self) {
+        if self.sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(self.sender);
+        }
+    }
+}
+
+async fn connect(authority: &str) -> Result<SendRequest<Body>, PoolError> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority))
+        .await
+        .map_err(|_| PoolError::ConnectTimeout(authority.to_string()))?
+        .map_err(|e| PoolError::Connect(authority.to_string(), e))?;
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "set_nodelay failed");
+    }
+    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| PoolError::Handshake(authority.to_string(), e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "master connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
