@@ -285,7 +285,9 @@ async fn restarted_master_leaves_no_stale_connection_errors() {
     let mut senders = Vec::new();
     for _ in 0..8 {
         let (http, url) = (http.clone(), sy.messages());
-        senders.push(tokio::spawn(async move { http.post(&url, MESSAGE).await.0 }));
+        senders.push(tokio::spawn(
+            async move { http.post(&url, MESSAGE).await.0 },
+        ));
     }
     for s in senders {
         assert_eq!(s.await.unwrap(), 200);

@@ -3,7 +3,9 @@
 //! A request takes an idle connection (or opens one), sends on it from the request's
 //! own task and puts it back once the answer is read. Idle connections are checked for
 //! closure before reuse; a request that a reused connection dropped before sending is
-//! sent once more on a new connection.
+//! sent once more on a new connection. Taking is last-in first-out, so the connections
+//! left unused by a burst sink to the bottom; each release drops the oldest one when it
+//! has been idle longer than [`IDLE_TIMEOUT`].
 
 use crate::server::Body;
 use dashmap::DashMap;
@@ -11,13 +13,18 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 /// Idle connections kept per `host:port`.
 const MAX_IDLE: usize = 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Idle connections of one `host:port`, most recently used at the back.
+type IdleList = Arc<Mutex<VecDeque<(Instant, SendRequest<Body>)>>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
@@ -40,18 +47,18 @@ impl PoolError {
 
 #[derive(Debug, Default)]
 pub struct ConnPool {
-    hosts: DashMap<String, Arc<Mutex<Vec<SendRequest<Body>>>>>,
+    hosts: DashMap<String, IdleList>,
 }
 
 /// A connection taken from the pool; [`Pooled::release`] puts it back.
 pub struct Pooled {
     sender: SendRequest<Body>,
-    idle: Arc<Mutex<Vec<SendRequest<Body>>>>,
+    idle: IdleList,
     pub reused: bool,
 }
 
 impl ConnPool {
-    fn idle_list(&self, authority: &str) -> Arc<Mutex<Vec<SendRequest<Body>>>> {
+    fn idle_list(&self, authority: &str) -> IdleList {
         if let Some(list) = self.hosts.get(authority) {
             return list.clone();
         }
@@ -62,8 +69,10 @@ impl ConnPool {
     pub async fn checkout(&self, authority: &str) -> Result<Pooled, PoolError> {
         let idle = self.idle_list(authority);
         loop {
-            let candidate = idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            let Some(mut sender) = candidate else { break };
+            let candidate = idle.lock().unwrap_or_else(|p| p.into_inner()).pop_back();
+            let Some((_, mut sender)) = candidate else {
+                break;
+            };
             if sender.is_closed() {
                 continue;
             }
@@ -100,9 +109,16 @@ impl Pooled {
         if self.sender.is_closed() {
             return;
         }
+        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle
+            .front()
+            .is_some_and(|(since, _)| now.duration_since(*since) > IDLE_TIMEOUT)
+        {
+            idle.pop_front();
+        }
         if idle.len() < MAX_IDLE {
-            idle.push(self.sender);
+            idle.push_back((now, self.sender));
         }
     }
 }

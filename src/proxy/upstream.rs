@@ -1,4 +1,4 @@
-//! One exchange with one master over the pooled keep-alive client, classified the way
+//! One exchange with one master over a pooled keep-alive connection, classified the way
 //! SPEC section 4 defines retryable failures.
 
 use super::pool::ConnPool;
