@@ -303,3 +303,37 @@ async fn restarted_master_leaves_no_stale_connection_errors() {
         assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
     }
 }
+
+#[tokio::test]
+async fn key_of_a_cancelled_request_is_freed_for_its_repeat() {
+    let slow = Mock::start("slow", &["--latency-ms", "400"]);
+    let sy = Switchyard::start(&masters_toml(&[(&slow, "")]));
+    // A client sends with a key and hangs up before the answer.
+    {
+        use tokio::io::AsyncWriteExt;
+        let addr = sy.url.trim_start_matches("http://").to_string();
+        let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "POST /v1/messages HTTP/1.1\r\nhost: x\r\nidempotency-key: gone-1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{MESSAGE}",
+            MESSAGE.len()
+        );
+        raw.write_all(req.as_bytes()).await.unwrap();
+        let http = Http::new();
+        let admin = sy.admin.clone();
+        eventually(Duration::from_secs(5), "request in flight", || {
+            let (http, admin) = (http.clone(), admin.clone());
+            async move {
+                json(&http.get(&format!("{admin}/ha/status")).await.2)["masters"][0]["in_flight"]
+                    == 1
+            }
+        })
+        .await;
+    }
+    // The repeat is answered, not left waiting for an answer that will never come.
+    let http = Http::new();
+    let (st, h, _) = http
+        .post_with(&sy.messages(), MESSAGE, &[("idempotency-key", "gone-1")])
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(header(&h, "x-switchyard-master"), "slow");
+}

@@ -74,11 +74,46 @@ impl Entry {
 }
 
 /// Outcome of [`MessageLog::begin`].
-pub enum Begin {
+pub enum Begin<'a> {
     /// First use of the key: the caller sends the message.
-    New(Arc<Entry>),
+    New(Claim<'a>),
     /// A repeat: replay this entry's outcome.
     Repeat(Arc<Entry>),
+}
+
+/// The first message's hold on its key. Dropped without [`Claim::finish`] — no master
+/// took the message, or the client went away and the request was cancelled — it
+/// frees the key, so repeats are sent instead of waiting forever.
+pub struct Claim<'a> {
+    log: &'a MessageLog,
+    entry: Arc<Entry>,
+}
+
+impl Claim<'_> {
+    /// Records the master's final answer and wakes waiting repeats.
+    pub fn finish(&self, answer: StoredAnswer, attempts: u32, last_error: Option<String>) {
+        {
+            let mut r = self.entry.record();
+            r.status = if answer.status.is_success() {
+                "delivered"
+            } else {
+                "dead"
+            };
+            r.master = Some(answer.master.to_string());
+            r.attempts = attempts;
+            r.last_error = last_error;
+            r.updated_at = rfc3339(SystemTime::now());
+        }
+        self.entry.answer.send_replace(Answer::Done(answer));
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if matches!(*self.entry.answer.borrow(), Answer::Pending) {
+            self.log.abandon(&self.entry);
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -94,51 +129,28 @@ fn rfc3339(t: SystemTime) -> String {
 
 impl MessageLog {
     /// Claims `key` for a new message `id`, or returns the entry of the first message.
-    pub fn begin(&self, key: &str, id: &str, window: Duration) -> Begin {
+    pub fn begin(&self, key: &str, id: &str, window: Duration) -> Begin<'_> {
         match self.by_key.entry(key.to_string()) {
             MapEntry::Occupied(mut o) if o.get().created.elapsed() >= window => {
                 self.by_id.remove(&o.get().id);
                 let entry = new_entry(key, id);
                 o.insert(entry.clone());
                 self.by_id.insert(id.to_string(), entry.clone());
-                Begin::New(entry)
+                Begin::New(Claim { log: self, entry })
             }
             MapEntry::Occupied(o) => Begin::Repeat(o.get().clone()),
             MapEntry::Vacant(v) => {
                 let entry = new_entry(key, id);
                 v.insert(entry.clone());
                 self.by_id.insert(id.to_string(), entry.clone());
-                Begin::New(entry)
+                Begin::New(Claim { log: self, entry })
             }
         }
     }
 
-    /// Records the master's final answer and wakes waiting repeats.
-    pub fn finish(
-        &self,
-        entry: &Entry,
-        answer: StoredAnswer,
-        attempts: u32,
-        last_error: Option<String>,
-    ) {
-        {
-            let mut r = entry.record();
-            r.status = if answer.status.is_success() {
-                "delivered"
-            } else {
-                "dead"
-            };
-            r.master = Some(answer.master.to_string());
-            r.attempts = attempts;
-            r.last_error = last_error;
-            r.updated_at = rfc3339(SystemTime::now());
-        }
-        entry.answer.send_replace(Answer::Done(answer));
-    }
-
-    /// The message was not accepted (no master could take it): forget the key so the
-    /// client's retry is sent, and let waiting repeats send theirs.
-    pub fn abandon(&self, entry: &Entry) {
+    /// The message was not accepted: forget the key so the client's retry is sent,
+    /// and let waiting repeats send theirs.
+    fn abandon(&self, entry: &Entry) {
         self.by_key.remove_if(&entry.key, |_, e| e.id == entry.id);
         self.by_id.remove(&entry.id);
         entry.answer.send_replace(Answer::Abandoned);

@@ -14,7 +14,7 @@ use crate::server::Body;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use idempotency::{Begin, Entry, MessageLog, StoredAnswer};
+use idempotency::{Begin, Claim, MessageLog, StoredAnswer};
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
@@ -103,7 +103,7 @@ impl Proxy {
 
         let id = uuid::Uuid::now_v7().to_string();
         let client_key = parts.headers.get("idempotency-key").cloned();
-        let entry = match client_key.as_ref().map(|k| k.to_str()) {
+        let claim = match client_key.as_ref().map(|k| k.to_str()) {
             None => None,
             Some(Err(_)) => {
                 return reply::error(
@@ -114,14 +114,14 @@ impl Proxy {
             }
             Some(Ok(key)) => {
                 match self.messages.begin(key, &id, cfg.queue.idempotency_window) {
-                    Begin::New(entry) => Some(entry),
+                    Begin::New(claim) => Some(claim),
                     Begin::Repeat(first) => {
                         if let Some(answer) = first.wait_answer().await {
                             return replay(&first.id, &answer);
                         }
                         // The first attempt was not accepted; this one is sent as new.
                         match self.messages.begin(key, &id, cfg.queue.idempotency_window) {
-                            Begin::New(entry) => Some(entry),
+                            Begin::New(claim) => Some(claim),
                             Begin::Repeat(other) => {
                                 return match other.wait_answer().await {
                                     Some(answer) => replay(&other.id, &answer),
@@ -135,14 +135,15 @@ impl Proxy {
         };
         let idempotency_key = match client_key {
             Some(k) => k,
-            None => HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("invalid")),
+            // A hyphenated UUID is always a valid header value.
+            None => HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("")),
         };
         let msg = Outgoing {
             body,
             content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
             idempotency_key,
         };
-        self.forward(&table, hints.region.as_deref(), &msg, &id, entry.as_deref())
+        self.forward(&table, hints.region.as_deref(), &msg, &id, claim.as_ref())
             .await
     }
 
@@ -153,7 +154,7 @@ impl Proxy {
         region: Option<&str>,
         msg: &Outgoing,
         id: &str,
-        entry: Option<&Entry>,
+        claim: Option<&Claim<'_>>,
     ) -> Response<Body> {
         let cfg = &table.config;
         let max_tries = 1 + cfg.routing.retry_attempts as usize;
@@ -185,15 +186,14 @@ impl Proxy {
                         crate::telemetry::Outcome::Rejected
                     };
                     stats.metrics.request(outcome);
-                    if let Some(entry) = entry {
+                    if let Some(claim) = claim {
                         let stored = StoredAnswer {
                             status: answer.status,
                             content_type: answer.headers.get(header::CONTENT_TYPE).cloned(),
                             body: answer.body.clone(),
                             master: master.config.id.clone(),
                         };
-                        self.messages
-                            .finish(entry, stored, tried.len() as u32, last_error);
+                        claim.finish(stored, tried.len() as u32, last_error);
                     }
                     let mut resp = delivered(answer, master.id(), id);
                     if pick.region_fallback {
@@ -213,9 +213,7 @@ impl Proxy {
                 }
             }
         }
-        if let Some(entry) = entry {
-            self.messages.abandon(entry);
-        }
+        // A claim dropped unfinished frees its key (see `Claim`).
         match last_error {
             None => no_master(cfg),
             Some(err) => unavailable(
