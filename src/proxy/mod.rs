@@ -207,7 +207,7 @@ impl Proxy {
                 Err(e) => {
                     stats.metrics.request(e.outcome());
                     let text = e.to_string();
-                    tracing::warn!(master = master.id(), message_id = id, error = %text, "exchange failed; trying another master");
+                    tracing::warn!(master = master.id(), message_id = id, error = %text, "exchange with master failed");
                     stats.record_failure(text.clone());
                     last_error = Some(format!("{}: {text}", master.id()));
                 }
