@@ -126,14 +126,7 @@ async fn sigterm_finishes_in_flight_requests_and_exits_0() {
         let (http, url) = (http.clone(), sy.messages());
         tokio::spawn(async move { http.post(&url, MESSAGE).await })
     };
-    let admin = sy.admin.clone();
-    eventually(Duration::from_secs(5), "request in flight", || {
-        let (http, admin) = (http.clone(), admin.clone());
-        async move {
-            json(&http.get(&format!("{admin}/ha/status")).await.2)["masters"][0]["in_flight"] == 1
-        }
-    })
-    .await;
+    wait_in_flight(&http, &sy.admin, 1).await;
     sy.proc.signal("TERM");
     let (st, h, _) = in_flight.await.unwrap();
     assert_eq!(st, 200, "the in-flight request finished");

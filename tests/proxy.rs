@@ -319,15 +319,7 @@ async fn key_of_a_cancelled_request_is_freed_for_its_repeat() {
         );
         raw.write_all(req.as_bytes()).await.unwrap();
         let http = Http::new();
-        let admin = sy.admin.clone();
-        eventually(Duration::from_secs(5), "request in flight", || {
-            let (http, admin) = (http.clone(), admin.clone());
-            async move {
-                json(&http.get(&format!("{admin}/ha/status")).await.2)["masters"][0]["in_flight"]
-                    == 1
-            }
-        })
-        .await;
+        wait_in_flight(&http, &sy.admin, 1).await;
     }
     // The repeat is answered, not left waiting for an answer that will never come.
     let http = Http::new();

@@ -67,7 +67,7 @@ pub struct UnknownMaster(pub String);
 
 impl Control {
     pub fn new(config: Config, config_hash: u64, config_path: Option<PathBuf>) -> Control {
-        let writer = Writer {
+        let mut writer = Writer {
             config: Arc::new(config),
             config_version: 1,
             config_hash,
@@ -75,7 +75,6 @@ impl Control {
             masters: HashMap::new(),
         };
         let stats = StatsRegistry::default();
-        let mut writer = writer;
         let table = build(&mut writer, &stats);
         Control {
             table: ArcSwap::from_pointee(table),

@@ -269,4 +269,16 @@ where
     }
 }
 
+/// Waits until the first master of `/ha/status` has `n` exchanges in flight.
+pub async fn wait_in_flight(http: &Http, admin: &str, n: u64) {
+    eventually(
+        Duration::from_secs(5),
+        &format!("{n} request(s) in flight"),
+        || async {
+            json(&http.get(&format!("{admin}/ha/status")).await.2)["masters"][0]["in_flight"] == n
+        },
+    )
+    .await;
+}
+
 pub const MESSAGE: &str = r#"{"to": "+971500000001", "text": "hello"}"#;
