@@ -8,8 +8,11 @@ use std::process::Command;
 async fn token_guards_admin_routes_and_secrets_stay_hidden() {
     let a = Mock::start("a", &[]);
     let cfg = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nadmin_token = \"t0ken\"\n{}",
-        masters_toml(&[(&a, "headers = { authorization = \"Bearer sup3r-secret\", x-account = \"acct-1\" }")])
+        "{SERVER}admin_token = \"t0ken\"\n{}",
+        masters_toml(&[(
+            &a,
+            "headers = { authorization = \"Bearer sup3r-secret\", x-account = \"acct-1\" }"
+        )])
     );
     let sy = Switchyard::start(&cfg);
     let http = Http::new();

@@ -201,7 +201,10 @@ async fn killed_master_mid_run_gives_no_client_errors() {
 #[tokio::test]
 async fn error_answers_have_json_bodies() {
     let a = Mock::start("a", &[]);
-    let sy = Switchyard::start(&format!("[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nmax_body_bytes = 100\n{}", masters_toml(&[(&a, "")])));
+    let sy = Switchyard::start(&format!(
+        "{SERVER}max_body_bytes = 100\n{}",
+        masters_toml(&[(&a, "")])
+    ));
     let http = Http::new();
     let (st, _, b) = http.get(&format!("{}/nope", sy.url)).await;
     assert_eq!(

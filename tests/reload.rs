@@ -24,8 +24,7 @@ async fn reload_under_load_fails_no_request_and_keeps_counters() {
         Mock::start("b", &[]),
         Mock::start("c", &[]),
     );
-    let base = "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n";
-    let sy = Switchyard::start(&format!("{base}{}", masters_toml(&[(&a, ""), (&b, "")])));
+    let sy = Switchyard::start(&format!("{SERVER}{}", masters_toml(&[(&a, ""), (&b, "")])));
     let http = Http::new();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
@@ -57,7 +56,7 @@ async fn reload_under_load_fails_no_request_and_keeps_counters() {
         masters_toml(&[(&a, ""), (&b, ""), (&c, "")]),
     ];
     for (i, masters) in versions.iter().enumerate() {
-        sy.rewrite_config(&format!("{base}{masters}"));
+        sy.rewrite_config(&format!("{SERVER}{masters}"));
         wait_version(&http, &sy, i as u64 + 2).await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

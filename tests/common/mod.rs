@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
+/// The `[server]` table every test uses: both listeners on loopback, port 0. Tests
+/// that need more server keys append them right after it.
+pub const SERVER: &str = "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n";
+
 /// A child process killed on drop, with its stdout lines on a channel.
 pub struct Proc {
     pub child: Child,
@@ -169,7 +173,7 @@ impl Switchyard {
         let text = if config.contains("[server]") {
             config.to_string()
         } else {
-            format!("[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{config}")
+            format!("{SERVER}{config}")
         };
         std::fs::write(&config_path, text).expect("write config");
         let proc = Proc::spawn(&["run", "--config", config_path.to_str().unwrap()]);
