@@ -294,12 +294,26 @@ fn compile_masters(raw: &[RawMaster], errs: &mut Errors) -> Vec<Arc<MasterConfig
                 Err(_) => errs.push(&path, "is not a valid header value"),
             }
         }
-        if let (Some(id), Some(send_url), Some(health_url), Some(role)) =
-            (id, send_url, health_url, role)
+        let send = match &send_url {
+            Some(u) => Endpoint::of(u).or_else(|| errs.fail(&at("send_url"), "has no host")),
+            None => None,
+        };
+        // A valid id is visible ASCII, so it is always a valid header value.
+        let id_header = id.as_deref().and_then(|id| HeaderValue::from_str(id).ok());
+        if let (
+            Some(id),
+            Some(id_header),
+            Some(send_url),
+            Some(send),
+            Some(health_url),
+            Some(role),
+        ) = (id, id_header, send_url, send, health_url, role)
         {
             out.push(Arc::new(MasterConfig {
                 id: id.into(),
+                id_header,
                 send_url,
+                send,
                 health_url,
                 role,
                 weight: m.weight,
@@ -524,6 +538,24 @@ bogus = 1
     fn syntax_error_has_a_line() {
         let e = parse_with("[server\n").unwrap_err();
         assert!(e.0[0].message.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn endpoint_is_derived_with_the_default_port() {
+        let text = MINIMAL.replace(
+            "http://127.0.0.1:9001/send",
+            "http://sms.example/v2/send?x=1",
+        );
+        let m = &parse_with(&text).unwrap().masters[0];
+        assert_eq!(m.send.authority, "sms.example:80");
+        assert_eq!(m.send.host, "sms.example");
+        assert_eq!(m.send.path, "/v2/send?x=1");
+        let m = &parse_with(MINIMAL).unwrap().masters[0];
+        assert_eq!(
+            (m.send.authority.as_str(), m.send.host.to_str().unwrap()),
+            ("127.0.0.1:9001", "127.0.0.1:9001")
+        );
+        assert_eq!(m.id_header, "a");
     }
 
     #[test]

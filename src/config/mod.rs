@@ -204,12 +204,43 @@ pub struct AlertsConfig {
     pub imbalance_warning: f64,
 }
 
+/// Where `send_url` points, in the forms the wire needs; derived once when the config
+/// is compiled, not per request.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// `host:port` (port 80 when the URL leaves it out): what is dialled, and the
+    /// connection pool's key.
+    pub authority: String,
+    /// The `Host` header value, as the URL writes it.
+    pub host: HeaderValue,
+    /// Origin form (path and query): the HTTP/1.1 request target.
+    pub path: Uri,
+}
+
+impl Endpoint {
+    /// `None` for a URI without a host, which `compile` never lets through.
+    pub fn of(uri: &Uri) -> Option<Endpoint> {
+        let host = uri.host()?;
+        let authority = uri.authority()?;
+        Some(Endpoint {
+            authority: format!("{host}:{}", uri.port_u16().unwrap_or(80)),
+            host: HeaderValue::from_str(authority.as_str()).ok()?,
+            path: uri
+                .path_and_query()
+                .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone())),
+        })
+    }
+}
+
 /// One master account. `headers` may carry secrets: its `Debug` shows names only, and
 /// every value is marked sensitive.
 #[derive(Clone)]
 pub struct MasterConfig {
     pub id: Arc<str>,
+    /// `id` as a header value, for `x-switchyard-master`.
+    pub id_header: HeaderValue,
     pub send_url: Uri,
+    pub send: Endpoint,
     pub health_url: Option<Uri>,
     pub role: Role,
     pub weight: f64,

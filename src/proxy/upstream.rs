@@ -5,7 +5,7 @@ use super::pool::ConnPool;
 use crate::config::MasterConfig;
 use crate::server::Body;
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
+use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use std::time::Duration;
 
@@ -62,19 +62,13 @@ pub async fn exchange(
     msg: &Outgoing,
     timeout: Duration,
 ) -> Result<Answer, UpstreamError> {
-    let uri = &master.send_url;
-    let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+    let send = &master.send;
     let build = || {
         let mut req = Request::new(Body::new(msg.body.clone()));
         *req.method_mut() = Method::POST;
-        // Origin form on the wire; the host goes in the Host header.
-        *req.uri_mut() = uri
-            .path_and_query()
-            .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+        *req.uri_mut() = send.path.clone();
         let headers = req.headers_mut();
-        if let Ok(host) = HeaderValue::from_str(authority) {
-            headers.insert(header::HOST, host);
-        }
+        headers.insert(header::HOST, send.host.clone());
         if let Some(ct) = &msg.content_type {
             headers.insert(header::CONTENT_TYPE, ct.clone());
         }
@@ -86,7 +80,7 @@ pub async fn exchange(
     };
 
     let exchange = async {
-        let mut conn = pool.checkout(authority).await.map_err(|e| match e {
+        let mut conn = pool.checkout(&send.authority).await.map_err(|e| match e {
             e if e.is_connect() => UpstreamError::Connect(error_chain(&e)),
             e => UpstreamError::Io(error_chain(&e)),
         })?;
@@ -94,7 +88,7 @@ pub async fn exchange(
             // A reused connection the master had closed: the request was never sent.
             Err(e) if conn.reused && e.is_canceled() => {
                 conn = pool
-                    .checkout_new(authority)
+                    .checkout_new(&send.authority)
                     .await
                     .map_err(|e| UpstreamError::Connect(error_chain(&e)))?;
                 conn.send(build()).await
