@@ -102,6 +102,14 @@ impl Proxy {
         };
 
         let id = uuid::Uuid::now_v7().to_string();
+        // A hyphenated UUID is visible ASCII, so this cannot fail; if it ever did, say so.
+        let Ok(id_value) = HeaderValue::from_str(&id) else {
+            return reply::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the message id could not be written as a header",
+            );
+        };
         let client_key = parts.headers.get("idempotency-key").cloned();
         let claim = match client_key.as_ref().map(|k| k.to_str()) {
             None => None,
@@ -133,17 +141,13 @@ impl Proxy {
                 }
             }
         };
-        let idempotency_key = match client_key {
-            Some(k) => k,
-            // A hyphenated UUID is always a valid header value.
-            None => HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("")),
-        };
         let msg = Outgoing {
             body,
             content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
-            idempotency_key,
+            idempotency_key: client_key.unwrap_or_else(|| id_value.clone()),
         };
-        self.forward(&table, hints.region.as_deref(), &msg, &id, claim.as_ref())
+        let region = hints.region.as_deref();
+        self.forward(&table, region, &msg, &id, &id_value, claim.as_ref())
             .await
     }
 
@@ -154,6 +158,7 @@ impl Proxy {
         region: Option<&str>,
         msg: &Outgoing,
         id: &str,
+        id_value: &HeaderValue,
         claim: Option<&Claim<'_>>,
     ) -> Response<Body> {
         let cfg = &table.config;
@@ -195,7 +200,8 @@ impl Proxy {
                         };
                         claim.finish(stored, tried.len() as u32, last_error);
                     }
-                    let mut resp = delivered(answer, master.id(), id);
+                    let master_value = master.config.id_header.clone();
+                    let mut resp = delivered(answer, master_value, id_value.clone());
                     if pick.region_fallback {
                         resp.headers_mut().insert(
                             "x-switchyard-region-fallback",
@@ -252,17 +258,13 @@ fn unavailable(cfg: &crate::config::Config, code: &str, message: String) -> Resp
     resp
 }
 
-fn id_headers(headers: &mut HeaderMap, master: &str, id: &str) {
-    if let Ok(v) = HeaderValue::from_str(master) {
-        headers.insert(MASTER, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(id) {
-        headers.insert(MESSAGE_ID, v);
-    }
+fn id_headers(headers: &mut HeaderMap, master: HeaderValue, id: HeaderValue) {
+    headers.insert(MASTER, master);
+    headers.insert(MESSAGE_ID, id);
 }
 
 /// The master's answer as the client sees it: status, body and end-to-end headers.
-fn delivered(answer: Answer, master: &str, id: &str) -> Response<Body> {
+fn delivered(answer: Answer, master: HeaderValue, id: HeaderValue) -> Response<Body> {
     let mut resp = Response::new(Body::new(answer.body));
     *resp.status_mut() = answer.status;
     let headers = resp.headers_mut();
@@ -282,7 +284,13 @@ fn replay(id: &str, answer: &StoredAnswer) -> Response<Body> {
     if let Some(ct) = &answer.content_type {
         headers.insert(header::CONTENT_TYPE, ct.clone());
     }
-    id_headers(headers, &answer.master, id);
+    // Both were header values when the first message was answered.
+    if let (Ok(master), Ok(id)) = (
+        HeaderValue::from_str(&answer.master),
+        HeaderValue::from_str(id),
+    ) {
+        id_headers(headers, master, id);
+    }
     headers.insert("x-switchyard-duplicate", HeaderValue::from_static("true"));
     resp
 }
