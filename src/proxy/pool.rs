@@ -26,6 +26,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle connections of one `host:port`, most recently used at the back.
 type IdleList = Arc<Mutex<VecDeque<(Instant, SendRequest<Body>)>>>;
 
+/// No connection could be made; nothing was sent.
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
     #[error("tcp connect to {0} failed: {1}")]
@@ -34,15 +35,6 @@ pub enum PoolError {
     ConnectTimeout(String),
     #[error("http handshake with {0} failed: {1}")]
     Handshake(String, hyper::Error),
-    #[error("{0}")]
-    Http(#[from] hyper::Error),
-}
-
-impl PoolError {
-    /// The connection could not be made (nothing was sent).
-    pub fn is_connect(&self) -> bool {
-        !matches!(self, Self::Http(_))
-    }
 }
 
 #[derive(Debug, Default)]

@@ -80,17 +80,18 @@ pub async fn exchange(
     };
 
     let exchange = async {
-        let mut conn = pool.checkout(&send.authority).await.map_err(|e| match e {
-            e if e.is_connect() => UpstreamError::Connect(error_chain(&e)),
-            e => UpstreamError::Io(error_chain(&e)),
-        })?;
+        let connect_error = |e: super::pool::PoolError| UpstreamError::Connect(error_chain(&e));
+        let mut conn = pool
+            .checkout(&send.authority)
+            .await
+            .map_err(connect_error)?;
         let resp = match conn.send(build()).await {
             // A reused connection the master had closed: the request was never sent.
             Err(e) if conn.reused && e.is_canceled() => {
                 conn = pool
                     .checkout_new(&send.authority)
                     .await
-                    .map_err(|e| UpstreamError::Connect(error_chain(&e)))?;
+                    .map_err(connect_error)?;
                 conn.send(build()).await
             }
             other => other,

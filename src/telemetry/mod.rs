@@ -5,10 +5,10 @@
 //! table version) are set from the current snapshot when `/metrics` is scraped.
 //! Labels are bounded: master ids come from the config, the rest from fixed sets.
 
-use crate::health::HealthState;
-use crate::routing::RoutingTable;
 mod histogram;
 
+use crate::health::HealthState;
+use crate::routing::RoutingTable;
 use metrics::{describe_counter, describe_gauge, Counter};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
