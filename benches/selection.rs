@@ -7,7 +7,7 @@ use rand::SeedableRng;
 use std::sync::Arc;
 use switchyard::config::Config;
 use switchyard::health::HealthState;
-use switchyard::routing::stats::MasterStats;
+use switchyard::routing::stats::StatsRegistry;
 use switchyard::routing::{AdminState, MasterInput, RoutingTable};
 
 fn table(strategy: &str, n: usize) -> RoutingTable {
@@ -22,12 +22,13 @@ fn table(strategy: &str, n: usize) -> RoutingTable {
         ));
     }
     let config = Arc::new(Config::from_toml(&text).expect("valid config"));
+    let stats = StatsRegistry::default();
     let inputs = config
         .masters
         .iter()
         .map(|m| MasterInput {
             config: m.clone(),
-            stats: Arc::new(MasterStats::new(&m.id)),
+            stats: stats.get_or_create(&m.id),
             health: HealthState::Healthy,
             admin: AdminState::Enabled,
             promoted: false,

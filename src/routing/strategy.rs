@@ -4,7 +4,7 @@
 //! is a few atomic operations and never locks. Every strategy sees only eligible
 //! masters: ineligible ones are left out when the table is built.
 
-use super::stats::MasterStats;
+use super::stats::{LoadRef, MasterStats};
 use crate::config::StrategyKind;
 use rand::Rng;
 use std::collections::HashMap;
@@ -224,15 +224,26 @@ impl PriorityGroups {
 /// whichever comes first from a rotating start so idle masters share traffic.
 #[derive(Debug)]
 pub struct LeastLoaded {
-    members: Box<[(usize, f64, Arc<MasterStats>)]>,
+    /// (table index, fixed-point 1 / weight, load cell).
+    members: Box<[(usize, u64, LoadRef)]>,
     next: AtomicUsize,
 }
 
 impl LeastLoaded {
     pub fn new(candidates: &[Candidate], rng: &mut impl Rng) -> LeastLoaded {
+        // 1 / weight in fixed point, scaled so the lightest master's is u32::MAX: a
+        // load below 2^32 times it fits a u64 exactly, and the heaviest keeps 32 bits
+        // less the log2 of the weight ratio of precision.
+        let lightest = candidates
+            .iter()
+            .map(Candidate::effective_weight)
+            .fold(f64::INFINITY, f64::min);
         let members: Box<[_]> = candidates
             .iter()
-            .map(|c| (c.index, 1.0 / c.effective_weight(), c.stats.clone()))
+            .map(|c| {
+                let inv = (u32::MAX as f64 * lightest / c.effective_weight()).max(1.0);
+                (c.index, inv as u64, c.stats.load.clone())
+            })
             .collect();
         let start = if members.is_empty() {
             0
@@ -257,30 +268,43 @@ impl LeastLoaded {
         }
     }
 
-    /// One pass over every eligible master from `start`, branch-free: each master's key
-    /// is (load / weight, latency), compared as integers — the bits of a non-negative
-    /// f64 sort like the number. Strict `<` keeps the first of equal keys in rotation
-    /// order.
+    /// One pass over every eligible master from `start`: each master's key is
+    /// (load / weight, latency), all integers. The load is taken modulo 2^32 (far above
+    /// any in-flight plus queued count) so the product cannot overflow. Strict `<`
+    /// keeps the first of equal keys in rotation order.
+    ///
+    /// Shaped for speed at 1,000 masters (about 2.6 cycles each): the best place is a
+    /// plain integer (an `Option` of the table index made the compiler carry it through
+    /// memory, a store-to-load round trip per master), and the rare update is laid out
+    /// off the straight path.
     #[inline(always)]
     fn scan(&self, start: usize, allowed: impl Fn(usize) -> bool) -> Option<usize> {
-        let (tail, head) = self.members.split_at(start);
+        let members = &self.members[..];
         let mut best_key = (u64::MAX, u64::MAX);
-        let mut best: Option<usize> = None;
-        head.iter()
-            .chain(tail)
-            .for_each(|(index, inv_weight, stats)| {
+        let mut best_at = usize::MAX;
+        let mut visit = |from: usize, to: usize| {
+            for (at, (index, inv_weight, load)) in members[from..to].iter().enumerate() {
                 let key = (
-                    // Through i64: one instruction on x86-64, where u64 -> f64 is several.
-                    ((stats.load() as i64) as f64 * inv_weight).to_bits(),
-                    stats.latency_us(),
+                    u64::from(load.total() as u32) * inv_weight,
+                    load.latency_us(),
                 );
-                let better = key < best_key && allowed(*index);
-                best_key = if better { key } else { best_key };
-                best = if better { Some(*index) } else { best };
-            });
-        best
+                if key < best_key && allowed(*index) {
+                    // Rare after the first few masters: keep the common path straight.
+                    unlikely();
+                    best_key = key;
+                    best_at = from + at;
+                }
+            }
+        };
+        visit(start, members.len());
+        visit(0, start);
+        members.get(best_at).map(|m| m.0)
     }
 }
+
+/// Marks the branch that calls it as unlikely, for code layout.
+#[cold]
+fn unlikely() {}
 
 #[cfg(test)]
 mod tests {

@@ -28,6 +28,7 @@ fn table_with(
     states: &[(HealthState, AdminState, bool)],
     seed: u64,
 ) -> RoutingTable {
+    let registry = stats::StatsRegistry::default();
     let inputs = config
         .masters
         .iter()
@@ -40,7 +41,7 @@ fn table_with(
             ));
             MasterInput {
                 config: m.clone(),
-                stats: Arc::new(MasterStats::new(&m.id)),
+                stats: registry.get_or_create(&m.id),
                 health,
                 admin,
                 promoted,
@@ -141,11 +142,11 @@ fn least_loaded_prefers_low_load_then_low_latency() {
         ("primary", 1.0, 1, ""),
     ];
     let t = table("least_loaded", &specs);
-    t.masters[0].stats.in_flight.store(2, Relaxed);
-    t.masters[1].stats.in_flight.store(3, Relaxed); // 3 / 2 = 1.5
-    t.masters[2].stats.queued.store(2, Relaxed);
+    t.masters[0].stats.load.in_flight.store(2, Relaxed);
+    t.masters[1].stats.load.in_flight.store(3, Relaxed); // 3 / 2 = 1.5
+    t.masters[2].stats.load.queued.store(2, Relaxed);
     assert_eq!(counts(&t, None, 20)[&1], 20);
-    t.masters[1].stats.in_flight.store(4, Relaxed); // all at 2.0
+    t.masters[1].stats.load.in_flight.store(4, Relaxed); // all at 2.0
     t.masters[0]
         .stats
         .observe_latency(std::time::Duration::from_millis(9));
@@ -197,13 +198,14 @@ fn slow_start_reduces_share() {
         "weighted_priority",
         &[("primary", 1.0, 1, ""), ("primary", 1.0, 1, "")],
     );
+    let registry = stats::StatsRegistry::default();
     let inputs = config
         .masters
         .iter()
         .enumerate()
         .map(|(i, m)| MasterInput {
             config: m.clone(),
-            stats: Arc::new(MasterStats::new(&m.id)),
+            stats: registry.get_or_create(&m.id),
             health: if i == 0 {
                 HealthState::Recovering
             } else {
