@@ -1,8 +1,9 @@
-//! Health of a master: the states of SPEC section 5.
-//!
-//! This module owns the state names. The probe loops and the state machine that move a
-//! master between them are the failover controller's work; until they run, every
-//! master stays `healthy` and only the admin state (`crate::control`) takes one out.
+//! Health of a master: the states of SPEC section 5, the state machine that moves a
+//! master between them ([`machine`]) and the active checks that feed it ([`probe`]).
+//! The failover controller (`crate::control::failover`) owns one machine per master.
+
+pub mod machine;
+pub mod probe;
 
 /// Health state of one master.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
