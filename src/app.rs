@@ -2,6 +2,7 @@
 //! background tasks, wired to one shutdown signal.
 
 use crate::admin::Admin;
+use crate::alerts::Alerter;
 use crate::config::Config;
 use crate::control::{reload, Control};
 use crate::proxy::Proxy;
@@ -21,6 +22,7 @@ pub struct Running {
     pub control: Arc<Control>,
     pub proxy: Arc<Proxy>,
     trigger: ShutdownTrigger,
+    controller: tokio::task::JoinHandle<()>,
     tasks: JoinSet<()>,
 }
 
@@ -42,14 +44,31 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
     let admin_listen = admin_listener.local_addr()?;
     let drain = config.server.request_timeout + Duration::from_secs(1);
 
-    let control = Arc::new(Control::new(config, hash, path));
+    let data_dir = config.data_dir();
+    let audit = crate::audit::AuditLog::open(&data_dir).with_context(|| {
+        format!(
+            "cannot open the audit trail in {} (the parent of queue.path)",
+            data_dir.display()
+        )
+    })?;
+    let (trigger, shutdown) = shutdown_pair();
+    let (alerter, webhook) = Alerter::new(
+        config.alerts.webhook_url.clone(),
+        ALERT_FOLD_WINDOW,
+        shutdown.clone(),
+    );
+    let control = Arc::new(Control::new(config, hash, path, Arc::new(audit)));
     let proxy = Arc::new(Proxy::new(control.clone()));
+    let alerts = Arc::new(alerter);
+    let (failover, controller) =
+        crate::control::failover::spawn(control.clone(), alerts, shutdown.clone());
     let admin = Arc::new(Admin {
         control: control.clone(),
+        failover,
         metrics,
     });
-    let (trigger, shutdown) = shutdown_pair();
     let mut tasks = JoinSet::new();
+    tasks.spawn(webhook);
     let p = proxy.clone();
     tasks.spawn(server::serve(
         listener,
@@ -87,18 +106,28 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
         control,
         proxy,
         trigger,
+        controller,
         tasks,
     })
 }
+
+/// Repeats of one alert about one master inside this window are folded.
+const ALERT_FOLD_WINDOW: Duration = Duration::from_secs(300);
 
 impl Running {
     /// Stops accepting, lets in-flight exchanges finish (bounded), then returns.
     pub async fn shutdown(mut self) {
         self.trigger.trigger();
+        if let Err(e) = self.controller.await {
+            tracing::error!(error = %e, "the failover controller failed");
+        }
         while let Some(res) = self.tasks.join_next().await {
             if let Err(e) = res {
                 tracing::error!(error = %e, "a task failed during shutdown");
             }
+        }
+        if let Err(e) = self.control.audit.flush() {
+            tracing::error!(error = %e, "cannot flush the audit trail");
         }
         tracing::info!("switchyard stopped");
     }

@@ -11,7 +11,9 @@
 //! [`config`] parses and validates the TOML file; [`app`] wires a running instance.
 
 pub mod admin;
+pub mod alerts;
 pub mod app;
+pub mod audit;
 pub mod config;
 pub mod control;
 pub mod demo;

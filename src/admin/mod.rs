@@ -6,6 +6,7 @@
 
 mod status;
 
+use crate::control::failover::{self, Command};
 use crate::control::{reload, Control};
 use crate::reply;
 use crate::routing::AdminState;
@@ -19,6 +20,7 @@ use subtle::ConstantTimeEq;
 #[derive(Debug)]
 pub struct Admin {
     pub control: Arc<Control>,
+    pub failover: failover::Handle,
     pub metrics: &'static PrometheusHandle,
 }
 
@@ -45,7 +47,23 @@ impl Admin {
         }
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match segments.as_slice() {
-            ["ha", "status"] => only(&method, Method::GET, || status::ha_status(&self.control)),
+            ["ha", "status"] => only(&method, Method::GET, || {
+                status::ha_status(&self.control, &self.failover.view())
+            }),
+            ["ha", "failover"] => only(&method, Method::GET, || {
+                status::failover(&self.failover.view())
+            }),
+            ["ha", "events"] => only(&method, Method::GET, || self.events(req.uri().query())),
+            ["ha", "pause"] => self.command(&method, Command::Pause).await,
+            ["ha", "resume"] => self.command(&method, Command::Resume).await,
+            ["ha", "masters", id, "failover"] => {
+                self.command(&method, Command::Failover(id.to_string()))
+                    .await
+            }
+            ["ha", "masters", id, "failback"] => {
+                self.command(&method, Command::Failback(id.to_string()))
+                    .await
+            }
             ["ha", "masters", id, action] => {
                 let admin = match *action {
                     "enable" => AdminState::Enabled,
@@ -83,6 +101,37 @@ impl Admin {
         resp.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         Some(resp)
+    }
+
+    async fn command(&self, method: &Method, command: Command) -> Response<Body> {
+        if *method != Method::POST {
+            return reply::method_not_allowed("POST");
+        }
+        match self.failover.command(command).await {
+            Ok(body) => reply::json(StatusCode::OK, &body),
+            Err((status, code, message)) => reply::error(status, code, message),
+        }
+    }
+
+    /// `GET /ha/events?limit=N`: newest first; `limit` defaults to 100, at most 10,000.
+    fn events(&self, query: Option<&str>) -> Response<Body> {
+        let mut limit = 100;
+        for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            if key == "limit" {
+                match value.parse::<usize>() {
+                    Ok(n) if (1..=10_000).contains(&n) => limit = n,
+                    _ => {
+                        return reply::error(
+                            StatusCode::BAD_REQUEST,
+                            "bad_limit",
+                            "limit must be a whole number from 1 to 10000",
+                        )
+                    }
+                }
+            }
+        }
+        let events = self.control.audit.recent(limit);
+        reply::json(StatusCode::OK, &serde_json::json!({ "events": events }))
     }
 
     fn set_admin(&self, id: &str, admin: AdminState) -> Response<Body> {

@@ -1,6 +1,7 @@
 //! Bodies of `GET /health` and `GET /ha/status`.
 
 use crate::config::Role;
+use crate::control::failover::View;
 use crate::control::Control;
 use crate::reply;
 use crate::server::Body;
@@ -75,23 +76,20 @@ struct MasterStatus {
     sent_total: u64,
     failed_total: u64,
     latency_ms: f64,
+    /// Share of the requests of the last 10 s window.
     share: f64,
     uptime_ratio: f64,
+    mean_time_to_recovery_ms: Option<u64>,
     last_error: Option<String>,
 }
 
-pub fn ha_status(control: &Control) -> Response<Body> {
+pub fn ha_status(control: &Control, view: &View) -> Response<Body> {
     let table = control.table();
-    let total_sent: u64 = table
-        .masters
-        .iter()
-        .map(|m| m.stats.sent_total.load(Relaxed))
-        .sum();
     let masters = table
         .masters
         .iter()
         .map(|m| {
-            let sent = m.stats.sent_total.load(Relaxed);
+            let seen = view.masters.get(m.id()).cloned().unwrap_or_default();
             MasterStatus {
                 id: m.id().to_string(),
                 role: m.config.role.as_str(),
@@ -105,15 +103,12 @@ pub fn ha_status(control: &Control) -> Response<Body> {
                 promoted: m.promoted,
                 in_flight: m.stats.load.in_flight.load(Relaxed),
                 queued: m.stats.load.queued.load(Relaxed),
-                sent_total: sent,
+                sent_total: m.stats.sent_total.load(Relaxed),
                 failed_total: m.stats.failed_total.load(Relaxed),
                 latency_ms: m.stats.latency_us() as f64 / 1000.0,
-                share: if total_sent == 0 {
-                    0.0
-                } else {
-                    sent as f64 / total_sent as f64
-                },
-                uptime_ratio: if m.health.routable() { 1.0 } else { 0.0 },
+                share: seen.share,
+                uptime_ratio: seen.uptime_ratio,
+                mean_time_to_recovery_ms: seen.mean_time_to_recovery_ms,
                 last_error: m.stats.last_error().map(|e| e.to_string()),
             }
         })
@@ -124,9 +119,22 @@ pub fn ha_status(control: &Control) -> Response<Body> {
             strategy: table.config.routing.strategy.as_str(),
             routing_table_version: table.version,
             config_version: table.config_version,
-            failover_paused: false,
-            breaker_open: false,
+            failover_paused: view.failover_paused,
+            breaker_open: view.breaker_open,
             masters,
         },
+    )
+}
+
+pub fn failover(view: &View) -> Response<Body> {
+    reply::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "active": view.active,
+            "last_failover_at": view.last_failover_at,
+            "failovers_total": view.failovers_total,
+            "failover_paused": view.failover_paused,
+            "breaker_open": view.breaker_open,
+        }),
     )
 }

@@ -285,6 +285,15 @@ impl Config {
         Self::from_toml(&text)
     }
 
+    /// Where state lives on disk: the directory holding `queue.path` (`data` for the
+    /// default `data/queue`); the audit trail is written there.
+    pub fn data_dir(&self) -> PathBuf {
+        match self.queue.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
     pub fn master(&self, id: &str) -> Option<&Arc<MasterConfig>> {
         self.masters.iter().find(|m| &*m.id == id)
     }

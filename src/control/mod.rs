@@ -1,14 +1,16 @@
 //! The control side: owns the published [`RoutingTable`] and is its only writer.
 //!
-//! Every change — a config reload, an admin command, later a health transition —
-//! goes through [`Control`], which rebuilds a whole snapshot under one writer lock and
-//! swaps it in with one `ArcSwap::store`. Readers (the request path) never lock.
+//! Every change — a config reload, an admin command, a health transition or failover
+//! decided by [`failover`] — goes through [`Control`], which rebuilds a whole snapshot
+//! under one writer lock and swaps it in with one `ArcSwap::store`. Readers (the
+//! request path) never lock.
 //!
-//! May call: `config`, `routing`, `health`, `telemetry`.
+//! May call: `config`, `routing`, `health`, `telemetry`, `audit`, `alerts`.
 
+pub mod failover;
 pub mod reload;
 
-use crate::config::Config;
+use crate::config::{Config, MasterConfig};
 use crate::health::HealthState;
 use crate::routing::stats::StatsRegistry;
 use crate::routing::{AdminState, MasterInput, RoutingTable};
@@ -18,23 +20,39 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
+use tokio::sync::mpsc;
 
-/// Per-master state the controller keeps across rebuilds and reloads.
-#[derive(Debug, Clone)]
-struct MasterControl {
-    admin: AdminState,
-    health: HealthState,
-    promoted: bool,
+/// Per-master state kept across rebuilds and reloads. The failover controller owns
+/// `health`, `factor`, `promoted_for` and `held`; admin commands own `admin`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MasterState {
+    pub admin: AdminState,
+    pub health: HealthState,
+    /// Slow-start share while `recovering`.
+    pub factor: f64,
+    /// A standby promoted in the place of this failed master (its id).
+    pub promoted_for: Option<Arc<str>>,
+    /// Kept out of rotation by a manual failover until failback.
+    pub held: bool,
 }
 
-impl Default for MasterControl {
+impl Default for MasterState {
     fn default() -> Self {
         Self {
             admin: AdminState::Enabled,
             health: HealthState::Healthy,
-            promoted: false,
+            factor: 1.0,
+            promoted_for: None,
+            held: false,
         }
     }
+}
+
+/// A master whose live requests failed `passive_failures` times in a row.
+#[derive(Debug)]
+pub struct Ejection {
+    pub master: Arc<str>,
+    pub reason: String,
 }
 
 /// Everything the single writer owns.
@@ -44,7 +62,7 @@ struct Writer {
     config_version: u64,
     config_hash: u64,
     table_version: u64,
-    masters: HashMap<Arc<str>, MasterControl>,
+    masters: HashMap<Arc<str>, MasterState>,
 }
 
 /// The routing table's publisher and the admin state behind it.
@@ -58,6 +76,9 @@ pub struct Control {
     last_reload_error: ArcSwapOption<String>,
     pub started: Instant,
     pub started_at: SystemTime,
+    pub audit: Arc<crate::audit::AuditLog>,
+    ejections: mpsc::UnboundedSender<Ejection>,
+    ejected: Mutex<Option<mpsc::UnboundedReceiver<Ejection>>>,
 }
 
 /// An admin command named a master the config does not have.
@@ -66,7 +87,12 @@ pub struct Control {
 pub struct UnknownMaster(pub String);
 
 impl Control {
-    pub fn new(config: Config, config_hash: u64, config_path: Option<PathBuf>) -> Control {
+    pub fn new(
+        config: Config,
+        config_hash: u64,
+        config_path: Option<PathBuf>,
+        audit: Arc<crate::audit::AuditLog>,
+    ) -> Control {
         let mut writer = Writer {
             config: Arc::new(config),
             config_version: 1,
@@ -76,6 +102,7 @@ impl Control {
         };
         let stats = StatsRegistry::default();
         let table = build(&mut writer, &stats);
+        let (ejections, ejected) = mpsc::unbounded_channel();
         Control {
             table: ArcSwap::from_pointee(table),
             writer: Mutex::new(writer),
@@ -84,7 +111,50 @@ impl Control {
             last_reload_error: ArcSwapOption::empty(),
             started: Instant::now(),
             started_at: SystemTime::now(),
+            audit,
+            ejections,
+            ejected: Mutex::new(Some(ejected)),
         }
+    }
+
+    /// Tells the failover controller that a master's live requests keep failing. Cheap
+    /// and never blocks: called from the request path, once per threshold crossing.
+    pub fn eject(&self, master: Arc<str>, reason: String) {
+        let _controller_gone_at_shutdown = self.ejections.send(Ejection { master, reason });
+    }
+
+    /// The receiving end of [`Control::eject`], for the one failover controller.
+    pub fn take_ejections(&self) -> Option<mpsc::UnboundedReceiver<Ejection>> {
+        self.ejected.lock().ok()?.take()
+    }
+
+    /// Lets the failover controller change the state of masters (by id; a missing
+    /// entry is a master in its default state), then publishes one new table. Entries
+    /// for ids the running config does not have are dropped.
+    /// Nothing is published when nothing changed.
+    pub fn update(&self, f: impl FnOnce(&mut HashMap<Arc<str>, MasterState>)) {
+        let mut w = self.lock();
+        let before = w.masters.clone();
+        f(&mut w.masters);
+        let config = w.config.clone();
+        w.masters.retain(|id, _| config.master(id).is_some());
+        let default = MasterState::default();
+        let changed = config.masters.iter().any(|m| {
+            before.get(&m.id).unwrap_or(&default) != w.masters.get(&m.id).unwrap_or(&default)
+        });
+        if changed {
+            self.rebuild(&mut w);
+        }
+    }
+
+    /// A copy of every master's state, in config order.
+    pub fn states(&self) -> Vec<(Arc<MasterConfig>, MasterState)> {
+        let w = self.lock();
+        w.config
+            .masters
+            .iter()
+            .map(|m| (m.clone(), w.masters.get(&m.id).cloned().unwrap_or_default()))
+            .collect()
     }
 
     /// The current snapshot. Lock-free.
@@ -163,13 +233,31 @@ fn build(w: &mut Writer, stats: &StatsRegistry) -> RoutingTable {
         .iter()
         .map(|m| {
             let c = w.masters.get(&m.id).cloned().unwrap_or_default();
+            // A promoted standby takes the failed master's weight and priority.
+            let promoted_for = w
+                .masters
+                .iter()
+                .find(|(_, s)| s.promoted_for.as_ref() == Some(&m.id))
+                .and_then(|(failed, _)| w.config.master(failed));
+            let config = match promoted_for {
+                Some(failed) => Arc::new(MasterConfig {
+                    weight: failed.weight,
+                    priority: failed.priority,
+                    ..(**m).clone()
+                }),
+                None => m.clone(),
+            };
             MasterInput {
-                config: m.clone(),
+                config,
                 stats: stats.get_or_create(&m.id),
                 health: c.health,
-                admin: c.admin,
-                promoted: c.promoted,
-                factor: 1.0,
+                admin: if c.held && c.admin == AdminState::Enabled {
+                    AdminState::Draining
+                } else {
+                    c.admin
+                },
+                promoted: promoted_for.is_some(),
+                factor: c.factor,
             }
         })
         .collect();

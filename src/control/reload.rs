@@ -2,6 +2,7 @@
 //! in [`reload`], which validates the whole file before anything changes.
 
 use super::{content_hash, Control};
+use crate::audit::{EventKind, NewEvent};
 use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::server::Shutdown;
 use notify::{RecursiveMode, Watcher};
@@ -32,8 +33,15 @@ pub fn reload(control: &Control, trigger: &'static str) -> Result<u64, ConfigErr
         });
     match result {
         Ok((config, hash)) => {
+            let before = control.table().config_version;
             let version = control.apply_config(config, hash);
             crate::telemetry::config_reload(true);
+            if version != before {
+                control.audit.record(NewEvent::new(
+                    EventKind::ConfigReloaded,
+                    format!("config version {version} ({trigger})"),
+                ));
+            }
             tracing::info!(trigger, config_version = version, "config reloaded");
             Ok(version)
         }
@@ -41,6 +49,10 @@ pub fn reload(control: &Control, trigger: &'static str) -> Result<u64, ConfigErr
             crate::telemetry::config_reload(false);
             tracing::error!(trigger, errors = %errors, "config rejected; the running config is kept");
             control.reject_config(errors.to_string());
+            control.audit.record(NewEvent::new(
+                EventKind::ConfigRejected,
+                format!("{trigger}: {errors}"),
+            ));
             Err(errors)
         }
     }

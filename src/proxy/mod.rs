@@ -184,7 +184,13 @@ impl Proxy {
             stats.metrics.duration.record(elapsed);
             match result {
                 Ok(answer) => {
-                    stats.record_success();
+                    if answer.status.is_server_error() {
+                        // Passed to the client as is, but it counts against the master.
+                        let failures = stats.record_failure(format!("answered {}", answer.status));
+                        self.passive_check(master, failures);
+                    } else {
+                        stats.record_success();
+                    }
                     let outcome = if answer.status.is_success() {
                         crate::telemetry::Outcome::Success
                     } else {
@@ -214,7 +220,8 @@ impl Proxy {
                     stats.metrics.request(e.outcome());
                     let text = e.to_string();
                     tracing::warn!(master = master.id(), message_id = id, error = %text, "exchange with master failed");
-                    stats.record_failure(text.clone());
+                    let failures = stats.record_failure(text.clone());
+                    self.passive_check(master, failures);
                     last_error = Some(format!("{}: {text}", master.id()));
                 }
             }
@@ -230,6 +237,25 @@ impl Proxy {
                     tried.len()
                 ),
             ),
+        }
+    }
+}
+
+impl Proxy {
+    /// Ejects a master whose live requests failed `passive_failures` times in a row
+    /// (once, at the crossing). A master on trial after an outage, with no probes to
+    /// vouch for it, is ejected at its first failure.
+    fn passive_check(&self, master: &crate::routing::MasterEntry, failures: u32) {
+        let on_trial = master.health == crate::health::HealthState::Recovering
+            && master.config.health_url.is_none();
+        let limit = if on_trial {
+            1
+        } else {
+            self.control.table().config.health.passive_failures.max(1)
+        };
+        if failures == limit {
+            let reason = format!("{failures} live requests failed in a row");
+            self.control.eject(master.config.id.clone(), reason);
         }
     }
 }

@@ -4,6 +4,7 @@
 use super::pool::ConnPool;
 use crate::config::MasterConfig;
 use crate::server::Body;
+use crate::util::error_chain;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
@@ -117,17 +118,4 @@ pub async fn exchange(
         return Err(UpstreamError::Status(answer));
     }
     Ok(answer)
-}
-
-/// An error and its sources in one line, e.g. "client error (Connect): tcp connect
-/// error: Connection refused (os error 111)".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

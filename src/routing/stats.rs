@@ -133,10 +133,11 @@ impl MasterStats {
         self.consecutive_failures.store(0, Relaxed);
     }
 
-    pub fn record_failure(&self, error: String) {
+    /// Counts a failed exchange; returns the failures in a row, this one included.
+    pub fn record_failure(&self, error: String) -> u32 {
         self.failed_total.fetch_add(1, Relaxed);
-        self.consecutive_failures.fetch_add(1, Relaxed);
         self.last_error.store(Some(Arc::new(error)));
+        self.consecutive_failures.fetch_add(1, Relaxed) + 1
     }
 
     pub fn last_error(&self) -> Option<Arc<String>> {

@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -27,8 +27,15 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[&str]) -> Proc {
+        Self::spawn_in(args, Path::new("."))
+    }
+
+    /// Runs with `dir` as the working directory, where a relative `queue.path` (and so
+    /// the audit trail) lands.
+    pub fn spawn_in(args: &[&str], dir: &Path) -> Proc {
         let mut child = Command::new(BIN)
             .args(args)
+            .current_dir(dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env("RUST_LOG", "info")
@@ -176,7 +183,28 @@ impl Switchyard {
             format!("{SERVER}{config}")
         };
         std::fs::write(&config_path, text).expect("write config");
-        let proc = Proc::spawn(&["run", "--config", config_path.to_str().unwrap()]);
+        Self::run_in(dir, config_path)
+    }
+
+    /// Stops with SIGTERM, waits for a clean exit, and starts `switchyard run` again on
+    /// the same directory and config file.
+    pub fn restart(self) -> Switchyard {
+        let Switchyard {
+            mut proc,
+            dir,
+            config_path,
+            ..
+        } = self;
+        proc.signal("TERM");
+        assert_eq!(proc.wait_exit(Duration::from_secs(20)), Some(0));
+        Self::run_in(dir, config_path)
+    }
+
+    fn run_in(dir: tempfile::TempDir, config_path: PathBuf) -> Switchyard {
+        let proc = Proc::spawn_in(
+            &["run", "--config", config_path.to_str().unwrap()],
+            dir.path(),
+        );
         let line = proc.wait_line("switchyard listening on", Duration::from_secs(20));
         Switchyard {
             url: url_after(&line, "listening on "),

@@ -1,0 +1,784 @@
+//! The failover controller: one task that owns every master's health
+//! [`Machine`], the failovers in progress and the circuit breaker. Probe results,
+//! passive ejections from the request path, a clock tick and admin commands come in;
+//! every decision goes out as one new routing table through [`Control::update`], an
+//! audit event and, where SPEC section 5 says so, an alert.
+//!
+//! All transitions happen in this task, so decisions never race each other.
+
+use super::{Control, Ejection, MasterState};
+use crate::alerts::{Alerter, Severity};
+use crate::audit::{EventKind, NewEvent};
+use crate::config::{Config, Failback, MasterConfig, Role};
+use crate::health::machine::{Machine, Settings, Signal, Transition};
+use crate::health::probe::{self, Report};
+use crate::health::HealthState;
+use crate::server::Shutdown;
+use crate::util::format_rfc3339;
+use arc_swap::ArcSwap;
+use http::{StatusCode, Uri};
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// How often time-driven transitions are looked at.
+const TICK: Duration = Duration::from_millis(50);
+/// Window over which `share` of recent traffic is measured.
+const SHARE_WINDOW: Duration = Duration::from_secs(10);
+/// A master failing this often inside [`FLAP_WINDOW`] raises a warning.
+const FLAPS: usize = 3;
+const FLAP_WINDOW: Duration = Duration::from_secs(30 * 60);
+/// An outage longer than this raises a warning.
+const SLOW_RECOVERY: Duration = Duration::from_secs(5 * 60);
+
+/// An admin command for the controller.
+#[derive(Debug)]
+pub enum Command {
+    Pause,
+    Resume,
+    Failover(String),
+    Failback(String),
+}
+
+/// The controller's answer to a command: a JSON body, or an HTTP error.
+pub type Answer = Result<serde_json::Value, (StatusCode, &'static str, String)>;
+
+/// What `/ha/failover` and `/ha/status` show of the controller.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct View {
+    pub failover_paused: bool,
+    pub breaker_open: bool,
+    pub active: Vec<ActiveView>,
+    pub last_failover_at: Option<String>,
+    pub failovers_total: u64,
+    pub masters: HashMap<String, MasterView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ActiveView {
+    pub failed: String,
+    pub backup: String,
+    pub since: String,
+    pub manual: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MasterView {
+    pub uptime_ratio: f64,
+    pub mean_time_to_recovery_ms: Option<u64>,
+    /// Share of the requests of the last full window.
+    pub share: f64,
+}
+
+/// The handle the admin API holds.
+#[derive(Debug)]
+pub struct Handle {
+    commands: mpsc::Sender<(Command, oneshot::Sender<Answer>)>,
+    view: Arc<ArcSwap<View>>,
+}
+
+impl Handle {
+    pub fn view(&self) -> Arc<View> {
+        self.view.load_full()
+    }
+
+    pub async fn command(&self, command: Command) -> Answer {
+        let (tx, rx) = oneshot::channel();
+        let gone = || {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the failover controller is stopping".to_string(),
+            )
+        };
+        self.commands
+            .send((command, tx))
+            .await
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+}
+
+struct Active {
+    backup: Arc<str>,
+    since: Instant,
+    since_at: SystemTime,
+    manual: bool,
+}
+
+struct Watched {
+    machine: Machine,
+    probe: Option<(Uri, JoinHandle<()>)>,
+    /// When it fell, for the flapping warning.
+    falls: VecDeque<Instant>,
+    slow_recovery_warned: bool,
+    /// Requests counted at the start of the share window.
+    window_start_count: u64,
+}
+
+struct Controller {
+    control: Arc<Control>,
+    alerts: Arc<Alerter>,
+    settings: Settings,
+    config: Arc<Config>,
+    masters: HashMap<Arc<str>, Watched>,
+    active: HashMap<Arc<str>, Active>,
+    paused: bool,
+    breaker_open: bool,
+    recent_failovers: VecDeque<Instant>,
+    failovers_total: u64,
+    last_failover_at: Option<SystemTime>,
+    probe_tx: mpsc::Sender<Report>,
+    view: Arc<ArcSwap<View>>,
+    shares: HashMap<Arc<str>, f64>,
+    window_started: Instant,
+    had_eligible: bool,
+}
+
+/// Starts the controller task. It runs until `shutdown`.
+pub fn spawn(
+    control: Arc<Control>,
+    alerts: Arc<Alerter>,
+    mut shutdown: Shutdown,
+) -> (Handle, JoinHandle<()>) {
+    let (commands, mut command_rx) = mpsc::channel::<(Command, oneshot::Sender<Answer>)>(16);
+    let (probe_tx, mut probe_rx) = mpsc::channel::<Report>(256);
+    let mut ejections = control
+        .take_ejections()
+        .expect("one failover controller per Control");
+    let view = Arc::new(ArcSwap::from_pointee(View::default()));
+    let config = control.table().config.clone();
+    let now = Instant::now();
+    let mut c = Controller {
+        settings: settings(&config),
+        control,
+        alerts,
+        config: config.clone(),
+        masters: HashMap::new(),
+        active: HashMap::new(),
+        paused: false,
+        breaker_open: false,
+        recent_failovers: VecDeque::new(),
+        failovers_total: 0,
+        last_failover_at: None,
+        probe_tx,
+        view: view.clone(),
+        shares: HashMap::new(),
+        window_started: now,
+        had_eligible: true,
+    };
+    c.sync_config(config, now);
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                Some(report) = probe_rx.recv() => c.on_probe(report, Instant::now()),
+                Some(Ejection { master, reason }) = ejections.recv() => {
+                    c.signal(&master, Signal::Ejected(reason), Instant::now())
+                }
+                Some((command, reply)) = command_rx.recv() => {
+                    let answer = c.on_command(command, Instant::now());
+                    let _caller_gone = reply.send(answer);
+                }
+                _ = tick.tick() => c.on_tick(Instant::now()),
+                _ = shutdown.wait() => break,
+            }
+        }
+        for w in c.masters.values() {
+            if let Some((_, task)) = &w.probe {
+                task.abort();
+            }
+        }
+    });
+    (Handle { commands, view }, task)
+}
+
+fn settings(config: &Config) -> Settings {
+    Settings::new(
+        &config.health,
+        config.failover.recovery_wait,
+        config.failover.slow_start,
+    )
+}
+
+fn wall(t: SystemTime) -> String {
+    format_rfc3339(t.duration_since(UNIX_EPOCH).unwrap_or_default())
+}
+
+impl Controller {
+    /// Follows a new config: machines for new masters, probes started, stopped or
+    /// moved, failovers whose masters left dropped.
+    fn sync_config(&mut self, config: Arc<Config>, now: Instant) {
+        self.settings = settings(&config);
+        self.alerts.set_webhook(config.alerts.webhook_url.clone());
+        let ids: Vec<Arc<str>> = config.masters.iter().map(|m| m.id.clone()).collect();
+        self.masters.retain(|id, w| {
+            let keep = ids.contains(id);
+            if !keep {
+                if let Some((_, task)) = &w.probe {
+                    task.abort();
+                }
+            }
+            keep
+        });
+        for m in &config.masters {
+            let w = self.masters.entry(m.id.clone()).or_insert_with(|| Watched {
+                machine: Machine::new(m.health_url.is_some(), now),
+                probe: None,
+                falls: VecDeque::new(),
+                slow_recovery_warned: false,
+                window_start_count: 0,
+            });
+            w.machine.set_probed(m.health_url.is_some());
+            let same = match (&w.probe, &m.health_url) {
+                (Some((url, _)), Some(new)) => url == new,
+                (None, None) => true,
+                _ => false,
+            };
+            let timing_changed = config.health.interval != self.config.health.interval
+                || config.health.timeout != self.config.health.timeout;
+            if !same || timing_changed {
+                if let Some((_, task)) = w.probe.take() {
+                    task.abort();
+                }
+                if let Some(url) = &m.health_url {
+                    let task = tokio::spawn(probe::run(
+                        m.id.clone(),
+                        url.clone(),
+                        config.health.interval,
+                        config.health.timeout,
+                        self.probe_tx.clone(),
+                    ));
+                    w.probe = Some((url.clone(), task));
+                }
+            }
+        }
+        self.active.retain(|failed, a| {
+            config.master(failed).is_some() && config.master(&a.backup).is_some()
+        });
+        self.config = config;
+        self.publish(now);
+    }
+
+    fn on_probe(&mut self, report: Report, now: Instant) {
+        let signal = match report.result {
+            Ok(()) => Signal::ProbePass,
+            Err(why) => Signal::ProbeFail(why),
+        };
+        self.signal(&report.master, signal, now);
+    }
+
+    fn signal(&mut self, id: &Arc<str>, signal: Signal, now: Instant) {
+        let Some(w) = self.masters.get_mut(id) else {
+            return;
+        };
+        if let Some(t) = w.machine.observe(signal, now, &self.settings) {
+            self.transition(id.clone(), t, now);
+            self.publish(now);
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        let config = self.control.table().config.clone();
+        if !Arc::ptr_eq(&config, &self.config) {
+            self.sync_config(config, now);
+        }
+        let mut changed = false;
+        let ids: Vec<Arc<str>> = self.masters.keys().cloned().collect();
+        for id in ids {
+            let Some(w) = self.masters.get_mut(&id) else {
+                continue;
+            };
+            let before = w.machine.factor(now, &self.settings);
+            if let Some(t) = w.machine.tick(now, &self.settings) {
+                self.transition(id.clone(), t, now);
+                changed = true;
+            } else if w.machine.state() == HealthState::Recovering {
+                // Slow start: publish the ramp in 5% steps.
+                let after = w.machine.factor(now, &self.settings);
+                changed |= (after * 20.0).floor() != (before * 20.0).floor();
+            }
+            self.watch_outage(&id, now);
+        }
+        changed |= self.auto_failback(now);
+        if self.breaker_open {
+            self.prune_failovers(now);
+        }
+        if now.duration_since(self.window_started) >= SHARE_WINDOW {
+            self.measure_shares(now);
+        }
+        if changed {
+            self.publish(now);
+        } else {
+            self.publish_view(now);
+        }
+    }
+
+    /// Records a transition and acts on it.
+    fn transition(&mut self, id: Arc<str>, t: Transition, now: Instant) {
+        let audit = &self.control.audit;
+        let m = id.as_ref();
+        tracing::info!(master = m, from = t.from.as_str(), to = t.to.as_str(), reason = %t.reason, "master state changed");
+        match t.to {
+            HealthState::Degraded => {
+                audit.record(NewEvent::new(EventKind::Degraded, &t.reason).master(m));
+                if t.from == HealthState::Healthy {
+                    self.alerts.raise(
+                        Severity::Critical,
+                        "master_down",
+                        Some(m),
+                        format!("{m} is out of rotation: {}", t.reason),
+                    );
+                    self.note_fall(&id, now);
+                }
+            }
+            HealthState::Failed => {
+                audit.record(NewEvent::new(EventKind::Failed, &t.reason).master(m));
+                if self.config.failover.enabled && !self.paused {
+                    let _logged = self.fail_over(&id, false, now);
+                }
+            }
+            HealthState::Recovering => {
+                // Counts toward the passive limit start again.
+                if let Some(stats) = self.stats(&id) {
+                    stats.consecutive_failures.store(0, Relaxed);
+                }
+                let mut e = NewEvent::new(EventKind::Recovered, &t.reason).master(m);
+                if let Some(outage) = t.outage {
+                    e = e.duration(outage);
+                }
+                audit.record(e);
+                self.alerts.raise(
+                    Severity::Info,
+                    "master_recovered",
+                    Some(m),
+                    format!("{m} is back in rotation (slow start): {}", t.reason),
+                );
+                if let Some(w) = self.masters.get_mut(&id) {
+                    w.slow_recovery_warned = false;
+                }
+            }
+            HealthState::Healthy => {
+                audit.record(NewEvent::new(EventKind::Recovered, &t.reason).master(m));
+            }
+        }
+    }
+
+    fn stats(&self, id: &str) -> Option<Arc<crate::routing::stats::MasterStats>> {
+        let table = self.control.table();
+        table.index_of(id).map(|i| table.masters[i].stats.clone())
+    }
+
+    fn note_fall(&mut self, id: &Arc<str>, now: Instant) {
+        let Some(w) = self.masters.get_mut(id) else {
+            return;
+        };
+        w.falls.push_back(now);
+        while w
+            .falls
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > FLAP_WINDOW)
+        {
+            w.falls.pop_front();
+        }
+        if w.falls.len() >= FLAPS {
+            self.alerts.raise(
+                Severity::Warning,
+                "master_flapping",
+                Some(id),
+                format!("{id} failed {} times within 30 minutes", w.falls.len()),
+            );
+        }
+    }
+
+    fn watch_outage(&mut self, id: &Arc<str>, now: Instant) {
+        let Some(w) = self.masters.get_mut(id) else {
+            return;
+        };
+        if let Some(outage) = w.machine.outage(now) {
+            if outage > SLOW_RECOVERY && !w.slow_recovery_warned {
+                w.slow_recovery_warned = true;
+                self.alerts.raise(
+                    Severity::Warning,
+                    "slow_recovery",
+                    Some(id),
+                    format!("{id} has been down for over five minutes"),
+                );
+            }
+        }
+    }
+
+    /// Promotes the best standby in the place of `failed`. `Err` says why not.
+    fn fail_over(
+        &mut self,
+        failed: &Arc<str>,
+        manual: bool,
+        now: Instant,
+    ) -> Result<Arc<str>, String> {
+        let Some(failed_cfg) = self.config.master(failed).cloned() else {
+            return Err(format!("no master with id `{failed}`"));
+        };
+        if failed_cfg.role == Role::Standby {
+            return Err(format!(
+                "{failed} is a standby; only primaries and secondaries fail over"
+            ));
+        }
+        if let Some(a) = self.active.get(failed) {
+            return Err(format!("{failed} is already failed over to {}", a.backup));
+        }
+        if !manual {
+            self.prune_failovers(now);
+            if self.breaker_open {
+                return Err("the failover breaker is open".into());
+            }
+            if self.recent_failovers.len() >= self.config.failover.max_failovers as usize {
+                self.open_breaker();
+                return Err("the failover breaker is open".into());
+            }
+        }
+        let Some(backup) = self.best_standby(&failed_cfg) else {
+            let why = format!(
+                "no standby is available for {failed}; the remaining masters take its traffic"
+            );
+            tracing::warn!("{why}");
+            return Err(why);
+        };
+        let started = Instant::now();
+        let audit = self.control.audit.clone();
+        audit.record(
+            NewEvent::new(
+                EventKind::FailoverStarted,
+                if manual {
+                    "manual failover"
+                } else {
+                    "master failed"
+                },
+            )
+            .master(failed)
+            .backup(&backup),
+        );
+        self.alerts.raise(
+            Severity::Critical,
+            "failover_started",
+            Some(failed),
+            format!("{failed} failed; promoting standby {backup}"),
+        );
+        self.active.insert(
+            failed.clone(),
+            Active {
+                backup: backup.clone(),
+                since: now,
+                since_at: SystemTime::now(),
+                manual,
+            },
+        );
+        self.recent_failovers.push_back(now);
+        self.failovers_total += 1;
+        self.last_failover_at = Some(SystemTime::now());
+        metrics::counter!("switchyard_failovers_total", "master" => failed.to_string())
+            .increment(1);
+        self.publish(now);
+        audit.record(
+            NewEvent::new(EventKind::FailoverCompleted, format!("{backup} promoted"))
+                .master(failed)
+                .backup(&backup)
+                .duration(started.elapsed()),
+        );
+        self.alerts.raise(
+            Severity::Info,
+            "failover_completed",
+            Some(failed),
+            format!("{backup} now serves in the place of {failed}"),
+        );
+        Ok(backup)
+    }
+
+    /// The healthy, enabled standby with the lowest priority, the same region first.
+    fn best_standby(&self, failed: &MasterConfig) -> Option<Arc<str>> {
+        let in_use: Vec<&Arc<str>> = self.active.values().map(|a| &a.backup).collect();
+        let states = self.control.states();
+        states
+            .iter()
+            .filter(|(m, s)| {
+                m.role == Role::Standby
+                    && s.admin == crate::routing::AdminState::Enabled
+                    && s.health.routable()
+                    && !in_use.contains(&&m.id)
+            })
+            .min_by_key(|(m, _)| (m.region_key != failed.region_key, m.priority))
+            .map(|(m, _)| m.id.clone())
+    }
+
+    fn prune_failovers(&mut self, now: Instant) {
+        let window = self.config.failover.breaker_window;
+        while self
+            .recent_failovers
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
+            self.recent_failovers.pop_front();
+        }
+    }
+
+    fn open_breaker(&mut self) {
+        if self.breaker_open {
+            return;
+        }
+        self.breaker_open = true;
+        let why = format!(
+            "more than {} failovers within {} ms; automatic failover stops until POST /ha/resume",
+            self.config.failover.max_failovers,
+            self.config.failover.breaker_window.as_millis()
+        );
+        self.control
+            .audit
+            .record(NewEvent::new(EventKind::BreakerOpen, &why));
+        self.alerts
+            .raise(Severity::Critical, "breaker_open", None, why);
+    }
+
+    /// With `failback = "auto"`, gives a recovered master its place back once it has
+    /// been healthy for `failback_delay`. Manual failovers wait for the admin API.
+    fn auto_failback(&mut self, now: Instant) -> bool {
+        if self.config.failover.failback != Failback::Auto || self.paused {
+            return false;
+        }
+        let due: Vec<Arc<str>> = self
+            .active
+            .iter()
+            .filter(|(failed, a)| {
+                !a.manual
+                    && self.masters.get(*failed).is_some_and(|w| {
+                        w.machine.state() == HealthState::Healthy
+                            && now.duration_since(w.machine.since())
+                                >= self.config.failover.failback_delay
+                    })
+            })
+            .map(|(failed, _)| failed.clone())
+            .collect();
+        for failed in &due {
+            self.fail_back(failed, now);
+        }
+        !due.is_empty()
+    }
+
+    /// Demotes the standby: it takes no new traffic, and its in-flight exchanges finish.
+    fn fail_back(&mut self, failed: &Arc<str>, now: Instant) -> Option<Arc<str>> {
+        let a = self.active.remove(failed)?;
+        let took = now.duration_since(a.since);
+        self.publish(now);
+        self.control.audit.record(
+            NewEvent::new(
+                EventKind::Failback,
+                format!("{failed} takes its place back"),
+            )
+            .master(failed)
+            .backup(&a.backup)
+            .duration(took),
+        );
+        self.alerts.raise(
+            Severity::Info,
+            "failback",
+            Some(failed),
+            format!(
+                "{failed} is back in its place; {} is a standby again",
+                a.backup
+            ),
+        );
+        Some(a.backup)
+    }
+
+    fn on_command(&mut self, command: Command, now: Instant) -> Answer {
+        let audit = self.control.audit.clone();
+        match command {
+            Command::Pause => {
+                if !self.paused {
+                    self.paused = true;
+                    audit.record(NewEvent::new(EventKind::Paused, "paused by the admin API"));
+                }
+            }
+            Command::Resume => {
+                if self.paused || self.breaker_open {
+                    let was_open = std::mem::take(&mut self.breaker_open);
+                    self.paused = false;
+                    self.recent_failovers.clear();
+                    audit.record(NewEvent::new(
+                        EventKind::Resumed,
+                        "resumed by the admin API",
+                    ));
+                    if was_open {
+                        audit.record(NewEvent::new(
+                            EventKind::BreakerClosed,
+                            "closed by POST /ha/resume",
+                        ));
+                    }
+                }
+            }
+            Command::Failover(id) => {
+                let Some(failed) = self.config.master(&id).map(|m| m.id.clone()) else {
+                    return Err(unknown(&id));
+                };
+                let backup = self
+                    .fail_over(&failed, true, now)
+                    .map_err(|why| (StatusCode::CONFLICT, "failover_refused", why))?;
+                return Ok(serde_json::json!({"failed": id, "backup": backup.as_ref()}));
+            }
+            Command::Failback(id) => {
+                let Some(failed) = self
+                    .active
+                    .iter()
+                    .find(|(f, a)| f.as_ref() == id || a.backup.as_ref() == id)
+                    .map(|(f, _)| f.clone())
+                else {
+                    return match self.config.master(&id) {
+                        None => Err(unknown(&id)),
+                        Some(_) => Err((
+                            StatusCode::CONFLICT,
+                            "no_failover",
+                            format!("{id} is not failed over"),
+                        )),
+                    };
+                };
+                let routable = self
+                    .masters
+                    .get(&failed)
+                    .is_some_and(|w| w.machine.state().routable());
+                if !routable {
+                    return Err((
+                        StatusCode::CONFLICT,
+                        "master_down",
+                        format!(
+                            "{failed} is not healthy; failing back would leave its place empty"
+                        ),
+                    ));
+                }
+                let backup = self.fail_back(&failed, now);
+                return Ok(
+                    serde_json::json!({"master": failed.as_ref(), "demoted": backup.as_deref()}),
+                );
+            }
+        }
+        self.publish_view(now);
+        Ok(serde_json::json!({"failover_paused": self.paused, "breaker_open": self.breaker_open}))
+    }
+
+    fn measure_shares(&mut self, now: Instant) {
+        let table = self.control.table();
+        let mut counts = Vec::new();
+        for m in &table.masters {
+            let count = m.stats.sent_total.load(Relaxed) + m.stats.failed_total.load(Relaxed);
+            if let Some(w) = self.masters.get_mut(&m.config.id) {
+                counts.push((
+                    m.config.id.clone(),
+                    count.saturating_sub(w.window_start_count),
+                ));
+                w.window_start_count = count;
+            }
+        }
+        let total: u64 = counts.iter().map(|(_, n)| n).sum();
+        self.shares = counts
+            .iter()
+            .map(|(id, n)| {
+                (
+                    id.clone(),
+                    if total == 0 {
+                        0.0
+                    } else {
+                        *n as f64 / total as f64
+                    },
+                )
+            })
+            .collect();
+        self.window_started = now;
+        let limit = self.config.alerts.imbalance_warning;
+        if total >= 100 && table.eligible_count() > 1 {
+            for (id, share) in &self.shares {
+                if *share > limit {
+                    self.alerts.raise(
+                        Severity::Warning,
+                        "imbalance",
+                        Some(id),
+                        format!("{id} took {:.0}% of recent traffic", share * 100.0),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Publishes the machines' states and the promotions as one routing table.
+    fn publish(&mut self, now: Instant) {
+        let settings = &self.settings;
+        let masters = &self.masters;
+        let active = &self.active;
+        self.control.update(|states| {
+            for (id, w) in masters {
+                let s = states
+                    .entry(id.clone())
+                    .or_insert_with(MasterState::default);
+                s.health = w.machine.state();
+                s.factor = w.machine.factor(now, settings);
+                s.promoted_for = active.get(id).map(|a| a.backup.clone());
+                s.held = active.get(id).is_some_and(|a| a.manual);
+            }
+        });
+        let eligible = self.control.table().eligible_count() > 0;
+        if self.had_eligible && !eligible {
+            self.alerts.raise(
+                Severity::Critical,
+                "no_eligible_master",
+                None,
+                "no master is eligible to take messages",
+            );
+        }
+        self.had_eligible = eligible;
+        self.publish_view(now);
+    }
+
+    fn publish_view(&mut self, now: Instant) {
+        let masters = self
+            .masters
+            .iter_mut()
+            .map(|(id, w)| {
+                let v = MasterView {
+                    uptime_ratio: w.machine.uptime_ratio(now),
+                    mean_time_to_recovery_ms: w
+                        .machine
+                        .mean_time_to_recovery()
+                        .map(|d| d.as_millis() as u64),
+                    share: self.shares.get(id).copied().unwrap_or(0.0),
+                };
+                (id.to_string(), v)
+            })
+            .collect();
+        self.view.store(Arc::new(View {
+            failover_paused: self.paused,
+            breaker_open: self.breaker_open,
+            active: self
+                .active
+                .iter()
+                .map(|(failed, a)| ActiveView {
+                    failed: failed.to_string(),
+                    backup: a.backup.to_string(),
+                    since: wall(a.since_at),
+                    manual: a.manual,
+                })
+                .collect(),
+            last_failover_at: self.last_failover_at.map(wall),
+            failovers_total: self.failovers_total,
+            masters,
+        }));
+    }
+}
+
+fn unknown(id: &str) -> (StatusCode, &'static str, String) {
+    (
+        StatusCode::NOT_FOUND,
+        "unknown_master",
+        format!("no master with id `{id}`"),
+    )
+}
