@@ -1,0 +1,283 @@
+//! The failover controller against real mock masters: a primary killed under steady
+//! traffic, the standby promoted, a webhook alert, failback, the audit trail across a
+//! restart; manual failover, pause and resume.
+
+mod common;
+use common::*;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// Fast health settings so the test runs in seconds.
+const FAST: &str = "
+[health]
+interval_ms = 100
+timeout_ms = 300
+healthy_threshold = 2
+unhealthy_threshold = 2
+passive_failures = 2
+
+[failover]
+recovery_wait_ms = 600
+failback = \"auto\"
+failback_delay_ms = 300
+slow_start_ms = 300
+";
+
+fn probed(m: &Mock, extra: &str) -> String {
+    format!("health_url = \"{}/health\"\n{extra}", m.url)
+}
+
+/// A webhook receiver: every request's body, read to its Content-Length, answered 200.
+async fn webhook_receiver() -> (String, mpsc::UnboundedReceiver<serde_json::Value>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/alerts", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = conn.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some(head_end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let length: usize = text[..head_end]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    if buf.len() < head_end + 4 + length {
+                        continue;
+                    }
+                    let body = buf[head_end + 4..head_end + 4 + length].to_vec();
+                    buf.drain(..head_end + 4 + length);
+                    let _ = tx.send(json(&body));
+                    let ok = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                    if conn.write_all(ok.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, rx)
+}
+
+async fn status_of(http: &Http, sy: &Switchyard, id: &str) -> serde_json::Value {
+    let status = json(&http.get(&format!("{}/ha/status", sy.admin)).await.2);
+    status["masters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id)
+        .cloned()
+        .unwrap()
+}
+
+async fn events(http: &Http, sy: &Switchyard) -> Vec<serde_json::Value> {
+    let body = json(
+        &http
+            .get(&format!("{}/ha/events?limit=100", sy.admin))
+            .await
+            .2,
+    );
+    body["events"].as_array().unwrap().clone()
+}
+
+fn has_event(events: &[serde_json::Value], kind: &str, master: &str) -> bool {
+    events
+        .iter()
+        .any(|e| e["kind"] == kind && e["master"] == master)
+}
+
+/// Sends messages one after another until stopped; counts the ones not answered 200.
+fn steady_traffic(http: Http, url: String) -> (Arc<AtomicBool>, Arc<AtomicU64>, Arc<AtomicU64>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    for _ in 0..4 {
+        let (http, url) = (http.clone(), url.clone());
+        let (stop, sent, errors) = (stop.clone(), sent.clone(), errors.clone());
+        tokio::spawn(async move {
+            while !stop.load(Relaxed) {
+                let (status, _, body) = http.post(&url, MESSAGE).await;
+                sent.fetch_add(1, Relaxed);
+                if status != 200 {
+                    errors.fetch_add(1, Relaxed);
+                    eprintln!("client saw {status}: {}", String::from_utf8_lossy(&body));
+                }
+            }
+        });
+    }
+    (stop, sent, errors)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_primary_fails_over_and_back_without_client_errors() {
+    let a = Mock::start("a", &[]);
+    let b = Mock::start("b", &[]);
+    let s = Mock::start("s", &[]);
+    let (webhook, mut alerts) = webhook_receiver().await;
+    let config = format!(
+        "{FAST}\n[alerts]\nwebhook_url = \"{webhook}\"\n{}",
+        masters_toml(&[
+            (&a, &probed(&a, "role = \"primary\"")),
+            (&b, &probed(&b, "role = \"primary\"")),
+            (&s, &probed(&s, "role = \"standby\"")),
+        ])
+    );
+    let sy = Switchyard::start(&config);
+    let http = Http::new();
+    let (stop, sent, errors) = steady_traffic(http.clone(), sy.messages());
+    eventually(Duration::from_secs(10), "traffic flowing", || async {
+        sent.load(Relaxed) > 50
+    })
+    .await;
+
+    // Kill the primary `a`: its port now refuses connections.
+    let a_addr = a.url.trim_start_matches("http://").to_string();
+    drop(a);
+    eventually(Duration::from_secs(10), "a out of rotation", || async {
+        status_of(&http, &sy, "a").await["eligible"] == false
+    })
+    .await;
+    eventually(Duration::from_secs(10), "standby promoted", || async {
+        let m = status_of(&http, &sy, "s").await;
+        m["promoted"] == true && m["eligible"] == true
+    })
+    .await;
+    let failover = json(&http.get(&format!("{}/ha/failover", sy.admin)).await.2);
+    assert_eq!(failover["active"][0]["failed"], "a", "{failover}");
+    assert_eq!(failover["active"][0]["backup"], "s", "{failover}");
+    assert_eq!(failover["failovers_total"], 1);
+
+    // The critical alert reached the webhook.
+    let critical = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let alert = alerts.recv().await.expect("receiver running");
+            if alert["severity"] == "critical" && alert["master"] == "a" {
+                return alert;
+            }
+        }
+    })
+    .await
+    .expect("a critical alert about a");
+    assert!(
+        critical["kind"].is_string()
+            && critical["at"].is_string()
+            && critical["message"].is_string()
+    );
+
+    // Bring `a` back on the same port: slow start, then failback demotes the standby.
+    let back = Proc::spawn(&["mock-master", "--listen", &a_addr, "--id", "a"]);
+    back.wait_line("listening on", Duration::from_secs(10));
+    eventually(Duration::from_secs(15), "failback", || async {
+        let m = status_of(&http, &sy, "s").await;
+        m["promoted"] == false && m["eligible"] == false
+    })
+    .await;
+    assert_eq!(status_of(&http, &sy, "a").await["state"], "healthy");
+    stop.store(true, Relaxed);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        errors.load(Relaxed),
+        0,
+        "client-visible errors during the failover"
+    );
+
+    let seen = events(&http, &sy).await;
+    for kind in [
+        "degraded",
+        "failed",
+        "failover_started",
+        "failover_completed",
+        "recovered",
+        "failback",
+    ] {
+        assert!(
+            has_event(&seen, kind, "a"),
+            "no {kind} event for a in {seen:?}"
+        );
+    }
+
+    // The audit trail survives a restart.
+    let sy = sy.restart();
+    let after = events(&http, &sy).await;
+    assert!(has_event(&after, "failover_started", "a"), "{after:?}");
+    assert!(has_event(&after, "failback", "a"), "{after:?}");
+    drop(back);
+}
+
+#[tokio::test]
+async fn manual_failover_pause_and_resume() {
+    let a = Mock::start("a", &[]);
+    let s = Mock::start("s", &[]);
+    let config = format!(
+        "{FAST}\n{}",
+        masters_toml(&[
+            (&a, &probed(&a, "role = \"primary\"")),
+            (&s, "role = \"standby\""),
+        ])
+    );
+    let sy = Switchyard::start(&config);
+    let http = Http::new();
+    let admin = |path: &str| format!("{}{path}", sy.admin);
+
+    let (code, _, body) = http.post(&admin("/ha/masters/a/failover"), "").await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["backup"], "s");
+    let (status, h, _) = http.post(&sy.messages(), MESSAGE).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&h, "x-switchyard-master"), "s");
+    // A second failover of the same master is refused.
+    let (code, _, body) = http.post(&admin("/ha/masters/a/failover"), "").await;
+    assert_eq!(code, 409);
+    assert_eq!(json(&body)["error"]["code"], "failover_refused");
+
+    let (code, _, body) = http.post(&admin("/ha/masters/a/failback"), "").await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let (_, h, _) = http.post(&sy.messages(), MESSAGE).await;
+    assert_eq!(header(&h, "x-switchyard-master"), "a");
+    let (code, _, _) = http.post(&admin("/ha/masters/a/failback"), "").await;
+    assert_eq!(code, 409);
+    let (code, _, _) = http.post(&admin("/ha/masters/nope/failover"), "").await;
+    assert_eq!(code, 404);
+
+    // Paused: a failed master is not failed over.
+    let (code, _, body) = http.post(&admin("/ha/pause"), "").await;
+    assert_eq!(code, 200);
+    assert_eq!(json(&body)["failover_paused"], true);
+    let (code, _, _) = http.get(&admin("/ha/pause")).await;
+    assert_eq!(code, 405);
+    http.post(&format!("{}/control/down", a.url), "").await;
+    eventually(Duration::from_secs(10), "a failed", || async {
+        status_of(&http, &sy, "a").await["state"] == "failed"
+    })
+    .await;
+    assert_eq!(status_of(&http, &sy, "s").await["promoted"], false);
+    let status = json(&http.get(&admin("/ha/status")).await.2);
+    assert_eq!(status["failover_paused"], true);
+
+    let (code, _, _) = http.post(&admin("/ha/resume"), "").await;
+    assert_eq!(code, 200);
+    let seen = events(&http, &sy).await;
+    assert!(seen.iter().any(|e| e["kind"] == "paused"));
+    assert!(seen.iter().any(|e| e["kind"] == "resumed"));
+    let (code, _, _) = http.get(&admin("/ha/events?limit=0")).await;
+    assert_eq!(code, 400);
+}
