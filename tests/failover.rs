@@ -273,11 +273,62 @@ async fn manual_failover_pause_and_resume() {
     let status = json(&http.get(&admin("/ha/status")).await.2);
     assert_eq!(status["failover_paused"], true);
 
+    // Resume fails over what failed while paused.
     let (code, _, _) = http.post(&admin("/ha/resume"), "").await;
     assert_eq!(code, 200);
+    assert_eq!(status_of(&http, &sy, "s").await["promoted"], true);
     let seen = events(&http, &sy).await;
     assert!(seen.iter().any(|e| e["kind"] == "paused"));
     assert!(seen.iter().any(|e| e["kind"] == "resumed"));
     let (code, _, _) = http.get(&admin("/ha/events?limit=0")).await;
     assert_eq!(code, 400);
+}
+
+#[tokio::test]
+async fn the_breaker_stops_automatic_failover_until_resume() {
+    let a = Mock::start("a", &[]);
+    let s = Mock::start("s", &[]);
+    // max_failovers = 0: the first automatic failover is already one too many.
+    let config = format!(
+        "{}\nmax_failovers = 0\n{}",
+        FAST,
+        masters_toml(&[
+            (&a, &probed(&a, "role = \"primary\"")),
+            (&s, &probed(&s, "role = \"standby\"")),
+        ])
+    );
+    let sy = Switchyard::start(&config);
+    let http = Http::new();
+    http.post(&format!("{}/control/down", a.url), "").await;
+    eventually(Duration::from_secs(10), "breaker open", || async {
+        json(&http.get(&format!("{}/ha/failover", sy.admin)).await.2)["breaker_open"] == true
+    })
+    .await;
+    assert_eq!(status_of(&http, &sy, "s").await["promoted"], false);
+    assert!(events(&http, &sy)
+        .await
+        .iter()
+        .any(|e| e["kind"] == "breaker_open"));
+    // No eligible master now: the proxy answers 503 with Retry-After.
+    let (code, h, _) = http.post(&sy.messages(), MESSAGE).await;
+    assert_eq!(code, 503);
+    assert!(!header(&h, "retry-after").is_empty());
+
+    // `a` comes back before the breaker is closed: nothing is left to fail over.
+    http.post(&format!("{}/control/up", a.url), "").await;
+    eventually(Duration::from_secs(10), "a back in rotation", || async {
+        status_of(&http, &sy, "a").await["eligible"] == true
+    })
+    .await;
+    let (code, _, body) = http.post(&format!("{}/ha/resume", sy.admin), "").await;
+    assert_eq!(code, 200);
+    assert_eq!(json(&body)["breaker_open"], false);
+    // A manual failover still works whatever the breaker says.
+    let (code, _, _) = http
+        .post(&format!("{}/ha/masters/a/failover", sy.admin), "")
+        .await;
+    assert_eq!(code, 200);
+    let (code, h, _) = http.post(&sy.messages(), MESSAGE).await;
+    assert_eq!(code, 200);
+    assert_eq!(header(&h, "x-switchyard-master"), "s");
 }

@@ -617,6 +617,21 @@ impl Controller {
                             "closed by POST /ha/resume",
                         ));
                     }
+                    // Masters that failed meanwhile are failed over now.
+                    let failed: Vec<Arc<str>> = self
+                        .masters
+                        .iter()
+                        .filter(|(id, w)| {
+                            w.machine.state() == HealthState::Failed
+                                && !self.active.contains_key(*id)
+                        })
+                        .map(|(id, _)| id.clone())
+                        .collect();
+                    if self.config.failover.enabled {
+                        for id in failed {
+                            let _logged = self.fail_over(&id, false, now);
+                        }
+                    }
                 }
             }
             Command::Failover(id) => {
