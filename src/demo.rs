@@ -1,5 +1,7 @@
 //! `switchyard demo`: three in-process mock masters (two regions, one standby) and the
-//! proxy, with a built-in config and a temporary data directory.
+//! proxy, with a built-in config and a temporary data directory. Health checks and
+//! failover timings are short so that a failover plays out in seconds; the audit trail
+//! is printed as it grows. `--chaos` takes the primary down and back, in a loop.
 
 use crate::config::Config;
 use crate::mock::{self, MockMaster};
@@ -8,7 +10,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> anyhow::Result<()> {
+/// The demo's `[health]` and `[failover]`: a failover within seconds.
+const TIMINGS: &str = "[health]\ninterval_ms = 500\ntimeout_ms = 400\nunhealthy_threshold = 2\nhealthy_threshold = 2\n\n[failover]\nrecovery_wait_ms = 3000\nfailback_delay_ms = 3000\nslow_start_ms = 3000\n";
+
+pub async fn run(listen: SocketAddr, admin_listen: SocketAddr, chaos: bool) -> anyhow::Result<()> {
     let data = tempfile::Builder::new()
         .prefix("switchyard-demo-")
         .tempdir()?;
@@ -20,8 +25,10 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> anyhow::Result
     ];
     let mut masters = String::new();
     let mut addrs = Vec::new();
+    let mut mocks = Vec::new();
     for (id, region, role, weight) in specs {
         let m = Arc::new(MockMaster::new(id, Duration::from_millis(5), 0.0));
+        mocks.push(m.clone());
         let (addr, _task) = mock::start(m, "127.0.0.1:0".parse()?, mock_shutdown.clone()).await?;
         addrs.push((id, addr));
         masters.push_str(&format!(
@@ -29,7 +36,7 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> anyhow::Result
         ));
     }
     let text = format!(
-        "[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin_listen}\"\n\n[routing]\nstrategy = \"weighted_priority\"\n\n[queue]\npath = \"{}\"\n{masters}",
+        "[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin_listen}\"\n\n[routing]\nstrategy = \"weighted_priority\"\n\n{TIMINGS}\n[queue]\npath = \"{}\"\n{masters}",
         data.path().join("queue").display()
     );
     let config = Config::from_toml(&text).map_err(|e| anyhow::anyhow!("built-in config: {e}"))?;
@@ -49,7 +56,60 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> anyhow::Result
     println!("  health:     curl http://{a}/health");
     println!("  metrics:    curl http://{a}/metrics");
     println!("  data dir:   {}", data.path().display());
-    crate::app::wait_for_signal().await;
+    if chaos {
+        println!(
+            "\n  chaos: {} goes down every 40 s and comes back 15 s later",
+            specs[0].0
+        );
+    }
+    println!("\nevents:");
+    let audit = running.control.audit.clone();
+    let primary = mocks[0].clone();
+    let show = async move {
+        let mut last = 0;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let started = tokio::time::Instant::now();
+        loop {
+            tick.tick().await;
+            let mut fresh: Vec<_> = audit
+                .recent(100)
+                .into_iter()
+                .filter(|e| e.id > last)
+                .collect();
+            fresh.reverse();
+            for e in fresh {
+                last = e.id;
+                let who = match (&e.master, &e.backup) {
+                    (Some(m), Some(b)) => format!("{m} -> {b}"),
+                    (Some(m), None) => m.clone(),
+                    _ => String::new(),
+                };
+                println!(
+                    "  {}  {:<18} {:<28} {}",
+                    e.at,
+                    e.kind.as_str(),
+                    who,
+                    e.reason
+                );
+            }
+            if chaos {
+                let t = started.elapsed().as_secs() % 40;
+                let down = (10..25).contains(&t);
+                if down != primary.is_down() {
+                    primary.set_down(down);
+                    println!(
+                        "  chaos: {} is {}",
+                        specs[0].0,
+                        if down { "DOWN" } else { "back UP" }
+                    );
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = crate::app::wait_for_signal() => {}
+        _ = show => {}
+    }
     running.shutdown().await;
     mock_trigger.trigger();
     Ok(())

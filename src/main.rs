@@ -53,6 +53,10 @@ enum Command {
         /// Admin listener.
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin_listen: SocketAddr,
+        /// Take the primary master down after a while and bring it back, again and
+        /// again, to show degraded -> failover -> failback as it happens.
+        #[arg(long)]
+        chaos: bool,
     },
     /// Run a simulated master account.
     MockMaster {
@@ -151,7 +155,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Demo {
             listen,
             admin_listen,
-        } => switchyard::demo::run(listen, admin_listen).await,
+            chaos,
+        } => switchyard::demo::run(listen, admin_listen, chaos).await,
         Command::MockMaster {
             listen,
             id,

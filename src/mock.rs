@@ -37,6 +37,10 @@ impl MockMaster {
         self.down.store(down, Relaxed);
     }
 
+    pub fn is_down(&self) -> bool {
+        self.down.load(Relaxed)
+    }
+
     pub fn received(&self) -> u64 {
         self.received.load(Relaxed)
     }
