@@ -5,8 +5,10 @@
 //! - the data path — [`server`] accepts, [`proxy`] reads routing hints, loads the
 //!   [`routing`] snapshot, lets its strategy choose a master and forwards;
 //! - the control side — [`control`] owns the routing table (its only writer) and
-//!   rebuilds it on reloads and admin commands; [`health`] names the master states;
-//!   [`admin`] exposes it all; [`telemetry`] holds metrics.
+//!   rebuilds it on reloads, admin commands and the decisions of its failover
+//!   controller, which runs one [`health`] state machine per master, writes the
+//!   [`audit`] trail and raises [`alerts`]; [`admin`] exposes it all; [`telemetry`]
+//!   holds metrics.
 //!
 //! [`config`] parses and validates the TOML file; [`app`] wires a running instance.
 

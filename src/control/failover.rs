@@ -25,7 +25,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-/// How often time-driven transitions are looked at.
+/// The longest the controller sleeps: slow-start steps, failback delays, the share
+/// window and the view are looked at this often. Machine deadlines wake it sooner.
 const TICK: Duration = Duration::from_millis(50);
 /// Window over which `share` of recent traffic is measured.
 const SHARE_WINDOW: Duration = Duration::from_secs(10);
@@ -173,9 +174,9 @@ pub fn spawn(
     };
     c.sync_config(config, now);
     let task = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Wake at the next time-driven transition, or after one TICK at most.
+            let next = c.next_deadline(Instant::now());
             tokio::select! {
                 Some(report) = probe_rx.recv() => c.on_probe(report, Instant::now()),
                 Some(Ejection { master, reason }) = ejections.recv() => {
@@ -185,7 +186,7 @@ pub fn spawn(
                     let answer = c.on_command(command, Instant::now());
                     let _caller_gone = reply.send(answer);
                 }
-                _ = tick.tick() => c.on_tick(Instant::now()),
+                _ = tokio::time::sleep_until(next.into()) => c.on_tick(Instant::now()),
                 _ = shutdown.wait() => break,
             }
         }
@@ -263,6 +264,13 @@ impl Controller {
         });
         self.config = config;
         self.publish(now);
+    }
+
+    fn next_deadline(&self, now: Instant) -> Instant {
+        self.masters
+            .values()
+            .filter_map(|w| w.machine.deadline(&self.settings))
+            .fold(now + TICK, Instant::min)
     }
 
     fn on_probe(&mut self, report: Report, now: Instant) {

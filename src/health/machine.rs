@@ -118,6 +118,19 @@ impl Machine {
         self.probed = probed;
     }
 
+    /// When [`Machine::tick`] next has something to do, if ever without a signal.
+    pub fn deadline(&self, s: &Settings) -> Option<Instant> {
+        let trial = self.next_trial.filter(|_| !self.probed);
+        match self.state {
+            HealthState::Degraded => Some(trial.map_or(self.since + s.recovery_wait, |t| {
+                t.min(self.since + s.recovery_wait)
+            })),
+            HealthState::Failed => trial,
+            HealthState::Recovering => Some(self.since + s.slow_start),
+            HealthState::Healthy => None,
+        }
+    }
+
     /// Slow-start share in [0.1, 1]: ramps linearly while `recovering`.
     pub fn factor(&self, now: Instant, s: &Settings) -> f64 {
         if self.state != HealthState::Recovering || s.slow_start.is_zero() {

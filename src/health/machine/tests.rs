@@ -163,3 +163,21 @@ fn uptime_ratio_counts_routable_time() {
     let r = m.uptime_ratio(t0 + ms(8_000));
     assert!((r - 0.75).abs() < 1e-9, "{r}");
 }
+
+#[test]
+fn deadlines_name_the_next_time_driven_transition() {
+    let s = settings();
+    let t0 = Instant::now();
+    let mut m = Machine::new(false, t0);
+    assert_eq!(m.deadline(&s), None);
+    m.observe(Signal::Ejected("down".into()), t0, &s);
+    // Degraded without probes: the trial (5 s) comes before the recovery wait (30 s).
+    assert_eq!(m.deadline(&s), Some(t0 + ms(5_000)));
+    m.set_probed(true);
+    assert_eq!(m.deadline(&s), Some(t0 + ms(30_000)));
+    m.tick(t0 + ms(30_000), &s);
+    assert_eq!(m.deadline(&s), None);
+    m.observe(Signal::ProbePass, t0 + ms(31_000), &s);
+    m.observe(Signal::ProbePass, t0 + ms(32_000), &s);
+    assert_eq!(m.deadline(&s), Some(t0 + ms(42_000)));
+}
