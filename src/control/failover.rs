@@ -119,6 +119,8 @@ struct Watched {
     slow_recovery_warned: bool,
     /// Requests counted at the start of the share window.
     window_start_count: u64,
+    /// The slow-start factor in the published table.
+    published_factor: f64,
 }
 
 struct Controller {
@@ -152,27 +154,7 @@ pub fn spawn(
         .take_ejections()
         .expect("one failover controller per Control");
     let view = Arc::new(ArcSwap::from_pointee(View::default()));
-    let config = control.table().config.clone();
-    let now = Instant::now();
-    let mut c = Controller {
-        settings: settings(&config),
-        control,
-        alerts,
-        config: config.clone(),
-        masters: HashMap::new(),
-        active: HashMap::new(),
-        paused: false,
-        breaker_open: false,
-        recent_failovers: VecDeque::new(),
-        failovers_total: 0,
-        last_failover_at: None,
-        probe_tx,
-        view: view.clone(),
-        shares: HashMap::new(),
-        window_started: now,
-        had_eligible: true,
-    };
-    c.sync_config(config, now);
+    let mut c = Controller::new(control, alerts, probe_tx, view.clone(), Instant::now());
     let task = tokio::spawn(async move {
         loop {
             // Wake at the next time-driven transition, or after one TICK at most.
@@ -212,6 +194,38 @@ fn wall(t: SystemTime) -> String {
 }
 
 impl Controller {
+    /// A controller following the running config, with probes started. `now` is the
+    /// clock reading every machine starts from.
+    fn new(
+        control: Arc<Control>,
+        alerts: Arc<Alerter>,
+        probe_tx: mpsc::Sender<Report>,
+        view: Arc<ArcSwap<View>>,
+        now: Instant,
+    ) -> Controller {
+        let config = control.table().config.clone();
+        let mut c = Controller {
+            settings: settings(&config),
+            control,
+            alerts,
+            config: config.clone(),
+            masters: HashMap::new(),
+            active: HashMap::new(),
+            paused: false,
+            breaker_open: false,
+            recent_failovers: VecDeque::new(),
+            failovers_total: 0,
+            last_failover_at: None,
+            probe_tx,
+            view,
+            shares: HashMap::new(),
+            window_started: now,
+            had_eligible: true,
+        };
+        c.sync_config(config, now);
+        c
+    }
+
     /// Follows a new config: machines for new masters, probes started, stopped or
     /// moved, failovers whose masters left dropped.
     fn sync_config(&mut self, config: Arc<Config>, now: Instant) {
@@ -234,6 +248,7 @@ impl Controller {
                 falls: VecDeque::new(),
                 slow_recovery_warned: false,
                 window_start_count: 0,
+                published_factor: 1.0,
             });
             w.machine.set_probed(m.health_url.is_some());
             let same = match (&w.probe, &m.health_url) {
@@ -302,14 +317,13 @@ impl Controller {
             let Some(w) = self.masters.get_mut(&id) else {
                 continue;
             };
-            let before = w.machine.factor(now, &self.settings);
             if let Some(t) = w.machine.tick(now, &self.settings) {
                 self.transition(id.clone(), t, now);
                 changed = true;
             } else if w.machine.state() == HealthState::Recovering {
                 // Slow start: publish the ramp in 5% steps.
-                let after = w.machine.factor(now, &self.settings);
-                changed |= (after * 20.0).floor() != (before * 20.0).floor();
+                let step = |f: f64| (f * 20.0).floor();
+                changed |= step(w.machine.factor(now, &self.settings)) != step(w.published_factor);
             }
             self.watch_outage(&id, now);
         }
@@ -736,6 +750,9 @@ impl Controller {
     /// Publishes the machines' states and the promotions as one routing table.
     fn publish(&mut self, now: Instant) {
         let settings = &self.settings;
+        for w in self.masters.values_mut() {
+            w.published_factor = w.machine.factor(now, settings);
+        }
         let masters = &self.masters;
         let active = &self.active;
         self.control.update(|states| {
@@ -744,7 +761,7 @@ impl Controller {
                     .entry(id.clone())
                     .or_insert_with(MasterState::default);
                 s.health = w.machine.state();
-                s.factor = w.machine.factor(now, settings);
+                s.factor = w.published_factor;
                 s.promoted_for = active.get(id).map(|a| a.backup.clone());
                 s.held = active.get(id).is_some_and(|a| a.manual);
             }
@@ -805,3 +822,6 @@ fn unknown(id: &str) -> (StatusCode, &'static str, String) {
         format!("no master with id `{id}`"),
     )
 }
+
+#[cfg(test)]
+mod tests;

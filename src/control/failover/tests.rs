@@ -1,0 +1,284 @@
+//! The controller's decisions under an injected clock: probe results, ejections, ticks
+//! and commands are fed by hand with chosen instants, and the published routing table
+//! is read back. Masters have a `health_url` only so that their machines wait for probes;
+//! the probe tasks are spawned but never run (the test body does not await).
+
+use super::*;
+use crate::audit::AuditLog;
+use crate::server::{shutdown_pair, ShutdownTrigger};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+struct Rig {
+    c: Controller,
+    control: Arc<Control>,
+    t0: Instant,
+    _shutdown: ShutdownTrigger,
+}
+
+/// Two primaries `a`, `b` and two standbys: `s` (region X, priority 2) and `t`
+/// (region Y, priority 1). `a` is in region X. Health: 2 passes / 2 failures;
+/// failover: recovery wait 30 s, slow start 30 s, failback delay 60 s.
+fn rig(failover_extra: &str) -> Rig {
+    let mut text = format!(
+        "[health]\nhealthy_threshold = 2\nunhealthy_threshold = 2\n[failover]\n{failover_extra}\n"
+    );
+    for (id, role, region, priority) in [
+        ("a", "primary", "X", 1),
+        ("b", "primary", "Y", 1),
+        ("s", "standby", "X", 2),
+        ("t", "standby", "Y", 1),
+    ] {
+        text.push_str(&format!(
+            "[[masters]]\nid = \"{id}\"\nsend_url = \"http://127.0.0.1:9/send\"\nhealth_url = \"http://127.0.0.1:9/health\"\nrole = \"{role}\"\nregion = \"{region}\"\npriority = {priority}\nweight = 2\n"
+        ));
+    }
+    let config = Config::from_toml(&text).expect("valid config");
+    let control = Arc::new(Control::new(
+        config,
+        0,
+        None,
+        Arc::new(AuditLog::in_memory()),
+    ));
+    let (trigger, shutdown) = shutdown_pair();
+    let (alerter, _webhook_task_not_run) = Alerter::new(None, Duration::ZERO, shutdown);
+    let (probe_tx, _probe_rx) = mpsc::channel(16);
+    let view = Arc::new(ArcSwap::from_pointee(View::default()));
+    let t0 = Instant::now();
+    let c = Controller::new(control.clone(), Arc::new(alerter), probe_tx, view, t0);
+    Rig {
+        c,
+        control,
+        t0,
+        _shutdown: trigger,
+    }
+}
+
+impl Rig {
+    fn at(&self, secs: f64) -> Instant {
+        self.t0 + Duration::from_secs_f64(secs)
+    }
+
+    fn probe(&mut self, id: &str, ok: bool, secs: f64) {
+        let result = if ok { Ok(()) } else { Err("503".to_string()) };
+        let report = Report {
+            master: Arc::from(id),
+            result,
+        };
+        let now = self.at(secs);
+        self.c.on_probe(report, now);
+    }
+
+    fn down(&mut self, id: &str, secs: f64) {
+        self.probe(id, false, secs);
+        self.probe(id, false, secs);
+    }
+
+    fn up(&mut self, id: &str, secs: f64) {
+        self.probe(id, true, secs);
+        self.probe(id, true, secs);
+    }
+
+    fn tick(&mut self, secs: f64) {
+        let now = self.at(secs);
+        self.c.on_tick(now);
+    }
+
+    fn command(&mut self, command: Command, secs: f64) -> Answer {
+        let now = self.at(secs);
+        self.c.on_command(command, now)
+    }
+
+    /// (state, eligible, promoted, effective weight) in the published table.
+    fn entry(&self, id: &str) -> (HealthState, bool, bool, f64) {
+        let table = self.control.table();
+        let m = &table.masters[table.index_of(id).unwrap()];
+        (m.health, m.eligible, m.promoted, m.effective_weight)
+    }
+
+    fn kinds(&self) -> Vec<EventKind> {
+        let mut kinds: Vec<_> = self
+            .control
+            .audit
+            .recent(1000)
+            .iter()
+            .map(|e| e.kind)
+            .collect();
+        kinds.reverse();
+        kinds
+    }
+}
+
+#[tokio::test]
+async fn a_failed_primary_is_replaced_by_the_same_region_standby_then_fails_back() {
+    let mut r = rig("");
+    r.down("a", 1.0);
+    assert_eq!(r.entry("a").0, HealthState::Degraded);
+    assert!(!r.entry("a").1, "out of rotation at once");
+    r.tick(30.9);
+    assert!(!r.entry("s").2, "no failover before recovery_wait");
+    r.tick(31.0);
+    assert_eq!(r.entry("a").0, HealthState::Failed);
+    // `s` shares a's region, though `t` has the better priority; it takes a's priority.
+    let (_, eligible, promoted, _) = r.entry("s");
+    assert!(eligible && promoted);
+    assert!(!r.entry("t").2);
+    let table = r.control.table();
+    assert_eq!(
+        table.masters[table.index_of("s").unwrap()].config.priority,
+        1
+    );
+
+    // Back: slow start from 10% of its weight (2), full after 30 s.
+    r.up("a", 40.0);
+    let (state, eligible, _, weight) = r.entry("a");
+    assert_eq!(state, HealthState::Recovering);
+    assert!(eligible);
+    assert!((weight - 0.2).abs() < 1e-9, "{weight}");
+    r.tick(55.0);
+    let weight = r.entry("a").3;
+    assert!((weight - 1.1).abs() < 0.1, "half way: {weight}");
+    r.tick(70.0);
+    assert_eq!(r.entry("a"), (HealthState::Healthy, true, false, 2.0));
+    assert!(r.entry("s").2, "failback waits failback_delay");
+    r.tick(130.0);
+    assert!(!r.entry("s").1 && !r.entry("s").2, "standby demoted");
+    use EventKind::*;
+    assert_eq!(
+        r.kinds(),
+        vec![
+            Degraded,
+            Failed,
+            FailoverStarted,
+            FailoverCompleted,
+            Recovered,
+            Recovered,
+            Failback
+        ]
+    );
+    assert_eq!(r.c.failovers_total, 1);
+}
+
+#[tokio::test]
+async fn recovery_within_the_wait_causes_no_failover() {
+    let mut r = rig("");
+    r.down("a", 1.0);
+    r.up("a", 20.0);
+    r.tick(60.0);
+    assert!(!r.entry("s").2 && !r.entry("t").2);
+    assert_eq!(r.entry("a").0, HealthState::Healthy);
+    assert!(r.c.active.is_empty());
+}
+
+#[tokio::test]
+async fn the_breaker_opens_past_max_failovers_and_resume_closes_it() {
+    let mut r = rig("max_failovers = 1");
+    r.down("a", 1.0);
+    r.tick(31.0);
+    assert!(r.entry("s").2);
+    r.down("b", 40.0);
+    r.tick(70.0);
+    assert!(r.c.breaker_open);
+    assert!(
+        !r.entry("t").2,
+        "no second failover while the breaker is open"
+    );
+    assert!(r.kinds().contains(&EventKind::BreakerOpen));
+    // Resume closes it and fails over `b`, which failed meanwhile.
+    let answer = r.command(Command::Resume, 80.0).unwrap();
+    assert_eq!(answer["breaker_open"], false);
+    assert!(r.entry("t").2);
+}
+
+#[tokio::test]
+async fn the_breaker_window_forgets_old_failovers() {
+    let mut r = rig("max_failovers = 1\nbreaker_window_ms = 60000\nfailback = \"manual\"");
+    r.down("a", 1.0);
+    r.tick(31.0);
+    r.down("b", 100.0);
+    r.tick(130.0);
+    assert!(
+        !r.c.breaker_open,
+        "the first failover is outside the window"
+    );
+    assert!(r.entry("t").2);
+}
+
+#[tokio::test]
+async fn paused_means_no_automatic_failover() {
+    let mut r = rig("");
+    r.command(Command::Pause, 0.5).unwrap();
+    r.down("a", 1.0);
+    r.tick(31.0);
+    assert_eq!(r.entry("a").0, HealthState::Failed);
+    assert!(!r.entry("s").2);
+    r.command(Command::Resume, 40.0).unwrap();
+    assert!(r.entry("s").2);
+}
+
+#[tokio::test]
+async fn manual_failover_holds_the_master_out_until_failback() {
+    let mut r = rig("");
+    let answer = r.command(Command::Failover("a".into()), 1.0).unwrap();
+    assert_eq!(answer["backup"], "s");
+    assert!(!r.entry("a").1, "held out");
+    assert!(r.entry("s").2);
+    // Manual failovers do not fail back by themselves.
+    r.tick(500.0);
+    assert!(r.entry("s").2);
+    let (code, _, _) = r.command(Command::Failover("a".into()), 2.0).unwrap_err();
+    assert_eq!(code, StatusCode::CONFLICT);
+    let answer = r.command(Command::Failback("s".into()), 501.0).unwrap();
+    assert_eq!(answer["master"], "a");
+    assert!(r.entry("a").1 && !r.entry("s").2);
+    let (code, _, _) = r.command(Command::Failback("a".into()), 502.0).unwrap_err();
+    assert_eq!(code, StatusCode::CONFLICT);
+    let (code, _, _) = r
+        .command(Command::Failover("zz".into()), 503.0)
+        .unwrap_err();
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let (code, _, _) = r.command(Command::Failover("t".into()), 504.0).unwrap_err();
+    assert_eq!(code, StatusCode::CONFLICT, "a standby does not fail over");
+}
+
+#[tokio::test]
+async fn failback_is_refused_while_the_master_is_down() {
+    let mut r = rig("failback = \"manual\"");
+    r.down("a", 1.0);
+    r.tick(31.0);
+    let (code, kind, _) = r.command(Command::Failback("a".into()), 40.0).unwrap_err();
+    assert_eq!((code, kind), (StatusCode::CONFLICT, "master_down"));
+    r.up("a", 50.0);
+    r.tick(200.0);
+    assert!(r.entry("s").2, "manual failback mode waits for the admin");
+    r.command(Command::Failback("a".into()), 201.0).unwrap();
+    assert!(!r.entry("s").2);
+}
+
+#[tokio::test]
+async fn with_no_standby_left_the_others_take_the_traffic() {
+    let mut r = rig("");
+    r.down("a", 1.0);
+    r.tick(31.0);
+    r.down("b", 40.0);
+    r.tick(70.0);
+    assert!(r.entry("s").2 && r.entry("t").2);
+    // A third failure has no standby: nothing is promoted, nothing breaks.
+    r.down("s", 80.0);
+    r.tick(111.0);
+    assert_eq!(r.c.active.len(), 2);
+    assert!(r.entry("t").1);
+}
+
+#[tokio::test]
+async fn ejection_from_the_request_path_takes_a_master_out() {
+    let mut r = rig("");
+    let now = r.at(1.0);
+    r.c.signal(
+        &Arc::from("b"),
+        Signal::Ejected("5 live requests failed".into()),
+        now,
+    );
+    assert_eq!(r.entry("b").0, HealthState::Degraded);
+    assert!(!r.entry("b").1);
+}
