@@ -7,8 +7,6 @@ use super::*;
 use crate::audit::AuditLog;
 use crate::server::{shutdown_pair, ShutdownTrigger};
 
-const SECOND: Duration = Duration::from_secs(1);
-
 struct Rig {
     c: Controller,
     control: Arc<Control>,
