@@ -32,6 +32,7 @@ fn table(strategy: &str, n: usize) -> RoutingTable {
             health: HealthState::Healthy,
             admin: AdminState::Enabled,
             promoted: false,
+            held: false,
             factor: 1.0,
         })
         .collect();

@@ -126,8 +126,11 @@ impl Running {
                 tracing::error!(error = %e, "a task failed during shutdown");
             }
         }
-        if let Err(e) = self.control.audit.flush() {
-            tracing::error!(error = %e, "cannot flush the audit trail");
+        let audit = self.control.audit.clone();
+        match tokio::task::spawn_blocking(move || audit.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot flush the audit trail"),
+            Err(e) => tracing::error!(error = %e, "the audit flush failed"),
         }
         tracing::info!("switchyard stopped");
     }

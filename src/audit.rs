@@ -58,6 +58,8 @@ const MAX_BATCH: usize = 4096;
 pub enum EventKind {
     Degraded,
     Recovered,
+    /// Slow start finished: the master is at its full share.
+    Healthy,
     Failed,
     FailoverStarted,
     FailoverCompleted,
@@ -76,6 +78,7 @@ impl EventKind {
         match self {
             EventKind::Degraded => "degraded",
             EventKind::Recovered => "recovered",
+            EventKind::Healthy => "healthy",
             EventKind::Failed => "failed",
             EventKind::FailoverStarted => "failover_started",
             EventKind::FailoverCompleted => "failover_completed",
@@ -808,6 +811,7 @@ mod tests {
         let kinds = [
             EventKind::Degraded,
             EventKind::Recovered,
+            EventKind::Healthy,
             EventKind::Failed,
             EventKind::FailoverStarted,
             EventKind::FailoverCompleted,

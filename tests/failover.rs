@@ -191,7 +191,10 @@ async fn a_killed_primary_fails_over_and_back_without_client_errors() {
         m["promoted"] == false && m["eligible"] == false
     })
     .await;
-    assert_eq!(status_of(&http, &sy, "a").await["state"], "healthy");
+    eventually(Duration::from_secs(10), "a healthy", || async {
+        status_of(&http, &sy, "a").await["state"] == "healthy"
+    })
+    .await;
     stop.store(true, Relaxed);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
@@ -331,4 +334,43 @@ async fn the_breaker_stops_automatic_failover_until_resume() {
     let (code, h, _) = http.post(&sy.messages(), MESSAGE).await;
     assert_eq!(code, 200);
     assert_eq!(header(&h, "x-switchyard-master"), "s");
+}
+
+/// Probe results arriving faster than the controller's tick must not starve its
+/// periodic work (failback, reload follow-up): twelve masters probed every 20 ms.
+#[tokio::test]
+async fn failback_happens_under_a_stream_of_probe_results() {
+    let a = Mock::start("a", &[]);
+    let busy = Mock::start("busy", &[]);
+    let s = Mock::start("s", &[]);
+    let mut masters = masters_toml(&[
+        (&a, &probed(&a, "role = \"primary\"")),
+        (&s, &probed(&s, "role = \"standby\"")),
+    ]);
+    for i in 0..10 {
+        masters.push_str(&format!(
+            "\n[[masters]]\nid = \"p{i}\"\nsend_url = \"{}\"\n{}\n",
+            busy.send_url(),
+            probed(&busy, "role = \"secondary\"")
+        ));
+    }
+    // Failback comes after slow start ends, when no machine deadline is left to wake
+    // the controller: only its periodic tick can do it.
+    let fast = FAST
+        .replace("interval_ms = 100", "interval_ms = 20")
+        .replace("failback_delay_ms = 300", "failback_delay_ms = 800");
+    let config = format!("{fast}{masters}");
+    let sy = Switchyard::start(&config);
+    let http = Http::new();
+    http.post(&format!("{}/control/down", a.url), "").await;
+    eventually(Duration::from_secs(10), "standby promoted", || async {
+        status_of(&http, &sy, "s").await["promoted"] == true
+    })
+    .await;
+    http.post(&format!("{}/control/up", a.url), "").await;
+    eventually(Duration::from_secs(10), "failback", || async {
+        status_of(&http, &sy, "s").await["promoted"] == false
+            && status_of(&http, &sy, "a").await["eligible"] == true
+    })
+    .await;
 }

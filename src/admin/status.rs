@@ -71,6 +71,8 @@ struct MasterStatus {
     enabled: bool,
     eligible: bool,
     promoted: bool,
+    /// Failed over: out of rotation until failback, whatever its health.
+    held: bool,
     in_flight: u64,
     queued: u64,
     sent_total: u64,
@@ -101,6 +103,7 @@ pub fn ha_status(control: &Control, view: &View) -> Response<Body> {
                 enabled: m.admin == crate::routing::AdminState::Enabled,
                 eligible: m.eligible,
                 promoted: m.promoted,
+                held: m.held,
                 in_flight: m.stats.load.in_flight.load(Relaxed),
                 queued: m.stats.load.queued.load(Relaxed),
                 sent_total: m.stats.sent_total.load(Relaxed),

@@ -10,7 +10,7 @@ use super::{Control, Ejection, MasterState};
 use crate::alerts::{Alerter, Severity};
 use crate::audit::{EventKind, NewEvent};
 use crate::config::{Config, Failback, MasterConfig, Role};
-use crate::health::machine::{Machine, Settings, Signal, Transition};
+use crate::health::machine::{slow_start, Machine, Settings, Signal, Transition};
 use crate::health::probe::{self, Report};
 use crate::health::HealthState;
 use crate::server::Shutdown;
@@ -25,8 +25,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-/// The longest the controller sleeps: slow-start steps, failback delays, the share
-/// window and the view are looked at this often. Machine deadlines wake it sooner.
+/// How often slow-start steps, failback delays, empty places, the share window and
+/// the view are looked at. Machine deadlines wake the controller sooner.
 const TICK: Duration = Duration::from_millis(50);
 /// Window over which `share` of recent traffic is measured.
 const SHARE_WINDOW: Duration = Duration::from_secs(10);
@@ -121,6 +121,8 @@ struct Watched {
     window_start_count: u64,
     /// The slow-start factor in the published table.
     published_factor: f64,
+    /// When it took its place back from a standby: slow start runs again from there.
+    failed_back_at: Option<Instant>,
 }
 
 struct Controller {
@@ -156,9 +158,18 @@ pub fn spawn(
     let view = Arc::new(ArcSwap::from_pointee(View::default()));
     let mut c = Controller::new(control, alerts, probe_tx, view.clone(), Instant::now());
     let task = tokio::spawn(async move {
+        // Periodic work runs every TICK however busy the inputs are; a machine deadline
+        // (recovery wait, slow start, trial) wakes the loop sooner.
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            // Wake at the next time-driven transition, or after one TICK at most.
-            let next = c.next_deadline(Instant::now());
+            let next = c.next_deadline();
+            let deadline = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 Some(report) = probe_rx.recv() => c.on_probe(report, Instant::now()),
                 Some(Ejection { master, reason }) = ejections.recv() => {
@@ -168,7 +179,8 @@ pub fn spawn(
                     let answer = c.on_command(command, Instant::now());
                     let _caller_gone = reply.send(answer);
                 }
-                _ = tokio::time::sleep_until(next.into()) => c.on_tick(Instant::now()),
+                _ = tick.tick() => c.on_tick(Instant::now()),
+                _ = deadline => c.on_tick(Instant::now()),
                 _ = shutdown.wait() => break,
             }
         }
@@ -249,6 +261,7 @@ impl Controller {
                 slow_recovery_warned: false,
                 window_start_count: 0,
                 published_factor: 1.0,
+                failed_back_at: None,
             });
             w.machine.set_probed(m.health_url.is_some());
             let same = match (&w.probe, &m.health_url) {
@@ -281,11 +294,11 @@ impl Controller {
         self.publish(now);
     }
 
-    fn next_deadline(&self, now: Instant) -> Instant {
+    fn next_deadline(&self) -> Option<Instant> {
         self.masters
             .values()
             .filter_map(|w| w.machine.deadline(&self.settings))
-            .fold(now + TICK, Instant::min)
+            .min()
     }
 
     fn on_probe(&mut self, report: Report, now: Instant) {
@@ -320,14 +333,15 @@ impl Controller {
             if let Some(t) = w.machine.tick(now, &self.settings) {
                 self.transition(id.clone(), t, now);
                 changed = true;
-            } else if w.machine.state() == HealthState::Recovering {
+            } else {
                 // Slow start: publish the ramp in 5% steps.
                 let step = |f: f64| (f * 20.0).floor();
-                changed |= step(w.machine.factor(now, &self.settings)) != step(w.published_factor);
+                changed |= step(factor(w, now, &self.settings)) != step(w.published_factor);
             }
             self.watch_outage(&id, now);
         }
         changed |= self.auto_failback(now);
+        changed |= self.fill_empty_places(now);
         if self.breaker_open {
             self.prune_failovers(now);
         }
@@ -356,8 +370,8 @@ impl Controller {
                         Some(m),
                         format!("{m} is out of rotation: {}", t.reason),
                     );
-                    self.note_fall(&id, now);
                 }
+                self.note_fall(&id, now);
             }
             HealthState::Failed => {
                 audit.record(NewEvent::new(EventKind::Failed, &t.reason).master(m));
@@ -386,7 +400,7 @@ impl Controller {
                 }
             }
             HealthState::Healthy => {
-                audit.record(NewEvent::new(EventKind::Recovered, &t.reason).master(m));
+                audit.record(NewEvent::new(EventKind::Healthy, &t.reason).master(m));
             }
         }
     }
@@ -576,9 +590,9 @@ impl Controller {
             .filter(|(failed, a)| {
                 !a.manual
                     && self.masters.get(*failed).is_some_and(|w| {
-                        w.machine.state() == HealthState::Healthy
-                            && now.duration_since(w.machine.since())
-                                >= self.config.failover.failback_delay
+                        w.machine.routable_since().is_some_and(|since| {
+                            now.duration_since(since) >= self.config.failover.failback_delay
+                        })
                     })
             })
             .map(|(failed, _)| failed.clone())
@@ -589,9 +603,63 @@ impl Controller {
         !due.is_empty()
     }
 
+    /// A failed master whose place is empty — no standby was free when it failed, or
+    /// its standby went down or left the config — gets the best standby free now.
+    fn fill_empty_places(&mut self, now: Instant) -> bool {
+        if !self.config.failover.enabled
+            || self.paused
+            || self.breaker_open
+            || !self
+                .masters
+                .values()
+                .any(|w| w.machine.state() == HealthState::Failed)
+        {
+            return false;
+        }
+        let states = self.control.states();
+        let serving = |id: &Arc<str>| {
+            states
+                .iter()
+                .any(|(m, s)| &m.id == id && s.admin == crate::routing::AdminState::Enabled)
+                && self
+                    .masters
+                    .get(id)
+                    .is_some_and(|w| w.machine.state().routable())
+        };
+        let empty: Vec<Arc<str>> = self
+            .masters
+            .iter()
+            .filter(|(id, w)| {
+                w.machine.state() == HealthState::Failed
+                    && self
+                        .active
+                        .get(*id)
+                        .is_none_or(|a| !a.manual && !serving(&a.backup))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut changed = false;
+        for id in empty {
+            let Some(cfg) = self.config.master(&id).cloned() else {
+                continue;
+            };
+            if cfg.role == Role::Standby || self.best_standby(&cfg).is_none() {
+                continue;
+            }
+            if let Some(stale) = self.active.remove(&id) {
+                tracing::warn!(master = %id, backup = %stale.backup, "the standby in a failed master's place is down; choosing another");
+            }
+            changed |= self.fail_over(&id, false, now).is_ok();
+        }
+        changed
+    }
+
     /// Demotes the standby: it takes no new traffic, and its in-flight exchanges finish.
     fn fail_back(&mut self, failed: &Arc<str>, now: Instant) -> Option<Arc<str>> {
         let a = self.active.remove(failed)?;
+        if let Some(w) = self.masters.get_mut(failed) {
+            w.failed_back_at = Some(now);
+        }
         let took = now.duration_since(a.since);
         self.publish(now);
         self.control.audit.record(
@@ -751,7 +819,10 @@ impl Controller {
     fn publish(&mut self, now: Instant) {
         let settings = &self.settings;
         for w in self.masters.values_mut() {
-            w.published_factor = w.machine.factor(now, settings);
+            w.published_factor = factor(w, now, settings);
+            if w.published_factor >= 1.0 {
+                w.failed_back_at = None;
+            }
         }
         let masters = &self.masters;
         let active = &self.active;
@@ -763,7 +834,8 @@ impl Controller {
                 s.health = w.machine.state();
                 s.factor = w.published_factor;
                 s.promoted_for = active.get(id).map(|a| a.backup.clone());
-                s.held = active.get(id).is_some_and(|a| a.manual);
+                // A failed-over master stays out until failback, recovered or not.
+                s.held = active.contains_key(id);
             }
         });
         let eligible = self.control.table().eligible_count() > 0;
@@ -813,6 +885,15 @@ impl Controller {
             masters,
         }));
     }
+}
+
+/// The share a master gets: the slower of its recovery ramp and its failback ramp.
+fn factor(w: &Watched, now: Instant, s: &Settings) -> f64 {
+    let recovery = w.machine.factor(now, s);
+    let failback = w.failed_back_at.map_or(1.0, |at| {
+        slow_start(now.saturating_duration_since(at), s.slow_start)
+    });
+    recovery.min(failback)
 }
 
 fn unknown(id: &str) -> (StatusCode, &'static str, String) {

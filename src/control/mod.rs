@@ -32,7 +32,7 @@ pub struct MasterState {
     pub factor: f64,
     /// A standby promoted in the place of this failed master (its id).
     pub promoted_for: Option<Arc<str>>,
-    /// Kept out of rotation by a manual failover until failback.
+    /// Failed over: kept out of rotation until failback.
     pub held: bool,
 }
 
@@ -251,12 +251,9 @@ fn build(w: &mut Writer, stats: &StatsRegistry) -> RoutingTable {
                 config,
                 stats: stats.get_or_create(&m.id),
                 health: c.health,
-                admin: if c.held && c.admin == AdminState::Enabled {
-                    AdminState::Draining
-                } else {
-                    c.admin
-                },
+                admin: c.admin,
                 promoted: promoted_for.is_some(),
+                held: c.held,
                 factor: c.factor,
             }
         })

@@ -73,6 +73,8 @@ pub struct Machine {
     fails: u32,
     /// While out of rotation (or on trial): when it left, and the state it fell to.
     down: Option<(Instant, HealthState)>,
+    /// When it last came back into rotation, while it stays there.
+    routable_since: Option<Instant>,
     trial_wait: Duration,
     next_trial: Option<Instant>,
     /// Time spent routable and not, for `uptime_ratio`.
@@ -94,6 +96,7 @@ impl Machine {
             passes: 0,
             fails: 0,
             down: None,
+            routable_since: Some(now),
             trial_wait: Duration::ZERO,
             next_trial: None,
             up: Duration::ZERO,
@@ -108,9 +111,9 @@ impl Machine {
         self.state
     }
 
-    /// When the current state was entered.
-    pub fn since(&self) -> Instant {
-        self.since
+    /// When the master last came back into rotation (`recovering` or `healthy` since).
+    pub fn routable_since(&self) -> Option<Instant> {
+        self.routable_since
     }
 
     /// Whether probes or a health URL watch this master (a config reload may change it).
@@ -133,12 +136,10 @@ impl Machine {
 
     /// Slow-start share in [0.1, 1]: ramps linearly while `recovering`.
     pub fn factor(&self, now: Instant, s: &Settings) -> f64 {
-        if self.state != HealthState::Recovering || s.slow_start.is_zero() {
+        if self.state != HealthState::Recovering {
             return 1.0;
         }
-        let ramp =
-            now.saturating_duration_since(self.since).as_secs_f64() / s.slow_start.as_secs_f64();
-        (0.1 + 0.9 * ramp).clamp(0.1, 1.0)
+        slow_start(now.saturating_duration_since(self.since), s.slow_start)
     }
 
     pub fn observe(&mut self, signal: Signal, now: Instant, s: &Settings) -> Option<Transition> {
@@ -205,6 +206,7 @@ impl Machine {
     /// Out of rotation. From `recovering`, back to the state the master fell to before,
     /// keeping how long it has been down.
     fn fall(&mut self, reason: String, now: Instant, s: &Settings) -> Transition {
+        self.routable_since = None;
         self.trial_wait = if self.trial_wait.is_zero() {
             s.trial_initial
         } else {
@@ -232,6 +234,7 @@ impl Machine {
             self.down = Some((at, self.state));
         }
         self.next_trial = None;
+        self.routable_since = Some(now);
         let mut t = self.enter(HealthState::Recovering, reason, now);
         t.outage = outage;
         t
@@ -278,6 +281,15 @@ impl Machine {
     pub fn outage(&self, now: Instant) -> Option<Duration> {
         self.down.map(|(at, _)| now.saturating_duration_since(at))
     }
+}
+
+/// The share `elapsed` into a slow start of length `window`: 10% at once, then linear
+/// to 100% at the end.
+pub fn slow_start(elapsed: Duration, window: Duration) -> f64 {
+    if window.is_zero() {
+        return 1.0;
+    }
+    (0.1 + 0.9 * elapsed.as_secs_f64() / window.as_secs_f64()).clamp(0.1, 1.0)
 }
 
 #[cfg(test)]

@@ -242,8 +242,8 @@ impl Proxy {
 }
 
 impl Proxy {
-    /// Ejects a master whose live requests failed `passive_failures` times in a row
-    /// (once, at the crossing). A master on trial after an outage, with no probes to
+    /// Ejects a master whose live requests failed `passive_failures` times in a row. A
+    /// master on trial after an outage, with no probes to
     /// vouch for it, is ejected at its first failure.
     fn passive_check(&self, master: &crate::routing::MasterEntry, failures: u32) {
         let on_trial = master.health == crate::health::HealthState::Recovering
@@ -253,7 +253,9 @@ impl Proxy {
         } else {
             self.control.table().config.health.passive_failures.max(1)
         };
-        if failures == limit {
+        // At or past the limit: an ejection the controller could not act on (a master
+        // it has not seen yet, a limit lowered by reload) is sent again.
+        if failures >= limit {
             let reason = format!("{failures} live requests failed in a row");
             self.control.eject(master.config.id.clone(), reason);
         }

@@ -46,7 +46,9 @@ pub struct MasterInput {
     pub admin: AdminState,
     /// A standby currently taking a failed master's place.
     pub promoted: bool,
-    /// Slow-start share in (0, 1].
+    /// A failed-over master, kept out of rotation until failback.
+    pub held: bool,
+    /// Slow-start share in [0.1, 1] (1 for a master at full share).
     pub factor: f64,
 }
 
@@ -58,6 +60,7 @@ pub struct MasterEntry {
     pub health: HealthState,
     pub admin: AdminState,
     pub promoted: bool,
+    pub held: bool,
     pub eligible: bool,
     pub effective_weight: f64,
 }
@@ -82,7 +85,7 @@ pub struct RoutingTable {
 
 impl RoutingTable {
     /// Builds a snapshot. A master is eligible when enabled, `healthy` or `recovering`,
-    /// and not a standby unless promoted (SPEC section 3).
+    /// not a standby unless promoted (SPEC section 3), and not held out by a failover.
     pub fn build(
         version: u64,
         config_version: u64,
@@ -94,13 +97,11 @@ impl RoutingTable {
             .into_iter()
             .map(|m| {
                 let eligible = m.admin == AdminState::Enabled
+                    && !m.held
                     && m.health.routable()
                     && (m.config.role != Role::Standby || m.promoted);
-                let factor = if m.health == HealthState::Recovering {
-                    m.factor.clamp(0.1, 1.0)
-                } else {
-                    1.0
-                };
+                // Slow start: after a recovery, or after a failback.
+                let factor = m.factor.clamp(0.1, 1.0);
                 MasterEntry {
                     effective_weight: m.config.weight * factor,
                     config: m.config,
@@ -108,6 +109,7 @@ impl RoutingTable {
                     health: m.health,
                     admin: m.admin,
                     promoted: m.promoted,
+                    held: m.held,
                     eligible,
                 }
             })

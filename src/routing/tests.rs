@@ -45,6 +45,7 @@ fn table_with(
                 health,
                 admin,
                 promoted,
+                held: false,
                 factor: 1.0,
             }
         })
@@ -213,7 +214,8 @@ fn slow_start_reduces_share() {
             },
             admin: AdminState::Enabled,
             promoted: false,
-            factor: 0.25,
+            held: false,
+            factor: if i == 0 { 0.25 } else { 1.0 },
         })
         .collect();
     let t = RoutingTable::build(1, 1, config, inputs, &mut StdRng::seed_from_u64(1));

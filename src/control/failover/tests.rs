@@ -127,20 +127,27 @@ async fn a_failed_primary_is_replaced_by_the_same_region_standby_then_fails_back
         1
     );
 
-    // Back: slow start from 10% of its weight (2), full after 30 s.
+    // Back and healthy, but held out while `s` has its place.
     r.up("a", 40.0);
-    let (state, eligible, _, weight) = r.entry("a");
+    let (state, eligible, _, _) = r.entry("a");
     assert_eq!(state, HealthState::Recovering);
+    assert!(!eligible, "held until failback");
+    r.tick(70.0);
+    assert_eq!(r.entry("a").0, HealthState::Healthy);
+    assert!(!r.entry("a").1 && r.entry("s").2);
+    // Failback 60 s after it came back; then slow start from 10% of its weight (2).
+    r.tick(99.9);
+    assert!(r.entry("s").2, "failback waits failback_delay");
+    r.tick(100.0);
+    assert!(!r.entry("s").1 && !r.entry("s").2, "standby demoted");
+    let (_, eligible, _, weight) = r.entry("a");
     assert!(eligible);
     assert!((weight - 0.2).abs() < 1e-9, "{weight}");
-    r.tick(55.0);
+    r.tick(115.0);
     let weight = r.entry("a").3;
     assert!((weight - 1.1).abs() < 0.1, "half way: {weight}");
-    r.tick(70.0);
-    assert_eq!(r.entry("a"), (HealthState::Healthy, true, false, 2.0));
-    assert!(r.entry("s").2, "failback waits failback_delay");
     r.tick(130.0);
-    assert!(!r.entry("s").1 && !r.entry("s").2, "standby demoted");
+    assert_eq!(r.entry("a"), (HealthState::Healthy, true, false, 2.0));
     use EventKind::*;
     assert_eq!(
         r.kinds(),
@@ -150,7 +157,7 @@ async fn a_failed_primary_is_replaced_by_the_same_region_standby_then_fails_back
             FailoverStarted,
             FailoverCompleted,
             Recovered,
-            Recovered,
+            Healthy,
             Failback
         ]
     );
@@ -279,4 +286,48 @@ async fn ejection_from_the_request_path_takes_a_master_out() {
     );
     assert_eq!(r.entry("b").0, HealthState::Degraded);
     assert!(!r.entry("b").1);
+}
+
+#[tokio::test]
+async fn a_dead_standby_in_a_failed_place_is_replaced() {
+    let mut r = rig("");
+    r.down("a", 1.0);
+    r.tick(31.0);
+    assert!(r.entry("s").2);
+    // `s` dies in a's place: `t` takes it over at the next tick.
+    r.down("s", 40.0);
+    r.tick(40.1);
+    assert!(
+        r.entry("t").1 && r.entry("t").2,
+        "t promoted in the empty place"
+    );
+    assert_eq!(r.c.failovers_total, 2);
+}
+
+#[tokio::test]
+async fn a_place_left_empty_is_filled_once_a_standby_is_free() {
+    let mut r = rig("");
+    r.down("s", 0.5);
+    r.down("t", 0.5);
+    r.down("a", 1.0);
+    r.tick(31.0);
+    assert!(r.c.active.is_empty(), "no standby free");
+    r.up("t", 35.0);
+    r.tick(35.1);
+    assert!(r.entry("t").2, "t fills a's place once it is back");
+}
+
+#[tokio::test]
+async fn manual_failback_mode_keeps_the_standby_until_asked() {
+    let mut r = rig("failback = \"manual\"");
+    r.down("a", 1.0);
+    r.tick(31.0);
+    r.up("a", 40.0);
+    r.tick(500.0);
+    assert!(
+        r.entry("s").2 && !r.entry("a").1,
+        "a does not take its place back by itself"
+    );
+    r.command(Command::Failback("a".into()), 501.0).unwrap();
+    assert!(r.entry("a").1 && !r.entry("s").2);
 }
