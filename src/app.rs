@@ -6,6 +6,7 @@ use crate::alerts::Alerter;
 use crate::config::Config;
 use crate::control::{reload, Control};
 use crate::proxy::Proxy;
+use crate::queue::Queue;
 use crate::server::{self, shutdown_pair, ShutdownTrigger};
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -58,13 +59,28 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
         shutdown.clone(),
     );
     let control = Arc::new(Control::new(config, hash, path, Arc::new(audit)));
-    let proxy = Arc::new(Proxy::new(control.clone()));
+    let queue = if control.table().config.queue.enabled {
+        let queue_config = control.table().config.queue.clone();
+        let queue = tokio::task::spawn_blocking(move || Queue::open(&queue_config))
+            .await?
+            .with_context(|| {
+                format!(
+                    "cannot open the queue in {} (queue.path)",
+                    control.table().config.queue.path.display()
+                )
+            })?;
+        Some(Arc::new(queue))
+    } else {
+        None
+    };
+    let proxy = Arc::new(Proxy::new(control.clone(), queue.clone()));
     let alerts = Arc::new(alerter);
     let (failover, controller) =
         crate::control::failover::spawn(control.clone(), alerts, shutdown.clone());
     let admin = Arc::new(Admin {
         control: control.clone(),
         failover,
+        queue: queue.clone(),
         metrics,
     });
     let mut tasks = JoinSet::new();
@@ -82,6 +98,13 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
         shutdown.clone(),
         drain,
     ));
+    if let Some(queue) = &queue {
+        tasks.spawn(crate::proxy::delivery::run(
+            proxy.clone(),
+            queue.clone(),
+            shutdown.clone(),
+        ));
+    }
     tasks.spawn(crate::proxy::sweep_messages(
         proxy.clone(),
         shutdown.clone(),

@@ -3,7 +3,8 @@
 //!
 //! Two flows, as modules:
 //! - the data path — [`server`] accepts, [`proxy`] reads routing hints, loads the
-//!   [`routing`] snapshot, lets its strategy choose a master and forwards;
+//!   [`routing`] snapshot, lets its strategy choose a master and forwards; what cannot
+//!   go out now waits in the [`queue`] on disk and is delivered later;
 //! - the control side — [`control`] owns the routing table (its only writer) and
 //!   rebuilds it on reloads, admin commands and the decisions of its failover
 //!   controller, which runs one [`health`] state machine per master, writes the
@@ -22,6 +23,7 @@ pub mod demo;
 pub mod health;
 pub mod mock;
 pub mod proxy;
+pub mod queue;
 pub mod reply;
 pub mod routing;
 pub mod server;

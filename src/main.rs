@@ -72,6 +72,10 @@ enum Command {
         /// Share of sends answered 503, from 0 to 1.
         #[arg(long, default_value_t = 0.0)]
         fail_rate: f64,
+        /// Remember the Idempotency-Key of every accepted send, for
+        /// `GET /received/keys` (tests: what arrived, and how often).
+        #[arg(long)]
+        record_keys: bool,
     },
     /// Print the HA status as a table.
     Status {
@@ -162,15 +166,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
             id,
             latency_ms,
             fail_rate,
+            record_keys,
         } => {
             if !(0.0..=1.0).contains(&fail_rate) {
                 anyhow::bail!("--fail-rate must be between 0 and 1");
             }
-            let mock = Arc::new(switchyard::mock::MockMaster::new(
+            let mut mock = switchyard::mock::MockMaster::new(
                 id.clone(),
                 Duration::from_millis(latency_ms),
                 fail_rate,
-            ));
+            );
+            if record_keys {
+                mock = mock.recording_keys();
+            }
+            let mock = Arc::new(mock);
             let (trigger, shutdown) = switchyard::server::shutdown_pair();
             let (addr, task) = switchyard::mock::start(mock, listen, shutdown)
                 .await

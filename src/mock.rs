@@ -7,9 +7,10 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use rand::Rng;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -20,6 +21,8 @@ pub struct MockMaster {
     pub fail_rate: f64,
     down: AtomicBool,
     received: AtomicU64,
+    /// Idempotency-Key -> sends accepted with it, when recording.
+    keys: Option<Mutex<HashMap<String, u32>>>,
 }
 
 impl MockMaster {
@@ -30,7 +33,14 @@ impl MockMaster {
             fail_rate,
             down: AtomicBool::new(false),
             received: AtomicU64::new(0),
+            keys: None,
         }
+    }
+
+    /// Remembers every accepted send's Idempotency-Key for `GET /received/keys`.
+    pub fn recording_keys(mut self) -> Self {
+        self.keys = Some(Mutex::new(HashMap::new()));
+        self
     }
 
     pub fn set_down(&self, down: bool) {
@@ -63,6 +73,17 @@ impl MockMaster {
                 StatusCode::OK,
                 &serde_json::json!({"count": self.received()}),
             ),
+            (&Method::GET, "/received/keys") => match &self.keys {
+                Some(keys) => {
+                    let keys = keys.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    reply::json(StatusCode::OK, &serde_json::json!({ "keys": keys }))
+                }
+                None => reply::error(
+                    StatusCode::NOT_FOUND,
+                    "not_recording",
+                    "start the mock with --record-keys",
+                ),
+            },
             (&Method::POST, "/control/down") => {
                 self.set_down(true);
                 reply::json(StatusCode::OK, &serde_json::json!({"down": true}))
@@ -94,6 +115,13 @@ impl MockMaster {
                     return unavailable();
                 }
                 self.received.fetch_add(1, Relaxed);
+                if let (Some(keys), Some(key)) = (&self.keys, &key) {
+                    *keys
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(key.clone())
+                        .or_default() += 1;
+                }
                 reply::json(
                     StatusCode::OK,
                     &serde_json::json!({"accepted": true, "master": self.id, "idempotency_key": key}),

@@ -40,6 +40,10 @@ impl Shutdown {
     pub async fn wait(&mut self) {
         let _closed_means_shutdown = self.0.wait_for(|down| *down).await;
     }
+
+    pub fn is_triggered(&self) -> bool {
+        *self.0.borrow() || self.0.has_changed().is_err()
+    }
 }
 
 /// Serves HTTP/1.1 on `listener` until `shutdown`, then stops accepting and lets open

@@ -312,10 +312,13 @@ async fn the_breaker_stops_automatic_failover_until_resume() {
         .await
         .iter()
         .any(|e| e["kind"] == "breaker_open"));
-    // No eligible master now: the proxy answers 503 with Retry-After.
-    let (code, h, _) = http.post(&sy.messages(), MESSAGE).await;
-    assert_eq!(code, 503);
-    assert!(!header(&h, "retry-after").is_empty());
+    // No eligible master now: the message is queued (202) and waits.
+    let (code, h, body) = http.post(&sy.messages(), MESSAGE).await;
+    assert_eq!(code, 202, "{}", String::from_utf8_lossy(&body));
+    let id = json(&body)["id"].as_str().unwrap().to_string();
+    assert_eq!(header(&h, "location"), format!("/v1/messages/{id}"));
+    let status_url = format!("{}/v1/messages/{id}", sy.url);
+    assert_eq!(json(&http.get(&status_url).await.2)["status"], "queued");
 
     // `a` comes back before the breaker is closed: nothing is left to fail over.
     http.post(&format!("{}/control/up", a.url), "").await;
@@ -334,6 +337,13 @@ async fn the_breaker_stops_automatic_failover_until_resume() {
     let (code, h, _) = http.post(&sy.messages(), MESSAGE).await;
     assert_eq!(code, 200);
     assert_eq!(header(&h, "x-switchyard-master"), "s");
+    // The queued message went out once a master was back.
+    eventually(
+        Duration::from_secs(10),
+        "queued message delivered",
+        || async { json(&http.get(&status_url).await.2)["status"] == "delivered" },
+    )
+    .await;
 }
 
 /// Probe results arriving faster than the controller's tick must not starve its

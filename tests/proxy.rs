@@ -229,9 +229,12 @@ async fn error_answers_have_json_bodies() {
 }
 
 #[tokio::test]
-async fn no_eligible_master_is_503_with_retry_after() {
+async fn with_the_queue_off_no_eligible_master_is_503_with_retry_after() {
     let a = Mock::start("a", &[]);
-    let sy = Switchyard::start(&masters_toml(&[(&a, "")]));
+    let sy = Switchyard::start(&format!(
+        "[queue]\nenabled = false\n{}",
+        masters_toml(&[(&a, "")])
+    ));
     let http = Http::new();
     http.post(&format!("{}/ha/masters/a/drain", sy.admin), "")
         .await;

@@ -21,6 +21,7 @@ use subtle::ConstantTimeEq;
 pub struct Admin {
     pub control: Arc<Control>,
     pub failover: failover::Handle,
+    pub queue: Option<Arc<crate::queue::Queue>>,
     pub metrics: &'static PrometheusHandle,
 }
 
@@ -29,14 +30,18 @@ impl Admin {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         match path.as_str() {
-            "/health" => return only(&method, Method::GET, || status::health(&self.control)),
+            "/health" => {
+                return only(&method, Method::GET, || {
+                    status::health(&self.control, self.queue_depth())
+                })
+            }
             "/metrics" => {
                 return only(&method, Method::GET, || {
                     let table = self.control.table();
                     reply::text(
                         StatusCode::OK,
                         "text/plain; version=0.0.4",
-                        crate::telemetry::render(self.metrics, &table, 0),
+                        crate::telemetry::render(self.metrics, &table, self.queue_depth()),
                     )
                 })
             }
@@ -76,6 +81,10 @@ impl Admin {
             ["admin", "reload"] => only(&method, Method::POST, || self.reload()),
             _ => reply::not_found(),
         }
+    }
+
+    fn queue_depth(&self) -> u64 {
+        self.queue.as_ref().map_or(0, |q| q.depth())
     }
 
     /// `None` when the request may go on.

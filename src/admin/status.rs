@@ -19,7 +19,7 @@ struct Health {
     last_reload_error: Option<String>,
 }
 
-pub fn health(control: &Control) -> Response<Body> {
+pub fn health(control: &Control, queue_depth: u64) -> Response<Body> {
     let table = control.table();
     let eligible = table.eligible_count();
     // Masters expected to carry traffic: primaries, secondaries and promoted standbys.
@@ -37,7 +37,7 @@ pub fn health(control: &Control) -> Response<Body> {
         status,
         masters_total: table.masters.len(),
         masters_eligible: eligible,
-        queue_depth: 0,
+        queue_depth,
         config_version: table.config_version,
         last_reload_error: control.last_reload_error().map(|e| e.to_string()),
     };

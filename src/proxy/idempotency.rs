@@ -94,7 +94,9 @@ impl Claim<'_> {
     pub fn finish(&self, answer: StoredAnswer, attempts: u32, last_error: Option<String>) {
         {
             let mut r = self.entry.record();
-            r.status = if answer.status.is_success() {
+            r.status = if answer.status == StatusCode::ACCEPTED {
+                "queued"
+            } else if answer.status.is_success() {
                 "delivered"
             } else {
                 "dead"

@@ -1,14 +1,21 @@
 //! The data path: listener → routing hints → table snapshot → strategy → forward (with
 //! retries on other masters) → answer. The client API of SPEC section 4.
 //!
-//! May call: `control` (to load the table), `routing`, `telemetry`, `reply`.
+//! A message that cannot go out now (asked async, no eligible master, retries used
+//! up) is handed to the [`crate::queue`] and answered 202 once it is on disk;
+//! [`delivery`] sends it later.
+//!
+//! May call: `control` (to load the table), `routing`, `queue`, `telemetry`, `reply`.
 
+pub mod delivery;
 pub mod hints;
 pub mod idempotency;
 pub mod pool;
 pub mod upstream;
 
+use crate::config::WhenUnavailable;
 use crate::control::Control;
+use crate::queue::{NewMessage, Queue, QueueError};
 use crate::reply;
 use crate::server::Body;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -26,17 +33,20 @@ pub struct Proxy {
     pub control: Arc<Control>,
     pool: pool::ConnPool,
     pub messages: MessageLog,
+    /// `None` when `queue.enabled = false`.
+    pub queue: Option<Arc<Queue>>,
 }
 
 const MESSAGE_ID: &str = "x-switchyard-message-id";
 const MASTER: &str = "x-switchyard-master";
 
 impl Proxy {
-    pub fn new(control: Arc<Control>) -> Proxy {
+    pub fn new(control: Arc<Control>, queue: Option<Arc<Queue>>) -> Proxy {
         Proxy {
             control,
             pool: pool::ConnPool::default(),
             messages: MessageLog::default(),
+            queue,
         }
     }
 
@@ -62,6 +72,28 @@ impl Proxy {
     }
 
     fn message_status(&self, id: &str) -> Response<Body> {
+        if let (Some(queue), Ok(uuid)) = (&self.queue, uuid::Uuid::parse_str(id)) {
+            match queue.get(&uuid) {
+                Ok(Some(r)) => {
+                    let at =
+                        |ms: u64| crate::util::format_rfc3339(std::time::Duration::from_millis(ms));
+                    return reply::json(
+                        StatusCode::OK,
+                        &serde_json::json!({
+                            "id": id,
+                            "status": r.status.as_str(),
+                            "master": r.master,
+                            "attempts": r.attempts,
+                            "last_error": r.last_error,
+                            "created_at": at(r.created_ms),
+                            "updated_at": at(r.updated_ms),
+                        }),
+                    );
+                }
+                Ok(None) => {}
+                Err(e) => return storage_error(&e.to_string()),
+            }
+        }
         match self.messages.get(id) {
             Some(record) => reply::json(StatusCode::OK, &record),
             None => reply::error(
@@ -147,20 +179,41 @@ impl Proxy {
             idempotency_key: client_key.unwrap_or_else(|| id_value.clone()),
         };
         let region = hints.region.as_deref();
-        self.forward(&table, region, &msg, &id, &id_value, claim.as_ref())
-            .await
+        let message = Message {
+            id: &id,
+            id_value: &id_value,
+            region,
+            claim: claim.as_ref(),
+        };
+        let asked_async = parts
+            .headers
+            .get_all("prefer")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
+            });
+        if asked_async && self.queue.is_some() {
+            return self.park(&table, &msg, &message, 0, None).await;
+        }
+        self.forward(&table, &msg, &message).await
     }
 
-    /// Tries up to `1 + retry_attempts` distinct masters.
+    /// Tries up to `1 + retry_attempts` distinct masters; then, or with none eligible,
+    /// queues the message.
     async fn forward(
         &self,
         table: &crate::routing::RoutingTable,
-        region: Option<&str>,
         msg: &Outgoing,
-        id: &str,
-        id_value: &HeaderValue,
-        claim: Option<&Claim<'_>>,
+        message: &Message<'_>,
     ) -> Response<Body> {
+        let Message {
+            id,
+            id_value,
+            region,
+            claim,
+        } = *message;
         let cfg = &table.config;
         let max_tries = 1 + cfg.routing.retry_attempts as usize;
         let mut tried: Vec<usize> = Vec::with_capacity(max_tries);
@@ -226,6 +279,13 @@ impl Proxy {
                 }
             }
         }
+        let queue_takes_it = self.queue.is_some()
+            && (last_error.is_some() || cfg.queue.when_unavailable == WhenUnavailable::Queue);
+        if queue_takes_it {
+            return self
+                .park(table, msg, message, tried.len() as u32, last_error)
+                .await;
+        }
         // A claim dropped unfinished frees its key (see `Claim`).
         match last_error {
             None => no_master(cfg),
@@ -239,6 +299,94 @@ impl Proxy {
             ),
         }
     }
+
+    /// Queues the message and answers 202 once it is on disk; 503 when the queue is
+    /// full, 507 when it cannot write.
+    async fn park(
+        &self,
+        table: &crate::routing::RoutingTable,
+        msg: &Outgoing,
+        message: &Message<'_>,
+        attempts: u32,
+        last_error: Option<String>,
+    ) -> Response<Body> {
+        let cfg = &table.config;
+        let Some(queue) = &self.queue else {
+            return no_master(cfg);
+        };
+        let Ok(uuid) = uuid::Uuid::parse_str(message.id) else {
+            return storage_error("the message id is not a UUID");
+        };
+        let new = NewMessage {
+            id: uuid,
+            body: msg.body.clone(),
+            content_type: msg
+                .content_type
+                .as_ref()
+                .and_then(|c| c.to_str().ok())
+                .map(str::to_string),
+            idempotency_key: msg
+                .idempotency_key
+                .to_str()
+                .unwrap_or(message.id)
+                .to_string(),
+            region: message.region.map(str::to_string),
+            last_error: last_error.clone(),
+            attempts,
+        };
+        match queue.enqueue(new).await {
+            Ok(()) => {
+                let body = bytes::Bytes::from(
+                    serde_json::json!({"id": message.id, "status": "queued"}).to_string(),
+                );
+                if let Some(claim) = message.claim {
+                    let stored = StoredAnswer {
+                        status: StatusCode::ACCEPTED,
+                        content_type: Some(HeaderValue::from_static("application/json")),
+                        body: body.clone(),
+                        master: Arc::from(""),
+                    };
+                    claim.finish(stored, attempts, last_error);
+                }
+                let mut resp = Response::new(Body::new(body));
+                *resp.status_mut() = StatusCode::ACCEPTED;
+                let headers = resp.headers_mut();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                if let Ok(location) = HeaderValue::from_str(&format!("/v1/messages/{}", message.id))
+                {
+                    headers.insert(header::LOCATION, location);
+                }
+                headers.insert(MESSAGE_ID, message.id_value.clone());
+                resp
+            }
+            Err(QueueError::Full(max)) => unavailable(
+                cfg,
+                "queue_full",
+                format!("the queue holds its maximum of {max} messages; retry later"),
+            ),
+            Err(QueueError::Store(e)) => storage_error(&e.to_string()),
+        }
+    }
+}
+
+/// One client message on its way.
+#[derive(Clone, Copy)]
+struct Message<'a> {
+    id: &'a str,
+    id_value: &'a HeaderValue,
+    region: Option<&'a str>,
+    claim: Option<&'a Claim<'a>>,
+}
+
+fn storage_error(detail: &str) -> Response<Body> {
+    reply::error(
+        StatusCode::INSUFFICIENT_STORAGE,
+        "queue_write_failed",
+        format!("the message could not be stored; nothing was kept: {detail}"),
+    )
 }
 
 impl Proxy {

@@ -200,6 +200,19 @@ impl Switchyard {
         Self::run_in(dir, config_path)
     }
 
+    /// `kill -9`, then starts `switchyard run` again on the same directory and config.
+    pub fn kill_and_restart(self) -> Switchyard {
+        let Switchyard {
+            mut proc,
+            dir,
+            config_path,
+            ..
+        } = self;
+        proc.signal("KILL");
+        proc.wait_exit(Duration::from_secs(20));
+        Self::run_in(dir, config_path)
+    }
+
     fn run_in(dir: tempfile::TempDir, config_path: PathBuf) -> Switchyard {
         let proc = Proc::spawn_in(
             &["run", "--config", config_path.to_str().unwrap()],
@@ -253,6 +266,17 @@ impl Http {
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.expect("body").to_bytes();
         (parts.status, parts.headers, body)
+    }
+
+    /// Like [`Http::send`], but a failed exchange is an `Err`, not a panic.
+    pub async fn try_send(&self, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), String> {
+        let resp = tokio::time::timeout(Duration::from_secs(30), self.0.request(req))
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((parts.status, body))
     }
 
     pub async fn get(&self, url: &str) -> (StatusCode, HeaderMap, Bytes) {

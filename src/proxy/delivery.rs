@@ -1,0 +1,133 @@
+//! Delivery of queued messages: takes what is due, chooses a master for each with the
+//! configured strategy at that moment (never the one that failed before by pinning),
+//! sends it, and writes the outcome back to the queue. At most `CONCURRENCY`
+//! deliveries run at once; a message is held by one delivery at a time.
+
+use super::upstream::{exchange, Outgoing, UpstreamError};
+use super::Proxy;
+use crate::queue::record::Record;
+use crate::queue::Queue;
+use crate::server::Shutdown;
+use http::HeaderValue;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+const CONCURRENCY: usize = 256;
+/// Looks for due messages at least this often (backoffs expire without a wake-up).
+const POLL: Duration = Duration::from_millis(100);
+
+pub async fn run(proxy: Arc<Proxy>, queue: Arc<Queue>, mut shutdown: Shutdown) {
+    let slots = Arc::new(Semaphore::new(CONCURRENCY));
+    let mut running = JoinSet::new();
+    loop {
+        while running.try_join_next().is_some() {}
+        let free = slots.available_permits();
+        let batch = if free == 0 {
+            Vec::new()
+        } else {
+            queue.take_due(free).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read the queue");
+                Vec::new()
+            })
+        };
+        let idle = batch.is_empty();
+        for record in batch {
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                queue.untake(&record.id);
+                continue;
+            };
+            let (proxy, queue) = (proxy.clone(), queue.clone());
+            running.spawn(async move {
+                deliver(&proxy, &queue, record).await;
+                drop(permit);
+            });
+        }
+        if idle {
+            tokio::select! {
+                _ = queue.arrived.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+                _ = shutdown.wait() => break,
+            }
+        } else if shutdown.is_triggered() {
+            break;
+        }
+    }
+    // Deliveries under way finish (each bounded by request_timeout_ms); nothing new starts.
+    while running.join_next().await.is_some() {}
+}
+
+async fn deliver(proxy: &Proxy, queue: &Queue, record: Record) {
+    let table = proxy.control.table();
+    let config = &table.config;
+    let region = record.region.as_deref().map(str::to_ascii_lowercase);
+    let Some(pick) = table.select(region.as_deref(), &[]) else {
+        let error = "no master is eligible".to_string();
+        if let Err(e) = queue.failed(record, error, false, &config.queue).await {
+            tracing::error!(error = %e, "cannot write a delivery outcome to the queue");
+        }
+        return;
+    };
+    let master = &table.masters[pick.index];
+    let Ok(key) = HeaderValue::from_str(&record.idempotency_key) else {
+        let error = "the stored Idempotency-Key is not a valid header".to_string();
+        if let Err(e) = queue.failed(record, error, true, &config.queue).await {
+            tracing::error!(error = %e, "cannot write a delivery outcome to the queue");
+        }
+        return;
+    };
+    let msg = Outgoing {
+        body: record.body.clone(),
+        content_type: record
+            .content_type
+            .as_deref()
+            .and_then(|c| HeaderValue::from_str(c).ok()),
+        idempotency_key: key,
+    };
+    let stats = &master.stats;
+    let started = Instant::now();
+    let result = {
+        let _in_flight = stats.start();
+        exchange(
+            &proxy.pool,
+            &master.config,
+            &msg,
+            config.server.request_timeout,
+        )
+        .await
+    };
+    stats.observe_latency(started.elapsed());
+    stats.metrics.duration.record(started.elapsed());
+    let outcome = match result {
+        Ok(answer) if answer.status.is_success() => {
+            stats.record_success();
+            stats.metrics.request(crate::telemetry::Outcome::Success);
+            queue.delivered(record, master.id()).await
+        }
+        Ok(answer) => {
+            // A final refusal: the master will not take this message; retrying it
+            // elsewhere is what the backoff does, up to max_attempts.
+            stats.metrics.request(crate::telemetry::Outcome::Rejected);
+            let error = format!("{} answered {}", master.id(), answer.status);
+            if answer.status.is_server_error() {
+                let failures = stats.record_failure(error.clone());
+                proxy.passive_check(master, failures);
+            }
+            queue.failed(record, error, true, &config.queue).await
+        }
+        Err(e) => {
+            stats.metrics.request(e.outcome());
+            let error = format!("{}: {e}", master.id());
+            let failures = stats.record_failure(error.clone());
+            proxy.passive_check(master, failures);
+            if !matches!(e, UpstreamError::Status(_)) {
+                tracing::debug!(master = master.id(), error = %e, "queued delivery failed");
+            }
+            queue.failed(record, error, true, &config.queue).await
+        }
+    };
+    if let Err(e) = outcome {
+        tracing::error!(error = %e, "cannot write a delivery outcome to the queue");
+    }
+}

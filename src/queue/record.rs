@@ -1,0 +1,207 @@
+//! One queued message as stored: a small versioned binary layout (fixed fields, then
+//! length-prefixed strings and the body), so a record is read back without a schema
+//! crate and a truncated or foreign value is an error, never a panic.
+
+use bytes::Bytes;
+
+/// Where a queued message stands (SPEC section 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Queued,
+    Delivered,
+    Dead,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Delivered => "delivered",
+            Self::Dead => "dead",
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            Self::Queued => 0,
+            Self::Delivered => 1,
+            Self::Dead => 2,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => Self::Queued,
+            1 => Self::Delivered,
+            2 => Self::Dead,
+            _ => return None,
+        })
+    }
+}
+
+/// A message id: the 16 bytes of its UUIDv7, which sort by acceptance time.
+pub type Id = [u8; 16];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub id: Id,
+    pub status: Status,
+    /// Milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    /// When the next delivery attempt is due (queued messages).
+    pub due_ms: u64,
+    /// Real delivery attempts made.
+    pub attempts: u32,
+    pub content_type: Option<String>,
+    pub idempotency_key: String,
+    pub region: Option<String>,
+    pub master: Option<String>,
+    pub last_error: Option<String>,
+    pub body: Bytes,
+}
+
+const VERSION: u8 = 1;
+
+impl Record {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(96 + self.body.len());
+        out.push(VERSION);
+        out.extend_from_slice(&self.id);
+        out.push(self.status.code());
+        for n in [self.created_ms, self.updated_ms, self.due_ms] {
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+        out.extend_from_slice(&self.attempts.to_be_bytes());
+        for s in [
+            self.content_type.as_deref(),
+            Some(self.idempotency_key.as_str()),
+            self.region.as_deref(),
+            self.master.as_deref(),
+            self.last_error.as_deref(),
+        ] {
+            put_optional(&mut out, s.map(str::as_bytes));
+        }
+        put_optional(&mut out, Some(&self.body));
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Record, &'static str> {
+        let mut r = Reader(bytes);
+        if r.take(1)?[0] != VERSION {
+            return Err("unknown record version");
+        }
+        let id: Id = r.take(16)?.try_into().map_err(|_| "short id")?;
+        let status = Status::from_code(r.take(1)?[0]).ok_or("unknown status")?;
+        let created_ms = r.u64()?;
+        let updated_ms = r.u64()?;
+        let due_ms = r.u64()?;
+        let attempts = u32::from_be_bytes(r.take(4)?.try_into().map_err(|_| "short")?);
+        let content_type = r.string()?;
+        let idempotency_key = r.string()?.ok_or("missing idempotency key")?;
+        let region = r.string()?;
+        let master = r.string()?;
+        let last_error = r.string()?;
+        let body = Bytes::copy_from_slice(r.optional()?.ok_or("missing body")?);
+        if !r.0.is_empty() {
+            return Err("trailing bytes");
+        }
+        Ok(Record {
+            id,
+            status,
+            created_ms,
+            updated_ms,
+            due_ms,
+            attempts,
+            content_type,
+            idempotency_key,
+            region,
+            master,
+            last_error,
+            body,
+        })
+    }
+}
+
+/// `u32::MAX` marks "absent"; otherwise a big-endian length and the bytes.
+fn put_optional(out: &mut Vec<u8>, value: Option<&[u8]>) {
+    match value {
+        None => out.extend_from_slice(&u32::MAX.to_be_bytes()),
+        Some(v) => {
+            out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            out.extend_from_slice(v);
+        }
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
+        if self.0.len() < n {
+            return Err("truncated record");
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u64(&mut self) -> Result<u64, &'static str> {
+        Ok(u64::from_be_bytes(
+            self.take(8)?.try_into().map_err(|_| "short")?,
+        ))
+    }
+
+    fn optional(&mut self) -> Result<Option<&'a [u8]>, &'static str> {
+        let len = u32::from_be_bytes(self.take(4)?.try_into().map_err(|_| "short")?);
+        if len == u32::MAX {
+            return Ok(None);
+        }
+        self.take(len as usize).map(Some)
+    }
+
+    fn string(&mut self) -> Result<Option<String>, &'static str> {
+        self.optional()?
+            .map(|b| String::from_utf8(b.to_vec()).map_err(|_| "string is not UTF-8"))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Record {
+        Record {
+            id: [7; 16],
+            status: Status::Queued,
+            created_ms: 1,
+            updated_ms: 2,
+            due_ms: 3,
+            attempts: 4,
+            content_type: Some("application/json".into()),
+            idempotency_key: "k".into(),
+            region: None,
+            master: Some("a".into()),
+            last_error: Some("503".into()),
+            body: Bytes::from_static(b"{\"to\":1}"),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let r = sample();
+        assert_eq!(Record::decode(&r.encode()), Ok(r));
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let bytes = sample().encode();
+        for n in 0..bytes.len() {
+            assert!(Record::decode(&bytes[..n]).is_err(), "{n}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(Record::decode(&longer).is_err());
+    }
+}

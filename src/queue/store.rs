@@ -1,0 +1,197 @@
+//! The queue's storage: an embedded fjall database under `queue.path`.
+//!
+//! fjall is chosen over redb for its write path: an append to one journal per batch,
+//! with `fsync` on demand (`PersistMode::SyncData`), and recovery by replaying that
+//! journal, which stays short; a B-tree store rewrites pages per commit instead.
+//!
+//! Keyspaces:
+//! - `messages`: id (16 bytes, a UUIDv7, so acceptance order) → [`Record`];
+//! - `due`: due time (8 bytes, big-endian ms) + id → nothing: what to deliver next;
+//! - `dead`: id → nothing: the dead letters.
+//!
+//! **Durability.** Every write goes through one writer thread, which takes all the
+//! writes waiting for it, commits them as one batch and `fsync`s once (group commit),
+//! then answers each. When [`Store::write`] returns `Ok`, the write is on disk and
+//! survives a crash or power loss; when it returns `Err`, none of that write's
+//! operations are applied (a batch is atomic).
+
+use super::record::{Id, Record};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use std::path::Path;
+use std::sync::mpsc as std_mpsc;
+use tokio::sync::oneshot;
+
+/// The most writes one commit takes.
+const MAX_GROUP: usize = 4096;
+
+/// One change to the store.
+#[derive(Debug)]
+pub enum Op {
+    /// Writes the record; moves its `due` entry from `old_due` (if any) to its
+    /// `due_ms` when it is queued, and files it as a dead letter when dead.
+    Put {
+        record: Record,
+        old_due: Option<u64>,
+    },
+    /// Forgets a message and its `due` entry.
+    Remove { id: Id, due: Option<u64> },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("queue storage: {0}")]
+pub struct StoreError(String);
+
+impl From<fjall::Error> for StoreError {
+    fn from(e: fjall::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+type Job = (Vec<Op>, oneshot::Sender<Result<(), StoreError>>);
+
+pub struct Store {
+    messages: Keyspace,
+    due: Keyspace,
+    dead: Keyspace,
+    writer: std_mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+pub fn due_key(due_ms: u64, id: &Id) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&due_ms.to_be_bytes());
+    k[8..].copy_from_slice(id);
+    k
+}
+
+impl Store {
+    /// Opens (creating) the store; recovery replays the journal.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(path)
+            .map_err(|e| StoreError(format!("cannot create {}: {e}", path.display())))?;
+        let db = Database::builder(path).open()?;
+        let messages = db.keyspace("messages", KeyspaceCreateOptions::default)?;
+        let due = db.keyspace("due", KeyspaceCreateOptions::default)?;
+        let dead = db.keyspace("dead", KeyspaceCreateOptions::default)?;
+        let (writer, jobs) = std_mpsc::channel::<Job>();
+        let (m, d, x) = (messages.clone(), due.clone(), dead.clone());
+        std::thread::Builder::new()
+            .name("queue-writer".into())
+            .spawn(move || write_loop(db, m, d, x, jobs))
+            .map_err(|e| StoreError(format!("cannot start the queue writer: {e}")))?;
+        Ok(Store {
+            messages,
+            due,
+            dead,
+            writer,
+        })
+    }
+
+    /// Applies `ops` atomically and durably (see the module docs).
+    pub async fn write(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send((ops, tx))
+            .map_err(|_| StoreError("the queue writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError("the queue writer has stopped".into()))?
+    }
+
+    pub fn get(&self, id: &Id) -> Result<Option<Record>, StoreError> {
+        match self.messages.get(id)? {
+            None => Ok(None),
+            Some(v) => Record::decode(&v)
+                .map(Some)
+                .map_err(|e| StoreError(format!("a stored record is unreadable: {e}"))),
+        }
+    }
+
+    /// Up to `limit` (due time, id) of queued messages due at or before `now_ms`,
+    /// earliest first.
+    pub fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<(u64, Id)>, StoreError> {
+        let end = due_key(now_ms, &[0xff; 16]);
+        let mut out = Vec::new();
+        for guard in self.due.range(..=end.as_slice()).take(limit) {
+            let key = guard.key()?;
+            if key.len() == 24 {
+                let due = u64::from_be_bytes(key[..8].try_into().unwrap_or_default());
+                let id: Id = key[8..].try_into().unwrap_or_default();
+                out.push((due, id));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Queued messages (an estimate, exact after a quiet period).
+    pub fn approximate_depth(&self) -> u64 {
+        self.due.approximate_len() as u64
+    }
+
+    /// Counts the queued messages exactly (a scan of the `due` keys).
+    pub fn count_queued(&self) -> u64 {
+        self.due.iter().count() as u64
+    }
+
+    pub fn count_dead(&self) -> u64 {
+        self.dead.iter().count() as u64
+    }
+}
+
+fn write_loop(
+    db: Database,
+    messages: Keyspace,
+    due: Keyspace,
+    dead: Keyspace,
+    jobs: std_mpsc::Receiver<Job>,
+) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut batch = db.batch().durability(Some(PersistMode::SyncData));
+        for (ops, _) in &group {
+            for op in ops {
+                match op {
+                    Op::Put { record, old_due } => {
+                        if let Some(old) = old_due {
+                            batch.remove(&due, due_key(*old, &record.id).to_vec());
+                        }
+                        match record.status {
+                            super::record::Status::Queued => {
+                                batch.insert(&due, due_key(record.due_ms, &record.id).to_vec(), []);
+                            }
+                            super::record::Status::Dead => {
+                                batch.insert(&dead, record.id.to_vec(), []);
+                            }
+                            super::record::Status::Delivered => {}
+                        }
+                        batch.insert(&messages, record.id.to_vec(), record.encode());
+                    }
+                    Op::Remove { id, due: due_at } => {
+                        if let Some(at) = due_at {
+                            batch.remove(&due, due_key(*at, id).to_vec());
+                        }
+                        batch.remove(&dead, id.to_vec());
+                        batch.remove(&messages, id.to_vec());
+                    }
+                }
+            }
+        }
+        let result = batch.commit().map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "the queue could not write to disk");
+        }
+        for (_, done) in group {
+            let _caller_gone = done.send(result.clone().map_err(StoreError));
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The persistent queue with real processes: async messages, a `kill -9` in the middle
+//! of a flood, a backlog across a restart, dead letters.
+
+mod common;
+use common::*;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const ASYNC: [(&str, &str); 1] = [("prefer", "respond-async")];
+
+async fn keys_received(http: &Http, mock: &Mock) -> HashMap<String, u64> {
+    let body = json(&http.get(&format!("{}/received/keys", mock.url)).await.2);
+    body["keys"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+        .collect()
+}
+
+async fn message(http: &Http, sy: &Switchyard, id: &str) -> serde_json::Value {
+    json(&http.get(&format!("{}/v1/messages/{id}", sy.url)).await.2)
+}
+
+#[tokio::test]
+async fn an_async_message_is_answered_202_then_delivered() {
+    let a = Mock::start("a", &["--record-keys"]);
+    let sy = Switchyard::start(&masters_toml(&[(&a, "")]));
+    let http = Http::new();
+    let (code, h, body) = http.post_with(&sy.messages(), MESSAGE, &ASYNC).await;
+    assert_eq!(code, 202, "{}", String::from_utf8_lossy(&body));
+    let body = json(&body);
+    assert_eq!(body["status"], "queued");
+    let id = body["id"].as_str().unwrap().to_string();
+    assert_eq!(header(&h, "x-switchyard-message-id"), id);
+    assert_eq!(header(&h, "location"), format!("/v1/messages/{id}"));
+    eventually(Duration::from_secs(10), "delivered", || async {
+        message(&http, &sy, &id).await["status"] == "delivered"
+    })
+    .await;
+    let m = message(&http, &sy, &id).await;
+    assert_eq!(m["master"], "a");
+    assert_eq!(m["attempts"], 1);
+    // The message id went out as the Idempotency-Key.
+    assert_eq!(keys_received(&http, &a).await.get(&id), Some(&1));
+    let (code, _, _) = http
+        .get(&format!(
+            "{}/v1/messages/0190aaaa-0000-7000-8000-000000000000",
+            sy.url
+        ))
+        .await;
+    assert_eq!(code, 404);
+}
+
+#[tokio::test]
+async fn when_unavailable_reject_answers_503_but_spent_retries_still_queue() {
+    let a = Mock::start("a", &["--record-keys"]);
+    let config = format!(
+        "[queue]\nwhen_unavailable = \"reject\"\nbackoff_initial_ms = 50\n{}",
+        masters_toml(&[(&a, "")])
+    );
+    let sy = Switchyard::start(&config);
+    let http = Http::new();
+    http.post(&format!("{}/ha/masters/a/disable", sy.admin), "")
+        .await;
+    let (code, h, body) = http.post(&sy.messages(), MESSAGE).await;
+    assert_eq!(code, 503);
+    assert!(!header(&h, "retry-after").is_empty());
+    assert_eq!(json(&body)["error"]["code"], "no_eligible_master");
+
+    http.post(&format!("{}/ha/masters/a/enable", sy.admin), "")
+        .await;
+    http.post(&format!("{}/control/down", a.url), "").await;
+    let (code, _, body) = http.post(&sy.messages(), MESSAGE).await;
+    assert_eq!(code, 202, "retries used up: queued");
+    let id = json(&body)["id"].as_str().unwrap().to_string();
+    http.post(&format!("{}/control/up", a.url), "").await;
+    eventually(
+        Duration::from_secs(20),
+        "delivered after the master came back",
+        || async { message(&http, &sy, &id).await["status"] == "delivered" },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn dead_letter_after_max_attempts() {
+    let a = Mock::start("a", &["--fail-rate", "1"]);
+    let config = format!(
+        "[health]\npassive_failures = 1000\n[queue]\nmax_attempts = 3\nbackoff_initial_ms = 20\nbackoff_max_ms = 40\n{}",
+        masters_toml(&[(&a, "")])
+    );
+    let sy = Switchyard::start(&config);
+    let http = Http::new();
+    let (code, _, body) = http.post_with(&sy.messages(), MESSAGE, &ASYNC).await;
+    assert_eq!(code, 202);
+    let id = json(&body)["id"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(20), "dead letter", || async {
+        message(&http, &sy, &id).await["status"] == "dead"
+    })
+    .await;
+    let m = message(&http, &sy, &id).await;
+    assert_eq!(m["attempts"], 3);
+    assert!(m["last_error"].as_str().unwrap().contains("503"), "{m}");
+    let health = json(&http.get(&format!("{}/health", sy.admin)).await.2);
+    assert_eq!(health["queue_depth"], 0);
+}
+
+#[tokio::test]
+async fn a_backlog_survives_a_restart_and_drains() {
+    let a = Mock::start("a", &["--record-keys"]);
+    let config = format!(
+        "[queue]\nbackoff_initial_ms = 50\nbackoff_max_ms = 200\nmax_attempts = 1000\n{}",
+        masters_toml(&[(&a, "")])
+    );
+    let sy = Switchyard::start(&config);
+    let http = Http::new();
+    http.post(&format!("{}/ha/masters/a/disable", sy.admin), "")
+        .await;
+    let mut ids = Vec::new();
+    for _ in 0..50 {
+        let (code, _, body) = http.post(&sy.messages(), MESSAGE).await;
+        assert_eq!(code, 202);
+        ids.push(json(&body)["id"].as_str().unwrap().to_string());
+    }
+    let health = json(&http.get(&format!("{}/health", sy.admin)).await.2);
+    assert_eq!(health["queue_depth"], 50);
+    // The admin state is not kept across a restart: `a` is enabled again after it.
+    let sy = sy.restart();
+    eventually(Duration::from_secs(20), "backlog delivered", || async {
+        keys_received(&http, &a).await.len() == ids.len()
+    })
+    .await;
+    let got = keys_received(&http, &a).await;
+    for id in &ids {
+        assert!(got.contains_key(id), "{id} not delivered");
+        eventually(Duration::from_secs(10), "delivery recorded", || async {
+            message(&http, &sy, id).await["status"] == "delivered"
+        })
+        .await;
+    }
+}
+
+/// Floods async messages from several clients, `kill -9`s switchyard in the middle,
+/// restarts it, and checks that every message answered 202 reached the master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_mid_flood_loses_no_accepted_message() {
+    let a = Mock::start("a", &["--record-keys", "--latency-ms", "2"]);
+    let sy = Switchyard::start(&masters_toml(&[(&a, "")]));
+    let http = Http::new();
+    let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
+    let url = sy.messages();
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (client, url, accepted) = (Http::new(), url.clone(), accepted.clone());
+        clients.push(tokio::spawn(async move {
+            loop {
+                let req = http::Request::post(&url)
+                    .header("content-type", "application/json")
+                    .header("prefer", "respond-async")
+                    .body(http_body_util::Full::new(bytes::Bytes::from(MESSAGE)))
+                    .unwrap();
+                // A request cut by the kill is simply not accepted.
+                let Ok((code, body)) = client.try_send(req).await else {
+                    return;
+                };
+                if code == 202 {
+                    let id = json(&body)["id"].as_str().unwrap().to_string();
+                    accepted.lock().unwrap().push(id);
+                }
+            }
+        }));
+    }
+    eventually(Duration::from_secs(20), "a flood under way", || async {
+        accepted.lock().unwrap().len() >= 1500
+    })
+    .await;
+    let sy = sy.kill_and_restart();
+    for c in clients {
+        let _ = c.await;
+    }
+    let accepted: HashSet<String> = accepted.lock().unwrap().iter().cloned().collect();
+    eventually(
+        Duration::from_secs(60),
+        "every accepted message delivered",
+        || async {
+            let got = keys_received(&http, &a).await;
+            accepted.iter().all(|id| got.contains_key(id))
+        },
+    )
+    .await;
+    let got = keys_received(&http, &a).await;
+    let twice = accepted.iter().filter(|id| got[*id] > 1).count();
+    eprintln!(
+        "accepted {} messages before kill -9: 0 lost, {twice} delivered twice",
+        accepted.len()
+    );
+    let health = json(&http.get(&format!("{}/health", sy.admin)).await.2);
+    assert_eq!(health["queue_depth"], 0);
+}
