@@ -76,7 +76,7 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
     let proxy = Arc::new(Proxy::new(control.clone(), queue.clone()));
     let alerts = Arc::new(alerter);
     let (failover, controller) =
-        crate::control::failover::spawn(control.clone(), alerts, shutdown.clone());
+        crate::control::failover::spawn(control.clone(), alerts.clone(), shutdown.clone());
     let admin = Arc::new(Admin {
         control: control.clone(),
         failover,
@@ -99,6 +99,12 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
         drain,
     ));
     if let Some(queue) = &queue {
+        tasks.spawn(watch_queue_depth(
+            queue.clone(),
+            control.clone(),
+            alerts.clone(),
+            shutdown.clone(),
+        ));
         tasks.spawn(crate::proxy::delivery::run(
             proxy.clone(),
             queue.clone(),
@@ -132,6 +138,35 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
         controller,
         tasks,
     })
+}
+
+/// Raises the queue warning of SPEC section 5 while more than `alerts.queue_warning`
+/// messages wait (repeats are folded by the alerter).
+async fn watch_queue_depth(
+    queue: Arc<Queue>,
+    control: Arc<Control>,
+    alerts: Arc<Alerter>,
+    mut shutdown: crate::server::Shutdown,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait() => return,
+        }
+        let limit = control.table().config.alerts.queue_warning;
+        let depth = queue.depth();
+        if depth > limit {
+            alerts.raise(
+                crate::alerts::Severity::Warning,
+                "queue_backlog",
+                None,
+                format!(
+                    "{depth} messages are waiting in the queue (alerts.queue_warning = {limit})"
+                ),
+            );
+        }
+    }
 }
 
 /// Repeats of one alert about one master inside this window are folded.

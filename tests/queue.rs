@@ -111,7 +111,7 @@ async fn dead_letter_after_max_attempts() {
 async fn a_backlog_survives_a_restart_and_drains() {
     let a = Mock::start("a", &["--record-keys"]);
     let config = format!(
-        "[queue]\nbackoff_initial_ms = 50\nbackoff_max_ms = 200\nmax_attempts = 1000\n{}",
+        "[alerts]\nqueue_warning = 10\n[queue]\nbackoff_initial_ms = 50\nbackoff_max_ms = 200\nmax_attempts = 1000\n{}",
         masters_toml(&[(&a, "")])
     );
     let sy = Switchyard::start(&config);
@@ -126,6 +126,14 @@ async fn a_backlog_survives_a_restart_and_drains() {
     }
     let health = json(&http.get(&format!("{}/health", sy.admin)).await.2);
     assert_eq!(health["queue_depth"], 50);
+    // Above alerts.queue_warning: a warning is raised.
+    eventually(Duration::from_secs(10), "queue warning", || async {
+        let text = http.get(&format!("{}/metrics", sy.admin)).await.2;
+        String::from_utf8_lossy(&text).lines().any(|l| {
+            l.starts_with("switchyard_alerts_total{severity=\"warning\"}") && !l.ends_with(" 0")
+        })
+    })
+    .await;
     // The admin state is not kept across a restart: `a` is enabled again after it.
     let sy = sy.restart();
     eventually(Duration::from_secs(20), "backlog delivered", || async {
