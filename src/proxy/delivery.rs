@@ -17,14 +17,22 @@ use tokio::task::JoinSet;
 const CONCURRENCY: usize = 256;
 /// Looks for due messages at least this often (backoffs expire without a wake-up).
 const POLL: Duration = Duration::from_millis(100);
+/// How often the due index is scanned again from its start (see `Queue::rescan`).
+const RESCAN: Duration = Duration::from_secs(30);
 
 pub async fn run(proxy: Arc<Proxy>, queue: Arc<Queue>, mut shutdown: Shutdown) {
     let slots = Arc::new(Semaphore::new(CONCURRENCY));
     let mut running = JoinSet::new();
-    loop {
-        while running.try_join_next().is_some() {}
+    let mut last_rescan = Instant::now();
+    while !shutdown.is_triggered() {
+        if last_rescan.elapsed() >= RESCAN {
+            queue.rescan();
+            last_rescan = Instant::now();
+        }
+        // With no eligible master, messages wait where they are: taking them would
+        // only rewrite each one per backoff.
         let free = slots.available_permits();
-        let batch = if free == 0 {
+        let batch = if free == 0 || proxy.control.table().eligible_count() == 0 {
             Vec::new()
         } else {
             queue.take_due(free).unwrap_or_else(|e| {
@@ -32,10 +40,10 @@ pub async fn run(proxy: Arc<Proxy>, queue: Arc<Queue>, mut shutdown: Shutdown) {
                 Vec::new()
             })
         };
-        let idle = batch.is_empty();
+        let took = batch.len();
         for record in batch {
             let Ok(permit) = slots.clone().try_acquire_owned() else {
-                queue.untake(&record.id);
+                queue.untake(&record);
                 continue;
             };
             let (proxy, queue) = (proxy.clone(), queue.clone());
@@ -44,14 +52,19 @@ pub async fn run(proxy: Arc<Proxy>, queue: Arc<Queue>, mut shutdown: Shutdown) {
                 drop(permit);
             });
         }
-        if idle {
+        if took > 0 && took == free {
+            // There may be more due: look again as soon as a slot frees up.
             tokio::select! {
-                _ = queue.arrived.notified() => {}
-                _ = tokio::time::sleep(POLL) => {}
-                _ = shutdown.wait() => break,
+                _ = running.join_next() => {}
+                _ = shutdown.wait() => {}
             }
-        } else if shutdown.is_triggered() {
-            break;
+            continue;
+        }
+        tokio::select! {
+            _ = queue.arrived.notified() => {}
+            _ = tokio::time::sleep(POLL) => {}
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+            _ = shutdown.wait() => {}
         }
     }
     // Deliveries under way finish (each bounded by request_timeout_ms); nothing new starts.
@@ -61,6 +74,21 @@ pub async fn run(proxy: Arc<Proxy>, queue: Arc<Queue>, mut shutdown: Shutdown) {
 async fn deliver(proxy: &Proxy, queue: &Queue, record: Record) {
     let table = proxy.control.table();
     let config = &table.config;
+    let age = crate::queue::now_ms().saturating_sub(record.created_ms);
+    if age >= config.queue.ttl.as_millis() as u64 {
+        let error = format!(
+            "not delivered within ttl_ms ({} ms)",
+            config.queue.ttl.as_millis()
+        );
+        let error = record
+            .last_error
+            .clone()
+            .map_or(error.clone(), |last| format!("{error}; last error: {last}"));
+        if let Err(e) = queue.failed(record, error, false, &config.queue).await {
+            tracing::error!(error = %e, "cannot write a delivery outcome to the queue");
+        }
+        return;
+    }
     let region = record.region.as_deref().map(str::to_ascii_lowercase);
     let Some(pick) = table.select(region.as_deref(), &[]) else {
         let error = "no master is eligible".to_string();

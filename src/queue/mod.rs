@@ -52,6 +52,12 @@ pub struct Queue {
     max: u64,
     /// Messages handed to a delivery and not yet written back.
     taken: Mutex<HashSet<Id>>,
+    /// No queued message is due before this (ms): where the due scan starts.
+    cursor: AtomicU64,
+    /// Due times being written right now (they are not visible to a scan yet), so the
+    /// cursor never passes them. Also hands out the queue's clock, which never goes
+    /// backwards.
+    pending: Mutex<Pending>,
     /// Woken when a message is queued.
     pub arrived: Notify,
 }
@@ -78,8 +84,32 @@ impl Queue {
             dead: AtomicU64::new(dead),
             max: config.max_messages,
             taken: Mutex::new(HashSet::new()),
+            cursor: AtomicU64::new(0),
+            pending: Mutex::new(Pending::default()),
             arrived: Notify::new(),
         })
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a write of a due key at `now + delay`; returns that due time.
+    fn begin_due(&self, delay: Duration) -> u64 {
+        let mut p = self.pending();
+        let due = p.now() + delay.as_millis() as u64;
+        *p.writing.entry(due).or_default() += 1;
+        due
+    }
+
+    fn end_due(&self, due: u64) {
+        let mut p = self.pending();
+        if let std::collections::btree_map::Entry::Occupied(mut e) = p.writing.entry(due) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
     }
 
     pub fn depth(&self) -> u64 {
@@ -97,7 +127,7 @@ impl Queue {
             self.depth.fetch_sub(1, Relaxed);
             return Err(QueueError::Full(self.max));
         }
-        let now = now_ms();
+        let now = self.begin_due(Duration::ZERO);
         let record = Record {
             id: *msg.id.as_bytes(),
             status: Status::Queued,
@@ -112,14 +142,15 @@ impl Queue {
             last_error: msg.last_error,
             body: msg.body,
         };
-        if let Err(e) = self
+        let written = self
             .store
             .write(vec![Op::Put {
                 record,
                 old_due: None,
             }])
-            .await
-        {
+            .await;
+        self.end_due(now);
+        if let Err(e) = written {
             self.depth.fetch_sub(1, Relaxed);
             return Err(e.into());
         }
@@ -134,8 +165,17 @@ impl Queue {
 
     /// Up to `limit` queued messages due now that no delivery holds, marked as taken.
     pub fn take_due(&self, limit: usize) -> Result<Vec<Record>, StoreError> {
-        let due = self.store.due(now_ms(), limit * 2)?;
+        let (now, lowest_pending) = {
+            let mut p = self.pending();
+            (p.now(), p.writing.keys().next().copied())
+        };
         let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
+        let from = self.cursor.load(Relaxed);
+        // The held messages come first among the due ones; read past them.
+        let due = self.store.due(from, now, limit + taken.len())?;
+        let floor = due.first().map_or(now, |(at, _)| *at);
+        self.cursor
+            .store(floor.min(lowest_pending.unwrap_or(u64::MAX)), Relaxed);
         let mut out = Vec::new();
         for (_, id) in due {
             if out.len() >= limit || taken.contains(&id) {
@@ -151,6 +191,18 @@ impl Queue {
         Ok(out)
     }
 
+    /// A message that stays at its old due time (a write back failed, or it was given
+    /// back untouched) must be seen by the next scan.
+    fn rewind(&self, due: u64) {
+        self.cursor.fetch_min(due, Relaxed);
+    }
+
+    /// Scans the whole due index again from the start: a safety net against a wall
+    /// clock that jumped backwards.
+    pub fn rescan(&self) {
+        self.cursor.store(0, Relaxed);
+    }
+
     fn release(&self, id: &Id) {
         self.taken
             .lock()
@@ -160,17 +212,23 @@ impl Queue {
 
     /// The message reached a master.
     pub async fn delivered(&self, mut record: Record, master: &str) -> Result<(), StoreError> {
-        let old_due = Some(record.due_ms);
+        let record_due = record.due_ms;
+        let old_due = Some(record_due);
         record.status = Status::Delivered;
         record.attempts += 1;
         record.master = Some(master.to_string());
         record.updated_ms = now_ms();
+        // Delivered: the body is no longer needed; the record stays for its status.
+        record.body = Bytes::new();
         let id = record.id;
         let result = self.store.write(vec![Op::Put { record, old_due }]).await;
         self.release(&id);
-        if result.is_ok() {
-            self.depth.fetch_sub(1, Relaxed);
-            metrics::counter!("switchyard_queue_delivered_total").increment(1);
+        match &result {
+            Ok(()) => {
+                self.depth.fetch_sub(1, Relaxed);
+                metrics::counter!("switchyard_queue_delivered_total").increment(1);
+            }
+            Err(_) => self.rewind(record_due),
         }
         result
     }
@@ -185,8 +243,9 @@ impl Queue {
         attempted: bool,
         config: &QueueConfig,
     ) -> Result<(), StoreError> {
-        let now = now_ms();
-        let old_due = Some(record.due_ms);
+        let now = self.pending().now();
+        let record_due = record.due_ms;
+        let old_due = Some(record_due);
         if attempted {
             record.attempts += 1;
         }
@@ -194,25 +253,52 @@ impl Queue {
         record.updated_ms = now;
         let expired = now.saturating_sub(record.created_ms) >= config.ttl.as_millis() as u64;
         let dead = record.attempts >= config.max_attempts || expired;
-        if dead {
+        let new_due = if dead {
             record.status = Status::Dead;
+            None
         } else {
-            record.due_ms = now + backoff(record.attempts, attempted, config).as_millis() as u64;
-        }
+            let due = self.begin_due(backoff(record.attempts, attempted, config));
+            record.due_ms = due;
+            Some(due)
+        };
         let id = record.id;
         let result = self.store.write(vec![Op::Put { record, old_due }]).await;
+        if let Some(due) = new_due {
+            self.end_due(due);
+        }
         self.release(&id);
-        if result.is_ok() && dead {
-            self.depth.fetch_sub(1, Relaxed);
-            self.dead.fetch_add(1, Relaxed);
-            metrics::counter!("switchyard_queue_dead_total").increment(1);
+        match &result {
+            Ok(()) if dead => {
+                self.depth.fetch_sub(1, Relaxed);
+                self.dead.fetch_add(1, Relaxed);
+                metrics::counter!("switchyard_queue_dead_total").increment(1);
+            }
+            Ok(()) => {}
+            Err(_) => self.rewind(record_due),
         }
         result
     }
 
-    /// Gives a taken message back untouched (delivery stopped before an attempt).
-    pub fn untake(&self, id: &Id) {
-        self.release(id);
+    /// Gives a taken message back untouched.
+    pub fn untake(&self, record: &Record) {
+        self.release(&record.id);
+        self.rewind(record.due_ms);
+    }
+}
+
+/// See [`Queue::pending`].
+#[derive(Debug, Default)]
+struct Pending {
+    /// Due time -> writes in progress with it.
+    writing: std::collections::BTreeMap<u64, u32>,
+    last_now: u64,
+}
+
+impl Pending {
+    /// Wall-clock milliseconds, never below an earlier reading.
+    fn now(&mut self) -> u64 {
+        self.last_now = self.last_now.max(now_ms());
+        self.last_now
     }
 }
 
@@ -229,4 +315,97 @@ fn backoff(attempts: u32, attempted: bool, config: &QueueConfig) -> Duration {
         config.backoff_initial
     };
     base.mul_f64(rand::thread_rng().gen_range(0.8..1.2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &std::path::Path) -> (Queue, QueueConfig) {
+        let text = format!(
+            "[queue]\npath = \"{}\"\nbackoff_initial_ms = 1\nbackoff_max_ms = 2\nmax_attempts = 2\n[[masters]]\nid = \"a\"\nsend_url = \"http://127.0.0.1:9/\"\n",
+            dir.join("q").display()
+        );
+        let config = crate::config::Config::from_toml(&text)
+            .expect("config")
+            .queue;
+        (Queue::open(&config).expect("open"), config)
+    }
+
+    fn message(n: u8) -> NewMessage {
+        NewMessage {
+            id: uuid::Uuid::now_v7(),
+            body: Bytes::from(vec![n]),
+            content_type: None,
+            idempotency_key: format!("k{n}"),
+            region: None,
+            last_error: None,
+            attempts: 0,
+        }
+    }
+
+    fn bodies(records: &[Record]) -> Vec<u8> {
+        records.iter().map(|r| r.body[0]).collect()
+    }
+
+    /// Takes what is due, waiting (with a deadline) until something is.
+    fn take_some(q: &Queue) -> Vec<Record> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = q.take_due(10).expect("take");
+            if !got.is_empty() || std::time::Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[tokio::test]
+    async fn taken_messages_are_held_given_back_retried_and_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, config) = open(dir.path());
+        for n in 1..=3 {
+            q.enqueue(message(n)).await.unwrap();
+        }
+        assert_eq!(q.depth(), 3);
+        let first = q.take_due(2).unwrap();
+        assert_eq!(bodies(&first), vec![1, 2], "acceptance order");
+        // Held messages are not handed out twice.
+        assert_eq!(bodies(&q.take_due(10).unwrap()), vec![3]);
+        assert!(q.take_due(10).unwrap().is_empty());
+        let [one, two]: [Record; 2] = first.try_into().unwrap();
+        // Given back untouched: found again although the scan moved past it.
+        q.untake(&one);
+        assert_eq!(bodies(&q.take_due(10).unwrap()), vec![1]);
+        q.delivered(two, "a").await.unwrap();
+        assert_eq!(q.depth(), 2);
+        // A failed attempt comes back after its backoff; the second makes it dead.
+        q.failed(one, "503".into(), true, &config).await.unwrap();
+        let again = take_some(&q);
+        assert_eq!(bodies(&again), vec![1]);
+        assert_eq!(again[0].attempts, 1);
+        let one = again.into_iter().next().unwrap();
+        let id = uuid::Uuid::from_bytes(one.id);
+        q.failed(one, "503".into(), true, &config).await.unwrap();
+        assert_eq!(q.get(&id).unwrap().unwrap().status, Status::Dead);
+        assert_eq!((q.depth(), q.dead_letters()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_reopened_queue_finds_what_was_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (q, _) = open(dir.path());
+            for n in 1..=5 {
+                q.enqueue(message(n)).await.unwrap();
+            }
+            let taken = q.take_due(1).unwrap();
+            q.delivered(taken.into_iter().next().unwrap(), "a")
+                .await
+                .unwrap();
+        }
+        let (q, _) = open(dir.path());
+        assert_eq!(q.depth(), 4);
+        assert_eq!(bodies(&q.take_due(10).unwrap()), vec![2, 3, 4, 5]);
+    }
 }

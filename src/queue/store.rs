@@ -53,7 +53,20 @@ pub struct Store {
     messages: Keyspace,
     due: Keyspace,
     dead: Keyspace,
-    writer: std_mpsc::Sender<Job>,
+    /// `None` only while dropping.
+    writer: Option<std_mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Store {
+    /// Lets the writer finish what it holds and close the database, so the store can
+    /// be opened again as soon as this returns.
+    fn drop(&mut self) {
+        self.writer = None;
+        if let Some(thread) = self.thread.take() {
+            let _panicked_writer_already_logged = thread.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -80,7 +93,7 @@ impl Store {
         let dead = db.keyspace("dead", KeyspaceCreateOptions::default)?;
         let (writer, jobs) = std_mpsc::channel::<Job>();
         let (m, d, x) = (messages.clone(), due.clone(), dead.clone());
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("queue-writer".into())
             .spawn(move || write_loop(db, m, d, x, jobs))
             .map_err(|e| StoreError(format!("cannot start the queue writer: {e}")))?;
@@ -88,7 +101,8 @@ impl Store {
             messages,
             due,
             dead,
-            writer,
+            writer: Some(writer),
+            thread: Some(thread),
         })
     }
 
@@ -96,8 +110,9 @@ impl Store {
     pub async fn write(&self, ops: Vec<Op>) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.writer
-            .send((ops, tx))
-            .map_err(|_| StoreError("the queue writer has stopped".into()))?;
+            .as_ref()
+            .and_then(|w| w.send((ops, tx)).ok())
+            .ok_or_else(|| StoreError("the queue writer has stopped".into()))?;
         rx.await
             .map_err(|_| StoreError("the queue writer has stopped".into()))?
     }
@@ -111,12 +126,23 @@ impl Store {
         }
     }
 
-    /// Up to `limit` (due time, id) of queued messages due at or before `now_ms`,
-    /// earliest first.
-    pub fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<(u64, Id)>, StoreError> {
+    /// Up to `limit` (due time, id) of queued messages due from `from_ms` to `now_ms`,
+    /// earliest first. Starting at `from_ms` skips the deleted entries below it, which
+    /// an LSM tree would otherwise step over on every scan.
+    pub fn due(
+        &self,
+        from_ms: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Id)>, StoreError> {
+        let start = due_key(from_ms, &[0; 16]);
         let end = due_key(now_ms, &[0xff; 16]);
         let mut out = Vec::new();
-        for guard in self.due.range(..=end.as_slice()).take(limit) {
+        for guard in self
+            .due
+            .range(start.as_slice()..=end.as_slice())
+            .take(limit)
+        {
             let key = guard.key()?;
             if key.len() == 24 {
                 let due = u64::from_be_bytes(key[..8].try_into().unwrap_or_default());
