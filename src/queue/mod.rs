@@ -94,12 +94,14 @@ impl Queue {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a write of a due key at `now + delay`; returns that due time.
-    fn begin_due(&self, delay: Duration) -> u64 {
+    /// Registers a write of a due key at `now + delay` until the guard is dropped (a
+    /// client that hangs up cancels the write's caller, so this cannot be a plain
+    /// call after the write).
+    fn begin_due(&self, delay: Duration) -> DueGuard<'_> {
         let mut p = self.pending();
         let due = p.now() + delay.as_millis() as u64;
         *p.writing.entry(due).or_default() += 1;
-        due
+        DueGuard { queue: self, due }
     }
 
     fn end_due(&self, due: u64) {
@@ -127,7 +129,8 @@ impl Queue {
             self.depth.fetch_sub(1, Relaxed);
             return Err(QueueError::Full(self.max));
         }
-        let now = self.begin_due(Duration::ZERO);
+        let guard = self.begin_due(Duration::ZERO);
+        let now = guard.due;
         let record = Record {
             id: *msg.id.as_bytes(),
             status: Status::Queued,
@@ -149,7 +152,7 @@ impl Queue {
                 old_due: None,
             }])
             .await;
-        self.end_due(now);
+        drop(guard);
         if let Err(e) = written {
             self.depth.fetch_sub(1, Relaxed);
             return Err(e.into());
@@ -253,19 +256,17 @@ impl Queue {
         record.updated_ms = now;
         let expired = now.saturating_sub(record.created_ms) >= config.ttl.as_millis() as u64;
         let dead = record.attempts >= config.max_attempts || expired;
-        let new_due = if dead {
+        let guard = if dead {
             record.status = Status::Dead;
             None
         } else {
-            let due = self.begin_due(backoff(record.attempts, attempted, config));
-            record.due_ms = due;
-            Some(due)
+            let guard = self.begin_due(backoff(record.attempts, attempted, config));
+            record.due_ms = guard.due;
+            Some(guard)
         };
         let id = record.id;
         let result = self.store.write(vec![Op::Put { record, old_due }]).await;
-        if let Some(due) = new_due {
-            self.end_due(due);
-        }
+        drop(guard);
         self.release(&id);
         match &result {
             Ok(()) if dead => {
@@ -283,6 +284,18 @@ impl Queue {
     pub fn untake(&self, record: &Record) {
         self.release(&record.id);
         self.rewind(record.due_ms);
+    }
+}
+
+/// A due time being written; see [`Queue::begin_due`].
+struct DueGuard<'a> {
+    queue: &'a Queue,
+    due: u64,
+}
+
+impl Drop for DueGuard<'_> {
+    fn drop(&mut self) {
+        self.queue.end_due(self.due);
     }
 }
 
@@ -389,6 +402,24 @@ mod tests {
         q.failed(one, "503".into(), true, &config).await.unwrap();
         assert_eq!(q.get(&id).unwrap().unwrap().status, Status::Dead);
         assert_eq!((q.depth(), q.dead_letters()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_enqueue_does_not_hold_the_scan_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, _) = open(dir.path());
+        // A client that hangs up drops the enqueue while its write is under way.
+        let cancelled = tokio::time::timeout(Duration::ZERO, q.enqueue(message(1))).await;
+        assert!(cancelled.is_err());
+        assert!(q.pending().writing.is_empty(), "the due time is released");
+        q.enqueue(message(2)).await.unwrap();
+        let mut seen = bodies(&take_some(&q));
+        if seen.len() < 2 {
+            seen.extend(bodies(&take_some(&q)));
+        }
+        seen.sort();
+        assert_eq!(seen, vec![1, 2], "the cancelled write still landed and is delivered");
+        assert!(q.cursor.load(Relaxed) > 0, "the scan moved on");
     }
 
     #[tokio::test]

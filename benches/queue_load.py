@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Queue benchmark: durable async 202s against synchronous forwarding, and the drain.
+
+One mock master behind switchyard (release build, its default runtime), wrk with one
+thread and 50 connections posting a 40-byte JSON message. Per round:
+
+1. sync: plain POSTs, forwarded at once (req/s, p99);
+2. async: `Prefer: respond-async` with the master disabled, so every request is only
+   written to the queue with its fsync and answered 202 (req/s, p99);
+3. drain: the master is enabled and the backlog left by step 2 is timed to empty
+   (messages/s);
+4. async+drain: async POSTs with the master up, accepting and delivering at once
+   (req/s), then the queue must reach 0.
+
+Targets (issue 4): async 202 throughput >= 0.8 x sync; drain >= 5,000 messages/s.
+Rounds alternate; medians are printed.
+
+    cargo build --release && python3 benches/queue_load.py [--rounds 3] [--duration 5]
+"""
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "switchyard")
+BODY = '{"to": "+971500000001", "text": "hello"}'
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    sys.exit(f"nothing listens on port {port} after {timeout}s")
+
+
+def admin(port, path, method="GET"):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.load(r)
+    except urllib.error.HTTPError as e:  # /health is 503 while no master is eligible
+        return json.load(e)
+
+
+def wrk(port, script, duration):
+    out = subprocess.run(
+        ["wrk", "-t1", "-c50", f"-d{duration}s", "--latency", "-s", script,
+         f"http://127.0.0.1:{port}/v1/messages"],
+        capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rps, float(p99.group(1)) * scale, int(non2xx.group(1)) if non2xx else 0
+
+
+def one_round(duration, scripts):
+    data = tempfile.mkdtemp(prefix="switchyard-queue-")
+    mport, listen, aport = free_port(), free_port(), free_port()
+    mock = subprocess.Popen([BIN, "mock-master", "--listen", f"127.0.0.1:{mport}", "--id", "a"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    path = os.path.join(data, "switchyard.toml")
+    with open(path, "w") as f:
+        f.write(f'[server]\nlisten = "127.0.0.1:{listen}"\nadmin_listen = "127.0.0.1:{aport}"\n'
+                f'[queue]\npath = "{data}/queue"\n'
+                f'[[masters]]\nid = "a"\nsend_url = "http://127.0.0.1:{mport}/send"\n')
+    sy = subprocess.Popen([BIN, "run", "--config", path],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(mport)
+        wait_port(listen)
+        r = {}
+        r["sync_rps"], r["sync_p99"], bad = wrk(listen, scripts["sync"], duration)
+        assert bad == 0, f"{bad} sync answers were not 2xx"
+        admin(aport, "/ha/masters/a/disable", "POST")
+        r["async_rps"], r["async_p99"], bad = wrk(listen, scripts["async"], duration)
+        assert bad == 0, f"{bad} async answers were not 2xx"
+        backlog = admin(aport, "/health")["queue_depth"]
+        start = time.time()
+        admin(aport, "/ha/masters/a/enable", "POST")
+        while admin(aport, "/health")["queue_depth"] > 0:
+            time.sleep(0.05)
+            if time.time() - start > 120:
+                sys.exit("the backlog did not drain within 120 s")
+        r["backlog"] = backlog
+        r["drain_rate"] = backlog / (time.time() - start)
+        r["both_rps"], _, bad = wrk(listen, scripts["async"], duration)
+        assert bad == 0, f"{bad} async answers were not 2xx"
+        start = time.time()
+        while admin(aport, "/health")["queue_depth"] > 0:
+            time.sleep(0.05)
+            if time.time() - start > 120:
+                sys.exit("the queue did not empty after the mixed run")
+        r["catch_up_s"] = time.time() - start
+        return r
+    finally:
+        for p in (sy, mock):
+            p.kill()
+            p.wait()
+        subprocess.run(["rm", "-rf", data], check=False)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=5)
+    args = ap.parse_args()
+    if not os.path.exists(BIN):
+        sys.exit("build first: cargo build --release")
+    tmp = tempfile.mkdtemp(prefix="switchyard-wrk-")
+    scripts = {}
+    for name, extra in [("sync", ""), ("async", 'wrk.headers["Prefer"] = "respond-async"\n')]:
+        scripts[name] = os.path.join(tmp, f"{name}.lua")
+        with open(scripts[name], "w") as f:
+            f.write(f'wrk.method = "POST"\nwrk.body = \'{BODY}\'\n'
+                    f'wrk.headers["Content-Type"] = "application/json"\n{extra}')
+    runs = []
+    for i in range(args.rounds):
+        r = one_round(args.duration, scripts)
+        runs.append(r)
+        print(f"round {i + 1}: " + ", ".join(f"{k} {v:.1f}" for k, v in r.items()))
+    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    print(f"\nmedians of {args.rounds} rounds, {args.duration}s each, wrk 1 thread 50 connections")
+    print(f"sync forward        {med['sync_rps']:>9.0f} req/s   p99 {med['sync_p99']:.2f} ms")
+    print(f"async 202 (durable) {med['async_rps']:>9.0f} req/s   p99 {med['async_p99']:.2f} ms"
+          f"   ratio {med['async_rps'] / med['sync_rps']:.2f}")
+    print(f"drain               {med['drain_rate']:>9.0f} msg/s   (backlog {med['backlog']:.0f})")
+    print(f"async + delivery    {med['both_rps']:>9.0f} req/s   queue empty {med['catch_up_s']:.1f} s after")
+
+
+if __name__ == "__main__":
+    main()
