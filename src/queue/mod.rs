@@ -418,7 +418,11 @@ mod tests {
             seen.extend(bodies(&take_some(&q)));
         }
         seen.sort();
-        assert_eq!(seen, vec![1, 2], "the cancelled write still landed and is delivered");
+        assert_eq!(
+            seen,
+            vec![1, 2],
+            "the cancelled write still landed and is delivered"
+        );
         assert!(q.cursor.load(Relaxed) > 0, "the scan moved on");
     }
 
