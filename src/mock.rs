@@ -14,6 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+/// Idempotency-Key -> sends accepted with it, and every key in arrival order.
+type ReceivedKeys = (HashMap<String, u32>, Vec<String>);
+
 #[derive(Debug)]
 pub struct MockMaster {
     pub id: String,
@@ -21,8 +24,9 @@ pub struct MockMaster {
     pub fail_rate: f64,
     down: AtomicBool,
     received: AtomicU64,
-    /// Idempotency-Key -> sends accepted with it, when recording.
-    keys: Option<Mutex<HashMap<String, u32>>>,
+    /// When recording: Idempotency-Key -> sends accepted with it, and every key in
+    /// arrival order.
+    keys: Option<Mutex<ReceivedKeys>>,
 }
 
 impl MockMaster {
@@ -39,7 +43,7 @@ impl MockMaster {
 
     /// Remembers every accepted send's Idempotency-Key for `GET /received/keys`.
     pub fn recording_keys(mut self) -> Self {
-        self.keys = Some(Mutex::new(HashMap::new()));
+        self.keys = Some(Mutex::new(ReceivedKeys::default()));
         self
     }
 
@@ -75,8 +79,11 @@ impl MockMaster {
             ),
             (&Method::GET, "/received/keys") => match &self.keys {
                 Some(keys) => {
-                    let keys = keys.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                    reply::json(StatusCode::OK, &serde_json::json!({ "keys": keys }))
+                    let (counts, order) = keys.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    reply::json(
+                        StatusCode::OK,
+                        &serde_json::json!({ "keys": counts, "order": order }),
+                    )
                 }
                 None => reply::error(
                     StatusCode::NOT_FOUND,
@@ -116,11 +123,9 @@ impl MockMaster {
                 }
                 self.received.fetch_add(1, Relaxed);
                 if let (Some(keys), Some(key)) = (&self.keys, &key) {
-                    *keys
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .entry(key.clone())
-                        .or_default() += 1;
+                    let mut keys = keys.lock().unwrap_or_else(|p| p.into_inner());
+                    *keys.0.entry(key.clone()).or_default() += 1;
+                    keys.1.push(key.clone());
                 }
                 reply::json(
                     StatusCode::OK,

@@ -183,6 +183,7 @@ impl Proxy {
             id: &id,
             id_value: &id_value,
             region,
+            key: hints.key.as_deref(),
             claim: claim.as_ref(),
         };
         let asked_async = parts
@@ -194,6 +195,14 @@ impl Proxy {
                 v.split(',')
                     .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
             });
+        if let Some(queue) = self.queue.as_ref().filter(|_| !asked_async) {
+            // Earlier messages of this key still waiting: this one queues behind them.
+            match message.key.map(|k| queue.has_waiting(k)).transpose() {
+                Ok(Some(true)) => return self.park(&table, &msg, &message, 0, None).await,
+                Ok(_) => {}
+                Err(e) => return storage_error(&e.to_string()),
+            }
+        }
         if asked_async && self.queue.is_some() {
             return self.park(&table, &msg, &message, 0, None).await;
         }
@@ -213,6 +222,7 @@ impl Proxy {
             id_value,
             region,
             claim,
+            ..
         } = *message;
         let cfg = &table.config;
         let max_tries = 1 + cfg.routing.retry_attempts as usize;
@@ -331,6 +341,7 @@ impl Proxy {
                 .unwrap_or(message.id)
                 .to_string(),
             region: message.region.map(str::to_string),
+            routing_key: message.key.map(str::to_string),
             last_error: last_error.clone(),
             attempts,
         };
@@ -378,6 +389,8 @@ struct Message<'a> {
     id: &'a str,
     id_value: &'a HeaderValue,
     region: Option<&'a str>,
+    /// The routing key: per-key order.
+    key: Option<&'a str>,
     claim: Option<&'a Claim<'a>>,
 }
 

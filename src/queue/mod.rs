@@ -38,6 +38,8 @@ pub struct NewMessage {
     pub content_type: Option<String>,
     pub idempotency_key: String,
     pub region: Option<String>,
+    /// The routing key, for per-key ordering.
+    pub routing_key: Option<String>,
     /// The error that sent it here, if any.
     pub last_error: Option<String>,
     /// Attempts already made before it was queued.
@@ -141,6 +143,7 @@ impl Queue {
             content_type: msg.content_type,
             idempotency_key: msg.idempotency_key,
             region: msg.region,
+            routing_key: msg.routing_key,
             master: None,
             last_error: msg.last_error,
             body: msg.body,
@@ -185,13 +188,28 @@ impl Queue {
                 continue;
             }
             if let Some(record) = self.store.get(&id)? {
-                if record.status == Status::Queued {
+                if record.status == Status::Queued && self.is_next_of_its_key(&record)? {
                     taken.insert(id);
                     out.push(record);
                 }
             }
         }
         Ok(out)
+    }
+
+    /// Per-key order: a message with a routing key goes only when it is the earliest
+    /// queued message of that key (an earlier one waiting or in delivery holds it).
+    fn is_next_of_its_key(&self, record: &Record) -> Result<bool, StoreError> {
+        match &record.routing_key {
+            None => Ok(true),
+            Some(key) => Ok(self.store.first_of_key(key)? == Some(record.id)),
+        }
+    }
+
+    /// Whether messages with routing key `key` are waiting: a new one must then queue
+    /// behind them.
+    pub fn has_waiting(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.store.first_of_key(key)?.is_some())
     }
 
     /// A message that stays at its old due time (a write back failed, or it was given
@@ -353,6 +371,7 @@ mod tests {
             content_type: None,
             idempotency_key: format!("k{n}"),
             region: None,
+            routing_key: None,
             last_error: None,
             attempts: 0,
         }
@@ -429,6 +448,33 @@ mod tests {
         }
         seen.sort();
         assert_eq!(seen, vec![1, 2], "the cancelled write still landed");
+    }
+
+    #[tokio::test]
+    async fn one_routing_key_goes_in_order_others_are_not_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, config) = open(dir.path());
+        let keyed = |n: u8, key: &str| NewMessage {
+            routing_key: Some(key.to_string()),
+            ..message(n)
+        };
+        q.enqueue(keyed(1, "alice")).await.unwrap();
+        q.enqueue(keyed(2, "alice")).await.unwrap();
+        q.enqueue(keyed(3, "bob")).await.unwrap();
+        q.enqueue(message(4)).await.unwrap();
+        assert!(q.has_waiting("alice").unwrap());
+        assert!(!q.has_waiting("carol").unwrap());
+        let first = q.take_due(10).unwrap();
+        assert_eq!(bodies(&first), vec![1, 3, 4], "2 waits for 1");
+        let one = first.into_iter().next().unwrap();
+        // 1 fails and backs off: 2 still waits behind it.
+        q.failed(one, "503".into(), true, &config).await.unwrap();
+        let again = take_some(&q);
+        assert_eq!(bodies(&again), vec![1]);
+        q.delivered(again.into_iter().next().unwrap(), "a")
+            .await
+            .unwrap();
+        assert_eq!(bodies(&q.take_due(10).unwrap()), vec![2]);
     }
 
     #[tokio::test]

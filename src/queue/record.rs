@@ -56,12 +56,15 @@ pub struct Record {
     pub content_type: Option<String>,
     pub idempotency_key: String,
     pub region: Option<String>,
+    /// The routing key: messages sharing one are delivered in acceptance order.
+    pub routing_key: Option<String>,
     pub master: Option<String>,
     pub last_error: Option<String>,
     pub body: Bytes,
 }
 
-const VERSION: u8 = 1;
+/// Version 2 added `routing_key` at the end; version 1 records are still read.
+const VERSION: u8 = 2;
 
 impl Record {
     pub fn encode(&self) -> Vec<u8> {
@@ -83,12 +86,14 @@ impl Record {
             put_optional(&mut out, s.map(str::as_bytes));
         }
         put_optional(&mut out, Some(&self.body));
+        put_optional(&mut out, self.routing_key.as_deref().map(str::as_bytes));
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Record, &'static str> {
         let mut r = Reader(bytes);
-        if r.take(1)?[0] != VERSION {
+        let version = r.take(1)?[0];
+        if version != 1 && version != VERSION {
             return Err("unknown record version");
         }
         let id: Id = r.take(16)?.try_into().map_err(|_| "short id")?;
@@ -103,6 +108,7 @@ impl Record {
         let master = r.string()?;
         let last_error = r.string()?;
         let body = Bytes::copy_from_slice(r.optional()?.ok_or("missing body")?);
+        let routing_key = if version >= 2 { r.string()? } else { None };
         if !r.0.is_empty() {
             return Err("trailing bytes");
         }
@@ -116,6 +122,7 @@ impl Record {
             content_type,
             idempotency_key,
             region,
+            routing_key,
             master,
             last_error,
             body,
@@ -182,6 +189,7 @@ mod tests {
             content_type: Some("application/json".into()),
             idempotency_key: "k".into(),
             region: None,
+            routing_key: Some("+971".into()),
             master: Some("a".into()),
             last_error: Some("503".into()),
             body: Bytes::from_static(b"{\"to\":1}"),

@@ -7,7 +7,10 @@
 //! Keyspaces:
 //! - `messages`: id (16 bytes, a UUIDv7, so acceptance order) → [`Record`];
 //! - `due`: due time (8 bytes, big-endian ms) + id → nothing: what to deliver next;
-//! - `dead`: id → nothing: the dead letters.
+//! - `dead`: id → nothing: the dead letters;
+//! - `keys`: routing key + 0xff + id → nothing, for queued messages with a routing
+//!   key: the first entry of a key is the only one of that key that may be delivered.
+//!   (0xff never occurs in UTF-8, so one key's entries never interleave another's.)
 //!
 //! **Durability.** Every write goes through one writer thread, which takes all the
 //! writes waiting for it, commits them as one batch and `fsync`s once (group commit),
@@ -33,8 +36,6 @@ pub enum Op {
         record: Record,
         old_due: Option<u64>,
     },
-    /// Forgets a message and its `due` entry.
-    Remove { id: Id, due: Option<u64> },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,7 @@ pub struct Store {
     messages: Keyspace,
     due: Keyspace,
     dead: Keyspace,
+    keys: Keyspace,
     /// `None` only while dropping.
     writer: Option<std_mpsc::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -91,16 +93,23 @@ impl Store {
         let messages = db.keyspace("messages", KeyspaceCreateOptions::default)?;
         let due = db.keyspace("due", KeyspaceCreateOptions::default)?;
         let dead = db.keyspace("dead", KeyspaceCreateOptions::default)?;
+        let keys = db.keyspace("keys", KeyspaceCreateOptions::default)?;
         let (writer, jobs) = std_mpsc::channel::<Job>();
-        let (m, d, x) = (messages.clone(), due.clone(), dead.clone());
+        let spaces = Spaces {
+            messages: messages.clone(),
+            due: due.clone(),
+            dead: dead.clone(),
+            keys: keys.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name("queue-writer".into())
-            .spawn(move || write_loop(db, m, d, x, jobs))
+            .spawn(move || write_loop(db, spaces, jobs))
             .map_err(|e| StoreError(format!("cannot start the queue writer: {e}")))?;
         Ok(Store {
             messages,
             due,
             dead,
+            keys,
             writer: Some(writer),
             thread: Some(thread),
         })
@@ -153,6 +162,18 @@ impl Store {
         Ok(out)
     }
 
+    /// The earliest queued message with routing key `key`, if any.
+    pub fn first_of_key(&self, key: &str) -> Result<Option<Id>, StoreError> {
+        let prefix = key_prefix(key);
+        match self.keys.prefix(&prefix).next() {
+            None => Ok(None),
+            Some(guard) => {
+                let k = guard.key()?;
+                Ok(k[prefix.len()..].try_into().ok())
+            }
+        }
+    }
+
     /// Queued messages (an estimate, exact after a quiet period).
     pub fn approximate_depth(&self) -> u64 {
         self.due.approximate_len() as u64
@@ -168,13 +189,33 @@ impl Store {
     }
 }
 
-fn write_loop(
-    db: Database,
+fn key_prefix(key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.extend_from_slice(key.as_bytes());
+    k.push(0xff);
+    k
+}
+
+fn key_entry(key: &str, id: &Id) -> Vec<u8> {
+    let mut k = key_prefix(key);
+    k.extend_from_slice(id);
+    k
+}
+
+struct Spaces {
     messages: Keyspace,
     due: Keyspace,
     dead: Keyspace,
-    jobs: std_mpsc::Receiver<Job>,
-) {
+    keys: Keyspace,
+}
+
+fn write_loop(db: Database, spaces: Spaces, jobs: std_mpsc::Receiver<Job>) {
+    let Spaces {
+        messages,
+        due,
+        dead,
+        keys,
+    } = spaces;
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -191,23 +232,30 @@ fn write_loop(
                         if let Some(old) = old_due {
                             batch.remove(&due, due_key(*old, &record.id).to_vec());
                         }
+                        let key = record
+                            .routing_key
+                            .as_deref()
+                            .map(|k| key_entry(k, &record.id));
                         match record.status {
                             super::record::Status::Queued => {
                                 batch.insert(&due, due_key(record.due_ms, &record.id).to_vec(), []);
+                                if let Some(k) = key {
+                                    batch.insert(&keys, k, []);
+                                }
                             }
                             super::record::Status::Dead => {
                                 batch.insert(&dead, record.id.to_vec(), []);
+                                if let Some(k) = key {
+                                    batch.remove(&keys, k);
+                                }
                             }
-                            super::record::Status::Delivered => {}
+                            super::record::Status::Delivered => {
+                                if let Some(k) = key {
+                                    batch.remove(&keys, k);
+                                }
+                            }
                         }
                         batch.insert(&messages, record.id.to_vec(), record.encode());
-                    }
-                    Op::Remove { id, due: due_at } => {
-                        if let Some(at) = due_at {
-                            batch.remove(&due, due_key(*at, id).to_vec());
-                        }
-                        batch.remove(&dead, id.to_vec());
-                        batch.remove(&messages, id.to_vec());
                     }
                 }
             }
