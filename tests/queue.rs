@@ -85,26 +85,65 @@ async fn when_unavailable_reject_answers_503_but_spent_retries_still_queue() {
 }
 
 #[tokio::test]
-async fn dead_letter_after_max_attempts() {
-    let a = Mock::start("a", &["--fail-rate", "1"]);
+async fn dead_letters_after_max_attempts_can_be_listed_retried_and_deleted() {
+    let a = Mock::start("a", &["--record-keys"]);
     let config = format!(
         "[health]\npassive_failures = 1000\n[queue]\nmax_attempts = 3\nbackoff_initial_ms = 20\nbackoff_max_ms = 40\n{}",
         masters_toml(&[(&a, "")])
     );
     let sy = Switchyard::start(&config);
     let http = Http::new();
-    let (code, _, body) = http.post_with(&sy.messages(), MESSAGE, &ASYNC).await;
-    assert_eq!(code, 202);
-    let id = json(&body)["id"].as_str().unwrap().to_string();
-    eventually(Duration::from_secs(20), "dead letter", || async {
-        message(&http, &sy, &id).await["status"] == "dead"
-    })
-    .await;
-    let m = message(&http, &sy, &id).await;
+    http.post(&format!("{}/control/down", a.url), "").await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (code, _, body) = http.post_with(&sy.messages(), MESSAGE, &ASYNC).await;
+        assert_eq!(code, 202);
+        ids.push(json(&body)["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        eventually(Duration::from_secs(20), "dead letter", || async {
+            message(&http, &sy, id).await["status"] == "dead"
+        })
+        .await;
+    }
+    let m = message(&http, &sy, &ids[0]).await;
     assert_eq!(m["attempts"], 3);
     assert!(m["last_error"].as_str().unwrap().contains("503"), "{m}");
-    let health = json(&http.get(&format!("{}/health", sy.admin)).await.2);
-    assert_eq!(health["queue_depth"], 0);
+    let admin = |path: &str| format!("{}{path}", sy.admin);
+    let queue = json(&http.get(&admin("/admin/queue")).await.2);
+    assert_eq!(
+        (queue["depth"].as_u64(), queue["dead_letters"].as_u64()),
+        (Some(0), Some(2))
+    );
+    let list = json(&http.get(&admin("/admin/dead-letters?limit=10")).await.2);
+    assert_eq!(list["total"], 2);
+    assert_eq!(list["dead_letters"][0]["id"], ids[0].as_str());
+    assert_eq!(list["dead_letters"][0]["body"], MESSAGE);
+
+    // Retried once the master is back: delivered. Deleted: gone.
+    http.post(&format!("{}/control/up", a.url), "").await;
+    let (code, _, body) = http
+        .post(&admin(&format!("/admin/dead-letters/{}/retry", ids[0])), "")
+        .await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    eventually(
+        Duration::from_secs(20),
+        "retried dead letter delivered",
+        || async { message(&http, &sy, &ids[0]).await["status"] == "delivered" },
+    )
+    .await;
+    let del = http::Request::delete(admin(&format!("/admin/dead-letters/{}", ids[1])))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    assert_eq!(http.send(del).await.0, 200);
+    let (code, _, body) = http
+        .post(&admin(&format!("/admin/dead-letters/{}/retry", ids[1])), "")
+        .await;
+    assert_eq!(code, 404);
+    assert_eq!(json(&body)["error"]["code"], "dead_letter_not_found");
+    let queue = json(&http.get(&admin("/admin/queue")).await.2);
+    assert_eq!(queue["dead_letters"], 0);
+    assert_eq!(http.get(&admin("/admin/dead-letters?limit=0")).await.0, 400);
 }
 
 #[tokio::test]

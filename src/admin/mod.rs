@@ -79,6 +79,23 @@ impl Admin {
                 only(&method, Method::POST, || self.set_admin(id, admin))
             }
             ["admin", "reload"] => only(&method, Method::POST, || self.reload()),
+            ["admin", "queue"] => only(&method, Method::GET, || self.queue_status()),
+            ["admin", "dead-letters"] => {
+                let query = req.uri().query();
+                only(&method, Method::GET, || self.dead_letters(query))
+            }
+            ["admin", "dead-letters", id, "retry"] => {
+                if method != Method::POST {
+                    return reply::method_not_allowed("POST");
+                }
+                self.retry_dead(id).await
+            }
+            ["admin", "dead-letters", id] => {
+                if method != Method::DELETE {
+                    return reply::method_not_allowed("DELETE");
+                }
+                self.delete_dead(id).await
+            }
             _ => reply::not_found(),
         }
     }
@@ -122,25 +139,122 @@ impl Admin {
         }
     }
 
-    /// `GET /ha/events?limit=N`: newest first; `limit` defaults to 100, at most 10,000.
+    /// `GET /ha/events?limit=N`: newest first.
     fn events(&self, query: Option<&str>) -> Response<Body> {
-        let mut limit = 100;
-        for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-            if key == "limit" {
-                match value.parse::<usize>() {
-                    Ok(n) if (1..=10_000).contains(&n) => limit = n,
-                    _ => {
-                        return reply::error(
-                            StatusCode::BAD_REQUEST,
-                            "bad_limit",
-                            "limit must be a whole number from 1 to 10000",
-                        )
-                    }
-                }
-            }
-        }
+        let limit = match limit(query) {
+            Ok(n) => n,
+            Err(resp) => return *resp,
+        };
         let events = self.control.audit.recent(limit);
         reply::json(StatusCode::OK, &serde_json::json!({ "events": events }))
+    }
+
+    fn queue(&self) -> Result<&crate::queue::Queue, Box<Response<Body>>> {
+        self.queue.as_deref().ok_or_else(|| {
+            Box::new(reply::error(
+                StatusCode::NOT_FOUND,
+                "queue_disabled",
+                "the queue is off (queue.enabled = false)",
+            ))
+        })
+    }
+
+    /// `GET /admin/queue`. Messages are not assigned to a master until they leave the
+    /// queue, so the per-master figure counts deliveries under way.
+    fn queue_status(&self) -> Response<Body> {
+        let queue = match self.queue() {
+            Ok(q) => q,
+            Err(resp) => return *resp,
+        };
+        let oldest = match queue.oldest_age_ms() {
+            Ok(age) => age,
+            Err(e) => return storage(&e.to_string()),
+        };
+        let table = self.control.table();
+        let per_master: serde_json::Map<String, serde_json::Value> = table
+            .masters
+            .iter()
+            .map(|m| {
+                let queued = m
+                    .stats
+                    .load
+                    .queued
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                (m.id().to_string(), queued.into())
+            })
+            .collect();
+        reply::json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "depth": queue.depth(),
+                "oldest_age_ms": oldest,
+                "per_master": per_master,
+                "dead_letters": queue.dead_letters(),
+            }),
+        )
+    }
+
+    /// `GET /admin/dead-letters?limit=N`: oldest first.
+    fn dead_letters(&self, query: Option<&str>) -> Response<Body> {
+        let queue = match self.queue() {
+            Ok(q) => q,
+            Err(resp) => return *resp,
+        };
+        let limit = match limit(query) {
+            Ok(n) => n,
+            Err(resp) => return *resp,
+        };
+        match queue.list_dead(limit) {
+            Ok(list) => {
+                let list: Vec<_> = list.iter().map(|r| r.dead_letter_json()).collect();
+                reply::json(
+                    StatusCode::OK,
+                    &serde_json::json!({"total": queue.dead_letters(), "dead_letters": list}),
+                )
+            }
+            Err(e) => storage(&e.to_string()),
+        }
+    }
+
+    async fn retry_dead(&self, id: &str) -> Response<Body> {
+        let queue = match self.queue() {
+            Ok(q) => q,
+            Err(resp) => return *resp,
+        };
+        let Ok(uuid) = uuid::Uuid::parse_str(id) else {
+            return not_dead(id);
+        };
+        match queue.retry_dead(&uuid).await {
+            Ok(true) => reply::json(
+                StatusCode::OK,
+                &serde_json::json!({"id": id, "status": "queued"}),
+            ),
+            Ok(false) => not_dead(id),
+            Err(crate::queue::QueueError::Full(max)) => reply::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "queue_full",
+                format!("the queue holds its maximum of {max} messages"),
+            ),
+            Err(crate::queue::QueueError::Store(e)) => storage(&e.to_string()),
+        }
+    }
+
+    async fn delete_dead(&self, id: &str) -> Response<Body> {
+        let queue = match self.queue() {
+            Ok(q) => q,
+            Err(resp) => return *resp,
+        };
+        let Ok(uuid) = uuid::Uuid::parse_str(id) else {
+            return not_dead(id);
+        };
+        match queue.delete_dead(&uuid).await {
+            Ok(true) => reply::json(
+                StatusCode::OK,
+                &serde_json::json!({"id": id, "deleted": true}),
+            ),
+            Ok(false) => not_dead(id),
+            Err(e) => storage(&e.to_string()),
+        }
     }
 
     fn set_admin(&self, id: &str, admin: AdminState) -> Response<Body> {
@@ -176,6 +290,42 @@ impl Admin {
             }
         }
     }
+}
+
+/// The `limit` query parameter: 100 when absent, from 1 to 10,000.
+fn limit(query: Option<&str>) -> Result<usize, Box<Response<Body>>> {
+    let mut limit = 100;
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if key == "limit" {
+            match value.parse::<usize>() {
+                Ok(n) if (1..=10_000).contains(&n) => limit = n,
+                _ => {
+                    return Err(Box::new(reply::error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_limit",
+                        "limit must be a whole number from 1 to 10000",
+                    )))
+                }
+            }
+        }
+    }
+    Ok(limit)
+}
+
+fn not_dead(id: &str) -> Response<Body> {
+    reply::error(
+        StatusCode::NOT_FOUND,
+        "dead_letter_not_found",
+        format!("no dead letter with id `{id}`"),
+    )
+}
+
+fn storage(detail: &str) -> Response<Body> {
+    reply::error(
+        StatusCode::INSUFFICIENT_STORAGE,
+        "queue_storage_failed",
+        format!("the queue storage failed: {detail}"),
+    )
 }
 
 fn only(method: &Method, allowed: Method, f: impl FnOnce() -> Response<Body>) -> Response<Body> {

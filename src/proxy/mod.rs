@@ -74,22 +74,7 @@ impl Proxy {
     fn message_status(&self, id: &str) -> Response<Body> {
         if let (Some(queue), Ok(uuid)) = (&self.queue, uuid::Uuid::parse_str(id)) {
             match queue.get(&uuid) {
-                Ok(Some(r)) => {
-                    let at =
-                        |ms: u64| crate::util::format_rfc3339(std::time::Duration::from_millis(ms));
-                    return reply::json(
-                        StatusCode::OK,
-                        &serde_json::json!({
-                            "id": id,
-                            "status": r.status.as_str(),
-                            "master": r.master,
-                            "attempts": r.attempts,
-                            "last_error": r.last_error,
-                            "created_at": at(r.created_ms),
-                            "updated_at": at(r.updated_ms),
-                        }),
-                    );
-                }
+                Ok(Some(r)) => return reply::json(StatusCode::OK, &r.status_json()),
                 Ok(None) => {}
                 Err(e) => return storage_error(&e.to_string()),
             }

@@ -151,7 +151,7 @@ impl Queue {
         let written = self
             .store
             .write(vec![Op::Put {
-                record,
+                record: Box::new(record),
                 old_due: None,
             }])
             .await;
@@ -242,7 +242,13 @@ impl Queue {
         // Delivered: the body is no longer needed; the record stays for its status.
         record.body = Bytes::new();
         let id = record.id;
-        let result = self.store.write(vec![Op::Put { record, old_due }]).await;
+        let result = self
+            .store
+            .write(vec![Op::Put {
+                record: Box::new(record),
+                old_due,
+            }])
+            .await;
         self.release(&id);
         match &result {
             Ok(()) => {
@@ -283,7 +289,13 @@ impl Queue {
             Some(guard)
         };
         let id = record.id;
-        let result = self.store.write(vec![Op::Put { record, old_due }]).await;
+        let result = self
+            .store
+            .write(vec![Op::Put {
+                record: Box::new(record),
+                old_due,
+            }])
+            .await;
         drop(guard);
         self.release(&id);
         match &result {
@@ -296,6 +308,71 @@ impl Queue {
             Err(_) => self.rewind(record_due),
         }
         result
+    }
+
+    /// The oldest dead letters first, up to `limit`.
+    pub fn list_dead(&self, limit: usize) -> Result<Vec<Record>, StoreError> {
+        self.store.dead_letters(limit)
+    }
+
+    /// Age (ms) of the oldest among the next messages due, if any is queued.
+    pub fn oldest_age_ms(&self) -> Result<Option<u64>, StoreError> {
+        let now = now_ms();
+        let mut oldest = None;
+        for (_, id) in self.store.due(0, u64::MAX, 100)? {
+            if let Some(r) = self.store.get(&id)? {
+                oldest = Some(oldest.unwrap_or(0).max(now.saturating_sub(r.created_ms)));
+            }
+        }
+        Ok(oldest)
+    }
+
+    /// Queues a dead letter again: attempts start over, due now. `Ok(false)` when `id`
+    /// is not a dead letter.
+    pub async fn retry_dead(&self, id: &uuid::Uuid) -> Result<bool, QueueError> {
+        let Some(mut record) = self.store.get(id.as_bytes())? else {
+            return Ok(false);
+        };
+        if record.status != Status::Dead {
+            return Ok(false);
+        }
+        if self.depth.fetch_add(1, Relaxed) >= self.max {
+            self.depth.fetch_sub(1, Relaxed);
+            return Err(QueueError::Full(self.max));
+        }
+        let guard = self.begin_due(Duration::ZERO);
+        record.status = Status::Queued;
+        record.attempts = 0;
+        record.due_ms = guard.due;
+        record.updated_ms = guard.due;
+        let written = self
+            .store
+            .write(vec![Op::Put {
+                record: Box::new(record),
+                old_due: None,
+            }])
+            .await;
+        drop(guard);
+        if let Err(e) = written {
+            self.depth.fetch_sub(1, Relaxed);
+            return Err(e.into());
+        }
+        self.dead.fetch_sub(1, Relaxed);
+        self.arrived.notify_one();
+        Ok(true)
+    }
+
+    /// Deletes a dead letter for good. `Ok(false)` when `id` is not a dead letter.
+    pub async fn delete_dead(&self, id: &uuid::Uuid) -> Result<bool, StoreError> {
+        match self.store.get(id.as_bytes())? {
+            Some(r) if r.status == Status::Dead => {}
+            _ => return Ok(false),
+        }
+        self.store
+            .write(vec![Op::ForgetDead { id: *id.as_bytes() }])
+            .await?;
+        self.dead.fetch_sub(1, Relaxed);
+        Ok(true)
     }
 
     /// Gives a taken message back untouched.

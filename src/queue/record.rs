@@ -130,6 +130,40 @@ impl Record {
     }
 }
 
+impl Record {
+    pub fn uuid(&self) -> uuid::Uuid {
+        uuid::Uuid::from_bytes(self.id)
+    }
+
+    /// The `GET /v1/messages/{id}` body (SPEC section 4).
+    pub fn status_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.uuid().to_string(),
+            "status": self.status.as_str(),
+            "master": self.master,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "created_at": at(self.created_ms),
+            "updated_at": at(self.updated_ms),
+        })
+    }
+
+    /// A dead letter as `GET /admin/dead-letters` lists it: the status fields, plus
+    /// what an operator needs to judge it (the body as text, lossily).
+    pub fn dead_letter_json(&self) -> serde_json::Value {
+        let mut v = self.status_json();
+        v["idempotency_key"] = self.idempotency_key.clone().into();
+        v["routing_key"] = self.routing_key.clone().into();
+        v["content_type"] = self.content_type.clone().into();
+        v["body"] = String::from_utf8_lossy(&self.body).into_owned().into();
+        v
+    }
+}
+
+fn at(ms: u64) -> String {
+    crate::util::format_rfc3339(std::time::Duration::from_millis(ms))
+}
+
 /// `u32::MAX` marks "absent"; otherwise a big-endian length and the bytes.
 fn put_optional(out: &mut Vec<u8>, value: Option<&[u8]>) {
     match value {

@@ -33,9 +33,11 @@ pub enum Op {
     /// Writes the record; moves its `due` entry from `old_due` (if any) to its
     /// `due_ms` when it is queued, and files it as a dead letter when dead.
     Put {
-        record: Record,
+        record: Box<Record>,
         old_due: Option<u64>,
     },
+    /// Forgets a dead letter.
+    ForgetDead { id: Id },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -174,9 +176,19 @@ impl Store {
         }
     }
 
-    /// Queued messages (an estimate, exact after a quiet period).
-    pub fn approximate_depth(&self) -> u64 {
-        self.due.approximate_len() as u64
+    /// The oldest dead letters first, up to `limit`.
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<Record>, StoreError> {
+        let mut out = Vec::new();
+        for guard in self.dead.iter().take(limit) {
+            let key = guard.key()?;
+            let Ok(id) = Id::try_from(&key[..]) else {
+                continue;
+            };
+            if let Some(record) = self.get(&id)? {
+                out.push(record);
+            }
+        }
+        Ok(out)
     }
 
     /// Counts the queued messages exactly (a scan of the `due` keys).
@@ -238,6 +250,8 @@ fn write_loop(db: Database, spaces: Spaces, jobs: std_mpsc::Receiver<Job>) {
                             .map(|k| key_entry(k, &record.id));
                         match record.status {
                             super::record::Status::Queued => {
+                                // A dead letter sent again leaves the dead letters.
+                                batch.remove(&dead, record.id.to_vec());
                                 batch.insert(&due, due_key(record.due_ms, &record.id).to_vec(), []);
                                 if let Some(k) = key {
                                     batch.insert(&keys, k, []);
@@ -256,6 +270,10 @@ fn write_loop(db: Database, spaces: Spaces, jobs: std_mpsc::Receiver<Job>) {
                             }
                         }
                         batch.insert(&messages, record.id.to_vec(), record.encode());
+                    }
+                    Op::ForgetDead { id } => {
+                        batch.remove(&dead, id.to_vec());
+                        batch.remove(&messages, id.to_vec());
                     }
                 }
             }
