@@ -126,14 +126,7 @@ impl Queue {
 
     /// Persists `msg` for delivery now; returns once it is on disk.
     pub async fn enqueue(&self, msg: NewMessage) -> Result<(), QueueError> {
-        let depth = self.depth.fetch_add(1, Relaxed);
-        if depth >= self.max {
-            self.depth.fetch_sub(1, Relaxed);
-            return Err(QueueError::Full(self.max));
-        }
-        let guard = self.begin_due(Duration::ZERO);
-        let now = guard.due;
-        let record = Record {
+        self.admit(|now| Record {
             id: *msg.id.as_bytes(),
             status: Status::Queued,
             created_ms: now,
@@ -147,7 +140,21 @@ impl Queue {
             master: None,
             last_error: msg.last_error,
             body: msg.body,
-        };
+        })
+        .await?;
+        metrics::counter!("switchyard_queue_enqueued_total").increment(1);
+        Ok(())
+    }
+
+    /// Writes a queued record, due now (`make` gets that time), counting it in the
+    /// depth unless the queue is full.
+    async fn admit(&self, make: impl FnOnce(u64) -> Record) -> Result<(), QueueError> {
+        if self.depth.fetch_add(1, Relaxed) >= self.max {
+            self.depth.fetch_sub(1, Relaxed);
+            return Err(QueueError::Full(self.max));
+        }
+        let guard = self.begin_due(Duration::ZERO);
+        let record = make(guard.due);
         let written = self
             .store
             .write(vec![Op::Put {
@@ -160,7 +167,6 @@ impl Queue {
             self.depth.fetch_sub(1, Relaxed);
             return Err(e.into());
         }
-        metrics::counter!("switchyard_queue_enqueued_total").increment(1);
         self.arrived.notify_one();
         Ok(())
     }
@@ -330,35 +336,21 @@ impl Queue {
     /// Queues a dead letter again: attempts start over, due now. `Ok(false)` when `id`
     /// is not a dead letter.
     pub async fn retry_dead(&self, id: &uuid::Uuid) -> Result<bool, QueueError> {
-        let Some(mut record) = self.store.get(id.as_bytes())? else {
+        let Some(record) = self.store.get(id.as_bytes())? else {
             return Ok(false);
         };
         if record.status != Status::Dead {
             return Ok(false);
         }
-        if self.depth.fetch_add(1, Relaxed) >= self.max {
-            self.depth.fetch_sub(1, Relaxed);
-            return Err(QueueError::Full(self.max));
-        }
-        let guard = self.begin_due(Duration::ZERO);
-        record.status = Status::Queued;
-        record.attempts = 0;
-        record.due_ms = guard.due;
-        record.updated_ms = guard.due;
-        let written = self
-            .store
-            .write(vec![Op::Put {
-                record: Box::new(record),
-                old_due: None,
-            }])
-            .await;
-        drop(guard);
-        if let Err(e) = written {
-            self.depth.fetch_sub(1, Relaxed);
-            return Err(e.into());
-        }
+        self.admit(|now| Record {
+            status: Status::Queued,
+            attempts: 0,
+            due_ms: now,
+            updated_ms: now,
+            ..record
+        })
+        .await?;
         self.dead.fetch_sub(1, Relaxed);
-        self.arrived.notify_one();
         Ok(true)
     }
 
