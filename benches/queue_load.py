@@ -16,6 +16,10 @@ Targets (issue 4): async 202 throughput >= 0.8 x sync; drain >= 5,000 messages/s
 Rounds alternate; medians are printed.
 
     cargo build --release && python3 benches/queue_load.py [--rounds 3] [--duration 5]
+
+With --backlog-fill SECONDS it instead fills a backlog (master disabled) for that long,
+restarts switchyard with SIGTERM, and prints the time from start to serving and the RSS
+with the backlog against an empty start (targets: <= 2 s and <= +10 MB at 1,000,000).
 """
 import argparse
 import json
@@ -119,10 +123,58 @@ def one_round(duration, scripts):
         subprocess.run(["rm", "-rf", data], check=False)
 
 
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+
+def backlog_run(fill_seconds, scripts):
+    """Fills the queue with the master disabled, restarts switchyard with SIGTERM and
+    times start to serving; RSS with the backlog against RSS of a fresh empty start."""
+    data = tempfile.mkdtemp(prefix="switchyard-backlog-")
+    listen, aport = free_port(), free_port()
+    path = os.path.join(data, "switchyard.toml")
+    with open(path, "w") as f:
+        f.write(f'[server]\nlisten = "127.0.0.1:{listen}"\nadmin_listen = "127.0.0.1:{aport}"\n'
+                f'[queue]\npath = "{data}/queue"\n'
+                f'[[masters]]\nid = "a"\nsend_url = "http://127.0.0.1:{free_port()}/send"\n')
+
+    def start():
+        t0 = time.time()
+        p = subprocess.Popen([BIN, "run", "--config", path],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while True:
+            try:
+                admin(aport, "/health")
+                return p, time.time() - t0
+            except OSError:
+                time.sleep(0.01)
+
+    sy, _ = start()
+    try:
+        time.sleep(2)
+        empty_rss = rss_kb(sy.pid)
+        admin(aport, "/ha/masters/a/disable", "POST")
+        rps, _, _ = wrk(listen, scripts["async"], fill_seconds)
+        depth = admin(aport, "/health")["queue_depth"]
+        sy.terminate()
+        sy.wait()
+        sy, took = start()
+        time.sleep(2)
+        return {"backlog": depth, "fill_rps": rps, "start_s": took,
+                "rss_mb": rss_kb(sy.pid) / 1024, "empty_rss_mb": empty_rss / 1024}
+    finally:
+        sy.kill()
+        sy.wait()
+        subprocess.run(["rm", "-rf", data], check=False)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--backlog-fill", type=int, default=0, metavar="SECONDS",
+                    help="instead: fill a backlog for SECONDS, restart, time start and RSS")
     args = ap.parse_args()
     if not os.path.exists(BIN):
         sys.exit("build first: cargo build --release")
@@ -133,6 +185,12 @@ def main():
         with open(scripts[name], "w") as f:
             f.write(f'wrk.method = "POST"\nwrk.body = \'{BODY}\'\n'
                     f'wrk.headers["Content-Type"] = "application/json"\n{extra}')
+    if args.backlog_fill:
+        r = backlog_run(args.backlog_fill, scripts)
+        print(f"backlog {r['backlog']} messages (filled at {r['fill_rps']:.0f}/s); "
+              f"start to serving {r['start_s']:.2f} s; RSS {r['rss_mb']:.1f} MB "
+              f"against {r['empty_rss_mb']:.1f} MB empty (+{r['rss_mb'] - r['empty_rss_mb']:.1f} MB)")
+        return
     runs = []
     for i in range(args.rounds):
         r = one_round(args.duration, scripts)

@@ -26,6 +26,10 @@ use tokio::sync::oneshot;
 
 /// The most writes one commit takes.
 const MAX_GROUP: usize = 4096;
+const CACHE_BYTES: u64 = 4 << 20;
+const MEMTABLE_BYTES: u64 = 4 << 20;
+/// fjall's minimum: the journal replayed at start is at most this large.
+const JOURNAL_BYTES: u64 = 64 << 20;
 
 /// One change to the store.
 #[derive(Debug)]
@@ -91,11 +95,17 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(path)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", path.display())))?;
-        let db = Database::builder(path).open()?;
-        let messages = db.keyspace("messages", KeyspaceCreateOptions::default)?;
-        let due = db.keyspace("due", KeyspaceCreateOptions::default)?;
-        let dead = db.keyspace("dead", KeyspaceCreateOptions::default)?;
-        let keys = db.keyspace("keys", KeyspaceCreateOptions::default)?;
+        // Memory stays small whatever the backlog: a small block cache, small memtables
+        // (flushed to disk early), and at most 64 MiB of journal to replay at start.
+        let db = Database::builder(path)
+            .cache_size(CACHE_BYTES)
+            .max_journaling_size(JOURNAL_BYTES)
+            .open()?;
+        let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
+        let messages = db.keyspace("messages", options)?;
+        let due = db.keyspace("due", options)?;
+        let dead = db.keyspace("dead", options)?;
+        let keys = db.keyspace("keys", options)?;
         let (writer, jobs) = std_mpsc::channel::<Job>();
         let spaces = Spaces {
             messages: messages.clone(),
