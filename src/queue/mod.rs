@@ -546,6 +546,115 @@ mod tests {
         assert_eq!(bodies(&q.take_due(10).unwrap()), vec![2]);
     }
 
+    /// One step of the model test.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// Queue a message, with one of three routing keys or none.
+        Enqueue(Option<u8>),
+        /// Take what is due; `n` limits how many.
+        Take(usize),
+        /// The `i`-th held message (modulo) was delivered.
+        Deliver(usize),
+        /// The `i`-th held message (modulo) failed an attempt.
+        Fail(usize),
+        /// Close the queue (dropping what is held) and open it again.
+        Restart,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => proptest::option::of(0u8..3).prop_map(Step::Enqueue),
+            2 => (1usize..6).prop_map(Step::Take),
+            2 => any::<usize>().prop_map(Step::Deliver),
+            1 => any::<usize>().prop_map(Step::Fail),
+            1 => Just(Step::Restart),
+        ]
+    }
+
+    /// What the model knows of one message.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    struct Expected {
+        key: Option<u8>,
+        status: Status,
+        attempts: u32,
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(32))]
+        /// Against a simple model: counts always match, a held message is never handed
+        /// out again, a message never overtakes an earlier queued one of its key, and
+        /// a restart keeps every message with its status.
+        #[test]
+        fn the_queue_follows_a_model(steps in proptest::collection::vec(step(), 1..40)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let dir = tempfile::tempdir().unwrap();
+                let (mut q, config) = open(dir.path());
+                // Acceptance order = id order (UUIDv7 within one process).
+                let mut model: Vec<(Id, Expected)> = Vec::new();
+                let mut held: Vec<Record> = Vec::new();
+                for step in steps {
+                    match step {
+                        Step::Enqueue(key) => {
+                            let msg = NewMessage {
+                                routing_key: key.map(|k| format!("key{k}")),
+                                ..message(0)
+                            };
+                            let id = *msg.id.as_bytes();
+                            q.enqueue(msg).await.unwrap();
+                            model.push((id, Expected { key, status: Status::Queued, attempts: 0 }));
+                        }
+                        Step::Take(n) => {
+                            for r in q.take_due(n).unwrap() {
+                                assert!(!held.iter().any(|h| h.id == r.id), "handed out twice");
+                                let pos = model.iter().position(|(id, _)| *id == r.id).unwrap();
+                                let (_, e) = model[pos];
+                                assert_eq!(e.status, Status::Queued);
+                                if e.key.is_some() {
+                                    let earlier = model[..pos]
+                                        .iter()
+                                        .any(|(_, o)| o.key == e.key && o.status == Status::Queued);
+                                    assert!(!earlier, "overtook an earlier message of its key");
+                                }
+                                held.push(r);
+                            }
+                        }
+                        Step::Deliver(i) if !held.is_empty() => {
+                            let r = held.remove(i % held.len());
+                            let e = &mut model.iter_mut().find(|(id, _)| *id == r.id).unwrap().1;
+                            e.status = Status::Delivered;
+                            e.attempts += 1;
+                            q.delivered(r, "a").await.unwrap();
+                        }
+                        Step::Fail(i) if !held.is_empty() => {
+                            let r = held.remove(i % held.len());
+                            let e = &mut model.iter_mut().find(|(id, _)| *id == r.id).unwrap().1;
+                            e.attempts += 1;
+                            if e.attempts >= config.max_attempts {
+                                e.status = Status::Dead;
+                            }
+                            q.failed(r, "503".into(), true, &config).await.unwrap();
+                        }
+                        Step::Deliver(_) | Step::Fail(_) => {}
+                        Step::Restart => {
+                            held.clear();
+                            drop(q);
+                            q = open(dir.path()).0;
+                        }
+                    }
+                    let queued = model.iter().filter(|(_, e)| e.status == Status::Queued).count();
+                    let dead = model.iter().filter(|(_, e)| e.status == Status::Dead).count();
+                    assert_eq!((q.depth(), q.dead_letters()), (queued as u64, dead as u64));
+                }
+                for (id, e) in &model {
+                    let r = q.store.get(id).unwrap().expect("every message is kept");
+                    assert_eq!((r.status, r.attempts), (e.status, e.attempts));
+                }
+            });
+        }
+    }
+
     #[tokio::test]
     async fn a_reopened_queue_finds_what_was_queued() {
         let dir = tempfile::tempdir().unwrap();
