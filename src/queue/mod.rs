@@ -239,29 +239,33 @@ impl Queue {
 
     /// The message reached a master.
     pub async fn delivered(&self, mut record: Record, master: &str) -> Result<(), StoreError> {
-        let record_due = record.due_ms;
-        let old_due = Some(record_due);
+        let old_due = record.due_ms;
         record.status = Status::Delivered;
         record.attempts += 1;
         record.master = Some(master.to_string());
         record.updated_ms = now_ms();
         // Delivered: the body is no longer needed; the record stays for its status.
         record.body = Bytes::new();
+        self.write_back(record, old_due).await?;
+        self.depth.fetch_sub(1, Relaxed);
+        metrics::counter!("switchyard_queue_delivered_total").increment(1);
+        Ok(())
+    }
+
+    /// Writes a taken message's outcome and lets it go. On a failed write the message
+    /// stays at `old_due`, so the scan is rewound to see it again.
+    async fn write_back(&self, record: Record, old_due: u64) -> Result<(), StoreError> {
         let id = record.id;
         let result = self
             .store
             .write(vec![Op::Put {
                 record: Box::new(record),
-                old_due,
+                old_due: Some(old_due),
             }])
             .await;
         self.release(&id);
-        match &result {
-            Ok(()) => {
-                self.depth.fetch_sub(1, Relaxed);
-                metrics::counter!("switchyard_queue_delivered_total").increment(1);
-            }
-            Err(_) => self.rewind(record_due),
+        if result.is_err() {
+            self.rewind(old_due);
         }
         result
     }
@@ -277,8 +281,7 @@ impl Queue {
         config: &QueueConfig,
     ) -> Result<(), StoreError> {
         let now = self.pending().now();
-        let record_due = record.due_ms;
-        let old_due = Some(record_due);
+        let old_due = record.due_ms;
         if attempted {
             record.attempts += 1;
         }
@@ -294,26 +297,15 @@ impl Queue {
             record.due_ms = guard.due;
             Some(guard)
         };
-        let id = record.id;
-        let result = self
-            .store
-            .write(vec![Op::Put {
-                record: Box::new(record),
-                old_due,
-            }])
-            .await;
+        let result = self.write_back(record, old_due).await;
         drop(guard);
-        self.release(&id);
-        match &result {
-            Ok(()) if dead => {
-                self.depth.fetch_sub(1, Relaxed);
-                self.dead.fetch_add(1, Relaxed);
-                metrics::counter!("switchyard_queue_dead_total").increment(1);
-            }
-            Ok(()) => {}
-            Err(_) => self.rewind(record_due),
+        result?;
+        if dead {
+            self.depth.fetch_sub(1, Relaxed);
+            self.dead.fetch_add(1, Relaxed);
+            metrics::counter!("switchyard_queue_dead_total").increment(1);
         }
-        result
+        Ok(())
     }
 
     /// The oldest dead letters first, up to `limit`.
