@@ -23,7 +23,6 @@ import datetime
 import http.client
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,29 +31,12 @@ import threading
 import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "switchyard")
+from benchlib import BIN, free_port, wait_port
+
 BODY = '{"to": "+971500000001", "text": "failover bench"}'
 TIMEOUT_MS = 1000
 UNHEALTHY = 3
 RECOVERY_WAIT_MS = 1000
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    sys.exit(f"nothing listens on port {port} after {timeout}s")
 
 
 def epoch(rfc3339):
