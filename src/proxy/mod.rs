@@ -118,7 +118,8 @@ impl Proxy {
             Err(e) => return reply::error(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()),
         };
 
-        let id = uuid::Uuid::now_v7().to_string();
+        let uuid = uuid::Uuid::now_v7();
+        let id = uuid.to_string();
         // A hyphenated UUID is visible ASCII, so this cannot fail; if it ever did, say so.
         let Ok(id_value) = HeaderValue::from_str(&id) else {
             return reply::error(
@@ -165,6 +166,7 @@ impl Proxy {
         };
         let region = hints.region.as_deref();
         let message = Message {
+            uuid,
             id: &id,
             id_value: &id_value,
             region,
@@ -180,16 +182,16 @@ impl Proxy {
                 v.split(',')
                     .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
             });
-        if let Some(queue) = self.queue.as_ref().filter(|_| !asked_async) {
-            // Earlier messages of this key still waiting: this one queues behind them.
-            match message.key.map(|k| queue.has_waiting(k)).transpose() {
-                Ok(Some(true)) => return self.park(&table, &msg, &message, 0, None).await,
-                Ok(_) => {}
-                Err(e) => return storage_error(&e.to_string()),
+        if let Some(queue) = &self.queue {
+            // Asked async, or earlier messages of its key still waiting: it queues.
+            let queue_now = asked_async
+                || match message.key.map(|k| queue.has_waiting(k)).transpose() {
+                    Ok(waiting) => waiting == Some(true),
+                    Err(e) => return storage_error(&e.to_string()),
+                };
+            if queue_now {
+                return self.park(&table, &msg, &message, 0, None).await;
             }
-        }
-        if asked_async && self.queue.is_some() {
-            return self.park(&table, &msg, &message, 0, None).await;
         }
         self.forward(&table, &msg, &message).await
     }
@@ -309,11 +311,8 @@ impl Proxy {
         let Some(queue) = &self.queue else {
             return no_master(cfg);
         };
-        let Ok(uuid) = uuid::Uuid::parse_str(message.id) else {
-            return storage_error("the message id is not a UUID");
-        };
         let new = NewMessage {
-            id: uuid,
+            id: message.uuid,
             body: msg.body.clone(),
             content_type: msg
                 .content_type
@@ -371,6 +370,8 @@ impl Proxy {
 /// One client message on its way.
 #[derive(Clone, Copy)]
 struct Message<'a> {
+    uuid: uuid::Uuid,
+    /// `uuid`, hyphenated.
     id: &'a str,
     id_value: &'a HeaderValue,
     region: Option<&'a str>,
