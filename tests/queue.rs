@@ -304,3 +304,58 @@ async fn one_key_is_delivered_in_order_across_an_outage() {
         );
     }
 }
+
+#[tokio::test]
+async fn idempotency_keys_outlive_a_kill_9() {
+    let a = Mock::start("a", &["--record-keys"]);
+    let sy = Switchyard::start(&masters_toml(&[(&a, "")]));
+    let http = Http::new();
+    let sent = [("idempotency-key", "order-1")];
+    let (code, h, first_body) = http.post_with(&sy.messages(), MESSAGE, &sent).await;
+    assert_eq!(code, 200);
+    let sent_id = header(&h, "x-switchyard-message-id").to_string();
+    let queued = [("idempotency-key", "order-2"), ASYNC[0]];
+    let (code, h, _) = http.post_with(&sy.messages(), MESSAGE, &queued).await;
+    assert_eq!(code, 202);
+    let queued_id = header(&h, "x-switchyard-message-id").to_string();
+    eventually(Duration::from_secs(10), "order-2 delivered", || async {
+        message(&http, &sy, &queued_id).await["status"] == "delivered"
+    })
+    .await;
+
+    // Both answers were given after their keys were on disk.
+    let sy = sy.kill_and_restart();
+    let (code, h, body) = http.post_with(&sy.messages(), MESSAGE, &sent).await;
+    assert_eq!(code, 200, "the first answer again");
+    assert_eq!(body, first_body);
+    assert_eq!(header(&h, "x-switchyard-message-id"), sent_id);
+    assert_eq!(header(&h, "x-switchyard-master"), "a");
+    assert_eq!(header(&h, "x-switchyard-duplicate"), "true");
+    let (code, h, body) = http.post_with(&sy.messages(), MESSAGE, &queued).await;
+    assert_eq!(code, 202, "a queued message's repeat gets its 202");
+    assert_eq!(header(&h, "x-switchyard-message-id"), queued_id);
+    assert_eq!(header(&h, "location"), format!("/v1/messages/{queued_id}"));
+    assert_eq!(header(&h, "x-switchyard-duplicate"), "true");
+    assert_eq!(
+        json(&body)["status"],
+        "delivered",
+        "with where it stands now"
+    );
+    let keys = keys_received(&http, &a).await;
+    assert_eq!(
+        (keys.get("order-1"), keys.get("order-2")),
+        (Some(&1), Some(&1)),
+        "neither was sent again"
+    );
+    let m = message(&http, &sy, &sent_id).await;
+    assert_eq!(
+        (&m["status"], &m["master"]),
+        (&"delivered".into(), &"a".into())
+    );
+    // A new key is sent as usual.
+    let (code, h, _) = http
+        .post_with(&sy.messages(), MESSAGE, &[("idempotency-key", "order-3")])
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(header(&h, "x-switchyard-duplicate"), "");
+}

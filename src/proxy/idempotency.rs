@@ -1,9 +1,12 @@
-//! Idempotency keys and message records, in memory.
+//! Idempotency keys of messages in flight, in memory.
 //!
 //! A repeat of a key inside the window is not sent again: it waits for the first
-//! message's outcome (if still in flight) and gets its id and answer. Records are also
-//! what `GET /v1/messages/{id}` reads. They live in memory and are swept after the
-//! window; the persistent queue will keep them on disk.
+//! message's outcome (if still in flight) and gets its id and answer.
+//!
+//! With the queue on, the store keeps every settled key (see [`MessageLog::begin`]'s
+//! `stored`): an entry here lives only until its outcome is on disk
+//! ([`MessageLog::settle`]). With the queue off, entries stay here for the window and
+//! are also what `GET /v1/messages/{id}` reads.
 
 use bytes::Bytes;
 use dashmap::mapref::entry::Entry as MapEntry;
@@ -14,12 +17,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
-/// The answer a master gave, kept to replay to repeats.
+/// The answer a master gave (or the 202 of a queued message), kept to replay to
+/// repeats.
 #[derive(Debug, Clone)]
 pub struct StoredAnswer {
     pub status: StatusCode,
     pub content_type: Option<http::HeaderValue>,
     pub body: Bytes,
+    /// Empty when no master has answered (queued).
     pub master: Arc<str>,
 }
 
@@ -77,8 +82,10 @@ impl Entry {
 pub enum Begin<'a> {
     /// First use of the key: the caller sends the message.
     New(Claim<'a>),
-    /// A repeat: replay this entry's outcome.
+    /// A repeat of a message in flight or kept in memory: replay this entry's outcome.
     Repeat(Arc<Entry>),
+    /// A repeat of a message kept in the store: its id and outcome.
+    Stored(String, StoredAnswer),
 }
 
 /// The first message's hold on its key. Dropped without [`Claim::finish`] — no master
@@ -90,16 +97,19 @@ pub struct Claim<'a> {
 }
 
 impl Claim<'_> {
+    pub fn id(&self) -> &str {
+        &self.entry.id
+    }
+
     /// Records the master's final answer and wakes waiting repeats.
     pub fn finish(&self, answer: StoredAnswer, attempts: u32, last_error: Option<String>) {
         {
             let mut r = self.entry.record();
-            r.status = if answer.status == StatusCode::ACCEPTED {
+            // Any answer of a master means the message reached it.
+            r.status = if answer.status == StatusCode::ACCEPTED && answer.master.is_empty() {
                 "queued"
-            } else if answer.status.is_success() {
-                "delivered"
             } else {
-                "dead"
+                "delivered"
             };
             r.master = Some(answer.master.to_string());
             r.attempts = attempts;
@@ -130,9 +140,17 @@ fn rfc3339(t: SystemTime) -> String {
 }
 
 impl MessageLog {
-    /// Claims `key` for a new message `id`, or returns the entry of the first message.
-    pub fn begin(&self, key: &str, id: &str, window: Duration) -> Begin<'_> {
-        match self.by_key.entry(key.to_string()) {
+    /// Claims `key` for a new message `id`, or returns the first message's entry.
+    /// `stored` looks the key up in the store when no entry is in memory; it runs
+    /// while the key is locked here, so a concurrent first use cannot slip in.
+    pub fn begin<E>(
+        &self,
+        key: &str,
+        id: &str,
+        window: Duration,
+        stored: impl FnOnce() -> Result<Option<(String, StoredAnswer)>, E>,
+    ) -> Result<Begin<'_>, E> {
+        Ok(match self.by_key.entry(key.to_string()) {
             MapEntry::Occupied(mut o) if o.get().created.elapsed() >= window => {
                 self.by_id.remove(&o.get().id);
                 let entry = new_entry(key, id);
@@ -141,13 +159,23 @@ impl MessageLog {
                 Begin::New(Claim { log: self, entry })
             }
             MapEntry::Occupied(o) => Begin::Repeat(o.get().clone()),
-            MapEntry::Vacant(v) => {
-                let entry = new_entry(key, id);
-                v.insert(entry.clone());
-                self.by_id.insert(id.to_string(), entry.clone());
-                Begin::New(Claim { log: self, entry })
-            }
-        }
+            MapEntry::Vacant(v) => match stored()? {
+                Some((first_id, answer)) => Begin::Stored(first_id, answer),
+                None => {
+                    let entry = new_entry(key, id);
+                    v.insert(entry.clone());
+                    self.by_id.insert(id.to_string(), entry.clone());
+                    Begin::New(Claim { log: self, entry })
+                }
+            },
+        })
+    }
+
+    /// The claim's outcome is in the store, which answers repeats from now on.
+    pub fn settle(&self, claim: &Claim<'_>) {
+        self.by_key
+            .remove_if(&claim.entry.key, |_, e| e.id == claim.entry.id);
+        self.by_id.remove(&claim.entry.id);
     }
 
     /// The message was not accepted: forget the key so the client's retry is sent,

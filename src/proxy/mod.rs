@@ -15,6 +15,7 @@ pub mod upstream;
 
 use crate::config::WhenUnavailable;
 use crate::control::Control;
+use crate::queue::record::{MasterAnswer, Record, Status};
 use crate::queue::{NewMessage, Queue, QueueError};
 use crate::reply;
 use crate::server::Body;
@@ -69,6 +70,33 @@ impl Proxy {
             };
         }
         reply::not_found()
+    }
+
+    /// The outcome of the first message with the client's `Idempotency-Key` `key`,
+    /// if the store keeps one from inside the window: the master's answer when it was
+    /// delivered at once, else its 202 with its status now.
+    fn stored(
+        &self,
+        key: &str,
+        window: std::time::Duration,
+    ) -> Result<Option<(String, StoredAnswer)>, crate::queue::store::StoreError> {
+        let Some(queue) = &self.queue else {
+            return Ok(None);
+        };
+        let Some(first) = queue.first_with_key(key, window)? else {
+            return Ok(None);
+        };
+        let id = first.uuid().to_string();
+        let answer = match first.answer {
+            Some(a) => StoredAnswer {
+                status: StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK),
+                content_type: a.content_type.and_then(|c| HeaderValue::from_str(&c).ok()),
+                body: a.body,
+                master: first.master.as_deref().unwrap_or_default().into(),
+            },
+            None => queued_answer(&id, first.status.as_str()),
+        };
+        Ok(Some((id, answer)))
     }
 
     fn message_status(&self, id: &str) -> Response<Body> {
@@ -139,16 +167,25 @@ impl Proxy {
                 )
             }
             Some(Ok(key)) => {
-                match self.messages.begin(key, &id, cfg.queue.idempotency_window) {
-                    Begin::New(claim) => Some(claim),
-                    Begin::Repeat(first) => {
+                let window = cfg.queue.idempotency_window;
+                let begin = || {
+                    self.messages
+                        .begin(key, &id, window, || self.stored(key, window))
+                };
+                match begin() {
+                    Err(e) => return storage_error(&e.to_string()),
+                    Ok(Begin::New(claim)) => Some(claim),
+                    Ok(Begin::Stored(first, answer)) => return replay(&first, &answer),
+                    Ok(Begin::Repeat(first)) => {
                         if let Some(answer) = first.wait_answer().await {
                             return replay(&first.id, &answer);
                         }
                         // The first attempt was not accepted; this one is sent as new.
-                        match self.messages.begin(key, &id, cfg.queue.idempotency_window) {
-                            Begin::New(claim) => Some(claim),
-                            Begin::Repeat(other) => {
+                        match begin() {
+                            Err(e) => return storage_error(&e.to_string()),
+                            Ok(Begin::New(claim)) => Some(claim),
+                            Ok(Begin::Stored(first, answer)) => return replay(&first, &answer),
+                            Ok(Begin::Repeat(other)) => {
                                 return match other.wait_answer().await {
                                     Some(answer) => replay(&other.id, &answer),
                                     None => no_master(cfg),
@@ -254,7 +291,15 @@ impl Proxy {
                             body: answer.body.clone(),
                             master: master.config.id.clone(),
                         };
-                        claim.finish(stored, tried.len() as u32, last_error);
+                        self.keep_answer(
+                            claim,
+                            stored,
+                            msg,
+                            message,
+                            tried.len() as u32,
+                            last_error,
+                        )
+                        .await;
                     }
                     let master_value = master.config.id_header.clone();
                     let mut resp = delivered(answer, master_value, id_value.clone());
@@ -297,6 +342,54 @@ impl Proxy {
         }
     }
 
+    /// Records the answer to a message that carried a client's `Idempotency-Key`, for
+    /// its repeats: in memory, then durably in the store when the queue is on. A failed
+    /// store write does not change the client's answer (the master took the message);
+    /// the key then stays in memory for the window.
+    async fn keep_answer(
+        &self,
+        claim: &Claim<'_>,
+        answer: StoredAnswer,
+        msg: &Outgoing,
+        message: &Message<'_>,
+        attempts: u32,
+        last_error: Option<String>,
+    ) {
+        claim.finish(answer.clone(), attempts, last_error.clone());
+        let Some(queue) = &self.queue else {
+            return;
+        };
+        let now = crate::queue::now_ms();
+        let record = Record {
+            id: *message.uuid.as_bytes(),
+            status: Status::Delivered,
+            created_ms: now,
+            updated_ms: now,
+            due_ms: now,
+            attempts,
+            content_type: header_text(msg.content_type.as_ref()),
+            idempotency_key: header_text(Some(&msg.idempotency_key)).unwrap_or_default(),
+            region: message.region.map(str::to_string),
+            routing_key: message.key.map(str::to_string),
+            master: Some(answer.master.to_string()),
+            last_error,
+            body: bytes::Bytes::new(),
+            answer: Some(MasterAnswer {
+                status: answer.status.as_u16(),
+                content_type: header_text(answer.content_type.as_ref()),
+                body: answer.body,
+            }),
+        };
+        match queue.remember(record).await {
+            Ok(()) => self.messages.settle(claim),
+            Err(e) => tracing::error!(
+                message_id = message.id,
+                error = %e,
+                "the idempotency record could not be stored; it is kept in memory"
+            ),
+        }
+    }
+
     /// Queues the message and answers 202 once it is on disk; 503 when the queue is
     /// full, 507 when it cannot write.
     async fn park(
@@ -314,16 +407,10 @@ impl Proxy {
         let new = NewMessage {
             id: message.uuid,
             body: msg.body.clone(),
-            content_type: msg
-                .content_type
-                .as_ref()
-                .and_then(|c| c.to_str().ok())
-                .map(str::to_string),
-            idempotency_key: msg
-                .idempotency_key
-                .to_str()
-                .unwrap_or(message.id)
-                .to_string(),
+            content_type: header_text(msg.content_type.as_ref()),
+            idempotency_key: header_text(Some(&msg.idempotency_key))
+                .unwrap_or_else(|| message.id.to_string()),
+            client_key: message.claim.is_some(),
             region: message.region.map(str::to_string),
             routing_key: message.key.map(str::to_string),
             last_error: last_error.clone(),
@@ -331,29 +418,20 @@ impl Proxy {
         };
         match queue.enqueue(new).await {
             Ok(()) => {
-                let body = bytes::Bytes::from(
-                    serde_json::json!({"id": message.id, "status": "queued"}).to_string(),
-                );
+                let answer = queued_answer(message.id, "queued");
                 if let Some(claim) = message.claim {
-                    let stored = StoredAnswer {
-                        status: StatusCode::ACCEPTED,
-                        content_type: Some(HeaderValue::from_static("application/json")),
-                        body: body.clone(),
-                        master: Arc::from(""),
-                    };
-                    claim.finish(stored, attempts, last_error);
+                    claim.finish(answer.clone(), attempts, last_error);
+                    // The store answers repeats from now on.
+                    self.messages.settle(claim);
                 }
-                let mut resp = Response::new(Body::new(body));
+                let mut resp = Response::new(Body::new(answer.body));
                 *resp.status_mut() = StatusCode::ACCEPTED;
                 let headers = resp.headers_mut();
                 headers.insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
                 );
-                if let Ok(location) = HeaderValue::from_str(&format!("/v1/messages/{}", message.id))
-                {
-                    headers.insert(header::LOCATION, location);
-                }
+                insert_location(headers, message.id);
                 headers.insert(MESSAGE_ID, message.id_value.clone());
                 resp
             }
@@ -452,6 +530,29 @@ fn delivered(answer: Answer, master: HeaderValue, id: HeaderValue) -> Response<B
     resp
 }
 
+/// The 202 body of a queued message, `status` being where it stands.
+fn queued_answer(id: &str, status: &str) -> StoredAnswer {
+    StoredAnswer {
+        status: StatusCode::ACCEPTED,
+        content_type: Some(HeaderValue::from_static("application/json")),
+        body: serde_json::json!({"id": id, "status": status})
+            .to_string()
+            .into(),
+        master: Arc::from(""),
+    }
+}
+
+fn insert_location(headers: &mut HeaderMap, id: &str) {
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/messages/{id}")) {
+        headers.insert(header::LOCATION, location);
+    }
+}
+
+fn header_text(value: Option<&HeaderValue>) -> Option<String> {
+    value.and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// The first message's answer, for a repeat of its `Idempotency-Key`.
 fn replay(id: &str, answer: &StoredAnswer) -> Response<Body> {
     let mut resp = Response::new(Body::new(answer.body.clone()));
     *resp.status_mut() = answer.status;
@@ -460,11 +561,16 @@ fn replay(id: &str, answer: &StoredAnswer) -> Response<Body> {
         headers.insert(header::CONTENT_TYPE, ct.clone());
     }
     // Both were header values when the first message was answered.
-    if let (Ok(master), Ok(id)) = (
-        HeaderValue::from_str(&answer.master),
-        HeaderValue::from_str(id),
-    ) {
-        id_headers(headers, master, id);
+    if let Ok(id_value) = HeaderValue::from_str(id) {
+        headers.insert(MESSAGE_ID, id_value);
+    }
+    if let Ok(master) = HeaderValue::from_str(&answer.master) {
+        if !master.is_empty() {
+            headers.insert(MASTER, master);
+        }
+    }
+    if answer.status == StatusCode::ACCEPTED {
+        insert_location(headers, id);
     }
     headers.insert("x-switchyard-duplicate", HeaderValue::from_static("true"));
     resp
@@ -484,7 +590,8 @@ fn is_hop_by_hop(name: &header::HeaderName) -> bool {
     )
 }
 
-/// Sweeps expired idempotency records once a minute.
+/// Once a minute, forgets what the idempotency window no longer covers: entries in
+/// memory, and delivered records (with their keys) in the store.
 pub async fn sweep_messages(proxy: Arc<Proxy>, mut shutdown: crate::server::Shutdown) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
     loop {
@@ -492,6 +599,13 @@ pub async fn sweep_messages(proxy: Arc<Proxy>, mut shutdown: crate::server::Shut
             _ = tick.tick() => {
                 let window = proxy.control.table().config.queue.idempotency_window;
                 proxy.messages.sweep(window);
+                if let Some(queue) = &proxy.queue {
+                    match queue.sweep(window).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(records = n, "swept delivered records"),
+                        Err(e) => tracing::warn!(error = %e, "could not sweep delivered records"),
+                    }
+                }
             }
             _ = shutdown.wait() => return,
         }

@@ -37,6 +37,9 @@ pub struct NewMessage {
     pub body: Bytes,
     pub content_type: Option<String>,
     pub idempotency_key: String,
+    /// The `Idempotency-Key` came from the client: it is filed so that repeats find
+    /// this message (a key switchyard made up can never repeat).
+    pub client_key: bool,
     pub region: Option<String>,
     /// The routing key, for per-key ordering.
     pub routing_key: Option<String>,
@@ -75,7 +78,7 @@ impl Queue {
     /// Opens the store at `queue.path` and counts what it holds.
     pub fn open(config: &QueueConfig) -> Result<Queue, StoreError> {
         let store = Store::open(&config.path)?;
-        let depth = store.count_queued();
+        let depth = store.count_queued()?;
         let dead = store.count_dead();
         if depth > 0 {
             tracing::info!(queued = depth, dead, "queue recovered");
@@ -126,7 +129,7 @@ impl Queue {
 
     /// Persists `msg` for delivery now; returns once it is on disk.
     pub async fn enqueue(&self, msg: NewMessage) -> Result<(), QueueError> {
-        self.admit(|now| Record {
+        self.admit(msg.client_key, |now| Record {
             id: *msg.id.as_bytes(),
             status: Status::Queued,
             created_ms: now,
@@ -140,6 +143,7 @@ impl Queue {
             master: None,
             last_error: msg.last_error,
             body: msg.body,
+            answer: None,
         })
         .await?;
         metrics::counter!("switchyard_queue_enqueued_total").increment(1);
@@ -148,7 +152,11 @@ impl Queue {
 
     /// Writes a queued record, due now (`make` gets that time), counting it in the
     /// depth unless the queue is full.
-    async fn admit(&self, make: impl FnOnce(u64) -> Record) -> Result<(), QueueError> {
+    async fn admit(
+        &self,
+        remember_key: bool,
+        make: impl FnOnce(u64) -> Record,
+    ) -> Result<(), QueueError> {
         if self.depth.fetch_add(1, Relaxed) >= self.max {
             self.depth.fetch_sub(1, Relaxed);
             return Err(QueueError::Full(self.max));
@@ -160,6 +168,8 @@ impl Queue {
             .write(vec![Op::Put {
                 record: Box::new(record),
                 old_due: None,
+                next_due: 0,
+                remember_key,
             }])
             .await;
         drop(guard);
@@ -193,8 +203,10 @@ impl Queue {
             if out.len() >= limit || taken.contains(&id) {
                 continue;
             }
+            // Per-key order needs no check here: only the head of a routing key's
+            // line is ever due (see `store`).
             if let Some(record) = self.store.get(&id)? {
-                if record.status == Status::Queued && self.is_next_of_its_key(&record)? {
+                if record.status == Status::Queued {
                     taken.insert(id);
                     out.push(record);
                 }
@@ -203,19 +215,10 @@ impl Queue {
         Ok(out)
     }
 
-    /// Per-key order: a message with a routing key goes only when it is the earliest
-    /// queued message of that key (an earlier one waiting or in delivery holds it).
-    fn is_next_of_its_key(&self, record: &Record) -> Result<bool, StoreError> {
-        match &record.routing_key {
-            None => Ok(true),
-            Some(key) => Ok(self.store.first_of_key(key)? == Some(record.id)),
-        }
-    }
-
     /// Whether messages with routing key `key` are waiting: a new one must then queue
     /// behind them.
     pub fn has_waiting(&self, key: &str) -> Result<bool, StoreError> {
-        Ok(self.store.first_of_key(key)?.is_some())
+        self.store.key_has_waiting(key)
     }
 
     /// A message that stays at its old due time (a write back failed, or it was given
@@ -252,17 +255,23 @@ impl Queue {
         Ok(())
     }
 
-    /// Writes a taken message's outcome and lets it go. On a failed write the message
+    /// Writes a taken message's outcome and lets it go. A message that leaves its
+    /// routing key's line makes the next one due now. On a failed write the message
     /// stays at `old_due`, so the scan is rewound to see it again.
     async fn write_back(&self, record: Record, old_due: u64) -> Result<(), StoreError> {
         let id = record.id;
+        let next = (record.status != Status::Queued && record.routing_key.is_some())
+            .then(|| self.begin_due(Duration::ZERO));
         let result = self
             .store
             .write(vec![Op::Put {
                 record: Box::new(record),
                 old_due: Some(old_due),
+                next_due: next.as_ref().map_or(0, |g| g.due),
+                remember_key: false,
             }])
             .await;
+        drop(next);
         self.release(&id);
         if result.is_err() {
             self.rewind(old_due);
@@ -308,6 +317,54 @@ impl Queue {
         Ok(())
     }
 
+    /// Files a message delivered at once that carried a client's `Idempotency-Key`
+    /// (`record` holds the master's answer), for repeats and `GET /v1/messages/{id}`.
+    pub async fn remember(&self, record: Record) -> Result<(), StoreError> {
+        self.store
+            .write(vec![Op::Put {
+                record: Box::new(record),
+                old_due: None,
+                next_due: 0,
+                remember_key: true,
+            }])
+            .await
+    }
+
+    /// The message that first carried the client's `Idempotency-Key` `key`, if it
+    /// was accepted less than `window` ago.
+    pub fn first_with_key(
+        &self,
+        key: &str,
+        window: Duration,
+    ) -> Result<Option<Record>, StoreError> {
+        match self.store.first_use(key)? {
+            Some(first) if now_ms().saturating_sub(first.at_ms) < window.as_millis() as u64 => {
+                self.store.get(&first.id)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Forgets delivered records (and the idempotency keys that name them) delivered
+    /// more than `window` ago, a batch at a time. Returns how many.
+    pub async fn sweep(&self, window: Duration) -> Result<u64, StoreError> {
+        const BATCH: usize = 1024;
+        let until = now_ms().saturating_sub(window.as_millis() as u64);
+        let mut swept = 0;
+        loop {
+            let found = self.store.delivered_until(until, BATCH)?;
+            let n = found.len();
+            if n > 0 {
+                let ops = found.into_iter().map(|(at, id)| Op::Sweep { at, id });
+                self.store.write(ops.collect()).await?;
+                swept += n as u64;
+            }
+            if n < BATCH {
+                return Ok(swept);
+            }
+        }
+    }
+
     /// The oldest dead letters first, up to `limit`.
     pub fn list_dead(&self, limit: usize) -> Result<Vec<Record>, StoreError> {
         self.store.dead_letters(limit)
@@ -334,7 +391,7 @@ impl Queue {
         if record.status != Status::Dead {
             return Ok(false);
         }
-        self.admit(|now| Record {
+        self.admit(false, |now| Record {
             status: Status::Queued,
             attempts: 0,
             due_ms: now,
@@ -431,6 +488,7 @@ mod tests {
             body: Bytes::from(vec![n]),
             content_type: None,
             idempotency_key: format!("k{n}"),
+            client_key: false,
             region: None,
             routing_key: None,
             last_error: None,
@@ -536,6 +594,112 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(bodies(&q.take_due(10).unwrap()), vec![2]);
+    }
+
+    #[tokio::test]
+    async fn a_long_line_of_one_key_does_not_hold_up_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, config) = open(dir.path());
+        let keyed = |n: u8, key: &str| NewMessage {
+            routing_key: Some(key.to_string()),
+            ..message(n)
+        };
+        for n in 1..=50 {
+            q.enqueue(keyed(n, "alice")).await.unwrap();
+        }
+        q.enqueue(message(51)).await.unwrap();
+        q.enqueue(keyed(52, "bob")).await.unwrap();
+        // A scan of three finds the head of alice's line and both others: the 49
+        // behind the head are not in its way.
+        let first = q.take_due(3).unwrap();
+        assert_eq!(bodies(&first), vec![1, 51, 52]);
+        let head = first.into_iter().next().unwrap();
+        q.failed(head, "503".into(), true, &config).await.unwrap();
+        assert_eq!(
+            bodies(&take_some(&q)),
+            vec![1],
+            "the head again, after its backoff"
+        );
+        assert_eq!(q.depth(), 52);
+        drop(q);
+        let (q, _) = open(dir.path());
+        assert_eq!(q.depth(), 52, "lines are counted after a restart");
+        let mut taken = q.take_due(10).unwrap();
+        // In due time order, which the head's backoff changed.
+        taken.sort_by_key(|r| r.body[0]);
+        assert_eq!(bodies(&taken), vec![1, 51, 52]);
+        let head = taken.into_iter().next().unwrap();
+        q.delivered(head, "a").await.unwrap();
+        assert_eq!(
+            bodies(&q.take_due(10).unwrap()),
+            vec![2],
+            "the next of the line"
+        );
+    }
+
+    #[tokio::test]
+    async fn idempotency_keys_are_kept_across_a_restart_and_swept_after_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let window = Duration::from_secs(3600);
+        let answered = |key: &str| {
+            let now = now_ms();
+            Record {
+                id: *uuid::Uuid::now_v7().as_bytes(),
+                status: Status::Delivered,
+                created_ms: now,
+                updated_ms: now,
+                due_ms: now,
+                attempts: 1,
+                content_type: None,
+                idempotency_key: key.to_string(),
+                region: None,
+                routing_key: None,
+                master: Some("a".into()),
+                last_error: None,
+                body: Bytes::new(),
+                answer: Some(record::MasterAnswer {
+                    status: 200,
+                    content_type: None,
+                    body: Bytes::from_static(b"sent"),
+                }),
+            }
+        };
+        let first = answered("order-1");
+        let queued = NewMessage {
+            client_key: true,
+            idempotency_key: "order-2".into(),
+            ..message(2)
+        };
+        let queued_id = *queued.id.as_bytes();
+        {
+            let (q, _) = open(dir.path());
+            q.remember(first.clone()).await.unwrap();
+            q.enqueue(queued).await.unwrap();
+            // A key switchyard made up is not filed.
+            q.enqueue(message(3)).await.unwrap();
+        }
+        let (q, _) = open(dir.path());
+        let found = q.first_with_key("order-1", window).unwrap();
+        assert_eq!(found.as_ref(), Some(&first), "kept across a restart");
+        let found = q.first_with_key("order-2", window).unwrap().unwrap();
+        assert_eq!((found.id, found.status), (queued_id, Status::Queued));
+        assert!(q.first_with_key("k3", window).unwrap().is_none());
+        assert!(q.first_with_key("nobody", window).unwrap().is_none());
+        // Outside the window, the key is free.
+        assert!(q
+            .first_with_key("order-1", Duration::ZERO)
+            .unwrap()
+            .is_none());
+        // A sweep with the window still open keeps everything.
+        assert_eq!(q.sweep(window).await.unwrap(), 0);
+        assert!(q.get(&first.uuid()).unwrap().is_some());
+        // Past the window: the delivered record and its key go; the queued message
+        // (not delivered yet) stays, with its key.
+        assert_eq!(q.sweep(Duration::ZERO).await.unwrap(), 1);
+        assert!(q.get(&first.uuid()).unwrap().is_none());
+        assert!(q.store.first_use("order-1").unwrap().is_none());
+        assert!(q.first_with_key("order-2", window).unwrap().is_some());
+        assert_eq!(q.depth(), 2);
     }
 
     /// One step of the model test.

@@ -61,10 +61,22 @@ pub struct Record {
     pub master: Option<String>,
     pub last_error: Option<String>,
     pub body: Bytes,
+    /// The master's answer to a message delivered at once, kept to replay to a repeat
+    /// of its `Idempotency-Key`. Queued messages have none: a repeat gets the 202.
+    pub answer: Option<MasterAnswer>,
 }
 
-/// Version 2 added `routing_key` at the end; version 1 records are still read.
-const VERSION: u8 = 2;
+/// What a master answered, as kept for repeats.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MasterAnswer {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Bytes,
+}
+
+/// Version 2 added `routing_key` and version 3 the answer, each at the end; older
+/// records are still read.
+const VERSION: u8 = 3;
 
 impl Record {
     pub fn encode(&self) -> Vec<u8> {
@@ -87,13 +99,21 @@ impl Record {
         }
         put_optional(&mut out, Some(&self.body));
         put_optional(&mut out, self.routing_key.as_deref().map(str::as_bytes));
+        match &self.answer {
+            None => out.extend_from_slice(&0u16.to_be_bytes()),
+            Some(a) => {
+                out.extend_from_slice(&a.status.to_be_bytes());
+                put_optional(&mut out, a.content_type.as_deref().map(str::as_bytes));
+                put_optional(&mut out, Some(&a.body));
+            }
+        }
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Record, &'static str> {
         let mut r = Reader(bytes);
         let version = r.take(1)?[0];
-        if version != 1 && version != VERSION {
+        if !(1..=VERSION).contains(&version) {
             return Err("unknown record version");
         }
         let id: Id = r.take(16)?.try_into().map_err(|_| "short id")?;
@@ -109,6 +129,14 @@ impl Record {
         let last_error = r.string()?;
         let body = Bytes::copy_from_slice(r.optional()?.ok_or("missing body")?);
         let routing_key = if version >= 2 { r.string()? } else { None };
+        let answer = match if version >= 3 { r.u16()? } else { 0 } {
+            0 => None,
+            status => Some(MasterAnswer {
+                status,
+                content_type: r.string()?,
+                body: Bytes::copy_from_slice(r.optional()?.ok_or("missing answer body")?),
+            }),
+        };
         if !r.0.is_empty() {
             return Err("trailing bytes");
         }
@@ -126,6 +154,7 @@ impl Record {
             master,
             last_error,
             body,
+            answer,
         })
     }
 }
@@ -187,6 +216,12 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
+    fn u16(&mut self) -> Result<u16, &'static str> {
+        Ok(u16::from_be_bytes(
+            self.take(2)?.try_into().map_err(|_| "short")?,
+        ))
+    }
+
     fn u64(&mut self) -> Result<u64, &'static str> {
         Ok(u64::from_be_bytes(
             self.take(8)?.try_into().map_err(|_| "short")?,
@@ -227,6 +262,7 @@ mod tests {
             master: Some("a".into()),
             last_error: Some("503".into()),
             body: Bytes::from_static(b"{\"to\":1}"),
+            answer: None,
         }
     }
 
@@ -234,11 +270,28 @@ mod tests {
     fn round_trip() {
         let r = sample();
         assert_eq!(Record::decode(&r.encode()), Ok(r));
+        let answered = Record {
+            answer: Some(MasterAnswer {
+                status: 200,
+                content_type: None,
+                body: Bytes::from_static(b"ok"),
+            }),
+            ..sample()
+        };
+        assert_eq!(Record::decode(&answered.encode()), Ok(answered));
     }
 
     #[test]
     fn every_truncation_is_an_error() {
-        let bytes = sample().encode();
+        let answered = Record {
+            answer: Some(MasterAnswer {
+                status: 400,
+                content_type: Some("text/plain".into()),
+                body: Bytes::from_static(b"no"),
+            }),
+            ..sample()
+        };
+        let bytes = answered.encode();
         for n in 0..bytes.len() {
             assert!(Record::decode(&bytes[..n]).is_err(), "{n}");
         }

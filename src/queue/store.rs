@@ -6,20 +6,29 @@
 //!
 //! Keyspaces:
 //! - `messages`: id (16 bytes, a UUIDv7, so acceptance order) → [`Record`];
-//! - `due`: due time (8 bytes, big-endian ms) + id → nothing: what to deliver next;
+//! - `due`: due time (8 bytes, big-endian ms) + id → nothing: what to deliver next.
+//!   Every queued message without a routing key is here; of the queued messages that
+//!   share a routing key, only the head of the line is (see `keys`);
+//! - `keys`: routing key + 0xff + id → nothing, for every queued message with a
+//!   routing key. When a key's head is delivered or dead, the next of its line (the
+//!   lowest id) gets its `due` entry in the same batch, so a scan of `due` never steps
+//!   over messages that wait behind another. (0xff never occurs in UTF-8, so one
+//!   key's entries never interleave another's.)
 //! - `dead`: id → nothing: the dead letters;
-//! - `keys`: routing key + 0xff + id → nothing, for queued messages with a routing
-//!   key: the first entry of a key is the only one of that key that may be delivered.
-//!   (0xff never occurs in UTF-8, so one key's entries never interleave another's.)
+//! - `idem`: a client's `Idempotency-Key` → id (16 bytes) + accepted at (8 bytes,
+//!   big-endian ms): the first message that carried it;
+//! - `done`: delivered at (8 bytes, big-endian ms) + id → nothing: delivered records,
+//!   oldest first, swept with their `idem` entry once the idempotency window passes.
 //!
 //! **Durability.** Every write goes through one writer thread, which takes all the
 //! writes waiting for it, commits them as one batch and `fsync`s once (group commit),
 //! then answers each. When [`Store::write`] returns `Ok`, the write is on disk and
 //! survives a crash or power loss; when it returns `Err`, none of that write's
-//! operations are applied (a batch is atomic).
+//! operations are applied (a batch is atomic). Reads see every write that returned.
 
-use super::record::{Id, Record};
+use super::record::{Id, Record, Status};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::mpsc as std_mpsc;
 use tokio::sync::oneshot;
@@ -34,14 +43,26 @@ const JOURNAL_BYTES: u64 = 64 << 20;
 /// One change to the store.
 #[derive(Debug)]
 pub enum Op {
-    /// Writes the record; moves its `due` entry from `old_due` (if any) to its
-    /// `due_ms` when it is queued, and files it as a dead letter when dead.
+    /// Writes the record and keeps the indexes in step with its status:
+    /// - queued: its `due` entry moves from `old_due` (if any) to `due_ms`; a new
+    ///   message with a routing key joins the key's line, and is due only if it heads
+    ///   it;
+    /// - delivered or dead: it leaves `due` and its key's line, whose next message
+    ///   becomes due at `next_due`; dead letters are filed in `dead`, delivered
+    ///   records in `done`.
+    ///
+    /// With `remember_key`, the record's `idempotency_key` is filed in `idem`.
     Put {
         record: Box<Record>,
         old_due: Option<u64>,
+        next_due: u64,
+        remember_key: bool,
     },
     /// Forgets a dead letter.
     ForgetDead { id: Id },
+    /// Forgets a delivered record (its idempotency window has passed), found in
+    /// `done` at `at`.
+    Sweep { at: u64, id: Id },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,11 +77,19 @@ impl From<fjall::Error> for StoreError {
 
 type Job = (Vec<Op>, oneshot::Sender<Result<(), StoreError>>);
 
-pub struct Store {
+/// The keyspaces, cloned into the writer thread.
+#[derive(Clone)]
+struct Spaces {
     messages: Keyspace,
     due: Keyspace,
-    dead: Keyspace,
     keys: Keyspace,
+    dead: Keyspace,
+    idem: Keyspace,
+    done: Keyspace,
+}
+
+pub struct Store {
+    spaces: Spaces,
     /// `None` only while dropping.
     writer: Option<std_mpsc::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -83,11 +112,34 @@ impl std::fmt::Debug for Store {
     }
 }
 
-pub fn due_key(due_ms: u64, id: &Id) -> [u8; 24] {
+/// A time (ms) and an id, big-endian: the `due` and `done` keys, in time order.
+pub fn time_key(ms: u64, id: &Id) -> [u8; 24] {
     let mut k = [0u8; 24];
-    k[..8].copy_from_slice(&due_ms.to_be_bytes());
+    k[..8].copy_from_slice(&ms.to_be_bytes());
     k[8..].copy_from_slice(id);
     k
+}
+
+fn split_time_key(key: &[u8]) -> Option<(u64, Id)> {
+    let ms = u64::from_be_bytes(key.get(..8)?.try_into().ok()?);
+    Some((ms, key.get(8..)?.try_into().ok()?))
+}
+
+/// A message's `idem` value: its id and when it was accepted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FirstUse {
+    pub id: Id,
+    pub at_ms: u64,
+}
+
+impl FirstUse {
+    fn encode(&self) -> Vec<u8> {
+        time_key(self.at_ms, &self.id).to_vec()
+    }
+
+    fn decode(value: &[u8]) -> Option<FirstUse> {
+        split_time_key(value).map(|(at_ms, id)| FirstUse { id, at_ms })
+    }
 }
 
 impl Store {
@@ -102,26 +154,22 @@ impl Store {
             .max_journaling_size(JOURNAL_BYTES)
             .open()?;
         let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
-        let messages = db.keyspace("messages", options)?;
-        let due = db.keyspace("due", options)?;
-        let dead = db.keyspace("dead", options)?;
-        let keys = db.keyspace("keys", options)?;
-        let (writer, jobs) = std_mpsc::channel::<Job>();
         let spaces = Spaces {
-            messages: messages.clone(),
-            due: due.clone(),
-            dead: dead.clone(),
-            keys: keys.clone(),
+            messages: db.keyspace("messages", options)?,
+            due: db.keyspace("due", options)?,
+            keys: db.keyspace("keys", options)?,
+            dead: db.keyspace("dead", options)?,
+            idem: db.keyspace("idem", options)?,
+            done: db.keyspace("done", options)?,
         };
+        let (writer, jobs) = std_mpsc::channel::<Job>();
+        let for_writer = spaces.clone();
         let thread = std::thread::Builder::new()
             .name("queue-writer".into())
-            .spawn(move || write_loop(db, spaces, jobs))
+            .spawn(move || write_loop(db, for_writer, jobs))
             .map_err(|e| StoreError(format!("cannot start the queue writer: {e}")))?;
         Ok(Store {
-            messages,
-            due,
-            dead,
-            keys,
+            spaces,
             writer: Some(writer),
             thread: Some(thread),
         })
@@ -139,12 +187,17 @@ impl Store {
     }
 
     pub fn get(&self, id: &Id) -> Result<Option<Record>, StoreError> {
-        match self.messages.get(id)? {
-            None => Ok(None),
-            Some(v) => Record::decode(&v)
-                .map(Some)
-                .map_err(|e| StoreError(format!("a stored record is unreadable: {e}"))),
-        }
+        read_record(&self.spaces.messages, id)
+    }
+
+    /// The first message that carried the client's `Idempotency-Key` `key`, if one
+    /// is kept.
+    pub fn first_use(&self, key: &str) -> Result<Option<FirstUse>, StoreError> {
+        Ok(self
+            .spaces
+            .idem
+            .get(key.as_bytes())?
+            .and_then(|v| FirstUse::decode(&v)))
     }
 
     /// Up to `limit` (due time, id) of queued messages due from `from_ms` to `now_ms`,
@@ -156,40 +209,28 @@ impl Store {
         now_ms: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Id)>, StoreError> {
-        let start = due_key(from_ms, &[0; 16]);
-        let end = due_key(now_ms, &[0xff; 16]);
-        let mut out = Vec::new();
-        for guard in self
-            .due
-            .range(start.as_slice()..=end.as_slice())
-            .take(limit)
-        {
-            let key = guard.key()?;
-            if key.len() == 24 {
-                let due = u64::from_be_bytes(key[..8].try_into().unwrap_or_default());
-                let id: Id = key[8..].try_into().unwrap_or_default();
-                out.push((due, id));
-            }
-        }
-        Ok(out)
+        time_range(&self.spaces.due, from_ms, now_ms, limit)
     }
 
-    /// The earliest queued message with routing key `key`, if any.
-    pub fn first_of_key(&self, key: &str) -> Result<Option<Id>, StoreError> {
-        let prefix = key_prefix(key);
-        match self.keys.prefix(&prefix).next() {
-            None => Ok(None),
-            Some(guard) => {
-                let k = guard.key()?;
-                Ok(k[prefix.len()..].try_into().ok())
-            }
-        }
+    /// Up to `limit` (delivered at, id) of records delivered up to `until_ms`,
+    /// oldest first.
+    pub fn delivered_until(
+        &self,
+        until_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Id)>, StoreError> {
+        time_range(&self.spaces.done, 0, until_ms, limit)
+    }
+
+    /// Whether queued messages with routing key `key` are waiting.
+    pub fn key_has_waiting(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(first_of_line(&self.spaces.keys, key, &BTreeMap::new())?.is_some())
     }
 
     /// The oldest dead letters first, up to `limit`.
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<Record>, StoreError> {
         let mut out = Vec::new();
-        for guard in self.dead.iter().take(limit) {
+        for guard in self.spaces.dead.iter().take(limit) {
             let key = guard.key()?;
             let Ok(id) = Id::try_from(&key[..]) else {
                 continue;
@@ -201,43 +242,285 @@ impl Store {
         Ok(out)
     }
 
-    /// Counts the queued messages exactly (a scan of the `due` keys).
-    pub fn count_queued(&self) -> u64 {
-        self.due.iter().count() as u64
+    /// Counts the queued messages exactly: those due, plus those waiting in a key's
+    /// line behind its head (each line's head is also due).
+    pub fn count_queued(&self) -> Result<u64, StoreError> {
+        let due = self.spaces.due.iter().count() as u64;
+        let (mut in_lines, mut lines) = (0u64, 0u64);
+        let mut last_key: Option<Vec<u8>> = None;
+        for guard in self.spaces.keys.iter() {
+            let entry = guard.key()?;
+            let key = &entry[..entry.len().saturating_sub(17)];
+            in_lines += 1;
+            if last_key.as_deref() != Some(key) {
+                lines += 1;
+                last_key = Some(key.to_vec());
+            }
+        }
+        Ok(due + in_lines - lines)
     }
 
     pub fn count_dead(&self) -> u64 {
-        self.dead.iter().count() as u64
+        self.spaces.dead.iter().count() as u64
     }
 }
 
-fn key_prefix(key: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 1);
+fn read_record(messages: &Keyspace, id: &Id) -> Result<Option<Record>, StoreError> {
+    match messages.get(id)? {
+        None => Ok(None),
+        Some(v) => Record::decode(&v)
+            .map(Some)
+            .map_err(|e| StoreError(format!("a stored record is unreadable: {e}"))),
+    }
+}
+
+fn time_range(
+    space: &Keyspace,
+    from_ms: u64,
+    until_ms: u64,
+    limit: usize,
+) -> Result<Vec<(u64, Id)>, StoreError> {
+    let start = time_key(from_ms, &[0; 16]);
+    let end = time_key(until_ms, &[0xff; 16]);
+    let mut out = Vec::new();
+    for guard in space.range(start.as_slice()..=end.as_slice()).take(limit) {
+        if let Some(entry) = split_time_key(&guard.key()?) {
+            out.push(entry);
+        }
+    }
+    Ok(out)
+}
+
+fn line_prefix(key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 17);
     k.extend_from_slice(key.as_bytes());
     k.push(0xff);
     k
 }
 
-fn key_entry(key: &str, id: &Id) -> Vec<u8> {
-    let mut k = key_prefix(key);
+fn line_entry(key: &str, id: &Id) -> Vec<u8> {
+    let mut k = line_prefix(key);
     k.extend_from_slice(id);
     k
 }
 
-struct Spaces {
-    messages: Keyspace,
-    due: Keyspace,
-    dead: Keyspace,
-    keys: Keyspace,
+/// Staged changes to one keyspace: key → new value, or `None` for a removal.
+type Changes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// The first id in routing key `key`'s line: the lowest stored entry that `staged`
+/// does not remove, or a lower one `staged` adds.
+fn first_of_line(keys: &Keyspace, key: &str, staged: &Changes) -> Result<Option<Id>, StoreError> {
+    let prefix = line_prefix(key);
+    let id_of = |entry: &[u8]| Id::try_from(&entry[prefix.len()..]).ok();
+    let mut stored = None;
+    for guard in keys.prefix(&prefix) {
+        let entry = guard.key()?;
+        if !matches!(staged.get(&entry[..]), Some(None)) {
+            stored = id_of(&entry);
+            break;
+        }
+    }
+    let added = staged
+        .range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .find(|(_, v)| v.is_some())
+        .and_then(|(k, _)| id_of(k));
+    Ok(match (stored, added) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
+}
+
+/// One batch being built: what it writes, readable before it is committed, so the
+/// writes of one batch see each other.
+struct Staging<'a> {
+    spaces: &'a Spaces,
+    /// id → the record as this batch leaves it (`None`: removed).
+    records: HashMap<Id, Option<Record>>,
+    due: Changes,
+    keys: Changes,
+    dead: Changes,
+    idem: Changes,
+    done: Changes,
+}
+
+impl<'a> Staging<'a> {
+    fn new(spaces: &'a Spaces) -> Self {
+        Staging {
+            spaces,
+            records: HashMap::new(),
+            due: Changes::new(),
+            keys: Changes::new(),
+            dead: Changes::new(),
+            idem: Changes::new(),
+            done: Changes::new(),
+        }
+    }
+
+    fn record(&self, id: &Id) -> Result<Option<Record>, StoreError> {
+        match self.records.get(id) {
+            Some(staged) => Ok(staged.clone()),
+            None => read_record(&self.spaces.messages, id),
+        }
+    }
+
+    fn first_use(&self, key: &str) -> Result<Option<FirstUse>, StoreError> {
+        let value = match self.idem.get(key.as_bytes()) {
+            Some(staged) => staged.clone(),
+            None => self.spaces.idem.get(key.as_bytes())?.map(|v| v.to_vec()),
+        };
+        Ok(value.and_then(|v| FirstUse::decode(&v)))
+    }
+
+    fn apply(&mut self, op: Op) -> Result<(), StoreError> {
+        match op {
+            Op::Put {
+                record,
+                old_due,
+                next_due,
+                remember_key,
+            } => self.put(*record, old_due, next_due, remember_key),
+            Op::ForgetDead { id } => {
+                if let Some(record) = self.record(&id)? {
+                    self.forget(&record)?;
+                }
+                self.dead.insert(id.to_vec(), None);
+                Ok(())
+            }
+            Op::Sweep { at, id } => {
+                self.done.insert(time_key(at, &id).to_vec(), None);
+                match self.record(&id)? {
+                    Some(record) if record.status == Status::Delivered => self.forget(&record),
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
+    fn put(
+        &mut self,
+        record: Record,
+        old_due: Option<u64>,
+        next_due: u64,
+        remember_key: bool,
+    ) -> Result<(), StoreError> {
+        let id = record.id;
+        if let Some(old) = old_due {
+            self.due.insert(time_key(old, &id).to_vec(), None);
+        }
+        if remember_key {
+            let first = FirstUse {
+                id,
+                at_ms: record.created_ms,
+            };
+            self.idem.insert(
+                record.idempotency_key.clone().into_bytes(),
+                Some(first.encode()),
+            );
+        }
+        let key = record.routing_key.as_deref();
+        match record.status {
+            Status::Queued => {
+                // A dead letter sent again leaves the dead letters.
+                self.dead.insert(id.to_vec(), None);
+                let heads_line = match key {
+                    None => true,
+                    // Already in the line: the head, rescheduled.
+                    Some(_) if old_due.is_some() => true,
+                    Some(k) => {
+                        let empty = first_of_line(&self.spaces.keys, k, &self.keys)?.is_none();
+                        self.keys.insert(line_entry(k, &id), Some(Vec::new()));
+                        empty
+                    }
+                };
+                if heads_line {
+                    self.due
+                        .insert(time_key(record.due_ms, &id).to_vec(), Some(Vec::new()));
+                }
+            }
+            Status::Delivered | Status::Dead => {
+                if record.status == Status::Dead {
+                    self.dead.insert(id.to_vec(), Some(Vec::new()));
+                } else {
+                    self.done
+                        .insert(time_key(record.updated_ms, &id).to_vec(), Some(Vec::new()));
+                }
+                // Only a taken message (`old_due`) was in a line.
+                if let (Some(k), Some(_)) = (key, old_due) {
+                    self.keys.insert(line_entry(k, &id), None);
+                    self.promote_next(k, next_due)?;
+                }
+            }
+        }
+        self.records.insert(id, Some(record));
+        Ok(())
+    }
+
+    /// Routing key `key`'s head is done: the next of its line becomes due at `at`.
+    fn promote_next(&mut self, key: &str, at: u64) -> Result<(), StoreError> {
+        while let Some(next) = first_of_line(&self.spaces.keys, key, &self.keys)? {
+            let Some(mut record) = self.record(&next)? else {
+                // Cannot happen (the line and the record are written together); if it
+                // did, a stale entry must not stop the line.
+                tracing::error!(
+                    routing_key = key,
+                    "a routing key line named a missing message"
+                );
+                self.keys.insert(line_entry(key, &next), None);
+                continue;
+            };
+            self.due
+                .insert(time_key(record.due_ms, &next).to_vec(), None);
+            record.due_ms = at;
+            self.due
+                .insert(time_key(at, &next).to_vec(), Some(Vec::new()));
+            self.records.insert(next, Some(record));
+            return Ok(());
+        }
+        Ok(())
+    }
+
+    /// Removes a record and the `idem` entry that names it.
+    fn forget(&mut self, record: &Record) -> Result<(), StoreError> {
+        if self
+            .first_use(&record.idempotency_key)?
+            .is_some_and(|f| f.id == record.id)
+        {
+            self.idem
+                .insert(record.idempotency_key.clone().into_bytes(), None);
+        }
+        self.records.insert(record.id, None);
+        Ok(())
+    }
+
+    fn commit(self, db: &Database) -> Result<(), StoreError> {
+        let mut batch = db.batch().durability(Some(PersistMode::SyncData));
+        for (id, record) in self.records {
+            match record {
+                Some(r) => batch.insert(&self.spaces.messages, id.to_vec(), r.encode()),
+                None => batch.remove(&self.spaces.messages, id.to_vec()),
+            }
+        }
+        let s = self.spaces;
+        for (space, changes) in [
+            (&s.due, self.due),
+            (&s.keys, self.keys),
+            (&s.dead, self.dead),
+            (&s.idem, self.idem),
+            (&s.done, self.done),
+        ] {
+            for (key, value) in changes {
+                match value {
+                    Some(v) => batch.insert(space, key, v),
+                    None => batch.remove(space, key),
+                }
+            }
+        }
+        Ok(batch.commit()?)
+    }
 }
 
 fn write_loop(db: Database, spaces: Spaces, jobs: std_mpsc::Receiver<Job>) {
-    let Spaces {
-        messages,
-        due,
-        dead,
-        keys,
-    } = spaces;
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -246,53 +529,22 @@ fn write_loop(db: Database, spaces: Spaces, jobs: std_mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let mut batch = db.batch().durability(Some(PersistMode::SyncData));
-        for (ops, _) in &group {
+        let mut staging = Staging::new(&spaces);
+        let mut dones = Vec::with_capacity(group.len());
+        let mut result = Ok(());
+        for (ops, done) in group {
+            dones.push(done);
             for op in ops {
-                match op {
-                    Op::Put { record, old_due } => {
-                        if let Some(old) = old_due {
-                            batch.remove(&due, due_key(*old, &record.id).to_vec());
-                        }
-                        let key = record
-                            .routing_key
-                            .as_deref()
-                            .map(|k| key_entry(k, &record.id));
-                        match record.status {
-                            super::record::Status::Queued => {
-                                // A dead letter sent again leaves the dead letters.
-                                batch.remove(&dead, record.id.to_vec());
-                                batch.insert(&due, due_key(record.due_ms, &record.id).to_vec(), []);
-                                if let Some(k) = key {
-                                    batch.insert(&keys, k, []);
-                                }
-                            }
-                            super::record::Status::Dead => {
-                                batch.insert(&dead, record.id.to_vec(), []);
-                                if let Some(k) = key {
-                                    batch.remove(&keys, k);
-                                }
-                            }
-                            super::record::Status::Delivered => {
-                                if let Some(k) = key {
-                                    batch.remove(&keys, k);
-                                }
-                            }
-                        }
-                        batch.insert(&messages, record.id.to_vec(), record.encode());
-                    }
-                    Op::ForgetDead { id } => {
-                        batch.remove(&dead, id.to_vec());
-                        batch.remove(&messages, id.to_vec());
-                    }
+                if result.is_ok() {
+                    result = staging.apply(op);
                 }
             }
         }
-        let result = batch.commit().map_err(|e| e.to_string());
+        let result = result.and_then(|()| staging.commit(&db)).map_err(|e| e.0);
         if let Err(e) = &result {
             tracing::error!(error = %e, "the queue could not write to disk");
         }
-        for (_, done) in group {
+        for done in dones {
             let _caller_gone = done.send(result.clone().map_err(StoreError));
         }
     }
