@@ -141,7 +141,8 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
 }
 
 /// Raises the queue warning of SPEC section 5 while more than `alerts.queue_warning`
-/// messages wait (repeats are folded by the alerter).
+/// messages wait, and a critical alert when writes to disk failed since the last look
+/// (repeats are folded by the alerter).
 async fn watch_queue_depth(
     queue: Arc<Queue>,
     control: Arc<Control>,
@@ -149,10 +150,21 @@ async fn watch_queue_depth(
     mut shutdown: crate::server::Shutdown,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut failed_before = queue.failed_writes();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.wait() => return,
+        }
+        let failed = queue.failed_writes();
+        if failed > failed_before {
+            failed_before = failed;
+            alerts.raise(
+                crate::alerts::Severity::Critical,
+                "queue_write_failed",
+                None,
+                "the queue cannot write to disk (full or read-only?): new queued messages get 507",
+            );
         }
         let limit = control.table().config.alerts.queue_warning;
         let depth = queue.depth();

@@ -3,21 +3,11 @@
 
 mod common;
 use common::*;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const ASYNC: [(&str, &str); 1] = [("prefer", "respond-async")];
-
-async fn keys_received(http: &Http, mock: &Mock) -> HashMap<String, u64> {
-    let body = json(&http.get(&format!("{}/received/keys", mock.url)).await.2);
-    body["keys"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
-        .collect()
-}
 
 async fn message(http: &Http, sy: &Switchyard, id: &str) -> serde_json::Value {
     json(&http.get(&format!("{}/v1/messages/{id}", sy.url)).await.2)

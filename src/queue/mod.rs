@@ -79,7 +79,7 @@ impl Queue {
     pub fn open(config: &QueueConfig) -> Result<Queue, StoreError> {
         let store = Store::open(&config.path)?;
         let depth = store.count_queued()?;
-        let dead = store.count_dead();
+        let dead = store.count_dead()?;
         if depth > 0 {
             tracing::info!(queued = depth, dead, "queue recovered");
         }
@@ -121,6 +121,11 @@ impl Queue {
 
     pub fn depth(&self) -> u64 {
         self.depth.load(Relaxed)
+    }
+
+    /// Writes to disk that failed since the queue was opened (see [`store`]).
+    pub fn failed_writes(&self) -> u64 {
+        self.store.failed_writes()
     }
 
     pub fn dead_letters(&self) -> u64 {

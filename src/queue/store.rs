@@ -25,12 +25,22 @@
 //! then answers each. When [`Store::write`] returns `Ok`, the write is on disk and
 //! survives a crash or power loss; when it returns `Err`, none of that write's
 //! operations are applied (a batch is atomic). Reads see every write that returned.
+//!
+//! **After a failed write** (a full or read-only disk) fjall refuses all further
+//! writes, as a database must once it cannot tell what reached the disk. The writer
+//! then closes the database and opens it again from disk, as a restart would, once a
+//! second, until that succeeds; meanwhile reads and writes fail at once (the client
+//! gets 507) and nothing already accepted is touched.
 
 use super::record::{Id, Record, Status};
+use arc_swap::ArcSwapOption;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// The most writes one commit takes.
@@ -39,6 +49,8 @@ const CACHE_BYTES: u64 = 4 << 20;
 const MEMTABLE_BYTES: u64 = 4 << 20;
 /// fjall's minimum: the journal replayed at start is at most this large.
 const JOURNAL_BYTES: u64 = 64 << 20;
+/// How often the writer tries to open the database again after a failed write.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
 /// One change to the store.
 #[derive(Debug)]
@@ -77,8 +89,7 @@ impl From<fjall::Error> for StoreError {
 
 type Job = (Vec<Op>, oneshot::Sender<Result<(), StoreError>>);
 
-/// The keyspaces, cloned into the writer thread.
-#[derive(Clone)]
+/// The keyspaces of one open database.
 struct Spaces {
     messages: Keyspace,
     due: Keyspace,
@@ -89,7 +100,9 @@ struct Spaces {
 }
 
 pub struct Store {
-    spaces: Spaces,
+    /// `None` while the writer reopens the database after a failed write.
+    spaces: Arc<ArcSwapOption<Spaces>>,
+    failed_writes: Arc<AtomicU64>,
     /// `None` only while dropping.
     writer: Option<std_mpsc::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -147,32 +160,34 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(path)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", path.display())))?;
-        // Memory stays small whatever the backlog: a small block cache, small memtables
-        // (flushed to disk early), and at most 64 MiB of journal to replay at start.
-        let db = Database::builder(path)
-            .cache_size(CACHE_BYTES)
-            .max_journaling_size(JOURNAL_BYTES)
-            .open()?;
-        let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
-        let spaces = Spaces {
-            messages: db.keyspace("messages", options)?,
-            due: db.keyspace("due", options)?,
-            keys: db.keyspace("keys", options)?,
-            dead: db.keyspace("dead", options)?,
-            idem: db.keyspace("idem", options)?,
-            done: db.keyspace("done", options)?,
-        };
+        let (db, spaces) = open_db(path)?;
+        let spaces = Arc::new(ArcSwapOption::from_pointee(spaces));
         let (writer, jobs) = std_mpsc::channel::<Job>();
-        let for_writer = spaces.clone();
+        let failed_writes = Arc::new(AtomicU64::new(0));
+        let writer_side = Shared {
+            spaces: spaces.clone(),
+            failed_writes: failed_writes.clone(),
+        };
+        let path = path.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("queue-writer".into())
-            .spawn(move || write_loop(db, for_writer, jobs))
+            .spawn(move || write_loop(db, writer_side, &path, jobs))
             .map_err(|e| StoreError(format!("cannot start the queue writer: {e}")))?;
         Ok(Store {
             spaces,
+            failed_writes,
             writer: Some(writer),
             thread: Some(thread),
         })
+    }
+
+    /// Commits that failed since the store was opened.
+    pub fn failed_writes(&self) -> u64 {
+        self.failed_writes.load(Relaxed)
+    }
+
+    fn spaces(&self) -> Result<Arc<Spaces>, StoreError> {
+        self.spaces.load_full().ok_or_else(reopening)
     }
 
     /// Applies `ops` atomically and durably (see the module docs).
@@ -187,14 +202,14 @@ impl Store {
     }
 
     pub fn get(&self, id: &Id) -> Result<Option<Record>, StoreError> {
-        read_record(&self.spaces.messages, id)
+        read_record(&self.spaces()?.messages, id)
     }
 
     /// The first message that carried the client's `Idempotency-Key` `key`, if one
     /// is kept.
     pub fn first_use(&self, key: &str) -> Result<Option<FirstUse>, StoreError> {
         Ok(self
-            .spaces
+            .spaces()?
             .idem
             .get(key.as_bytes())?
             .and_then(|v| FirstUse::decode(&v)))
@@ -209,7 +224,7 @@ impl Store {
         now_ms: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Id)>, StoreError> {
-        time_range(&self.spaces.due, from_ms, now_ms, limit)
+        time_range(&self.spaces()?.due, from_ms, now_ms, limit)
     }
 
     /// Up to `limit` (delivered at, id) of records delivered up to `until_ms`,
@@ -219,18 +234,19 @@ impl Store {
         until_ms: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Id)>, StoreError> {
-        time_range(&self.spaces.done, 0, until_ms, limit)
+        time_range(&self.spaces()?.done, 0, until_ms, limit)
     }
 
     /// Whether queued messages with routing key `key` are waiting.
     pub fn key_has_waiting(&self, key: &str) -> Result<bool, StoreError> {
-        Ok(first_of_line(&self.spaces.keys, key, &BTreeMap::new())?.is_some())
+        Ok(first_of_line(&self.spaces()?.keys, key, &BTreeMap::new())?.is_some())
     }
 
     /// The oldest dead letters first, up to `limit`.
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<Record>, StoreError> {
         let mut out = Vec::new();
-        for guard in self.spaces.dead.iter().take(limit) {
+        let spaces = self.spaces()?;
+        for guard in spaces.dead.iter().take(limit) {
             let key = guard.key()?;
             let Ok(id) = Id::try_from(&key[..]) else {
                 continue;
@@ -245,10 +261,11 @@ impl Store {
     /// Counts the queued messages exactly: those due, plus those waiting in a key's
     /// line behind its head (each line's head is also due).
     pub fn count_queued(&self) -> Result<u64, StoreError> {
-        let due = self.spaces.due.iter().count() as u64;
+        let spaces = self.spaces()?;
+        let due = spaces.due.iter().count() as u64;
         let (mut in_lines, mut lines) = (0u64, 0u64);
         let mut last_key: Option<Vec<u8>> = None;
-        for guard in self.spaces.keys.iter() {
+        for guard in spaces.keys.iter() {
             let entry = guard.key()?;
             let key = &entry[..entry.len().saturating_sub(17)];
             in_lines += 1;
@@ -260,9 +277,32 @@ impl Store {
         Ok(due + in_lines - lines)
     }
 
-    pub fn count_dead(&self) -> u64 {
-        self.spaces.dead.iter().count() as u64
+    pub fn count_dead(&self) -> Result<u64, StoreError> {
+        Ok(self.spaces()?.dead.iter().count() as u64)
     }
+}
+
+fn reopening() -> StoreError {
+    StoreError("the store is being reopened after a failed write".into())
+}
+
+fn open_db(path: &Path) -> Result<(Database, Spaces), StoreError> {
+    // Memory stays small whatever the backlog: a small block cache, small memtables
+    // (flushed to disk early), and at most 64 MiB of journal to replay at start.
+    let db = Database::builder(path)
+        .cache_size(CACHE_BYTES)
+        .max_journaling_size(JOURNAL_BYTES)
+        .open()?;
+    let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
+    let spaces = Spaces {
+        messages: db.keyspace("messages", options)?,
+        due: db.keyspace("due", options)?,
+        keys: db.keyspace("keys", options)?,
+        dead: db.keyspace("dead", options)?,
+        idem: db.keyspace("idem", options)?,
+        done: db.keyspace("done", options)?,
+    };
+    Ok((db, spaces))
 }
 
 fn read_record(messages: &Keyspace, id: &Id) -> Result<Option<Record>, StoreError> {
@@ -520,7 +560,14 @@ impl<'a> Staging<'a> {
     }
 }
 
-fn write_loop(db: Database, spaces: Spaces, jobs: std_mpsc::Receiver<Job>) {
+/// What the writer shares with the readers.
+struct Shared {
+    spaces: Arc<ArcSwapOption<Spaces>>,
+    failed_writes: Arc<AtomicU64>,
+}
+
+fn write_loop(db: Database, shared: Shared, path: &Path, jobs: std_mpsc::Receiver<Job>) {
+    let mut db = Some(db);
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -529,6 +576,12 @@ fn write_loop(db: Database, spaces: Spaces, jobs: std_mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        let (Some(open), Some(spaces)) = (&db, shared.spaces.load_full()) else {
+            for (_, done) in group {
+                let _caller_gone = done.send(Err(reopening()));
+            }
+            continue;
+        };
         let mut staging = Staging::new(&spaces);
         let mut dones = Vec::with_capacity(group.len());
         let mut result = Ok(());
@@ -540,12 +593,62 @@ fn write_loop(db: Database, spaces: Spaces, jobs: std_mpsc::Receiver<Job>) {
                 }
             }
         }
-        let result = result.and_then(|()| staging.commit(&db)).map_err(|e| e.0);
+        // A read that failed while staging wrote nothing; a failed commit may leave
+        // the database refusing writes.
+        let (result, failed_write) = match result {
+            Ok(()) => {
+                let committed = staging.commit(open);
+                let failed = committed.is_err();
+                (committed, failed)
+            }
+            Err(e) => (Err(e), false),
+        };
+        let result = result.map_err(|e| e.0);
         if let Err(e) = &result {
             tracing::error!(error = %e, "the queue could not write to disk");
         }
         for done in dones {
             let _caller_gone = done.send(result.clone().map_err(StoreError));
+        }
+        if failed_write {
+            shared.failed_writes.fetch_add(1, Relaxed);
+            shared.spaces.store(None);
+            // The old database closes (and unlocks) once its last handle is gone.
+            drop(spaces);
+            drop(db.take());
+            db = reopen(&shared.spaces, path, &jobs);
+        }
+    }
+}
+
+/// Opens the database again after a failed write, once every [`REOPEN_EVERY`],
+/// answering the writes that come meanwhile with an error. `None` when the store is
+/// being dropped.
+fn reopen(
+    shared: &ArcSwapOption<Spaces>,
+    path: &Path,
+    jobs: &std_mpsc::Receiver<Job>,
+) -> Option<Database> {
+    loop {
+        // Writes keep coming: the next try is at a fixed time, not after a quiet second.
+        let next_try = std::time::Instant::now() + REOPEN_EVERY;
+        loop {
+            let wait = next_try.saturating_duration_since(std::time::Instant::now());
+            match jobs.recv_timeout(wait) {
+                Ok((_, done)) => {
+                    let _caller_gone = done.send(Err(reopening()));
+                }
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => return None,
+                Err(std_mpsc::RecvTimeoutError::Timeout) => break,
+            }
+        }
+        match open_db(path) {
+            Ok((db, spaces)) => {
+                shared.store(Some(Arc::new(spaces)));
+                tracing::info!(path = %path.display(), "the queue store is open again");
+                return Some(db);
+            }
+            Err(e) => tracing::warn!(error = %e, "the queue store could not be opened again yet"),
         }
     }
 }

@@ -303,6 +303,17 @@ impl Http {
     }
 }
 
+/// Idempotency-Key → how many times it reached `mock` (started with `--record-keys`).
+pub async fn keys_received(http: &Http, mock: &Mock) -> std::collections::HashMap<String, u64> {
+    let body = json(&http.get(&format!("{}/received/keys", mock.url)).await.2);
+    body["keys"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+        .collect()
+}
+
 pub fn json(body: &[u8]) -> serde_json::Value {
     serde_json::from_slice(body)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
