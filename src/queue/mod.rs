@@ -134,7 +134,7 @@ impl Queue {
 
     /// Persists `msg` for delivery now; returns once it is on disk.
     pub async fn enqueue(&self, msg: NewMessage) -> Result<(), QueueError> {
-        self.admit(msg.client_key, |now| Record {
+        self.admit(msg.client_key, false, |now| Record {
             id: *msg.id.as_bytes(),
             status: Status::Queued,
             created_ms: now,
@@ -157,9 +157,11 @@ impl Queue {
 
     /// Writes a queued record, due now (`make` gets that time), counting it in the
     /// depth unless the queue is full.
+    /// `revive`: the record is a dead letter, queued again.
     async fn admit(
         &self,
         remember_key: bool,
+        revive: bool,
         make: impl FnOnce(u64) -> Record,
     ) -> Result<(), QueueError> {
         if self.depth.fetch_add(1, Relaxed) >= self.max {
@@ -168,15 +170,17 @@ impl Queue {
         }
         let guard = self.begin_due(Duration::ZERO);
         let record = make(guard.due);
-        let written = self
-            .store
-            .write(vec![Op::Put {
-                record: Box::new(record),
-                old_due: None,
-                next_due: 0,
-                remember_key,
-            }])
-            .await;
+        let mut ops = Vec::with_capacity(2);
+        if revive {
+            ops.push(Op::LeaveDead { id: record.id });
+        }
+        ops.push(Op::Put {
+            record: Box::new(record),
+            old_due: None,
+            next_due: 0,
+            remember_key,
+        });
+        let written = self.store.write(ops).await;
         drop(guard);
         if let Err(e) = written {
             self.depth.fetch_sub(1, Relaxed);
@@ -396,7 +400,7 @@ impl Queue {
         if record.status != Status::Dead {
             return Ok(false);
         }
-        self.admit(false, |now| Record {
+        self.admit(false, true, |now| Record {
             status: Status::Queued,
             attempts: 0,
             due_ms: now,

@@ -34,6 +34,7 @@
 
 use super::record::{Id, Record, Status};
 use arc_swap::ArcSwapOption;
+use fjall::config::FilterPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -45,8 +46,8 @@ use tokio::sync::oneshot;
 
 /// The most writes one commit takes.
 const MAX_GROUP: usize = 4096;
-const CACHE_BYTES: u64 = 4 << 20;
-const MEMTABLE_BYTES: u64 = 4 << 20;
+const CACHE_BYTES: u64 = 1 << 20;
+const MEMTABLE_BYTES: u64 = 1 << 20;
 /// fjall's minimum: the journal replayed at start is at most this large.
 const JOURNAL_BYTES: u64 = 64 << 20;
 /// How often the writer tries to open the database again after a failed write.
@@ -70,6 +71,8 @@ pub enum Op {
         next_due: u64,
         remember_key: bool,
     },
+    /// Takes a dead letter out of the dead letters (it is being queued again).
+    LeaveDead { id: Id },
     /// Forgets a dead letter.
     ForgetDead { id: Id },
     /// Forgets a delivered record (its idempotency window has passed), found in
@@ -294,13 +297,18 @@ fn open_db(path: &Path) -> Result<(Database, Spaces), StoreError> {
         .max_journaling_size(JOURNAL_BYTES)
         .open()?;
     let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
+    // Bloom filters only save reads of keys that are absent, scattered over the tables.
+    // Ids and times grow, so each table holds one slice of them and a point read is
+    // sent to the one table whose range covers it; the other keyspaces are only
+    // scanned. Only the clients' idempotency keys, random and mostly new, need them.
+    let unfiltered = || options().filter_policy(FilterPolicy::disabled());
     let spaces = Spaces {
-        messages: db.keyspace("messages", options)?,
-        due: db.keyspace("due", options)?,
-        keys: db.keyspace("keys", options)?,
-        dead: db.keyspace("dead", options)?,
+        messages: db.keyspace("messages", unfiltered)?,
+        due: db.keyspace("due", unfiltered)?,
+        keys: db.keyspace("keys", unfiltered)?,
+        dead: db.keyspace("dead", unfiltered)?,
         idem: db.keyspace("idem", options)?,
-        done: db.keyspace("done", options)?,
+        done: db.keyspace("done", unfiltered)?,
     };
     Ok((db, spaces))
 }
@@ -420,6 +428,10 @@ impl<'a> Staging<'a> {
                 next_due,
                 remember_key,
             } => self.put(*record, old_due, next_due, remember_key),
+            Op::LeaveDead { id } => {
+                self.dead.insert(id.to_vec(), None);
+                Ok(())
+            }
             Op::ForgetDead { id } => {
                 if let Some(record) = self.record(&id)? {
                     self.forget(&record)?;
@@ -461,8 +473,6 @@ impl<'a> Staging<'a> {
         let key = record.routing_key.as_deref();
         match record.status {
             Status::Queued => {
-                // A dead letter sent again leaves the dead letters.
-                self.dead.insert(id.to_vec(), None);
                 let heads_line = match key {
                     None => true,
                     // Already in the line: the head, rescheduled.
