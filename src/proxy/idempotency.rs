@@ -97,10 +97,6 @@ pub struct Claim<'a> {
 }
 
 impl Claim<'_> {
-    pub fn id(&self) -> &str {
-        &self.entry.id
-    }
-
     /// Records the master's final answer and wakes waiting repeats.
     pub fn finish(&self, answer: StoredAnswer, attempts: u32, last_error: Option<String>) {
         {

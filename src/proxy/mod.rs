@@ -511,11 +511,6 @@ fn unavailable(cfg: &crate::config::Config, code: &str, message: String) -> Resp
     resp
 }
 
-fn id_headers(headers: &mut HeaderMap, master: HeaderValue, id: HeaderValue) {
-    headers.insert(MASTER, master);
-    headers.insert(MESSAGE_ID, id);
-}
-
 /// The master's answer as the client sees it: status, body and end-to-end headers.
 fn delivered(answer: Answer, master: HeaderValue, id: HeaderValue) -> Response<Body> {
     let mut resp = Response::new(Body::new(answer.body));
@@ -526,7 +521,8 @@ fn delivered(answer: Answer, master: HeaderValue, id: HeaderValue) -> Response<B
             headers.append(name.clone(), value.clone());
         }
     }
-    id_headers(headers, master, id);
+    headers.insert(MASTER, master);
+    headers.insert(MESSAGE_ID, id);
     resp
 }
 
