@@ -708,20 +708,7 @@ impl Controller {
                         ));
                     }
                     // Masters that failed meanwhile are failed over now.
-                    let failed: Vec<Arc<str>> = self
-                        .masters
-                        .iter()
-                        .filter(|(id, w)| {
-                            w.machine.state() == HealthState::Failed
-                                && !self.active.contains_key(*id)
-                        })
-                        .map(|(id, _)| id.clone())
-                        .collect();
-                    if self.config.failover.enabled {
-                        for id in failed {
-                            let _logged = self.fail_over(&id, false, now);
-                        }
-                    }
+                    self.fill_empty_places(now);
                 }
             }
             Command::Failover(id) => {
@@ -834,8 +821,6 @@ impl Controller {
                 s.health = w.machine.state();
                 s.factor = w.published_factor;
                 s.promoted_for = active.get(id).map(|a| a.backup.clone());
-                // A failed-over master stays out until failback, recovered or not.
-                s.held = active.contains_key(id);
             }
         });
         let eligible = self.control.table().eligible_count() > 0;

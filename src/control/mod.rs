@@ -23,17 +23,16 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
 
 /// Per-master state kept across rebuilds and reloads. The failover controller owns
-/// `health`, `factor`, `promoted_for` and `held`; admin commands own `admin`.
+/// `health`, `factor` and `promoted_for`; admin commands own `admin`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MasterState {
     pub admin: AdminState,
     pub health: HealthState,
     /// Slow-start share while `recovering`.
     pub factor: f64,
-    /// A standby promoted in the place of this failed master (its id).
+    /// A standby promoted in the place of this failed master (its id). While set, the
+    /// master is held out of rotation, recovered or not, until failback.
     pub promoted_for: Option<Arc<str>>,
-    /// Failed over: kept out of rotation until failback.
-    pub held: bool,
 }
 
 impl Default for MasterState {
@@ -43,7 +42,6 @@ impl Default for MasterState {
             health: HealthState::Healthy,
             factor: 1.0,
             promoted_for: None,
-            held: false,
         }
     }
 }
@@ -227,6 +225,12 @@ impl Control {
 
 fn build(w: &mut Writer, stats: &StatsRegistry) -> RoutingTable {
     w.table_version += 1;
+    // Standby id -> the failed master it stands in for.
+    let stands_in_for: HashMap<&str, &str> = w
+        .masters
+        .iter()
+        .filter_map(|(failed, s)| Some((s.promoted_for.as_deref()?, failed.as_ref())))
+        .collect();
     let inputs = w
         .config
         .masters
@@ -234,11 +238,9 @@ fn build(w: &mut Writer, stats: &StatsRegistry) -> RoutingTable {
         .map(|m| {
             let c = w.masters.get(&m.id).cloned().unwrap_or_default();
             // A promoted standby takes the failed master's weight and priority.
-            let promoted_for = w
-                .masters
-                .iter()
-                .find(|(_, s)| s.promoted_for.as_ref() == Some(&m.id))
-                .and_then(|(failed, _)| w.config.master(failed));
+            let promoted_for = stands_in_for
+                .get(m.id.as_ref())
+                .and_then(|failed| w.config.master(failed));
             let config = match promoted_for {
                 Some(failed) => Arc::new(MasterConfig {
                     weight: failed.weight,
@@ -253,7 +255,7 @@ fn build(w: &mut Writer, stats: &StatsRegistry) -> RoutingTable {
                 health: c.health,
                 admin: c.admin,
                 promoted: promoted_for.is_some(),
-                held: c.held,
+                held: c.promoted_for.is_some(),
                 factor: c.factor,
             }
         })
