@@ -205,11 +205,7 @@ impl Alerter {
             kind: kind.to_owned(),
             master: master.map(str::to_owned),
             message,
-            at: crate::util::format_rfc3339(
-                SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .unwrap_or_default(),
-            ),
+            at: crate::util::rfc3339(SystemTime::now()),
         };
         log(&alert);
         match slot {

@@ -34,11 +34,11 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::util::format_rfc3339;
+use crate::util::rfc3339;
 
 /// How many events are kept in memory (and loaded from disk on open).
 pub const KEEP: usize = 10_000;
@@ -248,13 +248,11 @@ impl AuditLog {
     /// line for the writer thread. Never waits for the disk: the event is not durable
     /// until a later [`flush`](Self::flush) returns Ok (see the module docs).
     pub fn record(&self, event: NewEvent) -> Event {
-        let since_epoch = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let at = rfc3339(SystemTime::now());
         let mut state = self.lock();
         let event = Event {
             id: state.next_id,
-            at: format_rfc3339(since_epoch),
+            at,
             kind: event.kind,
             master: event.master,
             backup: event.backup,

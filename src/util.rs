@@ -1,6 +1,12 @@
 //! Small helpers with no better home.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// `t` as RFC 3339 UTC with milliseconds (see [`format_rfc3339`]); a time before the
+/// epoch reads as the epoch.
+pub fn rfc3339(t: SystemTime) -> String {
+    format_rfc3339(t.duration_since(UNIX_EPOCH).unwrap_or_default())
+}
 
 /// Formats a time since the Unix epoch as RFC 3339 UTC with milliseconds
 /// (`2026-11-24T19:54:09.123Z`), without pulling in a calendar crate.

@@ -14,14 +14,14 @@ use crate::health::machine::{slow_start, Machine, Settings, Signal, Transition};
 use crate::health::probe::{self, Report};
 use crate::health::HealthState;
 use crate::server::Shutdown;
-use crate::util::format_rfc3339;
+use crate::util::rfc3339;
 use arc_swap::ArcSwap;
 use http::{StatusCode, Uri};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -199,10 +199,6 @@ fn settings(config: &Config) -> Settings {
         config.failover.recovery_wait,
         config.failover.slow_start,
     )
-}
-
-fn wall(t: SystemTime) -> String {
-    format_rfc3339(t.duration_since(UNIX_EPOCH).unwrap_or_default())
 }
 
 impl Controller {
@@ -861,11 +857,11 @@ impl Controller {
                 .map(|(failed, a)| ActiveView {
                     failed: failed.to_string(),
                     backup: a.backup.to_string(),
-                    since: wall(a.since_at),
+                    since: rfc3339(a.since_at),
                     manual: a.manual,
                 })
                 .collect(),
-            last_failover_at: self.last_failover_at.map(wall),
+            last_failover_at: self.last_failover_at.map(rfc3339),
             failovers_total: self.failovers_total,
             masters,
         }));

@@ -8,6 +8,7 @@
 //! ([`MessageLog::settle`]). With the queue off, entries stay here for the window and
 //! are also what `GET /v1/messages/{id}` reads.
 
+use crate::util::rfc3339;
 use bytes::Bytes;
 use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
@@ -128,11 +129,6 @@ impl Drop for Claim<'_> {
 pub struct MessageLog {
     by_key: DashMap<String, Arc<Entry>>,
     by_id: DashMap<String, Arc<Entry>>,
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    crate::util::format_rfc3339(d)
 }
 
 impl MessageLog {
