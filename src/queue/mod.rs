@@ -505,6 +505,13 @@ mod tests {
         }
     }
 
+    fn keyed(n: u8, key: &str) -> NewMessage {
+        NewMessage {
+            routing_key: Some(key.to_string()),
+            ..message(n)
+        }
+    }
+
     fn bodies(records: &[Record]) -> Vec<u8> {
         records.iter().map(|r| r.body[0]).collect()
     }
@@ -582,10 +589,6 @@ mod tests {
     async fn one_routing_key_goes_in_order_others_are_not_held() {
         let dir = tempfile::tempdir().unwrap();
         let (q, config) = open(dir.path());
-        let keyed = |n: u8, key: &str| NewMessage {
-            routing_key: Some(key.to_string()),
-            ..message(n)
-        };
         q.enqueue(keyed(1, "alice")).await.unwrap();
         q.enqueue(keyed(2, "alice")).await.unwrap();
         q.enqueue(keyed(3, "bob")).await.unwrap();
@@ -609,10 +612,6 @@ mod tests {
     async fn a_long_line_of_one_key_does_not_hold_up_the_others() {
         let dir = tempfile::tempdir().unwrap();
         let (q, config) = open(dir.path());
-        let keyed = |n: u8, key: &str| NewMessage {
-            routing_key: Some(key.to_string()),
-            ..message(n)
-        };
         for n in 1..=50 {
             q.enqueue(keyed(n, "alice")).await.unwrap();
         }
