@@ -400,27 +400,35 @@ impl Queue {
         if record.status != Status::Dead {
             return Ok(false);
         }
-        self.admit(false, true, |now| Record {
+        // The writer checks again: of two retries at once, one wins.
+        let queued = self.admit(false, true, |now| Record {
             status: Status::Queued,
             attempts: 0,
             due_ms: now,
             updated_ms: now,
             ..record
-        })
-        .await?;
+        });
+        match queued.await {
+            Ok(()) => {}
+            Err(QueueError::Store(StoreError::NotDead)) => return Ok(false),
+            Err(e) => return Err(e),
+        }
         self.dead.fetch_sub(1, Relaxed);
         Ok(true)
     }
 
     /// Deletes a dead letter for good. `Ok(false)` when `id` is not a dead letter.
     pub async fn delete_dead(&self, id: &uuid::Uuid) -> Result<bool, StoreError> {
-        match self.store.get(id.as_bytes())? {
-            Some(r) if r.status == Status::Dead => {}
-            _ => return Ok(false),
-        }
-        self.store
+        // The writer checks that it is a dead letter: of two deletes at once, one wins.
+        match self
+            .store
             .write(vec![Op::ForgetDead { id: *id.as_bytes() }])
-            .await?;
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::NotDead) => return Ok(false),
+            Err(e) => return Err(e),
+        }
         self.dead.fetch_sub(1, Relaxed);
         Ok(true)
     }
@@ -708,6 +716,35 @@ mod tests {
         assert!(q.store.first_use("order-1").unwrap().is_none());
         assert!(q.first_with_key("order-2", window).unwrap().is_some());
         assert_eq!(q.depth(), 2);
+    }
+
+    #[tokio::test]
+    async fn of_two_retries_or_deletes_of_one_dead_letter_one_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, config) = open(dir.path());
+        q.enqueue(message(1)).await.unwrap();
+        q.enqueue(message(2)).await.unwrap();
+        // max_attempts = 2: every message fails until both are dead letters.
+        while q.dead_letters() < 2 {
+            for r in take_some(&q) {
+                q.failed(r, "503".into(), true, &config).await.unwrap();
+            }
+        }
+        let dead = q.list_dead(10).unwrap();
+        let [one, two] = [1, 2].map(|n| dead.iter().find(|r| r.body[0] == n).unwrap().uuid());
+
+        let (a, b) = tokio::join!(q.retry_dead(&one), q.retry_dead(&one));
+        let mut won = [a.unwrap(), b.unwrap()];
+        won.sort();
+        assert_eq!(won, [false, true]);
+        assert_eq!((q.depth(), q.dead_letters()), (1, 1));
+
+        let (a, b) = tokio::join!(q.delete_dead(&two), q.delete_dead(&two));
+        let mut won = [a.unwrap(), b.unwrap()];
+        won.sort();
+        assert_eq!(won, [false, true]);
+        assert_eq!(q.dead_letters(), 0);
+        assert!(q.get(&two).unwrap().is_none());
     }
 
     /// One step of the model test.

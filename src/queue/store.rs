@@ -72,21 +72,28 @@ pub enum Op {
         remember_key: bool,
     },
     /// Takes a dead letter out of the dead letters (it is being queued again).
+    /// Refused with [`StoreError::NotDead`] unless it is one when its batch is staged.
     LeaveDead { id: Id },
-    /// Forgets a dead letter.
+    /// Forgets a dead letter; refused as [`Op::LeaveDead`] is.
     ForgetDead { id: Id },
     /// Forgets a delivered record (its idempotency window has passed), found in
     /// `done` at `at`.
     Sweep { at: u64, id: Id },
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("queue storage: {0}")]
-pub struct StoreError(String);
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("queue storage: {0}")]
+    Failed(String),
+    /// A dead-letter operation ([`Op::LeaveDead`], [`Op::ForgetDead`]) found no dead
+    /// letter with its id: another one took it first, or there never was one.
+    #[error("not a dead letter")]
+    NotDead,
+}
 
 impl From<fjall::Error> for StoreError {
     fn from(e: fjall::Error) -> Self {
-        StoreError(e.to_string())
+        StoreError::Failed(e.to_string())
     }
 }
 
@@ -162,9 +169,10 @@ impl Store {
     /// Opens (creating) the store; recovery replays the journal.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(path)
-            .map_err(|e| StoreError(format!("cannot create {}: {e}", path.display())))?;
-        let (db, spaces) = open_db(path)?;
-        let spaces = Arc::new(ArcSwapOption::from_pointee(spaces));
+            .map_err(|e| StoreError::Failed(format!("cannot create {}: {e}", path.display())))?;
+        let (db, open) = open_db(path)?;
+        let open = Arc::new(open);
+        let spaces = Arc::new(ArcSwapOption::new(Some(open.clone())));
         let (writer, jobs) = std_mpsc::channel::<Job>();
         let failed_writes = Arc::new(AtomicU64::new(0));
         let writer_side = Shared {
@@ -174,8 +182,8 @@ impl Store {
         let path = path.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("queue-writer".into())
-            .spawn(move || write_loop(db, writer_side, &path, jobs))
-            .map_err(|e| StoreError(format!("cannot start the queue writer: {e}")))?;
+            .spawn(move || write_loop((db, open), writer_side, &path, jobs))
+            .map_err(|e| StoreError::Failed(format!("cannot start the queue writer: {e}")))?;
         Ok(Store {
             spaces,
             failed_writes,
@@ -199,9 +207,9 @@ impl Store {
         self.writer
             .as_ref()
             .and_then(|w| w.send((ops, tx)).ok())
-            .ok_or_else(|| StoreError("the queue writer has stopped".into()))?;
+            .ok_or_else(|| StoreError::Failed("the queue writer has stopped".into()))?;
         rx.await
-            .map_err(|_| StoreError("the queue writer has stopped".into()))?
+            .map_err(|_| StoreError::Failed("the queue writer has stopped".into()))?
     }
 
     pub fn get(&self, id: &Id) -> Result<Option<Record>, StoreError> {
@@ -254,7 +262,7 @@ impl Store {
             let Ok(id) = Id::try_from(&key[..]) else {
                 continue;
             };
-            if let Some(record) = self.get(&id)? {
+            if let Some(record) = read_record(&spaces.messages, &id)? {
                 out.push(record);
             }
         }
@@ -286,7 +294,7 @@ impl Store {
 }
 
 fn reopening() -> StoreError {
-    StoreError("the store is being reopened after a failed write".into())
+    StoreError::Failed("the store is being reopened after a failed write".into())
 }
 
 fn open_db(path: &Path) -> Result<(Database, Spaces), StoreError> {
@@ -318,7 +326,7 @@ fn read_record(messages: &Keyspace, id: &Id) -> Result<Option<Record>, StoreErro
         None => Ok(None),
         Some(v) => Record::decode(&v)
             .map(Some)
-            .map_err(|e| StoreError(format!("a stored record is unreadable: {e}"))),
+            .map_err(|e| StoreError::Failed(format!("a stored record is unreadable: {e}"))),
     }
 }
 
@@ -412,6 +420,14 @@ impl<'a> Staging<'a> {
         }
     }
 
+    /// The dead letter `id`, as this batch leaves it so far.
+    fn dead_letter(&self, id: &Id) -> Result<Record, StoreError> {
+        match self.record(id)? {
+            Some(record) if record.status == Status::Dead => Ok(record),
+            _ => Err(StoreError::NotDead),
+        }
+    }
+
     fn first_use(&self, key: &str) -> Result<Option<FirstUse>, StoreError> {
         let value = match self.idem.get(key.as_bytes()) {
             Some(staged) => staged.clone(),
@@ -420,22 +436,22 @@ impl<'a> Staging<'a> {
         Ok(value.and_then(|v| FirstUse::decode(&v)))
     }
 
-    fn apply(&mut self, op: Op) -> Result<(), StoreError> {
-        match op {
+    fn apply(&mut self, op: &Op) -> Result<(), StoreError> {
+        match *op {
             Op::Put {
-                record,
+                ref record,
                 old_due,
                 next_due,
                 remember_key,
-            } => self.put(*record, old_due, next_due, remember_key),
+            } => self.put((**record).clone(), old_due, next_due, remember_key),
             Op::LeaveDead { id } => {
+                self.dead_letter(&id)?;
                 self.dead.insert(id.to_vec(), None);
                 Ok(())
             }
             Op::ForgetDead { id } => {
-                if let Some(record) = self.record(&id)? {
-                    self.forget(&record)?;
-                }
+                let record = self.dead_letter(&id)?;
+                self.forget(&record)?;
                 self.dead.insert(id.to_vec(), None);
                 Ok(())
             }
@@ -576,8 +592,11 @@ struct Shared {
     failed_writes: Arc<AtomicU64>,
 }
 
-fn write_loop(db: Database, shared: Shared, path: &Path, jobs: std_mpsc::Receiver<Job>) {
-    let mut db = Some(db);
+/// The open database, and its keyspaces as the writer uses them.
+type Open = (Database, Arc<Spaces>);
+
+fn write_loop(open: Open, shared: Shared, path: &Path, jobs: std_mpsc::Receiver<Job>) {
+    let (mut db, mut spaces) = open;
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -586,48 +605,53 @@ fn write_loop(db: Database, shared: Shared, path: &Path, jobs: std_mpsc::Receive
                 Err(_) => break,
             }
         }
-        let (Some(open), Some(spaces)) = (&db, shared.spaces.load_full()) else {
-            for (_, done) in group {
-                let _caller_gone = done.send(Err(reopening()));
-            }
-            continue;
-        };
-        let mut staging = Staging::new(&spaces);
-        let mut dones = Vec::with_capacity(group.len());
-        let mut result = Ok(());
-        for (ops, done) in group {
-            dones.push(done);
-            for op in ops {
-                if result.is_ok() {
-                    result = staging.apply(op);
-                }
-            }
-        }
-        // A read that failed while staging wrote nothing; a failed commit may leave
-        // the database refusing writes.
-        let (result, failed_write) = match result {
-            Ok(()) => {
-                let committed = staging.commit(open);
-                let failed = committed.is_err();
-                (committed, failed)
-            }
-            Err(e) => (Err(e), false),
-        };
-        let result = result.map_err(|e| e.0);
-        if let Err(e) = &result {
+        let (staging, refused) = stage(&spaces, &group);
+        // A job refused while staging wrote nothing and holds no other job back; a
+        // failed commit may leave the database refusing writes.
+        let committed = staging.commit(&db);
+        if let Err(e) = &committed {
             tracing::error!(error = %e, "the queue could not write to disk");
         }
-        for done in dones {
-            let _caller_gone = done.send(result.clone().map_err(StoreError));
+        for ((_, done), refused) in group.into_iter().zip(refused) {
+            let result = match refused {
+                Some(e) => Err(e),
+                None => committed.clone(),
+            };
+            let _caller_gone = done.send(result);
         }
-        if failed_write {
+        if committed.is_err() {
             shared.failed_writes.fetch_add(1, Relaxed);
             shared.spaces.store(None);
             // The old database closes (and unlocks) once its last handle is gone.
             drop(spaces);
-            drop(db.take());
-            db = reopen(&shared.spaces, path, &jobs);
+            drop(db);
+            match reopen(&shared.spaces, path, &jobs) {
+                Some(open) => (db, spaces) = open,
+                None => return,
+            }
         }
+    }
+}
+
+/// Stages every job of a group into one batch. A job whose ops cannot be staged (a
+/// record that cannot be read) is refused alone: the batch is staged again without it.
+fn stage<'a>(spaces: &'a Spaces, group: &[Job]) -> (Staging<'a>, Vec<Option<StoreError>>) {
+    let mut refused: Vec<Option<StoreError>> = vec![None; group.len()];
+    'again: loop {
+        let mut staging = Staging::new(spaces);
+        for (i, (ops, _)) in group.iter().enumerate() {
+            if refused[i].is_some() {
+                continue;
+            }
+            if let Err(e) = ops.iter().try_for_each(|op| staging.apply(op)) {
+                if !matches!(e, StoreError::NotDead) {
+                    tracing::error!(error = %e, "a queue write was refused");
+                }
+                refused[i] = Some(e);
+                continue 'again;
+            }
+        }
+        return (staging, refused);
     }
 }
 
@@ -638,7 +662,7 @@ fn reopen(
     shared: &ArcSwapOption<Spaces>,
     path: &Path,
     jobs: &std_mpsc::Receiver<Job>,
-) -> Option<Database> {
+) -> Option<Open> {
     loop {
         // Writes keep coming: the next try is at a fixed time, not after a quiet second.
         let next_try = std::time::Instant::now() + REOPEN_EVERY;
@@ -654,11 +678,67 @@ fn reopen(
         }
         match open_db(path) {
             Ok((db, spaces)) => {
-                shared.store(Some(Arc::new(spaces)));
+                let spaces = Arc::new(spaces);
+                shared.store(Some(spaces.clone()));
                 tracing::info!(path = %path.display(), "the queue store is open again");
-                return Some(db);
+                return Some((db, spaces));
             }
             Err(e) => tracing::warn!(error = %e, "the queue store could not be opened again yet"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::record::Record;
+
+    fn queued(id: Id) -> Record {
+        Record {
+            id,
+            status: Status::Queued,
+            created_ms: 1,
+            updated_ms: 1,
+            due_ms: 1,
+            attempts: 0,
+            content_type: None,
+            idempotency_key: "k".into(),
+            region: None,
+            routing_key: None,
+            master: None,
+            last_error: None,
+            body: bytes::Bytes::from_static(b"m"),
+            answer: None,
+        }
+    }
+
+    #[test]
+    fn a_job_that_cannot_be_staged_is_refused_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let spaces = store.spaces().unwrap();
+        // A record that cannot be read back, as a damaged disk could leave one.
+        spaces.messages.insert([1; 16], b"not a record").unwrap();
+        let job = |ops: Vec<Op>| (ops, oneshot::channel().0);
+        let group = vec![
+            job(vec![Op::Put {
+                record: Box::new(queued([2; 16])),
+                old_due: None,
+                next_due: 0,
+                remember_key: false,
+            }]),
+            job(vec![Op::ForgetDead { id: [1; 16] }]),
+            job(vec![Op::Put {
+                record: Box::new(queued([3; 16])),
+                old_due: None,
+                next_due: 0,
+                remember_key: false,
+            }]),
+        ];
+        let (staging, refused) = stage(&spaces, &group);
+        let refused: Vec<bool> = refused.iter().map(Option::is_some).collect();
+        assert_eq!(refused, vec![false, true, false]);
+        let staged: std::collections::HashSet<Id> = staging.records.keys().copied().collect();
+        assert_eq!(staged, [[2; 16], [3; 16]].into_iter().collect());
     }
 }
