@@ -3,9 +3,10 @@
 //! sends it, and writes the outcome back to the queue. At most `CONCURRENCY`
 //! deliveries run at once; a message is held by one delivery at a time.
 
-use super::upstream::{exchange, Outgoing, UpstreamError};
+use super::upstream::{Outgoing, UpstreamError};
 use super::Proxy;
 use crate::queue::record::Record;
+use crate::queue::store::StoreError;
 use crate::queue::Queue;
 use crate::server::Shutdown;
 use http::HeaderValue;
@@ -72,38 +73,35 @@ pub async fn run(proxy: Arc<Proxy>, queue: Arc<Queue>, mut shutdown: Shutdown) {
 }
 
 async fn deliver(proxy: &Proxy, queue: &Queue, record: Record) {
+    if let Err(e) = attempt(proxy, queue, record).await {
+        tracing::error!(error = %e, "cannot write a delivery outcome to the queue");
+    }
+}
+
+/// One delivery attempt of `record`, its outcome written back to the queue.
+async fn attempt(proxy: &Proxy, queue: &Queue, record: Record) -> Result<(), StoreError> {
     let table = proxy.control.table();
     let config = &table.config;
     let age = crate::queue::now_ms().saturating_sub(record.created_ms);
     if age >= config.queue.ttl.as_millis() as u64 {
-        let error = format!(
+        let mut error = format!(
             "not delivered within ttl_ms ({} ms)",
             config.queue.ttl.as_millis()
         );
-        let error = record
-            .last_error
-            .clone()
-            .map_or(error.clone(), |last| format!("{error}; last error: {last}"));
-        if let Err(e) = queue.failed(record, error, false, &config.queue).await {
-            tracing::error!(error = %e, "cannot write a delivery outcome to the queue");
+        if let Some(last) = &record.last_error {
+            error = format!("{error}; last error: {last}");
         }
-        return;
+        return queue.failed(record, error, false, &config.queue).await;
     }
-    let region = record.region.as_deref().map(str::to_ascii_lowercase);
-    let Some(pick) = table.select(region.as_deref(), &[]) else {
+    // Stored as the request gave it to the routing hints: lower-cased.
+    let Some(pick) = table.select(record.region.as_deref(), &[]) else {
         let error = "no master is eligible".to_string();
-        if let Err(e) = queue.failed(record, error, false, &config.queue).await {
-            tracing::error!(error = %e, "cannot write a delivery outcome to the queue");
-        }
-        return;
+        return queue.failed(record, error, false, &config.queue).await;
     };
     let master = &table.masters[pick.index];
     let Ok(key) = HeaderValue::from_str(&record.idempotency_key) else {
         let error = "the stored Idempotency-Key is not a valid header".to_string();
-        if let Err(e) = queue.failed(record, error, true, &config.queue).await {
-            tracing::error!(error = %e, "cannot write a delivery outcome to the queue");
-        }
-        return;
+        return queue.failed(record, error, true, &config.queue).await;
     };
     let msg = Outgoing {
         body: record.body.clone(),
@@ -114,20 +112,10 @@ async fn deliver(proxy: &Proxy, queue: &Queue, record: Record) {
         idempotency_key: key,
     };
     let stats = &master.stats;
-    let started = Instant::now();
-    let result = {
-        let _in_flight = stats.start();
-        exchange(
-            &proxy.pool,
-            &master.config,
-            &msg,
-            config.server.request_timeout,
-        )
+    match proxy
+        .exchange(master, &msg, config.server.request_timeout)
         .await
-    };
-    stats.observe_latency(started.elapsed());
-    stats.metrics.duration.record(started.elapsed());
-    let outcome = match result {
+    {
         Ok(answer) if answer.status.is_success() => {
             stats.record_success();
             stats.metrics.request(crate::telemetry::Outcome::Success);
@@ -154,8 +142,5 @@ async fn deliver(proxy: &Proxy, queue: &Queue, record: Record) {
             }
             queue.failed(record, error, true, &config.queue).await
         }
-    };
-    if let Err(e) = outcome {
-        tracing::error!(error = %e, "cannot write a delivery outcome to the queue");
     }
 }

@@ -165,16 +165,18 @@ impl MessageLog {
 
     /// The claim's outcome is in the store, which answers repeats from now on.
     pub fn settle(&self, claim: &Claim<'_>) {
-        self.by_key
-            .remove_if(&claim.entry.key, |_, e| e.id == claim.entry.id);
-        self.by_id.remove(&claim.entry.id);
+        self.forget(&claim.entry);
+    }
+
+    fn forget(&self, entry: &Entry) {
+        self.by_key.remove_if(&entry.key, |_, e| e.id == entry.id);
+        self.by_id.remove(&entry.id);
     }
 
     /// The message was not accepted: forget the key so the client's retry is sent,
     /// and let waiting repeats send theirs.
     fn abandon(&self, entry: &Entry) {
-        self.by_key.remove_if(&entry.key, |_, e| e.id == entry.id);
-        self.by_id.remove(&entry.id);
+        self.forget(entry);
         entry.answer.send_replace(Answer::Abandoned);
     }
 

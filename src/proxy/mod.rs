@@ -172,25 +172,23 @@ impl Proxy {
                     self.messages
                         .begin(key, &id, window, || self.stored(key, window))
                 };
-                match begin() {
-                    Err(e) => return storage_error(&e.to_string()),
-                    Ok(Begin::New(claim)) => Some(claim),
-                    Ok(Begin::Stored(first, answer)) => return replay(&first, &answer),
-                    Ok(Begin::Repeat(first)) => {
-                        if let Some(answer) = first.wait_answer().await {
-                            return replay(&first.id, &answer);
-                        }
-                        // The first attempt was not accepted; this one is sent as new.
-                        match begin() {
-                            Err(e) => return storage_error(&e.to_string()),
-                            Ok(Begin::New(claim)) => Some(claim),
-                            Ok(Begin::Stored(first, answer)) => return replay(&first, &answer),
-                            Ok(Begin::Repeat(other)) => {
-                                return match other.wait_answer().await {
-                                    Some(answer) => replay(&other.id, &answer),
-                                    None => no_master(cfg),
-                                }
+                let mut waited = false;
+                loop {
+                    match begin() {
+                        Err(e) => return storage_error(&e.to_string()),
+                        Ok(Begin::New(claim)) => break Some(claim),
+                        Ok(Begin::Stored(first, answer)) => return replay(&first, &answer),
+                        Ok(Begin::Repeat(first)) => {
+                            if let Some(answer) = first.wait_answer().await {
+                                return replay(&first.id, &answer);
                             }
+                            // The first attempt was not accepted: this one is sent as
+                            // new, unless another repeat took the key first and also
+                            // went unanswered.
+                            if waited {
+                                return no_master(cfg);
+                            }
+                            waited = true;
                         }
                     }
                 }
@@ -208,6 +206,8 @@ impl Proxy {
             id_value: &id_value,
             region,
             key: hints.key.as_deref(),
+            // Visible ASCII: the client's key was checked above, the id is a UUID.
+            idempotency_key: msg.idempotency_key.to_str().unwrap_or(&id),
             claim: claim.as_ref(),
         };
         let asked_async = parts
@@ -259,16 +259,10 @@ impl Proxy {
             tried.push(pick.index);
             let master = &table.masters[pick.index];
             let stats = &master.stats;
-            let started = Instant::now();
-            let result = {
-                let _in_flight = stats.start();
-                exchange(&self.pool, &master.config, msg, cfg.server.request_timeout)
-                    .instrument(tracing::debug_span!("forward", master = master.id()))
-                    .await
-            };
-            let elapsed = started.elapsed();
-            stats.observe_latency(elapsed);
-            stats.metrics.duration.record(elapsed);
+            let result = self
+                .exchange(master, msg, cfg.server.request_timeout)
+                .instrument(tracing::debug_span!("forward", master = master.id()))
+                .await;
             match result {
                 Ok(answer) => {
                     if answer.status.is_server_error() {
@@ -368,7 +362,7 @@ impl Proxy {
             due_ms: now,
             attempts,
             content_type: header_text(msg.content_type.as_ref()),
-            idempotency_key: header_text(Some(&msg.idempotency_key)).unwrap_or_default(),
+            idempotency_key: message.idempotency_key.to_string(),
             region: message.region.map(str::to_string),
             routing_key: message.key.map(str::to_string),
             master: Some(answer.master.to_string()),
@@ -408,8 +402,7 @@ impl Proxy {
             id: message.uuid,
             body: msg.body.clone(),
             content_type: header_text(msg.content_type.as_ref()),
-            idempotency_key: header_text(Some(&msg.idempotency_key))
-                .unwrap_or_else(|| message.id.to_string()),
+            idempotency_key: message.idempotency_key.to_string(),
             client_key: message.claim.is_some(),
             region: message.region.map(str::to_string),
             routing_key: message.key.map(str::to_string),
@@ -455,6 +448,8 @@ struct Message<'a> {
     region: Option<&'a str>,
     /// The routing key: per-key order.
     key: Option<&'a str>,
+    /// The `Idempotency-Key` sent to masters: the client's, or `id`.
+    idempotency_key: &'a str,
     claim: Option<&'a Claim<'a>>,
 }
 
@@ -467,6 +462,26 @@ fn storage_error(detail: &str) -> Response<Body> {
 }
 
 impl Proxy {
+    /// One exchange with `master`, counted in its in-flight load, latency and
+    /// duration histogram. Success and failure are for the caller to count.
+    async fn exchange(
+        &self,
+        master: &crate::routing::MasterEntry,
+        msg: &Outgoing,
+        timeout: std::time::Duration,
+    ) -> Result<Answer, upstream::UpstreamError> {
+        let stats = &master.stats;
+        let started = Instant::now();
+        let result = {
+            let _in_flight = stats.start();
+            exchange(&self.pool, &master.config, msg, timeout).await
+        };
+        let elapsed = started.elapsed();
+        stats.observe_latency(elapsed);
+        stats.metrics.duration.record(elapsed);
+        result
+    }
+
     /// Ejects a master whose live requests failed `passive_failures` times in a row. A
     /// master on trial after an outage, with no probes to
     /// vouch for it, is ejected at its first failure.
