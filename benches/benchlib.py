@@ -1,6 +1,7 @@
-"""What the load scripts in this folder share: where the release binary is, and
-loopback ports."""
+"""What the load scripts in this folder share: where the release binary is, loopback
+ports, and wrk's scripts and output."""
 import os
+import re
 import socket
 import sys
 import time
@@ -13,6 +14,36 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def post_script(path, body, extra=""):
+    """Writes a wrk script that POSTs `body` as JSON; `extra` adds Lua lines."""
+    with open(path, "w") as f:
+        f.write(f"wrk.method = \"POST\"\nwrk.body = '{body}'\n"
+                f"wrk.headers[\"Content-Type\"] = \"application/json\"\n{extra}")
+    return path
+
+
+def to_ms(value):
+    m = re.match(r"([\d.]+)(us|ms|s)", value)
+    n, unit = float(m.group(1)), m.group(2)
+    return n / 1000 if unit == "us" else n * 1000 if unit == "s" else n
+
+
+def parse_wrk(out):
+    """Figures from the output of `wrk --latency`; latencies in ms."""
+    if "Latency Distribution" not in out:
+        sys.exit(f"wrk gave no latency figures:\n{out}")
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+        "p50": to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),
+        "p99": to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),
+        "non2xx": int(bad.group(1)) if bad else 0,
+        "socket_errors": errors.group(1) if errors else "",
+    }
 
 
 def wait_port(port, timeout=10):

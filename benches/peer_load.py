@@ -13,7 +13,6 @@ Needs: nginx (Debian nginx-light), haproxy, wrk, taskset; a release build is mad
 """
 import argparse
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -21,7 +20,7 @@ import sys
 import tempfile
 import time
 
-from benchlib import BIN, ROOT, free_port, wait_port
+from benchlib import BIN, ROOT, free_port, parse_wrk, post_script, wait_port
 
 BODY = '{"to": "+971500000001", "text": "hello from the load test"}'
 TICK = os.sysconf("SC_CLK_TCK")
@@ -52,26 +51,10 @@ def peak_rss_kb(pid):
     return 0
 
 
-def to_ms(value):
-    m = re.match(r"([\d.]+)(us|ms|s)", value)
-    n, unit = float(m.group(1)), m.group(2)
-    return n / 1000 if unit == "us" else n * 1000 if unit == "s" else n
-
-
 def run_wrk(port, path, args, script):
     cmd = ["taskset", "-c", args.client_cores, "wrk", "-t", "1", "-c", str(args.connections),
            "-d", f"{args.duration}s", "--latency", "-s", script, f"http://127.0.0.1:{port}{path}"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    if "Latency Distribution" not in out:
-        sys.exit(f"wrk against port {port} gave no latency figures:\n{out}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    p50 = to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
-    p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
-    return {"rps": rps, "requests": total, "p50": p50, "p99": p99,
-            "non2xx": int(bad.group(1)) if bad else 0, "socket_errors": errors.group(1) if errors else ""}
+    return parse_wrk(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
 
 
 def start_proxies(tmp, upstreams, args):
@@ -182,9 +165,7 @@ def main():
             wait_port(port)
         procs = start_proxies(tmp, upstreams, args)
         children += [p for p, _, _ in procs.values()]
-        script = os.path.join(tmp, "post.lua")
-        with open(script, "w") as f:
-            f.write(f"wrk.method = \"POST\"\nwrk.body = '{BODY}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n")
+        script = post_script(os.path.join(tmp, "post.lua"), BODY)
 
         results = {name: [] for name in procs}
         for name, (p, port, path) in procs.items():  # warm-up: open pools, fault in pages

@@ -33,7 +33,7 @@ import time
 import urllib.error
 import urllib.request
 
-from benchlib import BIN, free_port, wait_port
+from benchlib import BIN, free_port, parse_wrk, post_script, wait_port
 
 BODY = '{"to": "+971500000001", "text": "hello"}'
 
@@ -48,15 +48,11 @@ def admin(port, path, method="GET"):
 
 
 def wrk(port, script, duration):
-    out = subprocess.run(
+    r = parse_wrk(subprocess.run(
         ["wrk", "-t1", "-c50", f"-d{duration}s", "--latency", "-s", script,
          f"http://127.0.0.1:{port}/v1/messages"],
-        capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
-    scale = {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)]
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return rps, float(p99.group(1)) * scale, int(non2xx.group(1)) if non2xx else 0
+        capture_output=True, text=True, check=True).stdout)
+    return r["rps"], r["p99"], r["non2xx"]
 
 
 def one_round(duration, scripts):
@@ -161,12 +157,9 @@ def main():
     if not os.path.exists(BIN):
         sys.exit("build first: cargo build --release")
     tmp = tempfile.mkdtemp(prefix="switchyard-wrk-")
-    scripts = {}
-    for name, extra in [("sync", ""), ("async", 'wrk.headers["Prefer"] = "respond-async"\n')]:
-        scripts[name] = os.path.join(tmp, f"{name}.lua")
-        with open(scripts[name], "w") as f:
-            f.write(f'wrk.method = "POST"\nwrk.body = \'{BODY}\'\n'
-                    f'wrk.headers["Content-Type"] = "application/json"\n{extra}')
+    scripts = {name: post_script(os.path.join(tmp, f"{name}.lua"), BODY, extra)
+               for name, extra in [("sync", ""),
+                                   ("async", 'wrk.headers["Prefer"] = "respond-async"\n')]}
     if args.backlog_fill:
         r = backlog_run(args.backlog_fill, scripts)
         print(f"backlog {r['backlog']} messages (filled at {r['fill_rps']:.0f}/s); "
