@@ -58,15 +58,16 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
         ALERT_FOLD_WINDOW,
         shutdown.clone(),
     );
+    let queue_config = config.queue.clone();
     let control = Arc::new(Control::new(config, hash, path, Arc::new(audit)));
-    let queue = if control.table().config.queue.enabled {
-        let queue_config = control.table().config.queue.clone();
+    let queue = if queue_config.enabled {
+        let queue_path = queue_config.path.clone();
         let queue = tokio::task::spawn_blocking(move || Queue::open(&queue_config))
             .await?
             .with_context(|| {
                 format!(
                     "cannot open the queue in {} (queue.path)",
-                    control.table().config.queue.path.display()
+                    queue_path.display()
                 )
             })?;
         // Recovery read the whole backlog's indexes; give the memory it freed back.

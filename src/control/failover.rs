@@ -249,6 +249,8 @@ impl Controller {
             }
             keep
         });
+        let timing_changed = config.health.interval != self.config.health.interval
+            || config.health.timeout != self.config.health.timeout;
         for m in &config.masters {
             let w = self.masters.entry(m.id.clone()).or_insert_with(|| Watched {
                 machine: Machine::new(m.health_url.is_some(), now),
@@ -265,8 +267,6 @@ impl Controller {
                 (None, None) => true,
                 _ => false,
             };
-            let timing_changed = config.health.interval != self.config.health.interval
-                || config.health.timeout != self.config.health.timeout;
             if !same || timing_changed {
                 if let Some((_, task)) = w.probe.take() {
                     task.abort();

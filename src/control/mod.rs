@@ -195,12 +195,13 @@ impl Control {
 
     /// Swaps in a validated config unless its content hash is the one already running.
     /// Masters whose id is unchanged keep their state and counters. Returns the config
-    /// version now in force.
-    pub fn apply_config(&self, config: Config, hash: u64) -> u64 {
+    /// version now in force and whether this call changed it (decided under the writer
+    /// lock, so of two reloads of one change at once, one reports it).
+    pub fn apply_config(&self, config: Config, hash: u64) -> (u64, bool) {
         let mut w = self.lock();
         self.last_reload_error.store(None);
         if hash == w.config_hash {
-            return w.config_version;
+            return (w.config_version, false);
         }
         if config.server.listen != w.config.server.listen
             || config.server.admin_listen != w.config.server.admin_listen
@@ -215,7 +216,7 @@ impl Control {
         let ids: Vec<Arc<str>> = w.config.masters.iter().map(|m| m.id.clone()).collect();
         w.masters.retain(|id, _| ids.contains(id));
         self.rebuild(&mut w);
-        w.config_version
+        (w.config_version, true)
     }
 
     pub fn reject_config(&self, error: String) {

@@ -33,10 +33,9 @@ pub fn reload(control: &Control, trigger: &'static str) -> Result<u64, ConfigErr
         });
     match result {
         Ok((config, hash)) => {
-            let before = control.table().config_version;
-            let version = control.apply_config(config, hash);
+            let (version, changed) = control.apply_config(config, hash);
             crate::telemetry::config_reload(true);
-            if version != before {
+            if changed {
                 control.audit.record(NewEvent::new(
                     EventKind::ConfigReloaded,
                     format!("config version {version} ({trigger})"),

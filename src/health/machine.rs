@@ -229,7 +229,7 @@ impl Machine {
     }
 
     fn recover(&mut self, reason: String, now: Instant) -> Transition {
-        let outage = self.down.map(|(at, _)| now.saturating_duration_since(at));
+        let outage = self.outage(now);
         if let Some((at, _)) = self.down {
             self.down = Some((at, self.state));
         }
