@@ -193,13 +193,8 @@ async fn kill_9_mid_flood_loses_no_accepted_message() {
         let (client, url, accepted) = (Http::new(), url.clone(), accepted.clone());
         clients.push(tokio::spawn(async move {
             loop {
-                let req = http::Request::post(&url)
-                    .header("content-type", "application/json")
-                    .header("prefer", "respond-async")
-                    .body(http_body_util::Full::new(bytes::Bytes::from(MESSAGE)))
-                    .unwrap();
                 // A request cut by the kill is simply not accepted.
-                let Ok((code, body)) = client.try_send(req).await else {
+                let Ok((code, _, body)) = client.try_post_with(&url, MESSAGE, &ASYNC).await else {
                     return;
                 };
                 if code == 202 {

@@ -189,27 +189,27 @@ impl Switchyard {
     /// Stops with SIGTERM, waits for a clean exit, and starts `switchyard run` again on
     /// the same directory and config file.
     pub fn restart(self) -> Switchyard {
-        let Switchyard {
-            mut proc,
-            dir,
-            config_path,
-            ..
-        } = self;
-        proc.signal("TERM");
-        assert_eq!(proc.wait_exit(Duration::from_secs(20)), Some(0));
-        Self::run_in(dir, config_path)
+        self.stop_and_start("TERM")
     }
 
     /// `kill -9`, then starts `switchyard run` again on the same directory and config.
     pub fn kill_and_restart(self) -> Switchyard {
+        self.stop_and_start("KILL")
+    }
+
+    /// Sends `signal`, waits for the exit (a clean one after TERM), and starts again.
+    fn stop_and_start(self, signal: &str) -> Switchyard {
         let Switchyard {
             mut proc,
             dir,
             config_path,
             ..
         } = self;
-        proc.signal("KILL");
-        proc.wait_exit(Duration::from_secs(20));
+        proc.signal(signal);
+        let code = proc.wait_exit(Duration::from_secs(20));
+        if signal == "TERM" {
+            assert_eq!(code, Some(0));
+        }
         Self::run_in(dir, config_path)
     }
 
@@ -259,24 +259,23 @@ impl Http {
     }
 
     pub async fn send(&self, req: Request<Full<Bytes>>) -> (StatusCode, HeaderMap, Bytes) {
-        let resp = tokio::time::timeout(Duration::from_secs(30), self.0.request(req))
+        self.try_send(req)
             .await
-            .expect("request timed out")
-            .expect("request failed");
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.expect("body").to_bytes();
-        (parts.status, parts.headers, body)
+            .unwrap_or_else(|e| panic!("request failed: {e}"))
     }
 
     /// Like [`Http::send`], but a failed exchange is an `Err`, not a panic.
-    pub async fn try_send(&self, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), String> {
+    pub async fn try_send(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), String> {
         let resp = tokio::time::timeout(Duration::from_secs(30), self.0.request(req))
             .await
             .map_err(|_| "timed out".to_string())?
             .map_err(|e| e.to_string())?;
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-        Ok((parts.status, body))
+        Ok((parts.status, parts.headers, body))
     }
 
     pub async fn get(&self, url: &str) -> (StatusCode, HeaderMap, Bytes) {
@@ -294,13 +293,26 @@ impl Http {
         body: &str,
         headers: &[(&str, &str)],
     ) -> (StatusCode, HeaderMap, Bytes) {
-        let mut req = Request::post(url).header("content-type", "application/json");
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        self.send(req.body(Full::new(Bytes::from(body.to_string()))).unwrap())
-            .await
+        self.send(json_post(url, body, headers)).await
     }
+
+    /// Like [`Http::post_with`], but a failed exchange is an `Err`, not a panic.
+    pub async fn try_post_with(
+        &self,
+        url: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+        self.try_send(json_post(url, body, headers)).await
+    }
+}
+
+fn json_post(url: &str, body: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut req = Request::post(url).header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.body(Full::new(Bytes::from(body.to_string()))).unwrap()
 }
 
 /// Idempotency-Key → how many times it reached `mock` (started with `--record-keys`).
