@@ -31,12 +31,12 @@ impl Admin {
         let path = req.uri().path().to_string();
         match path.as_str() {
             "/health" => {
-                return only(&method, Method::GET, || {
+                return only(&method, "GET", || {
                     status::health(&self.control, self.queue_depth())
                 })
             }
             "/metrics" => {
-                return only(&method, Method::GET, || {
+                return only(&method, "GET", || {
                     let table = self.control.table();
                     reply::text(
                         StatusCode::OK,
@@ -52,13 +52,11 @@ impl Admin {
         }
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match segments.as_slice() {
-            ["ha", "status"] => only(&method, Method::GET, || {
+            ["ha", "status"] => only(&method, "GET", || {
                 status::ha_status(&self.control, &self.failover.view())
             }),
-            ["ha", "failover"] => only(&method, Method::GET, || {
-                status::failover(&self.failover.view())
-            }),
-            ["ha", "events"] => only(&method, Method::GET, || self.events(req.uri().query())),
+            ["ha", "failover"] => only(&method, "GET", || status::failover(&self.failover.view())),
+            ["ha", "events"] => only(&method, "GET", || self.events(req.uri().query())),
             ["ha", "pause"] => self.command(&method, Command::Pause).await,
             ["ha", "resume"] => self.command(&method, Command::Resume).await,
             ["ha", "masters", id, "failover"] => {
@@ -76,26 +74,22 @@ impl Admin {
                     "drain" => AdminState::Draining,
                     _ => return reply::not_found(),
                 };
-                only(&method, Method::POST, || self.set_admin(id, admin))
+                only(&method, "POST", || self.set_admin(id, admin))
             }
-            ["admin", "reload"] => only(&method, Method::POST, || self.reload()),
-            ["admin", "queue"] => only(&method, Method::GET, || self.queue_status()),
+            ["admin", "reload"] => only(&method, "POST", || self.reload()),
+            ["admin", "queue"] => only(&method, "GET", || self.queue_status()),
             ["admin", "dead-letters"] => {
                 let query = req.uri().query();
-                only(&method, Method::GET, || self.dead_letters(query))
+                only(&method, "GET", || self.dead_letters(query))
             }
-            ["admin", "dead-letters", id, "retry"] => {
-                if method != Method::POST {
-                    return reply::method_not_allowed("POST");
-                }
-                self.retry_dead(id).await
-            }
-            ["admin", "dead-letters", id] => {
-                if method != Method::DELETE {
-                    return reply::method_not_allowed("DELETE");
-                }
-                self.delete_dead(id).await
-            }
+            ["admin", "dead-letters", id, "retry"] => match refuse(&method, "POST") {
+                Some(refused) => refused,
+                None => self.retry_dead(id).await,
+            },
+            ["admin", "dead-letters", id] => match refuse(&method, "DELETE") {
+                Some(refused) => refused,
+                None => self.delete_dead(id).await,
+            },
             _ => reply::not_found(),
         }
     }
@@ -130,8 +124,8 @@ impl Admin {
     }
 
     async fn command(&self, method: &Method, command: Command) -> Response<Body> {
-        if *method != Method::POST {
-            return reply::method_not_allowed("POST");
+        if let Some(refused) = refuse(method, "POST") {
+            return refused;
         }
         match self.failover.command(command).await {
             Ok(body) => reply::json(StatusCode::OK, &body),
@@ -149,22 +143,11 @@ impl Admin {
         reply::json(StatusCode::OK, &serde_json::json!({ "events": events }))
     }
 
-    fn queue(&self) -> Result<&crate::queue::Queue, Box<Response<Body>>> {
-        self.queue.as_deref().ok_or_else(|| {
-            Box::new(reply::error(
-                StatusCode::NOT_FOUND,
-                "queue_disabled",
-                "the queue is off (queue.enabled = false)",
-            ))
-        })
-    }
-
     /// `GET /admin/queue`. Messages are not assigned to a master until they leave the
     /// queue, so the per-master figure counts deliveries under way.
     fn queue_status(&self) -> Response<Body> {
-        let queue = match self.queue() {
-            Ok(q) => q,
-            Err(resp) => return *resp,
+        let Some(queue) = self.queue.as_deref() else {
+            return queue_disabled();
         };
         let oldest = match queue.oldest_age_ms() {
             Ok(age) => age,
@@ -196,9 +179,8 @@ impl Admin {
 
     /// `GET /admin/dead-letters?limit=N`: oldest first.
     fn dead_letters(&self, query: Option<&str>) -> Response<Body> {
-        let queue = match self.queue() {
-            Ok(q) => q,
-            Err(resp) => return *resp,
+        let Some(queue) = self.queue.as_deref() else {
+            return queue_disabled();
         };
         let limit = match limit(query) {
             Ok(n) => n,
@@ -217,9 +199,8 @@ impl Admin {
     }
 
     async fn retry_dead(&self, id: &str) -> Response<Body> {
-        let queue = match self.queue() {
-            Ok(q) => q,
-            Err(resp) => return *resp,
+        let Some(queue) = self.queue.as_deref() else {
+            return queue_disabled();
         };
         let Ok(uuid) = uuid::Uuid::parse_str(id) else {
             return not_dead(id);
@@ -240,9 +221,8 @@ impl Admin {
     }
 
     async fn delete_dead(&self, id: &str) -> Response<Body> {
-        let queue = match self.queue() {
-            Ok(q) => q,
-            Err(resp) => return *resp,
+        let Some(queue) = self.queue.as_deref() else {
+            return queue_disabled();
         };
         let Ok(uuid) = uuid::Uuid::parse_str(id) else {
             return not_dead(id);
@@ -320,6 +300,14 @@ fn not_dead(id: &str) -> Response<Body> {
     )
 }
 
+fn queue_disabled() -> Response<Body> {
+    reply::error(
+        StatusCode::NOT_FOUND,
+        "queue_disabled",
+        "the queue is off (queue.enabled = false)",
+    )
+}
+
 fn storage(detail: &str) -> Response<Body> {
     reply::error(
         StatusCode::INSUFFICIENT_STORAGE,
@@ -328,12 +316,17 @@ fn storage(detail: &str) -> Response<Body> {
     )
 }
 
-fn only(method: &Method, allowed: Method, f: impl FnOnce() -> Response<Body>) -> Response<Body> {
-    if *method == allowed || (allowed == Method::GET && *method == Method::HEAD) {
-        f()
-    } else if allowed == Method::GET {
-        reply::method_not_allowed("GET")
-    } else {
-        reply::method_not_allowed("POST")
-    }
+/// The 405 answer when `method` is not `allowed` (HEAD passes for GET); `None` when
+/// the request may go on.
+fn refuse(method: &Method, allowed: &'static str) -> Option<Response<Body>> {
+    let ok = method.as_str() == allowed || (allowed == "GET" && *method == Method::HEAD);
+    (!ok).then(|| reply::method_not_allowed(allowed))
+}
+
+fn only(
+    method: &Method,
+    allowed: &'static str,
+    f: impl FnOnce() -> Response<Body>,
+) -> Response<Body> {
+    refuse(method, allowed).unwrap_or_else(f)
 }
