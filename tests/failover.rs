@@ -79,17 +79,6 @@ async fn webhook_receiver() -> (String, mpsc::UnboundedReceiver<serde_json::Valu
     (url, rx)
 }
 
-async fn status_of(http: &Http, sy: &Switchyard, id: &str) -> serde_json::Value {
-    let status = json(&http.get(&format!("{}/ha/status", sy.admin)).await.2);
-    status["masters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["id"] == id)
-        .cloned()
-        .unwrap()
-}
-
 async fn events(http: &Http, sy: &Switchyard) -> Vec<serde_json::Value> {
     let body = json(
         &http
@@ -184,8 +173,7 @@ async fn a_killed_primary_fails_over_and_back_without_client_errors() {
     );
 
     // Bring `a` back on the same port: slow start, then failback demotes the standby.
-    let back = Proc::spawn(&["mock-master", "--listen", &a_addr, "--id", "a"]);
-    back.wait_line("listening on", Duration::from_secs(10));
+    let back = Mock::start_on("a", &a_addr, &[]);
     eventually(Duration::from_secs(15), "failback", || async {
         let m = status_of(&http, &sy, "s").await;
         m["promoted"] == false && m["eligible"] == false
@@ -317,8 +305,7 @@ async fn the_breaker_stops_automatic_failover_until_resume() {
     assert_eq!(code, 202, "{}", String::from_utf8_lossy(&body));
     let id = json(&body)["id"].as_str().unwrap().to_string();
     assert_eq!(header(&h, "location"), format!("/v1/messages/{id}"));
-    let status_url = format!("{}/v1/messages/{id}", sy.url);
-    assert_eq!(json(&http.get(&status_url).await.2)["status"], "queued");
+    assert_eq!(message(&http, &sy, &id).await["status"], "queued");
 
     // `a` comes back before the breaker is closed: nothing is left to fail over.
     http.post(&format!("{}/control/up", a.url), "").await;
@@ -341,7 +328,7 @@ async fn the_breaker_stops_automatic_failover_until_resume() {
     eventually(
         Duration::from_secs(10),
         "queued message delivered",
-        || async { json(&http.get(&status_url).await.2)["status"] == "delivered" },
+        || async { message(&http, &sy, &id).await["status"] == "delivered" },
     )
     .await;
 }

@@ -185,15 +185,7 @@ async fn killed_master_mid_run_gives_no_client_errors() {
         );
     }
     assert_eq!(total, 400);
-    let (_, _, b) = http.get(&format!("{}/ha/status", sy.admin)).await;
-    let status = json(&b);
-    let v = status["masters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["id"] == "victim")
-        .unwrap()
-        .clone();
+    let v = status_of(&http, &sy, "victim").await;
     assert!(v["failed_total"].as_u64().unwrap() >= 1, "{v}");
     assert!(v["last_error"].as_str().unwrap().contains("connect"), "{v}");
 }
@@ -302,8 +294,7 @@ async fn restarted_master_leaves_no_stale_connection_errors() {
     let listen = a.url.trim_start_matches("http://").to_string();
     a.proc.child.kill().unwrap();
     a.proc.wait_exit(Duration::from_secs(5));
-    let restarted = Proc::spawn(&["mock-master", "--listen", &listen, "--id", "a"]);
-    restarted.wait_line("listening on", Duration::from_secs(20));
+    let _restarted = Mock::start_on("a", &listen, &[]);
     for _ in 0..20 {
         let (st, _, body) = http.post(&sy.messages(), MESSAGE).await;
         assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));

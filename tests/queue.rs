@@ -9,10 +9,6 @@ use std::time::Duration;
 
 const ASYNC: [(&str, &str); 1] = [("prefer", "respond-async")];
 
-async fn message(http: &Http, sy: &Switchyard, id: &str) -> serde_json::Value {
-    json(&http.get(&format!("{}/v1/messages/{id}", sy.url)).await.2)
-}
-
 #[tokio::test]
 async fn an_async_message_is_answered_202_then_delivered() {
     let a = Mock::start("a", &["--record-keys"]);

@@ -129,7 +129,12 @@ pub struct Mock {
 
 impl Mock {
     pub fn start(id: &str, extra: &[&str]) -> Mock {
-        let mut args = vec!["mock-master", "--listen", "127.0.0.1:0", "--id", id];
+        Self::start_on(id, "127.0.0.1:0", extra)
+    }
+
+    /// Starts a mock on `listen` (an address one that stopped had, to bring it back).
+    pub fn start_on(id: &str, listen: &str, extra: &[&str]) -> Mock {
+        let mut args = vec!["mock-master", "--listen", listen, "--id", id];
         args.extend_from_slice(extra);
         let proc = Proc::spawn(&args);
         let line = proc.wait_line("listening on", Duration::from_secs(20));
@@ -313,6 +318,23 @@ fn json_post(url: &str, body: &str, headers: &[(&str, &str)]) -> Request<Full<By
         req = req.header(*k, *v);
     }
     req.body(Full::new(Bytes::from(body.to_string()))).unwrap()
+}
+
+/// `GET /v1/messages/{id}`'s body.
+pub async fn message(http: &Http, sy: &Switchyard, id: &str) -> serde_json::Value {
+    json(&http.get(&format!("{}/v1/messages/{id}", sy.url)).await.2)
+}
+
+/// Master `id`'s entry in `/ha/status`.
+pub async fn status_of(http: &Http, sy: &Switchyard, id: &str) -> serde_json::Value {
+    let status = json(&http.get(&format!("{}/ha/status", sy.admin)).await.2);
+    status["masters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id)
+        .cloned()
+        .unwrap()
 }
 
 /// Idempotency-Key → how many times it reached `mock` (started with `--record-keys`).
