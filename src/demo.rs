@@ -25,10 +25,11 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr, chaos: bool) -> a
     ];
     let mut masters = String::new();
     let mut addrs = Vec::new();
-    let mut mocks = Vec::new();
+    // The first one, which --chaos takes down and brings back.
+    let mut primary = None;
     for (id, region, role, weight) in specs {
         let m = Arc::new(MockMaster::new(id, Duration::from_millis(5), 0.0));
-        mocks.push(m.clone());
+        primary.get_or_insert_with(|| m.clone());
         let (addr, _task) = mock::start(m, "127.0.0.1:0".parse()?, mock_shutdown.clone()).await?;
         addrs.push((id, addr));
         masters.push_str(&format!(
@@ -64,20 +65,16 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr, chaos: bool) -> a
     }
     println!("\nevents:");
     let audit = running.control.audit.clone();
-    let primary = mocks[0].clone();
+    let primary = primary.expect("the demo has masters");
     let show = async move {
         let mut last = 0;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let started = tokio::time::Instant::now();
         loop {
             tick.tick().await;
-            let mut fresh: Vec<_> = audit
-                .recent(100)
-                .into_iter()
-                .filter(|e| e.id > last)
-                .collect();
-            fresh.reverse();
-            for e in fresh {
+            // Newest first from the trail: printed oldest first.
+            let seen = last;
+            for e in audit.recent(100).into_iter().rev().filter(|e| e.id > seen) {
                 last = e.id;
                 let who = match (&e.master, &e.backup) {
                     (Some(m), Some(b)) => format!("{m} -> {b}"),
