@@ -70,9 +70,6 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
                     queue_path.display()
                 )
             })?;
-        // Recovery read the whole backlog's indexes; give the memory it freed back.
-        // SAFETY: mi_collect takes no pointers; it only releases free pages.
-        unsafe { libmimalloc_sys::mi_collect(true) };
         Some(Arc::new(queue))
     } else {
         None
