@@ -6,11 +6,11 @@
 //! The three counters `least_loaded` reads for every master on every pick live apart
 //! from the rest, in [`Load`] cells packed side by side: a scan of 1,000 masters then
 //! reads 24 KB in order instead of 1,000 scattered cache lines (about 30% faster).
+//! Those cells are never freed (see [`LoadRef`]).
 
 use crate::telemetry::MasterMetrics;
 use arc_swap::ArcSwapOption;
 use dashmap::DashMap;
-use std::ops::Deref;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,47 +36,31 @@ impl Load {
     }
 }
 
-/// Cells per [`LoadRef`] chunk; a power of two so indexing needs no bounds check.
+/// Cells per chunk of [`Load`] cells.
 const CHUNK: usize = 64;
 
-/// One master's [`Load`] cell inside a shared chunk.
-#[derive(Debug, Clone)]
-pub struct LoadRef {
-    chunk: Arc<[Load; CHUNK]>,
-    slot: usize,
-}
-
-impl Deref for LoadRef {
-    type Target = Load;
-
-    #[inline(always)]
-    fn deref(&self) -> &Load {
-        &self.chunk[self.slot % CHUNK]
-    }
-}
+/// One master's [`Load`] cell. Cells are handed out a chunk at a time and never
+/// freed: the registry never drops a master's counters either (they outlive reloads),
+/// so a chunk would live as long as the process anyway, and a plain `'static`
+/// reference costs the `least_loaded` scan one load per master where a shared
+/// pointer plus a slot cost two.
+pub type LoadRef = &'static Load;
 
 /// Hands out [`Load`] cells in order, a chunk at a time.
 #[derive(Debug, Default)]
 struct LoadCells {
-    chunk: Option<Arc<[Load; CHUNK]>>,
-    used: usize,
+    free: &'static [Load],
 }
 
 impl LoadCells {
     fn next(&mut self) -> LoadRef {
-        let chunk = match &self.chunk {
-            Some(chunk) if self.used < CHUNK => chunk.clone(),
-            _ => {
-                let chunk = Arc::new(std::array::from_fn(|_| Load::default()));
-                self.used = 0;
-                self.chunk.insert(chunk).clone()
-            }
-        };
-        self.used += 1;
-        LoadRef {
-            chunk,
-            slot: self.used - 1,
+        if self.free.is_empty() {
+            let chunk: Box<[Load; CHUNK]> = Box::new(std::array::from_fn(|_| Load::default()));
+            self.free = Box::leak(chunk);
         }
+        let (cell, rest) = self.free.split_first().expect("refilled above");
+        self.free = rest;
+        cell
     }
 }
 

@@ -224,8 +224,10 @@ impl PriorityGroups {
 /// whichever comes first from a rotating start so idle masters share traffic.
 #[derive(Debug)]
 pub struct LeastLoaded {
-    /// (table index, fixed-point 1 / weight, load cell).
-    members: Box<[(usize, u64, LoadRef)]>,
+    /// (fixed-point 1 / weight, load cell), what the scan reads, in table order.
+    members: Box<[(u64, LoadRef)]>,
+    /// The table index of each member.
+    indices: Box<[usize]>,
     next: AtomicUsize,
 }
 
@@ -242,9 +244,10 @@ impl LeastLoaded {
             .iter()
             .map(|c| {
                 let inv = (u32::MAX as f64 * lightest / c.effective_weight()).max(1.0);
-                (c.index, inv as u64, c.stats.load.clone())
+                (inv as u64, c.stats.load)
             })
             .collect();
+        let indices = candidates.iter().map(|c| c.index).collect();
         let start = if members.is_empty() {
             0
         } else {
@@ -252,6 +255,7 @@ impl LeastLoaded {
         };
         LeastLoaded {
             members,
+            indices,
             next: AtomicUsize::new(start),
         }
     }
@@ -283,12 +287,12 @@ impl LeastLoaded {
         let mut best_key = (u64::MAX, u64::MAX);
         let mut best_at = usize::MAX;
         let mut visit = |from: usize, to: usize| {
-            for (at, (index, inv_weight, load)) in members[from..to].iter().enumerate() {
+            for (at, (inv_weight, load)) in members[from..to].iter().enumerate() {
                 let key = (
                     u64::from(load.total() as u32) * inv_weight,
                     load.latency_us(),
                 );
-                if key < best_key && allowed(*index) {
+                if key < best_key && allowed(self.indices[from + at]) {
                     // Rare after the first few masters: keep the common path straight.
                     unlikely();
                     best_key = key;
@@ -298,7 +302,7 @@ impl LeastLoaded {
         };
         visit(start, members.len());
         visit(0, start);
-        members.get(best_at).map(|m| m.0)
+        self.indices.get(best_at).copied()
     }
 }
 
