@@ -199,7 +199,7 @@ impl Admin {
     }
 
     async fn retry_dead(&self, id: &str) -> Response<Body> {
-        let Some(queue) = self.queue.as_deref() else {
+        let Some(queue) = self.queue.as_ref() else {
             return queue_disabled();
         };
         let Ok(uuid) = uuid::Uuid::parse_str(id) else {
@@ -221,7 +221,7 @@ impl Admin {
     }
 
     async fn delete_dead(&self, id: &str) -> Response<Body> {
-        let Some(queue) = self.queue.as_deref() else {
+        let Some(queue) = self.queue.as_ref() else {
             return queue_disabled();
         };
         let Ok(uuid) = uuid::Uuid::parse_str(id) else {

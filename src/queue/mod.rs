@@ -16,7 +16,7 @@ use rand::Rng;
 use record::{Id, Record, Status};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use store::{Op, Store, StoreError};
 use tokio::sync::Notify;
@@ -99,13 +99,18 @@ impl Queue {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a write of a due key at `now + delay` until the guard is dropped (a
-    /// client that hangs up cancels the write's caller, so this cannot be a plain
-    /// call after the write).
-    fn begin_due(&self, delay: Duration) -> DueGuard<'_> {
+    /// Registers a write of a due key at `now + delay` until [`Queue::end_due`].
+    fn register_due(&self, delay: Duration) -> u64 {
         let mut p = self.pending();
         let due = p.now() + delay.as_millis() as u64;
         *p.writing.entry(due).or_default() += 1;
+        due
+    }
+
+    /// [`Queue::register_due`] until the guard is dropped (a write whose caller may be
+    /// cancelled).
+    fn begin_due(&self, delay: Duration) -> DueGuard<'_> {
+        let due = self.register_due(delay);
         DueGuard { queue: self, due }
     }
 
@@ -132,8 +137,26 @@ impl Queue {
         self.dead.load(Relaxed)
     }
 
+    /// Runs a store write to its end in a task of its own, then `settle` with its
+    /// outcome. A client that hangs up cancels its request's future; the write may
+    /// land all the same, and the counters must follow what is on disk.
+    async fn write_then(
+        self: &Arc<Self>,
+        ops: Vec<Op>,
+        settle: impl FnOnce(&Queue, &Result<(), StoreError>) + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let queue = self.clone();
+        tokio::spawn(async move {
+            let written = queue.store.write(ops).await;
+            settle(&queue, &written);
+            written
+        })
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Failed(format!("the write was lost: {e}"))))
+    }
+
     /// Persists `msg` for delivery now; returns once it is on disk.
-    pub async fn enqueue(&self, msg: NewMessage) -> Result<(), QueueError> {
+    pub async fn enqueue(self: &Arc<Self>, msg: NewMessage) -> Result<(), QueueError> {
         self.admit(msg.client_key, false, |now| Record {
             id: *msg.id.as_bytes(),
             status: Status::Queued,
@@ -159,7 +182,7 @@ impl Queue {
     /// depth unless the queue is full.
     /// `revive`: the record is a dead letter, queued again.
     async fn admit(
-        &self,
+        self: &Arc<Self>,
         remember_key: bool,
         revive: bool,
         make: impl FnOnce(u64) -> Record,
@@ -168,8 +191,8 @@ impl Queue {
             self.depth.fetch_sub(1, Relaxed);
             return Err(QueueError::Full(self.max));
         }
-        let guard = self.begin_due(Duration::ZERO);
-        let record = make(guard.due);
+        let due = self.register_due(Duration::ZERO);
+        let record = make(due);
         let mut ops = Vec::with_capacity(2);
         if revive {
             ops.push(Op::LeaveDead { id: record.id });
@@ -180,12 +203,19 @@ impl Queue {
             next_due: 0,
             remember_key,
         });
-        let written = self.store.write(ops).await;
-        drop(guard);
-        if let Err(e) = written {
-            self.depth.fetch_sub(1, Relaxed);
-            return Err(e.into());
-        }
+        self.write_then(ops, move |queue, written| {
+            queue.end_due(due);
+            match written {
+                Ok(()) if revive => {
+                    queue.dead.fetch_sub(1, Relaxed);
+                }
+                Ok(()) => {}
+                Err(_) => {
+                    queue.depth.fetch_sub(1, Relaxed);
+                }
+            }
+        })
+        .await?;
         self.arrived.notify_one();
         Ok(())
     }
@@ -393,7 +423,7 @@ impl Queue {
 
     /// Queues a dead letter again: attempts start over, due now. `Ok(false)` when `id`
     /// is not a dead letter.
-    pub async fn retry_dead(&self, id: &uuid::Uuid) -> Result<bool, QueueError> {
+    pub async fn retry_dead(self: &Arc<Self>, id: &uuid::Uuid) -> Result<bool, QueueError> {
         let Some(record) = self.store.get(id.as_bytes())? else {
             return Ok(false);
         };
@@ -413,24 +443,23 @@ impl Queue {
             Err(QueueError::Store(StoreError::NotDead)) => return Ok(false),
             Err(e) => return Err(e),
         }
-        self.dead.fetch_sub(1, Relaxed);
         Ok(true)
     }
 
     /// Deletes a dead letter for good. `Ok(false)` when `id` is not a dead letter.
-    pub async fn delete_dead(&self, id: &uuid::Uuid) -> Result<bool, StoreError> {
+    pub async fn delete_dead(self: &Arc<Self>, id: &uuid::Uuid) -> Result<bool, StoreError> {
         // The writer checks that it is a dead letter: of two deletes at once, one wins.
-        match self
-            .store
-            .write(vec![Op::ForgetDead { id: *id.as_bytes() }])
-            .await
-        {
-            Ok(()) => {}
-            Err(StoreError::NotDead) => return Ok(false),
-            Err(e) => return Err(e),
+        let ops = vec![Op::ForgetDead { id: *id.as_bytes() }];
+        let deleted = self.write_then(ops, |queue, written| {
+            if written.is_ok() {
+                queue.dead.fetch_sub(1, Relaxed);
+            }
+        });
+        match deleted.await {
+            Ok(()) => Ok(true),
+            Err(StoreError::NotDead) => Ok(false),
+            Err(e) => Err(e),
         }
-        self.dead.fetch_sub(1, Relaxed);
-        Ok(true)
     }
 
     /// Gives a taken message back untouched.
@@ -488,7 +517,7 @@ mod tests {
     use super::*;
     use std::future::Future;
 
-    fn open(dir: &std::path::Path) -> (Queue, QueueConfig) {
+    fn open(dir: &std::path::Path) -> (Arc<Queue>, QueueConfig) {
         let text = format!(
             "[queue]\npath = \"{}\"\nbackoff_initial_ms = 1\nbackoff_max_ms = 2\nmax_attempts = 2\n[[masters]]\nid = \"a\"\nsend_url = \"http://127.0.0.1:9/\"\n",
             dir.join("q").display()
@@ -496,7 +525,7 @@ mod tests {
         let config = crate::config::Config::from_toml(&text)
             .expect("config")
             .queue;
-        (Queue::open(&config).expect("open"), config)
+        (Arc::new(Queue::open(&config).expect("open")), config)
     }
 
     fn message(n: u8) -> NewMessage {
@@ -567,30 +596,76 @@ mod tests {
         assert_eq!((q.depth(), q.dead_letters()), (1, 1));
     }
 
+    /// Polls `f` once, then drops it: a client that hangs up while its write is
+    /// under way.
+    fn cancel_after_one_poll<F: Future>(f: F) {
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let _ = f.as_mut().poll(&mut cx);
+    }
+
+    /// Waits (with a deadline) until `done` holds.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     #[tokio::test]
-    async fn a_cancelled_enqueue_does_not_hold_the_scan_back() {
+    async fn cancelled_writes_still_land_and_keep_the_counts() {
         let dir = tempfile::tempdir().unwrap();
-        let (q, _) = open(dir.path());
+        let (q, config) = open(dir.path());
         let guard = q.begin_due(Duration::ZERO);
         assert_eq!(q.pending().writing.len(), 1);
         drop(guard);
         assert!(q.pending().writing.is_empty());
-        // A client that hangs up drops the enqueue while its write is under way: poll
-        // it once, then drop it. Whether or not the write had finished, nothing stays
-        // registered.
-        {
-            let mut cancelled = std::pin::pin!(q.enqueue(message(1)));
-            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            let _ = cancelled.as_mut().poll(&mut cx);
-        }
-        assert!(q.pending().writing.is_empty(), "the due time is released");
+
+        // A cancelled enqueue is written all the same, and its due time is released
+        // once it is (a due time left registered would hold the scan back for good).
+        cancel_after_one_poll(q.enqueue(message(1)));
         q.enqueue(message(2)).await.unwrap();
-        let mut seen = bodies(&take_some(&q));
-        if seen.len() < 2 {
-            seen.extend(bodies(&take_some(&q)));
+        until("the due time is released", || {
+            q.pending().writing.is_empty()
+        })
+        .await;
+        let mut taken = take_some(&q);
+        if taken.len() < 2 {
+            taken.extend(take_some(&q));
         }
+        let mut seen = bodies(&taken);
         seen.sort();
         assert_eq!(seen, vec![1, 2], "the cancelled write still landed");
+        assert_eq!(q.depth(), 2);
+
+        // Both become dead letters (max_attempts = 2).
+        for r in taken {
+            q.failed(r, "503".into(), true, &config).await.unwrap();
+        }
+        while q.dead_letters() < 2 {
+            for r in take_some(&q) {
+                q.failed(r, "503".into(), true, &config).await.unwrap();
+            }
+        }
+        assert_eq!((q.depth(), q.dead_letters()), (0, 2));
+        let dead = q.list_dead(10).unwrap();
+        let [one, two] = [1, 2].map(|n| dead.iter().find(|r| r.body[0] == n).unwrap().uuid());
+
+        // A cancelled retry and a cancelled delete: the counts follow the disk.
+        cancel_after_one_poll(q.retry_dead(&one));
+        cancel_after_one_poll(q.delete_dead(&two));
+        until("the retry lands", || {
+            q.get(&one)
+                .unwrap()
+                .is_some_and(|r| r.status == Status::Queued)
+        })
+        .await;
+        until("the delete lands", || q.get(&two).unwrap().is_none()).await;
+        until("the counts follow", || {
+            (q.depth(), q.dead_letters()) == (1, 0)
+        })
+        .await;
     }
 
     #[tokio::test]
