@@ -117,19 +117,16 @@ async fn attempt(proxy: &Proxy, queue: &Queue, record: Record) -> Result<(), Sto
         .await
     {
         Ok(answer) if answer.status.is_success() => {
-            stats.record_success();
+            proxy.count_answer(master, answer.status);
             stats.metrics.request(crate::telemetry::Outcome::Success);
             queue.delivered(record, master.id()).await
         }
         Ok(answer) => {
             // A final refusal: the master will not take this message; retrying it
             // elsewhere is what the backoff does, up to max_attempts.
+            proxy.count_answer(master, answer.status);
             stats.metrics.request(crate::telemetry::Outcome::Rejected);
             let error = format!("{} answered {}", master.id(), answer.status);
-            if answer.status.is_server_error() {
-                let failures = stats.record_failure(error.clone());
-                proxy.passive_check(master, failures);
-            }
             queue.failed(record, error, true, &config.queue).await
         }
         Err(e) => {

@@ -265,13 +265,8 @@ impl Proxy {
                 .await;
             match result {
                 Ok(answer) => {
-                    if answer.status.is_server_error() {
-                        // Passed to the client as is, but it counts against the master.
-                        let failures = stats.record_failure(format!("answered {}", answer.status));
-                        self.passive_check(master, failures);
-                    } else {
-                        stats.record_success();
-                    }
+                    // Passed to the client as is, whatever it is.
+                    self.count_answer(master, answer.status);
                     let outcome = if answer.status.is_success() {
                         crate::telemetry::Outcome::Success
                     } else {
@@ -480,6 +475,18 @@ impl Proxy {
         stats.observe_latency(elapsed);
         stats.metrics.duration.record(elapsed);
         result
+    }
+
+    /// Counts a master's answer for its health: a 5xx counts against it (and may take
+    /// it out), any other answer shows it alive and ends its run of failures.
+    fn count_answer(&self, master: &crate::routing::MasterEntry, status: StatusCode) {
+        let stats = &master.stats;
+        if status.is_server_error() {
+            let failures = stats.record_failure(format!("answered {status}"));
+            self.passive_check(master, failures);
+        } else {
+            stats.record_success();
+        }
     }
 
     /// Ejects a master whose live requests failed `passive_failures` times in a row. A
