@@ -7,8 +7,6 @@ use common::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 /// Fast health settings so the test runs in seconds.
@@ -31,52 +29,15 @@ fn probed(m: &Mock, extra: &str) -> String {
     format!("health_url = \"{}/health\"\n{extra}", m.url)
 }
 
-/// A webhook receiver: every request's body, read to its Content-Length, answered 200.
+/// A webhook receiver: every request's body, answered 200.
 async fn webhook_receiver() -> (String, mpsc::UnboundedReceiver<serde_json::Value>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/alerts", listener.local_addr().unwrap());
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let Ok(n) = conn.read(&mut chunk).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).to_string();
-                    let Some(head_end) = text.find("\r\n\r\n") else {
-                        continue;
-                    };
-                    let length: usize = text[..head_end]
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse().ok())?
-                        })
-                        .unwrap_or(0);
-                    if buf.len() < head_end + 4 + length {
-                        continue;
-                    }
-                    let body = buf[head_end + 4..head_end + 4 + length].to_vec();
-                    buf.drain(..head_end + 4 + length);
-                    let _ = tx.send(json(&body));
-                    let ok = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-                    if conn.write_all(ok.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (url, rx)
+    let url = raw_server(move |body| {
+        let _ = tx.send(json(&body));
+        200
+    })
+    .await;
+    (format!("{url}/alerts"), rx)
 }
 
 async fn events(http: &Http, sy: &Switchyard) -> Vec<serde_json::Value> {

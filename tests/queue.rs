@@ -340,3 +340,46 @@ async fn idempotency_keys_outlive_a_kill_9() {
     assert_eq!(code, 200);
     assert_eq!(header(&h, "x-switchyard-duplicate"), "");
 }
+
+#[tokio::test]
+async fn queued_delivery_counts_a_refusal_as_a_live_answer() {
+    // 503, 422, 503: two failures, but not in a row, so with passive_failures = 2 the
+    // master stays in and the fourth attempt delivers the message.
+    let answers = [503, 422, 503, 200];
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = served.clone();
+    let url = raw_server(move |_| {
+        let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        answers.get(n).copied().unwrap_or(200)
+    })
+    .await;
+    let config = format!(
+        "[health]\npassive_failures = 2\n[queue]\nmax_attempts = 10\nbackoff_initial_ms = 20\nbackoff_max_ms = 40\n[[masters]]\nid = \"s\"\nsend_url = \"{url}/send\"\n"
+    );
+    let sy = Switchyard::start(&config);
+    let http = Http::new();
+    let (code, _, body) = http.post_with(&sy.messages(), MESSAGE, &ASYNC).await;
+    assert_eq!(code, 202);
+    let id = json(&body)["id"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(10), "delivered", || async {
+        message(&http, &sy, &id).await["status"] == "delivered"
+    })
+    .await;
+    assert_eq!(message(&http, &sy, &id).await["attempts"], 4);
+    let status = json(&http.get(&format!("{}/ha/status", sy.admin)).await.2);
+    assert_eq!(status["masters"][0]["failed_total"], 2, "{status}");
+    // Never taken out: an ejection would have marked it degraded.
+    let events = json(
+        &http
+            .get(&format!("{}/ha/events?limit=100", sy.admin))
+            .await
+            .2,
+    );
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(!kinds.contains(&"degraded"), "{kinds:?}");
+}

@@ -156,6 +156,57 @@ impl Mock {
     }
 }
 
+/// A bare HTTP/1.1 server on 127.0.0.1:0, for answers a mock master does not give:
+/// `answer` gets each request's body (read to its Content-Length) and returns the
+/// status to send back, with an empty body. Returns its base URL.
+pub async fn raw_server(answer: impl Fn(Vec<u8>) -> u16 + Send + Sync + 'static) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let answer = std::sync::Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = conn.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some(head_end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let length: usize = text[..head_end]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    if buf.len() < head_end + 4 + length {
+                        continue;
+                    }
+                    let body = buf[head_end + 4..head_end + 4 + length].to_vec();
+                    buf.drain(..head_end + 4 + length);
+                    let status = answer(body);
+                    let head = format!("HTTP/1.1 {status} -\r\ncontent-length: 0\r\n\r\n");
+                    if conn.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
 /// `[[masters]]` tables for mocks: (mock, extra TOML lines).
 pub fn masters_toml(masters: &[(&Mock, &str)]) -> String {
     let mut s = String::new();
