@@ -24,6 +24,15 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
     )
 }
 
+/// 507: the queue's store could not be read or written (what was asked is not done).
+pub fn queue_storage(detail: &str) -> Response<Body> {
+    error(
+        StatusCode::INSUFFICIENT_STORAGE,
+        "queue_storage_failed",
+        format!("the queue storage failed: {detail}"),
+    )
+}
+
 pub fn not_found() -> Response<Body> {
     error(StatusCode::NOT_FOUND, "not_found", "no such route")
 }

@@ -151,7 +151,7 @@ impl Admin {
         };
         let oldest = match queue.oldest_age_ms() {
             Ok(age) => age,
-            Err(e) => return storage(&e.to_string()),
+            Err(e) => return reply::queue_storage(&e.to_string()),
         };
         let table = self.control.table();
         let per_master: serde_json::Map<String, serde_json::Value> = table
@@ -194,7 +194,7 @@ impl Admin {
                     &serde_json::json!({"total": queue.dead_letters(), "dead_letters": list}),
                 )
             }
-            Err(e) => storage(&e.to_string()),
+            Err(e) => reply::queue_storage(&e.to_string()),
         }
     }
 
@@ -216,7 +216,7 @@ impl Admin {
                 "queue_full",
                 format!("the queue holds its maximum of {max} messages"),
             ),
-            Err(crate::queue::QueueError::Store(e)) => storage(&e.to_string()),
+            Err(crate::queue::QueueError::Store(e)) => reply::queue_storage(&e.to_string()),
         }
     }
 
@@ -233,7 +233,7 @@ impl Admin {
                 &serde_json::json!({"id": id, "deleted": true}),
             ),
             Ok(false) => not_dead(id),
-            Err(e) => storage(&e.to_string()),
+            Err(e) => reply::queue_storage(&e.to_string()),
         }
     }
 
@@ -305,14 +305,6 @@ fn queue_disabled() -> Response<Body> {
         StatusCode::NOT_FOUND,
         "queue_disabled",
         "the queue is off (queue.enabled = false)",
-    )
-}
-
-fn storage(detail: &str) -> Response<Body> {
-    reply::error(
-        StatusCode::INSUFFICIENT_STORAGE,
-        "queue_storage_failed",
-        format!("the queue storage failed: {detail}"),
     )
 }
 

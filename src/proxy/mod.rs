@@ -104,7 +104,8 @@ impl Proxy {
             match queue.get(&uuid) {
                 Ok(Some(r)) => return reply::json(StatusCode::OK, &r.status_json()),
                 Ok(None) => {}
-                Err(e) => return storage_error(&e.to_string()),
+                // A status read: no message was being stored.
+                Err(e) => return reply::queue_storage(&e.to_string()),
             }
         }
         match self.messages.get(id) {
