@@ -9,26 +9,25 @@
 //! `(kind, master)` inside the fold window are folded: counted and logged at debug, not
 //! sent; the next one sent after the window says how many were folded.
 //!
-//! The webhook task sends one alert at a time over a kept-alive HTTP/1.1 connection,
+//! The webhook task sends one alert at a time over a kept-alive HTTP/1.1 connection
+//! (from a [`ConnPool`] of its own),
 //! each attempt bounded by 5 s, up to 3 attempts (waiting 200 ms, then 400 ms, between
 //! them); a 2xx answer is a success. It stops on shutdown, after at most the attempt in
 //! progress; alerts still queued then are not sent.
 
 use crate::config::Endpoint;
+use crate::pool::ConnPool;
 use crate::server::{Body, Shutdown};
 use crate::util::error_chain;
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Limited};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 /// Alerts waiting for the webhook task; beyond this, deliveries are dropped.
@@ -124,7 +123,7 @@ impl Alerter {
             rx,
             target,
             shutdown,
-            kept: None,
+            pool: ConnPool::default(),
         };
         (alerter, delivery.run())
     }
@@ -269,8 +268,8 @@ struct Delivery {
     rx: mpsc::Receiver<Alert>,
     target: Arc<ArcSwapOption<Target>>,
     shutdown: Shutdown,
-    /// The connection of the last successful exchange, with the `host:port` it goes to.
-    kept: Option<(String, SendRequest<Body>)>,
+    /// The webhook's kept-alive connection.
+    pool: ConnPool,
 }
 
 impl Delivery {
@@ -331,7 +330,7 @@ impl Delivery {
     }
 
     /// One POST of `body`; Ok on a 2xx answer.
-    async fn attempt(&mut self, target: &Target, body: &Bytes) -> Result<(), String> {
+    async fn attempt(&self, target: &Target, body: &Bytes) -> Result<(), String> {
         let endpoint = &target.endpoint;
         let build = || {
             let mut req = Request::new(Body::new(body.clone()));
@@ -345,25 +344,17 @@ impl Delivery {
             );
             req
         };
-        let (mut sender, reused) = match self.take_kept(&endpoint.authority).await {
-            Some(sender) => (sender, true),
-            None => (connect(&endpoint.authority).await?, false),
-        };
-        let resp = match sender.send_request(build()).await {
-            // A kept connection the receiver had closed: the request was never sent.
-            Err(e) if reused && e.is_canceled() => {
-                sender = connect(&endpoint.authority).await?;
-                sender.send_request(build()).await
-            }
-            other => other,
-        }
-        .map_err(|e| format!("request failed: {}", error_chain(&e)))?;
+        let (conn, resp) = self
+            .pool
+            .send(&endpoint.authority, build)
+            .await
+            .map_err(|e| error_chain(&e))?;
         let status = resp.status();
         let read = Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
             .collect()
             .await;
-        if read.is_ok() && !sender.is_closed() {
-            self.kept = Some((endpoint.authority.clone(), sender));
+        if read.is_ok() {
+            conn.release();
         }
         if status.is_success() {
             Ok(())
@@ -371,34 +362,6 @@ impl Delivery {
             Err(format!("webhook answered {status}"))
         }
     }
-
-    /// The kept connection, if it goes to `authority` and is still usable.
-    async fn take_kept(&mut self, authority: &str) -> Option<SendRequest<Body>> {
-        let (kept_for, mut sender) = self.kept.take()?;
-        if kept_for != authority || sender.is_closed() {
-            return None;
-        }
-        sender.ready().await.ok()?;
-        Some(sender)
-    }
-}
-
-async fn connect(authority: &str) -> Result<SendRequest<Body>, String> {
-    let stream = TcpStream::connect(authority)
-        .await
-        .map_err(|e| format!("tcp connect to {authority} failed: {e}"))?;
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "set_nodelay failed");
-    }
-    let (sender, conn) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("http handshake with {authority} failed: {e}"))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "alert webhook connection ended with an error");
-        }
-    });
-    Ok(sender)
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub mod control;
 pub mod demo;
 pub mod health;
 pub mod mock;
+pub mod pool;
 pub mod proxy;
 pub mod queue;
 pub mod reply;

@@ -10,7 +10,6 @@
 pub mod delivery;
 pub mod hints;
 pub mod idempotency;
-pub mod pool;
 pub mod upstream;
 
 use crate::config::WhenUnavailable;
@@ -32,7 +31,7 @@ use upstream::{exchange, Answer, Outgoing};
 #[derive(Debug)]
 pub struct Proxy {
     pub control: Arc<Control>,
-    pool: pool::ConnPool,
+    pool: crate::pool::ConnPool,
     pub messages: MessageLog,
     /// `None` when `queue.enabled = false`.
     pub queue: Option<Arc<Queue>>,
@@ -45,7 +44,7 @@ impl Proxy {
     pub fn new(control: Arc<Control>, queue: Option<Arc<Queue>>) -> Proxy {
         Proxy {
             control,
-            pool: pool::ConnPool::default(),
+            pool: crate::pool::ConnPool::default(),
             messages: MessageLog::default(),
             queue,
         }

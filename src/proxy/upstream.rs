@@ -1,8 +1,8 @@
 //! One exchange with one master over a pooled keep-alive connection, classified the way
 //! SPEC section 4 defines retryable failures.
 
-use super::pool::ConnPool;
 use crate::config::MasterConfig;
+use crate::pool::{ConnPool, SendError};
 use crate::server::Body;
 use crate::util::error_chain;
 use bytes::Bytes;
@@ -81,23 +81,13 @@ pub async fn exchange(
     };
 
     let exchange = async {
-        let connect_error = |e: super::pool::PoolError| UpstreamError::Connect(error_chain(&e));
-        let mut conn = pool
-            .checkout(&send.authority)
+        let (conn, resp) = pool
+            .send(&send.authority, build)
             .await
-            .map_err(connect_error)?;
-        let resp = match conn.send(build()).await {
-            // A reused connection the master had closed: the request was never sent.
-            Err(e) if conn.reused && e.is_canceled() => {
-                conn = pool
-                    .checkout_new(&send.authority)
-                    .await
-                    .map_err(connect_error)?;
-                conn.send(build()).await
-            }
-            other => other,
-        }
-        .map_err(|e| UpstreamError::Io(error_chain(&e)))?;
+            .map_err(|e| match e {
+                SendError::Connect(e) => UpstreamError::Connect(error_chain(&e)),
+                SendError::Request(e) => UpstreamError::Io(error_chain(&e)),
+            })?;
         let (parts, body) = resp.into_parts();
         let body = body
             .collect()

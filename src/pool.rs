@@ -1,9 +1,11 @@
-//! Keep-alive HTTP/1.1 connections to masters, pooled per `host:port`.
+//! Outbound keep-alive HTTP/1.1 connections, pooled per `host:port`: to masters (the
+//! proxy and queued delivery) and to the alert webhook. Health probes open their own
+//! connections with [`connect`].
 //!
 //! A request takes an idle connection (or opens one), sends on it from the request's
 //! own task and puts it back once the answer is read. Idle connections are checked for
 //! closure before reuse; a request that a reused connection dropped before sending is
-//! sent once more on a new connection. Taking is last-in first-out, so the connections
+//! sent once more on a new connection ([`ConnPool::send`]). Taking is last-in first-out, so the connections
 //! left unused by a burst sink to the bottom; each release drops the oldest one when it
 //! has been idle longer than [`IDLE_TIMEOUT`].
 
@@ -37,6 +39,17 @@ pub enum PoolError {
     Handshake(String, hyper::Error),
 }
 
+/// Why [`ConnPool::send`] got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No connection: nothing was sent.
+    #[error(transparent)]
+    Connect(#[from] PoolError),
+    /// The exchange broke; the request may or may not have reached the peer.
+    #[error("request failed")]
+    Request(#[from] hyper::Error),
+}
+
 #[derive(Debug, Default)]
 pub struct ConnPool {
     hosts: DashMap<String, IdleList>,
@@ -46,7 +59,7 @@ pub struct ConnPool {
 pub struct Pooled {
     sender: SendRequest<Body>,
     idle: IdleList,
-    pub reused: bool,
+    reused: bool,
 }
 
 impl ConnPool {
@@ -58,7 +71,7 @@ impl ConnPool {
     }
 
     /// An open connection to `authority`: an idle one if any is usable, else a new one.
-    pub async fn checkout(&self, authority: &str) -> Result<Pooled, PoolError> {
+    async fn checkout(&self, authority: &str) -> Result<Pooled, PoolError> {
         let idle = self.idle_list(authority);
         loop {
             let candidate = idle.lock().unwrap_or_else(|p| p.into_inner()).pop_back();
@@ -79,8 +92,28 @@ impl ConnPool {
         self.checkout_new(authority).await
     }
 
+    /// Sends the request `build` makes on a pooled connection to `authority`. A reused
+    /// connection the peer had closed drops the request unsent: it is built and sent
+    /// once more on a new connection. The connection comes back with the response;
+    /// [`Pooled::release`] it once the body is read.
+    pub async fn send(
+        &self,
+        authority: &str,
+        build: impl Fn() -> Request<Body>,
+    ) -> Result<(Pooled, Response<Incoming>), SendError> {
+        let mut conn = self.checkout(authority).await?;
+        let resp = match conn.sender.send_request(build()).await {
+            Err(e) if conn.reused && e.is_canceled() => {
+                conn = self.checkout_new(authority).await?;
+                conn.sender.send_request(build()).await
+            }
+            other => other,
+        }?;
+        Ok((conn, resp))
+    }
+
     /// A new connection to `authority`.
-    pub async fn checkout_new(&self, authority: &str) -> Result<Pooled, PoolError> {
+    async fn checkout_new(&self, authority: &str) -> Result<Pooled, PoolError> {
         let idle = self.idle_list(authority);
         let sender = connect(authority).await?;
         Ok(Pooled {
@@ -92,10 +125,6 @@ impl ConnPool {
 }
 
 impl Pooled {
-    pub async fn send(&mut self, req: Request<Body>) -> Result<Response<Incoming>, hyper::Error> {
-        self.sender.send_request(req).await
-    }
-
     /// Returns the connection for reuse, once its answer has been read in full.
     pub fn release(self) {
         if self.sender.is_closed() {
@@ -115,7 +144,9 @@ impl Pooled {
     }
 }
 
-async fn connect(authority: &str) -> Result<SendRequest<Body>, PoolError> {
+/// A new HTTP/1.1 connection to `authority` (`host:port`), `TCP_NODELAY` set, its
+/// connection task spawned.
+pub async fn connect(authority: &str) -> Result<SendRequest<Body>, PoolError> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority))
         .await
         .map_err(|_| PoolError::ConnectTimeout(authority.to_string()))?
@@ -128,7 +159,7 @@ async fn connect(authority: &str) -> Result<SendRequest<Body>, PoolError> {
         .map_err(|e| PoolError::Handshake(authority.to_string(), e))?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "master connection ended with an error");
+            tracing::debug!(error = %e, "outbound connection ended with an error");
         }
     });
     Ok(sender)
