@@ -14,6 +14,7 @@ use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
 use http::StatusCode;
 use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
@@ -48,6 +49,8 @@ pub struct Entry {
     created: Instant,
     record: Mutex<MessageRecord>,
     answer: watch::Sender<Answer>,
+    /// Its outcome is up to a [`Handoff`], not to the claim.
+    handed: AtomicBool,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +63,29 @@ enum Answer {
 impl Entry {
     fn record(&self) -> std::sync::MutexGuard<'_, MessageRecord> {
         self.record.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is(&self, state: fn(&Answer) -> bool) -> bool {
+        state(&self.answer.borrow())
+    }
+
+    /// Records the master's final answer (or the 202 of a queued message) and wakes
+    /// waiting repeats.
+    fn finish(&self, answer: StoredAnswer, attempts: u32, last_error: Option<String>) {
+        {
+            let mut r = self.record();
+            // Any answer of a master means the message reached it.
+            r.status = if answer.status == StatusCode::ACCEPTED && answer.master.is_empty() {
+                "queued"
+            } else {
+                "delivered"
+            };
+            r.master = Some(answer.master.to_string());
+            r.attempts = attempts;
+            r.last_error = last_error;
+            r.updated_at = rfc3339(SystemTime::now());
+        }
+        self.answer.send_replace(Answer::Done(answer));
     }
 
     /// Waits for the first message's answer; `None` if it failed without one (the key
@@ -100,27 +126,44 @@ pub struct Claim<'a> {
 impl Claim<'_> {
     /// Records the master's final answer and wakes waiting repeats.
     pub fn finish(&self, answer: StoredAnswer, attempts: u32, last_error: Option<String>) {
-        {
-            let mut r = self.entry.record();
-            // Any answer of a master means the message reached it.
-            r.status = if answer.status == StatusCode::ACCEPTED && answer.master.is_empty() {
-                "queued"
-            } else {
-                "delivered"
-            };
-            r.master = Some(answer.master.to_string());
-            r.attempts = attempts;
-            r.last_error = last_error;
-            r.updated_at = rfc3339(SystemTime::now());
-        }
-        self.entry.answer.send_replace(Answer::Done(answer));
+        self.entry.finish(answer, attempts, last_error);
+    }
+
+    /// For a write that runs to its end in a task of its own: from now on the returned
+    /// [`Handoff`] settles the key, so a request cancelled meanwhile (the client hung
+    /// up) does not free it while the write may still land.
+    pub fn hand_off(&self) -> Handoff {
+        self.entry.handed.store(true, Relaxed);
+        Handoff(self.entry.clone())
     }
 }
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        if matches!(*self.entry.answer.borrow(), Answer::Pending) {
+        let pending = self.entry.is(|a| matches!(a, Answer::Pending));
+        if self.entry.is(|a| matches!(a, Answer::Abandoned))
+            || (pending && !self.entry.handed.load(Relaxed))
+        {
             self.log.abandon(&self.entry);
+        }
+    }
+}
+
+/// A claim's key, held for a write finishing in its own task (see [`Claim::hand_off`]).
+/// Dropped without [`Handoff::finish`] it frees the key: repeats are sent again.
+pub struct Handoff(Arc<Entry>);
+
+impl Handoff {
+    pub fn finish(&self, answer: StoredAnswer, attempts: u32, last_error: Option<String>) {
+        self.0.finish(answer, attempts, last_error);
+    }
+}
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        // Nothing to forget from the log here: `begin` replaces an abandoned entry.
+        if self.0.is(|a| matches!(a, Answer::Pending)) {
+            self.0.answer.send_replace(Answer::Abandoned);
         }
     }
 }
@@ -143,7 +186,10 @@ impl MessageLog {
         stored: impl FnOnce() -> Result<Option<(String, StoredAnswer)>, E>,
     ) -> Result<Begin<'_>, E> {
         Ok(match self.by_key.entry(key.to_string()) {
-            MapEntry::Occupied(mut o) if o.get().created.elapsed() >= window => {
+            MapEntry::Occupied(mut o)
+                if o.get().created.elapsed() >= window
+                    || o.get().is(|a| matches!(a, Answer::Abandoned)) =>
+            {
                 self.by_id.remove(&o.get().id);
                 let entry = new_entry(key, id);
                 o.insert(entry.clone());
@@ -207,5 +253,62 @@ fn new_entry(key: &str, id: &str) -> Arc<Entry> {
             updated_at: now,
         }),
         answer: watch::channel(Answer::Pending).0,
+        handed: AtomicBool::new(false),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    fn begin<'a>(log: &'a MessageLog, id: &str) -> Begin<'a> {
+        log.begin("key", id, WINDOW, || Ok::<_, ()>(None))
+            .expect("no store")
+    }
+
+    fn queued() -> StoredAnswer {
+        StoredAnswer {
+            status: StatusCode::ACCEPTED,
+            content_type: None,
+            body: Bytes::from_static(b"{}"),
+            master: Arc::from(""),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_handed_off_key_outlives_its_cancelled_claim() {
+        let log = MessageLog::default();
+        let Begin::New(claim) = begin(&log, "1") else {
+            panic!("first use")
+        };
+        let hold = claim.hand_off();
+        drop(claim); // the client hung up while the message was being written
+        let Begin::Repeat(first) = begin(&log, "2") else {
+            panic!("the key is still taken")
+        };
+        assert_eq!(first.id, "1");
+        hold.finish(queued(), 0, None);
+        let answer = first.wait_answer().await.expect("the write's outcome");
+        assert_eq!(answer.status, StatusCode::ACCEPTED);
+    }
+
+    #[test]
+    fn a_key_is_free_again_when_its_write_fails_or_its_claim_is_dropped() {
+        let log = MessageLog::default();
+        let Begin::New(claim) = begin(&log, "1") else {
+            panic!("first use")
+        };
+        let hold = claim.hand_off();
+        drop(claim);
+        drop(hold); // the write failed
+        let Begin::New(claim) = begin(&log, "2") else {
+            panic!("a failed write frees the key")
+        };
+        assert!(log.get("2").is_some());
+        drop(claim); // no master took it, nothing handed off
+        assert!(log.get("2").is_none());
+        assert!(matches!(begin(&log, "3"), Begin::New(_)));
+    }
 }

@@ -15,6 +15,7 @@ pub mod upstream;
 use crate::config::WhenUnavailable;
 use crate::control::Control;
 use crate::queue::record::{MasterAnswer, Record, Status};
+use crate::queue::store::StoreError;
 use crate::queue::{NewMessage, Queue, QueueError};
 use crate::reply;
 use crate::server::Body;
@@ -404,11 +405,23 @@ impl Proxy {
             last_error: last_error.clone(),
             attempts,
         };
-        match queue.enqueue(new).await {
+        let answer = queued_answer(message.id, "queued");
+        // The write and the key's outcome run to their end in a task of their own: a
+        // client hanging up must not free its key while the message may still land.
+        let hold = message.claim.map(Claim::hand_off);
+        let (queue, answer_kept) = (queue.clone(), answer.clone());
+        let enqueued = tokio::spawn(async move {
+            let written = queue.enqueue(new).await;
+            if let (Ok(()), Some(hold)) = (&written, &hold) {
+                hold.finish(answer_kept, attempts, last_error);
+            }
+            written
+        })
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Failed(format!("the write was lost: {e}")).into()));
+        match enqueued {
             Ok(()) => {
-                let answer = queued_answer(message.id, "queued");
                 if let Some(claim) = message.claim {
-                    claim.finish(answer.clone(), attempts, last_error);
                     // The store answers repeats from now on.
                     self.messages.settle(claim);
                 }
