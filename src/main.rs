@@ -12,7 +12,8 @@ use switchyard::config::Config;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `mi_option_arena_eager_commit` in mimalloc's option enum (`mimalloc.h`, v2).
+/// `mi_option_arena_eager_commit` in mimalloc's option enum (`mimalloc.h` of the v3
+/// sources libmimalloc-sys builds; the same index in v2). Check it on an upgrade.
 #[cfg(target_os = "linux")]
 const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 
@@ -30,9 +31,10 @@ static TUNE_ALLOCATOR: extern "C" fn() = tune_allocator;
 /// over that instead of +7 to +11 MB (BENCHMARKS.md).
 #[cfg(target_os = "linux")]
 extern "C" fn tune_allocator() {
-    // SAFETY: sets one option value; mimalloc allows it at any time, before its own
-    // initialisation included.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
+    // SAFETY: sets one option's default; mimalloc allows it at any time, before its
+    // own initialisation included. A default, so MIMALLOC_ARENA_EAGER_COMMIT still
+    // overrides it.
+    unsafe { libmimalloc_sys::mi_option_set_default(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
 }
 
 #[derive(Parser)]
