@@ -140,10 +140,12 @@ impl Claim<'_> {
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        let pending = self.entry.is(|a| matches!(a, Answer::Pending));
-        if self.entry.is(|a| matches!(a, Answer::Abandoned))
-            || (pending && !self.entry.handed.load(Relaxed))
-        {
+        let unsettled = match &*self.entry.answer.borrow() {
+            Answer::Pending => !self.entry.handed.load(Relaxed),
+            Answer::Abandoned => true,
+            Answer::Done(_) => false,
+        };
+        if unsettled {
             self.log.abandon(&self.entry);
         }
     }
@@ -161,7 +163,8 @@ impl Handoff {
 
 impl Drop for Handoff {
     fn drop(&mut self) {
-        // Nothing to forget from the log here: `begin` replaces an abandoned entry.
+        // Nothing to forget from the log here: `begin` replaces an abandoned entry and
+        // `get` skips it.
         if self.0.is(|a| matches!(a, Answer::Pending)) {
             self.0.answer.send_replace(Answer::Abandoned);
         }
@@ -196,6 +199,19 @@ impl MessageLog {
                 self.by_id.insert(id.to_string(), entry.clone());
                 Begin::New(Claim { log: self, entry })
             }
+            // Written by a hand-off whose request was gone, so nobody settled it: the
+            // store has the outcome, and where the message stands now.
+            MapEntry::Occupied(o)
+                if o.get().handed.load(Relaxed) && o.get().is(|a| matches!(a, Answer::Done(_))) =>
+            {
+                match stored()? {
+                    Some((first_id, answer)) => {
+                        self.by_id.remove(&o.remove().id);
+                        Begin::Stored(first_id, answer)
+                    }
+                    None => Begin::Repeat(o.get().clone()),
+                }
+            }
             MapEntry::Occupied(o) => Begin::Repeat(o.get().clone()),
             MapEntry::Vacant(v) => match stored()? {
                 Some((first_id, answer)) => Begin::Stored(first_id, answer),
@@ -226,8 +242,12 @@ impl MessageLog {
         entry.answer.send_replace(Answer::Abandoned);
     }
 
+    /// A message kept in memory; not one that was never accepted.
     pub fn get(&self, id: &str) -> Option<MessageRecord> {
-        self.by_id.get(id).map(|e| e.record().clone())
+        self.by_id
+            .get(id)
+            .filter(|e| !e.is(|a| matches!(a, Answer::Abandoned)))
+            .map(|e| e.record().clone())
     }
 
     /// Drops entries older than `window`.
@@ -292,6 +312,12 @@ mod tests {
         hold.finish(queued(), 0, None);
         let answer = first.wait_answer().await.expect("the write's outcome");
         assert_eq!(answer.status, StatusCode::ACCEPTED);
+        // Nobody settled it, so the next repeat asks the store, which knows where the
+        // message stands now, and the entry leaves memory.
+        let from_store = || Ok::<_, ()>(Some(("1".to_string(), queued())));
+        let again = log.begin("key", "3", WINDOW, from_store).expect("no error");
+        assert!(matches!(again, Begin::Stored(id, _) if id == "1"));
+        assert!(log.get("1").is_none());
     }
 
     #[test]
@@ -303,6 +329,7 @@ mod tests {
         let hold = claim.hand_off();
         drop(claim);
         drop(hold); // the write failed
+        assert!(log.get("1").is_none(), "never accepted: not shown");
         let Begin::New(claim) = begin(&log, "2") else {
             panic!("a failed write frees the key")
         };

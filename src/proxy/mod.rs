@@ -15,7 +15,6 @@ pub mod upstream;
 use crate::config::WhenUnavailable;
 use crate::control::Control;
 use crate::queue::record::{MasterAnswer, Record, Status};
-use crate::queue::store::StoreError;
 use crate::queue::{NewMessage, Queue, QueueError};
 use crate::reply;
 use crate::server::Body;
@@ -406,20 +405,17 @@ impl Proxy {
             attempts,
         };
         let answer = queued_answer(message.id, "queued");
-        // The write and the key's outcome run to their end in a task of their own: a
-        // client hanging up must not free its key while the message may still land.
+        // The write runs to its end whatever happens to this request, and the key's
+        // outcome with it: a client hanging up must not free its key while the message
+        // may still land.
         let hold = message.claim.map(Claim::hand_off);
-        let (queue, answer_kept) = (queue.clone(), answer.clone());
-        let enqueued = tokio::spawn(async move {
-            let written = queue.enqueue(new).await;
-            if let (Ok(()), Some(hold)) = (&written, &hold) {
+        let answer_kept = answer.clone();
+        let settle_key = move |written: bool| {
+            if let (true, Some(hold)) = (written, hold) {
                 hold.finish(answer_kept, attempts, last_error);
             }
-            written
-        })
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Failed(format!("the write was lost: {e}")).into()));
-        match enqueued {
+        };
+        match queue.enqueue_then(new, settle_key).await {
             Ok(()) => {
                 if let Some(claim) = message.claim {
                     // The store answers repeats from now on.

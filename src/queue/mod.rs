@@ -157,7 +157,17 @@ impl Queue {
 
     /// Persists `msg` for delivery now; returns once it is on disk.
     pub async fn enqueue(self: &Arc<Self>, msg: NewMessage) -> Result<(), QueueError> {
-        self.admit(msg.client_key, false, |now| Record {
+        self.enqueue_then(msg, |_| ()).await
+    }
+
+    /// [`Queue::enqueue`], then `then(written)` once the write has ended, whether or
+    /// not the caller is still waiting for it.
+    pub async fn enqueue_then(
+        self: &Arc<Self>,
+        msg: NewMessage,
+        then: impl FnOnce(bool) + Send + 'static,
+    ) -> Result<(), QueueError> {
+        let make = |now| Record {
             id: *msg.id.as_bytes(),
             status: Status::Queued,
             created_ms: now,
@@ -172,23 +182,25 @@ impl Queue {
             last_error: msg.last_error,
             body: msg.body,
             answer: None,
-        })
-        .await?;
+        };
+        self.admit(msg.client_key, false, make, then).await?;
         metrics::counter!("switchyard_queue_enqueued_total").increment(1);
         Ok(())
     }
 
     /// Writes a queued record, due now (`make` gets that time), counting it in the
-    /// depth unless the queue is full.
+    /// depth unless the queue is full; `then` as for [`Queue::enqueue_then`].
     /// `revive`: the record is a dead letter, queued again.
     async fn admit(
         self: &Arc<Self>,
         remember_key: bool,
         revive: bool,
         make: impl FnOnce(u64) -> Record,
+        then: impl FnOnce(bool) + Send + 'static,
     ) -> Result<(), QueueError> {
         if self.depth.fetch_add(1, Relaxed) >= self.max {
             self.depth.fetch_sub(1, Relaxed);
+            then(false);
             return Err(QueueError::Full(self.max));
         }
         let due = self.register_due(Duration::ZERO);
@@ -206,17 +218,19 @@ impl Queue {
         self.write_then(ops, move |queue, written| {
             queue.end_due(due);
             match written {
-                Ok(()) if revive => {
-                    queue.dead.fetch_sub(1, Relaxed);
+                Ok(()) => {
+                    if revive {
+                        queue.dead.fetch_sub(1, Relaxed);
+                    }
+                    queue.arrived.notify_one();
                 }
-                Ok(()) => {}
                 Err(_) => {
                     queue.depth.fetch_sub(1, Relaxed);
                 }
             }
+            then(written.is_ok());
         })
         .await?;
-        self.arrived.notify_one();
         Ok(())
     }
 
@@ -431,13 +445,14 @@ impl Queue {
             return Ok(false);
         }
         // The writer checks again: of two retries at once, one wins.
-        let queued = self.admit(false, true, |now| Record {
+        let make = |now| Record {
             status: Status::Queued,
             attempts: 0,
             due_ms: now,
             updated_ms: now,
             ..record
-        });
+        };
+        let queued = self.admit(false, true, make, |_| ());
         match queued.await {
             Ok(()) => {}
             Err(QueueError::Store(StoreError::NotDead)) => return Ok(false),
