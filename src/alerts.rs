@@ -124,6 +124,7 @@ impl Alerter {
             target,
             shutdown,
             pool: ConnPool::default(),
+            pool_for: String::new(),
         };
         (alerter, delivery.run())
     }
@@ -270,6 +271,8 @@ struct Delivery {
     shutdown: Shutdown,
     /// The webhook's kept-alive connection.
     pool: ConnPool,
+    /// The `host:port` the pool's connection goes to.
+    pool_for: String,
 }
 
 impl Delivery {
@@ -330,7 +333,7 @@ impl Delivery {
     }
 
     /// One POST of `body`; Ok on a 2xx answer.
-    async fn attempt(&self, target: &Target, body: &Bytes) -> Result<(), String> {
+    async fn attempt(&mut self, target: &Target, body: &Bytes) -> Result<(), String> {
         let endpoint = &target.endpoint;
         let build = || {
             let mut req = Request::new(Body::new(body.clone()));
@@ -344,6 +347,11 @@ impl Delivery {
             );
             req
         };
+        if self.pool_for != endpoint.authority {
+            // The webhook moved (a reload): close the old one's connection.
+            self.pool = ConnPool::default();
+            self.pool_for.clone_from(&endpoint.authority);
+        }
         let (conn, resp) = self
             .pool
             .send(&endpoint.authority, build)
