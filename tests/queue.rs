@@ -383,3 +383,33 @@ async fn queued_delivery_counts_a_refusal_as_a_live_answer() {
         .collect();
     assert!(!kinds.contains(&"degraded"), "{kinds:?}");
 }
+
+#[tokio::test]
+async fn a_delivery_under_way_counts_as_queued_for_its_master() {
+    let a = Mock::start("a", &["--latency-ms", "1500"]);
+    let sy = Switchyard::start(&masters_toml(&[(&a, "")]));
+    let http = Http::new();
+    let (code, _, body) = http.post_with(&sy.messages(), MESSAGE, &ASYNC).await;
+    assert_eq!(code, 202);
+    let id = json(&body)["id"].as_str().unwrap().to_string();
+    let admin = |path: &str| format!("{}{path}", sy.admin);
+    eventually(
+        Duration::from_secs(10),
+        "the delivery under way",
+        || async { json(&http.get(&admin("/admin/queue")).await.2)["per_master"]["a"] == 1 },
+    )
+    .await;
+    let status = json(&http.get(&admin("/ha/status")).await.2);
+    let master = &status["masters"][0];
+    assert_eq!(
+        (master["queued"].as_u64(), master["in_flight"].as_u64()),
+        (Some(1), Some(0)),
+        "{master}"
+    );
+    eventually(Duration::from_secs(10), "delivered", || async {
+        message(&http, &sy, &id).await["status"] == "delivered"
+    })
+    .await;
+    let queue = json(&http.get(&admin("/admin/queue")).await.2);
+    assert_eq!(queue["per_master"]["a"], 0, "{queue}");
+}

@@ -8,6 +8,7 @@ use super::Proxy;
 use crate::queue::record::Record;
 use crate::queue::store::StoreError;
 use crate::queue::Queue;
+use crate::routing::stats::MasterStats;
 use crate::server::Shutdown;
 use http::HeaderValue;
 use std::sync::Arc;
@@ -113,7 +114,12 @@ async fn attempt(proxy: &Proxy, queue: &Queue, record: Record) -> Result<(), Sto
     };
     let stats = &master.stats;
     match proxy
-        .exchange(master, &msg, config.server.request_timeout)
+        .exchange(
+            master,
+            &msg,
+            config.server.request_timeout,
+            MasterStats::start_delivery,
+        )
         .await
     {
         Ok(answer) if answer.status.is_success() => {

@@ -17,6 +17,7 @@ use crate::control::Control;
 use crate::queue::record::{MasterAnswer, Record, Status};
 use crate::queue::{NewMessage, Queue, QueueError};
 use crate::reply;
+use crate::routing::stats::{InFlight, MasterStats};
 use crate::server::Body;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -260,7 +261,7 @@ impl Proxy {
             let master = &table.masters[pick.index];
             let stats = &master.stats;
             let result = self
-                .exchange(master, msg, cfg.server.request_timeout)
+                .exchange(master, msg, cfg.server.request_timeout, MasterStats::start)
                 .instrument(tracing::debug_span!("forward", master = master.id()))
                 .await;
             match result {
@@ -466,18 +467,20 @@ fn storage_error(detail: &str) -> Response<Body> {
 }
 
 impl Proxy {
-    /// One exchange with `master`, counted in its in-flight load, latency and
-    /// duration histogram. Success and failure are for the caller to count.
+    /// One exchange with `master`, counted in its load (`start`: which counter, see
+    /// [`MasterStats::start`]), latency and duration histogram. Success and failure
+    /// are for the caller to count.
     async fn exchange(
         &self,
         master: &crate::routing::MasterEntry,
         msg: &Outgoing,
         timeout: std::time::Duration,
+        start: fn(&Arc<MasterStats>) -> InFlight,
     ) -> Result<Answer, upstream::UpstreamError> {
         let stats = &master.stats;
         let started = Instant::now();
         let result = {
-            let _in_flight = stats.start();
+            let _in_flight = start(stats);
             exchange(&self.pool, &master.config, msg, timeout).await
         };
         let elapsed = started.elapsed();

@@ -18,8 +18,10 @@ use std::time::Duration;
 /// The counters that make up a master's load.
 #[derive(Debug, Default)]
 pub struct Load {
+    /// Exchanges of forwarded requests under way.
     pub in_flight: AtomicU64,
-    /// Messages waiting in the queue for this master (filled by the queue).
+    /// Queued messages being delivered to this master. The queue picks a master only
+    /// when a message leaves it, so these are the queue's messages for this master.
     pub queued: AtomicU64,
     /// Exponentially weighted moving average of exchange latency, in microseconds.
     latency_ewma_us: AtomicU64,
@@ -87,10 +89,18 @@ impl MasterStats {
         }
     }
 
-    /// Marks one exchange as started; the guard ends it when dropped.
+    /// Marks one exchange of a forwarded request as started; the guard ends it when
+    /// dropped.
     pub fn start(self: &Arc<Self>) -> InFlight {
         self.load.in_flight.fetch_add(1, Relaxed);
-        InFlight(self.clone())
+        InFlight(self.clone(), |l| &l.in_flight)
+    }
+
+    /// [`MasterStats::start`] for the delivery of a queued message: counted in
+    /// `queued`.
+    pub fn start_delivery(self: &Arc<Self>) -> InFlight {
+        self.load.queued.fetch_add(1, Relaxed);
+        InFlight(self.clone(), |l| &l.queued)
     }
 
     pub fn latency_us(&self) -> u64 {
@@ -129,14 +139,14 @@ impl MasterStats {
     }
 }
 
-/// Decrements the master's in-flight count when dropped, so a cancelled request
+/// Decrements the counter it was started on when dropped, so a cancelled request
 /// (client gone, timeout) never leaks load.
 #[derive(Debug)]
-pub struct InFlight(Arc<MasterStats>);
+pub struct InFlight(Arc<MasterStats>, fn(&Load) -> &AtomicU64);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.load.in_flight.fetch_sub(1, Relaxed);
+        (self.1)(self.0.load).fetch_sub(1, Relaxed);
     }
 }
 

@@ -165,12 +165,9 @@ pub fn render(handle: &PrometheusHandle, table: &RoutingTable, queue_depth: u64)
         let id = m.id().to_string();
         metrics::gauge!("switchyard_master_up", "master" => id.clone())
             .set(f64::from(u8::from(m.eligible)));
-        metrics::gauge!("switchyard_master_inflight", "master" => id.clone()).set(
-            m.stats
-                .load
-                .in_flight
-                .load(std::sync::atomic::Ordering::Relaxed) as f64,
-        );
+        // Every exchange under way: forwarded, and queued messages being delivered.
+        metrics::gauge!("switchyard_master_inflight", "master" => id.clone())
+            .set(m.stats.load.total() as f64);
         for state in HealthState::ALL {
             metrics::gauge!("switchyard_master_state", "master" => id.clone(), "state" => state.as_str())
                 .set(f64::from(u8::from(m.health == state)));
