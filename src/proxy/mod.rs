@@ -19,7 +19,7 @@ use crate::queue::{NewMessage, Queue, QueueError};
 use crate::reply;
 use crate::routing::stats::{InFlight, MasterStats};
 use crate::server::Body;
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use idempotency::{Begin, Claim, MessageLog, StoredAnswer};
@@ -422,16 +422,7 @@ impl Proxy {
                     // The store answers repeats from now on.
                     self.messages.settle(claim);
                 }
-                let mut resp = Response::new(Body::new(answer.body));
-                *resp.status_mut() = StatusCode::ACCEPTED;
-                let headers = resp.headers_mut();
-                headers.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                insert_location(headers, message.id);
-                headers.insert(MESSAGE_ID, message.id_value.clone());
-                resp
+                kept_answer(message.id, &answer)
             }
             Err(QueueError::Full(max)) => unavailable(
                 cfg,
@@ -572,25 +563,28 @@ fn queued_answer(id: &str, status: &str) -> StoredAnswer {
     }
 }
 
-fn insert_location(headers: &mut HeaderMap, id: &str) {
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/messages/{id}")) {
-        headers.insert(header::LOCATION, location);
-    }
-}
-
 fn header_text(value: Option<&HeaderValue>) -> Option<String> {
     value.and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
 /// The first message's answer, for a repeat of its `Idempotency-Key`.
 fn replay(id: &str, answer: &StoredAnswer) -> Response<Body> {
+    let mut resp = kept_answer(id, answer);
+    resp.headers_mut()
+        .insert("x-switchyard-duplicate", HeaderValue::from_static("true"));
+    resp
+}
+
+/// A kept answer as the client gets it: the master's (with `x-switchyard-master`) or
+/// a queued message's 202 (with `Location`).
+fn kept_answer(id: &str, answer: &StoredAnswer) -> Response<Body> {
     let mut resp = Response::new(Body::new(answer.body.clone()));
     *resp.status_mut() = answer.status;
     let headers = resp.headers_mut();
     if let Some(ct) = &answer.content_type {
         headers.insert(header::CONTENT_TYPE, ct.clone());
     }
-    // Both were header values when the first message was answered.
+    // Both are (or were, when the first message was answered) header values.
     if let Ok(id_value) = HeaderValue::from_str(id) {
         headers.insert(MESSAGE_ID, id_value);
     }
@@ -600,9 +594,10 @@ fn replay(id: &str, answer: &StoredAnswer) -> Response<Body> {
         }
     }
     if answer.status == StatusCode::ACCEPTED {
-        insert_location(headers, id);
+        if let Ok(location) = HeaderValue::from_str(&format!("/v1/messages/{id}")) {
+            headers.insert(header::LOCATION, location);
+        }
     }
-    headers.insert("x-switchyard-duplicate", HeaderValue::from_static("true"));
     resp
 }
 
