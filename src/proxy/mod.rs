@@ -14,7 +14,7 @@ pub mod upstream;
 
 use crate::config::WhenUnavailable;
 use crate::control::Control;
-use crate::queue::record::{MasterAnswer, Record, Status};
+use crate::queue::record::MasterAnswer;
 use crate::queue::{NewMessage, Queue, QueueError};
 use crate::reply;
 use crate::routing::stats::{InFlight, MasterStats};
@@ -349,28 +349,13 @@ impl Proxy {
         let Some(queue) = &self.queue else {
             return;
         };
-        let now = crate::queue::now_ms();
-        let record = Record {
-            id: *message.uuid.as_bytes(),
-            status: Status::Delivered,
-            created_ms: now,
-            updated_ms: now,
-            due_ms: now,
-            attempts,
-            content_type: header_text(msg.content_type.as_ref()),
-            idempotency_key: message.idempotency_key.to_string(),
-            region: message.region.map(str::to_string),
-            routing_key: message.key.map(str::to_string),
-            master: Some(answer.master.to_string()),
-            last_error,
-            body: bytes::Bytes::new(),
-            answer: Some(MasterAnswer {
-                status: answer.status.as_u16(),
-                content_type: header_text(answer.content_type.as_ref()),
-                body: answer.body,
-            }),
+        let kept = MasterAnswer {
+            status: answer.status.as_u16(),
+            content_type: header_text(answer.content_type.as_ref()),
+            body: answer.body,
         };
-        match queue.remember(record).await {
+        let new = new_message(msg, message, attempts, last_error);
+        match queue.remember(new, &answer.master, kept).await {
             Ok(()) => self.messages.settle(claim),
             Err(e) => tracing::error!(
                 message_id = message.id,
@@ -394,17 +379,7 @@ impl Proxy {
         let Some(queue) = &self.queue else {
             return no_master(cfg);
         };
-        let new = NewMessage {
-            id: message.uuid,
-            body: msg.body.clone(),
-            content_type: header_text(msg.content_type.as_ref()),
-            idempotency_key: message.idempotency_key.to_string(),
-            client_key: message.claim.is_some(),
-            region: message.region.map(str::to_string),
-            routing_key: message.key.map(str::to_string),
-            last_error: last_error.clone(),
-            attempts,
-        };
+        let new = new_message(msg, message, attempts, last_error.clone());
         let answer = queued_answer(message.id, "queued");
         // The write runs to its end whatever happens to this request, and the key's
         // outcome with it: a client hanging up must not free its key while the message
@@ -447,6 +422,26 @@ struct Message<'a> {
     /// The `Idempotency-Key` sent to masters: the client's, or `id`.
     idempotency_key: &'a str,
     claim: Option<&'a Claim<'a>>,
+}
+
+/// The message as the queue keeps it.
+fn new_message(
+    msg: &Outgoing,
+    message: &Message<'_>,
+    attempts: u32,
+    last_error: Option<String>,
+) -> NewMessage {
+    NewMessage {
+        id: message.uuid,
+        body: msg.body.clone(),
+        content_type: header_text(msg.content_type.as_ref()),
+        idempotency_key: message.idempotency_key.to_string(),
+        client_key: message.claim.is_some(),
+        region: message.region.map(str::to_string),
+        routing_key: message.key.map(str::to_string),
+        last_error,
+        attempts,
+    }
 }
 
 fn storage_error(detail: &str) -> Response<Body> {

@@ -13,7 +13,7 @@ pub mod store;
 use crate::config::QueueConfig;
 use bytes::Bytes;
 use rand::Rng;
-use record::{Id, Record, Status};
+use record::{Id, MasterAnswer, Record, Status};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -47,6 +47,27 @@ pub struct NewMessage {
     pub last_error: Option<String>,
     /// Attempts already made before it was queued.
     pub attempts: u32,
+}
+
+impl NewMessage {
+    fn into_record(self, status: Status, now: u64) -> Record {
+        Record {
+            id: *self.id.as_bytes(),
+            status,
+            created_ms: now,
+            updated_ms: now,
+            due_ms: now,
+            attempts: self.attempts,
+            content_type: self.content_type,
+            idempotency_key: self.idempotency_key,
+            region: self.region,
+            routing_key: self.routing_key,
+            master: None,
+            last_error: self.last_error,
+            body: self.body,
+            answer: None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -167,23 +188,9 @@ impl Queue {
         msg: NewMessage,
         then: impl FnOnce(bool) + Send + 'static,
     ) -> Result<(), QueueError> {
-        let make = |now| Record {
-            id: *msg.id.as_bytes(),
-            status: Status::Queued,
-            created_ms: now,
-            updated_ms: now,
-            due_ms: now,
-            attempts: msg.attempts,
-            content_type: msg.content_type,
-            idempotency_key: msg.idempotency_key,
-            region: msg.region,
-            routing_key: msg.routing_key,
-            master: None,
-            last_error: msg.last_error,
-            body: msg.body,
-            answer: None,
-        };
-        self.admit(msg.client_key, false, make, then).await?;
+        let remember_key = msg.client_key;
+        let make = |now| msg.into_record(Status::Queued, now);
+        self.admit(remember_key, false, make, then).await?;
         metrics::counter!("switchyard_queue_enqueued_total").increment(1);
         Ok(())
     }
@@ -370,15 +377,28 @@ impl Queue {
         Ok(())
     }
 
-    /// Files a message delivered at once that carried a client's `Idempotency-Key`
-    /// (`record` holds the master's answer), for repeats and `GET /v1/messages/{id}`.
-    pub async fn remember(&self, record: Record) -> Result<(), StoreError> {
+    /// Files a message `master` took at once, with its `answer`, for repeats of a
+    /// client's `Idempotency-Key` and for `GET /v1/messages/{id}`.
+    pub async fn remember(
+        &self,
+        msg: NewMessage,
+        master: &str,
+        answer: MasterAnswer,
+    ) -> Result<(), StoreError> {
+        let remember_key = msg.client_key;
+        let record = Record {
+            master: Some(master.to_string()),
+            // Only the answer is replayed; the message itself is not kept.
+            body: Bytes::new(),
+            answer: Some(answer),
+            ..msg.into_record(Status::Delivered, now_ms())
+        };
         self.store
             .write(vec![Op::Put {
                 record: Box::new(record),
                 old_due: None,
                 next_due: 0,
-                remember_key: true,
+                remember_key,
             }])
             .await
     }
@@ -747,30 +767,18 @@ mod tests {
     async fn idempotency_keys_are_kept_across_a_restart_and_swept_after_the_window() {
         let dir = tempfile::tempdir().unwrap();
         let window = Duration::from_secs(3600);
-        let answered = |key: &str| {
-            let now = now_ms();
-            Record {
-                id: *uuid::Uuid::now_v7().as_bytes(),
-                status: Status::Delivered,
-                created_ms: now,
-                updated_ms: now,
-                due_ms: now,
-                attempts: 1,
-                content_type: None,
-                idempotency_key: key.to_string(),
-                region: None,
-                routing_key: None,
-                master: Some("a".into()),
-                last_error: None,
-                body: Bytes::new(),
-                answer: Some(record::MasterAnswer {
-                    status: 200,
-                    content_type: None,
-                    body: Bytes::from_static(b"sent"),
-                }),
-            }
+        let first = NewMessage {
+            client_key: true,
+            idempotency_key: "order-1".into(),
+            attempts: 1,
+            ..message(1)
         };
-        let first = answered("order-1");
+        let first_id = first.id;
+        let answer = MasterAnswer {
+            status: 200,
+            content_type: None,
+            body: Bytes::from_static(b"sent"),
+        };
         let queued = NewMessage {
             client_key: true,
             idempotency_key: "order-2".into(),
@@ -779,14 +787,19 @@ mod tests {
         let queued_id = *queued.id.as_bytes();
         {
             let (q, _) = open(dir.path());
-            q.remember(first.clone()).await.unwrap();
+            q.remember(first, "a", answer.clone()).await.unwrap();
             q.enqueue(queued).await.unwrap();
             // A key switchyard made up is not filed.
             q.enqueue(message(3)).await.unwrap();
         }
         let (q, _) = open(dir.path());
         let found = q.first_with_key("order-1", window).unwrap();
-        assert_eq!(found.as_ref(), Some(&first), "kept across a restart");
+        let found = found.expect("kept across a restart");
+        assert_eq!(found.uuid(), first_id);
+        assert_eq!((found.status, found.attempts), (Status::Delivered, 1));
+        assert_eq!(found.master.as_deref(), Some("a"));
+        assert_eq!(found.answer, Some(answer));
+        assert!(found.body.is_empty(), "only the answer is kept");
         let found = q.first_with_key("order-2", window).unwrap().unwrap();
         assert_eq!((found.id, found.status), (queued_id, Status::Queued));
         assert!(q.first_with_key("k3", window).unwrap().is_none());
@@ -798,11 +811,11 @@ mod tests {
             .is_none());
         // A sweep with the window still open keeps everything.
         assert_eq!(q.sweep(window).await.unwrap(), 0);
-        assert!(q.get(&first.uuid()).unwrap().is_some());
+        assert!(q.get(&first_id).unwrap().is_some());
         // Past the window: the delivered record and its key go; the queued message
         // (not delivered yet) stays, with its key.
         assert_eq!(q.sweep(Duration::ZERO).await.unwrap(), 1);
-        assert!(q.get(&first.uuid()).unwrap().is_none());
+        assert!(q.get(&first_id).unwrap().is_none());
         assert!(q.store.first_use("order-1").unwrap().is_none());
         assert!(q.first_with_key("order-2", window).unwrap().is_some());
         assert_eq!(q.depth(), 2);
