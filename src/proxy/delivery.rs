@@ -73,14 +73,14 @@ pub async fn run(proxy: Arc<Proxy>, queue: Arc<Queue>, mut shutdown: Shutdown) {
     while running.join_next().await.is_some() {}
 }
 
-async fn deliver(proxy: &Proxy, queue: &Queue, record: Record) {
+async fn deliver(proxy: &Proxy, queue: &Arc<Queue>, record: Record) {
     if let Err(e) = attempt(proxy, queue, record).await {
         tracing::error!(error = %e, "cannot write a delivery outcome to the queue");
     }
 }
 
 /// One delivery attempt of `record`, its outcome written back to the queue.
-async fn attempt(proxy: &Proxy, queue: &Queue, record: Record) -> Result<(), StoreError> {
+async fn attempt(proxy: &Proxy, queue: &Arc<Queue>, record: Record) -> Result<(), StoreError> {
     let table = proxy.control.table();
     let config = &table.config;
     let age = crate::queue::now_ms().saturating_sub(record.created_ms);

@@ -128,13 +128,6 @@ impl Queue {
         due
     }
 
-    /// [`Queue::register_due`] until the guard is dropped (a write whose caller may be
-    /// cancelled).
-    fn begin_due(&self, delay: Duration) -> DueGuard<'_> {
-        let due = self.register_due(delay);
-        DueGuard { queue: self, due }
-    }
-
     fn end_due(&self, due: u64) {
         let mut p = self.pending();
         if let std::collections::btree_map::Entry::Occupied(mut e) = p.writing.entry(due) {
@@ -301,7 +294,11 @@ impl Queue {
     }
 
     /// The message reached a master.
-    pub async fn delivered(&self, mut record: Record, master: &str) -> Result<(), StoreError> {
+    pub async fn delivered(
+        self: &Arc<Self>,
+        mut record: Record,
+        master: &str,
+    ) -> Result<(), StoreError> {
         let old_due = record.due_ms;
         record.status = Status::Delivered;
         record.attempts += 1;
@@ -309,41 +306,52 @@ impl Queue {
         record.updated_ms = now_ms();
         // Delivered: the body is no longer needed; the record stays for its status.
         record.body = Bytes::new();
-        self.write_back(record, old_due).await?;
-        self.depth.fetch_sub(1, Relaxed);
-        metrics::counter!("switchyard_queue_delivered_total").increment(1);
-        Ok(())
+        self.write_back(record, old_due, None, |queue| {
+            queue.depth.fetch_sub(1, Relaxed);
+            metrics::counter!("switchyard_queue_delivered_total").increment(1);
+        })
+        .await
     }
 
-    /// Writes a taken message's outcome and lets it go. A message that leaves its
-    /// routing key's line makes the next one due now. On a failed write the message
-    /// stays at `old_due`, so the scan is rewound to see it again.
-    async fn write_back(&self, record: Record, old_due: u64) -> Result<(), StoreError> {
+    /// Writes a taken message's outcome and lets it go, through
+    /// [`Queue::write_then`]; `settle` runs once it is on disk. A message that leaves
+    /// its routing key's line makes the next one due now. `registered`: the new due
+    /// time the record got from [`Queue::register_due`], if any. On a failed write
+    /// the message stays at `old_due`, so the scan is rewound to see it again.
+    async fn write_back(
+        self: &Arc<Self>,
+        record: Record,
+        old_due: u64,
+        registered: Option<u64>,
+        settle: impl FnOnce(&Queue) + Send + 'static,
+    ) -> Result<(), StoreError> {
         let id = record.id;
         let next = (record.status != Status::Queued && record.routing_key.is_some())
-            .then(|| self.begin_due(Duration::ZERO));
-        let result = self
-            .store
-            .write(vec![Op::Put {
-                record: Box::new(record),
-                old_due: Some(old_due),
-                next_due: next.as_ref().map_or(0, |g| g.due),
-                remember_key: false,
-            }])
-            .await;
-        drop(next);
-        self.release(&id);
-        if result.is_err() {
-            self.rewind(old_due);
-        }
-        result
+            .then(|| self.register_due(Duration::ZERO));
+        let ops = vec![Op::Put {
+            record: Box::new(record),
+            old_due: Some(old_due),
+            next_due: next.unwrap_or(0),
+            remember_key: false,
+        }];
+        self.write_then(ops, move |queue, written| {
+            for due in [registered, next].into_iter().flatten() {
+                queue.end_due(due);
+            }
+            queue.release(&id);
+            match written {
+                Ok(()) => settle(queue),
+                Err(_) => queue.rewind(old_due),
+            }
+        })
+        .await
     }
 
     /// The attempt failed (`attempted`: a master was tried; otherwise none was
     /// eligible, which counts only against the TTL). Schedules the next attempt with
     /// exponential backoff and jitter, or makes it a dead letter.
     pub async fn failed(
-        &self,
+        self: &Arc<Self>,
         mut record: Record,
         error: String,
         attempted: bool,
@@ -358,23 +366,22 @@ impl Queue {
         record.updated_ms = now;
         let expired = now.saturating_sub(record.created_ms) >= config.ttl.as_millis() as u64;
         let dead = record.attempts >= config.max_attempts || expired;
-        let guard = if dead {
+        let registered = if dead {
             record.status = Status::Dead;
             None
         } else {
-            let guard = self.begin_due(backoff(record.attempts, attempted, config));
-            record.due_ms = guard.due;
-            Some(guard)
+            let due = self.register_due(backoff(record.attempts, attempted, config));
+            record.due_ms = due;
+            Some(due)
         };
-        let result = self.write_back(record, old_due).await;
-        drop(guard);
-        result?;
-        if dead {
-            self.depth.fetch_sub(1, Relaxed);
-            self.dead.fetch_add(1, Relaxed);
-            metrics::counter!("switchyard_queue_dead_total").increment(1);
-        }
-        Ok(())
+        self.write_back(record, old_due, registered, move |queue| {
+            if dead {
+                queue.depth.fetch_sub(1, Relaxed);
+                queue.dead.fetch_add(1, Relaxed);
+                metrics::counter!("switchyard_queue_dead_total").increment(1);
+            }
+        })
+        .await
     }
 
     /// Files a message `master` took at once, with its `answer`, for repeats of a
@@ -501,18 +508,6 @@ impl Queue {
     pub fn untake(&self, record: &Record) {
         self.release(&record.id);
         self.rewind(record.due_ms);
-    }
-}
-
-/// A due time being written; see [`Queue::begin_due`].
-struct DueGuard<'a> {
-    queue: &'a Queue,
-    due: u64,
-}
-
-impl Drop for DueGuard<'_> {
-    fn drop(&mut self) {
-        self.queue.end_due(self.due);
     }
 }
 
@@ -652,9 +647,9 @@ mod tests {
     async fn cancelled_writes_still_land_and_keep_the_counts() {
         let dir = tempfile::tempdir().unwrap();
         let (q, config) = open(dir.path());
-        let guard = q.begin_due(Duration::ZERO);
+        let due = q.register_due(Duration::ZERO);
         assert_eq!(q.pending().writing.len(), 1);
-        drop(guard);
+        q.end_due(due);
         assert!(q.pending().writing.is_empty());
 
         // A cancelled enqueue is written all the same, and its due time is released
