@@ -286,12 +286,7 @@ async fn the_breaker_stops_automatic_failover_until_resume() {
     assert_eq!(code, 200);
     assert_eq!(header(&h, "x-switchyard-master"), "s");
     // The queued message went out once a master was back.
-    eventually(
-        Duration::from_secs(10),
-        "queued message delivered",
-        || async { message(&http, &sy, &id).await["status"] == "delivered" },
-    )
-    .await;
+    until_status(&http, &sy, &id, "delivered", Duration::from_secs(10)).await;
 }
 
 /// Probe results arriving faster than the controller's tick must not starve its

@@ -21,10 +21,7 @@ async fn an_async_message_is_answered_202_then_delivered() {
     let id = body["id"].as_str().unwrap().to_string();
     assert_eq!(header(&h, "x-switchyard-message-id"), id);
     assert_eq!(header(&h, "location"), format!("/v1/messages/{id}"));
-    eventually(Duration::from_secs(10), "delivered", || async {
-        message(&http, &sy, &id).await["status"] == "delivered"
-    })
-    .await;
+    until_status(&http, &sy, &id, "delivered", Duration::from_secs(10)).await;
     let m = message(&http, &sy, &id).await;
     assert_eq!(m["master"], "a");
     assert_eq!(m["attempts"], 1);
@@ -62,12 +59,7 @@ async fn when_unavailable_reject_answers_503_but_spent_retries_still_queue() {
     assert_eq!(code, 202, "retries used up: queued");
     let id = json(&body)["id"].as_str().unwrap().to_string();
     http.post(&format!("{}/control/up", a.url), "").await;
-    eventually(
-        Duration::from_secs(20),
-        "delivered after the master came back",
-        || async { message(&http, &sy, &id).await["status"] == "delivered" },
-    )
-    .await;
+    until_status(&http, &sy, &id, "delivered", Duration::from_secs(20)).await;
 }
 
 #[tokio::test]
@@ -87,10 +79,7 @@ async fn dead_letters_after_max_attempts_can_be_listed_retried_and_deleted() {
         ids.push(json(&body)["id"].as_str().unwrap().to_string());
     }
     for id in &ids {
-        eventually(Duration::from_secs(20), "dead letter", || async {
-            message(&http, &sy, id).await["status"] == "dead"
-        })
-        .await;
+        until_status(&http, &sy, id, "dead", Duration::from_secs(20)).await;
     }
     let m = message(&http, &sy, &ids[0]).await;
     assert_eq!(m["attempts"], 3);
@@ -112,12 +101,7 @@ async fn dead_letters_after_max_attempts_can_be_listed_retried_and_deleted() {
         .post(&admin(&format!("/admin/dead-letters/{}/retry", ids[0])), "")
         .await;
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
-    eventually(
-        Duration::from_secs(20),
-        "retried dead letter delivered",
-        || async { message(&http, &sy, &ids[0]).await["status"] == "delivered" },
-    )
-    .await;
+    until_status(&http, &sy, &ids[0], "delivered", Duration::from_secs(20)).await;
     let del = http::Request::delete(admin(&format!("/admin/dead-letters/{}", ids[1])))
         .body(http_body_util::Full::new(bytes::Bytes::new()))
         .unwrap();
@@ -168,10 +152,7 @@ async fn a_backlog_survives_a_restart_and_drains() {
     let got = keys_received(&http, &a).await;
     for id in &ids {
         assert!(got.contains_key(id), "{id} not delivered");
-        eventually(Duration::from_secs(10), "delivery recorded", || async {
-            message(&http, &sy, id).await["status"] == "delivered"
-        })
-        .await;
+        until_status(&http, &sy, id, "delivered", Duration::from_secs(10)).await;
     }
 }
 
@@ -299,10 +280,7 @@ async fn idempotency_keys_outlive_a_kill_9() {
     let (code, h, _) = http.post_with(&sy.messages(), MESSAGE, &queued).await;
     assert_eq!(code, 202);
     let queued_id = header(&h, "x-switchyard-message-id").to_string();
-    eventually(Duration::from_secs(10), "order-2 delivered", || async {
-        message(&http, &sy, &queued_id).await["status"] == "delivered"
-    })
-    .await;
+    until_status(&http, &sy, &queued_id, "delivered", Duration::from_secs(10)).await;
 
     // Both answers were given after their keys were on disk.
     let sy = sy.kill_and_restart();
@@ -361,10 +339,7 @@ async fn queued_delivery_counts_a_refusal_as_a_live_answer() {
     let (code, _, body) = http.post_with(&sy.messages(), MESSAGE, &ASYNC).await;
     assert_eq!(code, 202);
     let id = json(&body)["id"].as_str().unwrap().to_string();
-    eventually(Duration::from_secs(10), "delivered", || async {
-        message(&http, &sy, &id).await["status"] == "delivered"
-    })
-    .await;
+    until_status(&http, &sy, &id, "delivered", Duration::from_secs(10)).await;
     assert_eq!(message(&http, &sy, &id).await["attempts"], 4);
     let status = json(&http.get(&format!("{}/ha/status", sy.admin)).await.2);
     assert_eq!(status["masters"][0]["failed_total"], 2, "{status}");
@@ -406,10 +381,7 @@ async fn a_delivery_under_way_counts_as_queued_for_its_master() {
         (Some(1), Some(0)),
         "{master}"
     );
-    eventually(Duration::from_secs(10), "delivered", || async {
-        message(&http, &sy, &id).await["status"] == "delivered"
-    })
-    .await;
+    until_status(&http, &sy, &id, "delivered", Duration::from_secs(10)).await;
     let queue = json(&http.get(&admin("/admin/queue")).await.2);
     assert_eq!(queue["per_master"]["a"], 0, "{queue}");
 }

@@ -626,6 +626,18 @@ mod tests {
         assert_eq!((q.depth(), q.dead_letters()), (1, 1));
     }
 
+    /// Fails every taken message (max_attempts = 2) until two are dead letters;
+    /// returns the ids of those whose bodies are 1 and 2.
+    async fn dead_letters_1_and_2(q: &Arc<Queue>, config: &QueueConfig) -> [uuid::Uuid; 2] {
+        while q.dead_letters() < 2 {
+            for r in take_some(q) {
+                q.failed(r, "503".into(), true, config).await.unwrap();
+            }
+        }
+        let dead = q.list_dead(10).unwrap();
+        [1, 2].map(|b| dead.iter().find(|r| r.body[0] == b).unwrap().uuid())
+    }
+
     /// Polls `f` once, then drops it: a client that hangs up while its write is
     /// under way.
     fn cancel_after_one_poll<F: Future>(f: F) {
@@ -669,18 +681,12 @@ mod tests {
         assert_eq!(seen, vec![1, 2], "the cancelled write still landed");
         assert_eq!(q.depth(), 2);
 
-        // Both become dead letters (max_attempts = 2).
+        // Both become dead letters.
         for r in taken {
             q.failed(r, "503".into(), true, &config).await.unwrap();
         }
-        while q.dead_letters() < 2 {
-            for r in take_some(&q) {
-                q.failed(r, "503".into(), true, &config).await.unwrap();
-            }
-        }
+        let [one, two] = dead_letters_1_and_2(&q, &config).await;
         assert_eq!((q.depth(), q.dead_letters()), (0, 2));
-        let dead = q.list_dead(10).unwrap();
-        let [one, two] = [1, 2].map(|n| dead.iter().find(|r| r.body[0] == n).unwrap().uuid());
 
         // A cancelled retry and a cancelled delete: the counts follow the disk.
         cancel_after_one_poll(q.retry_dead(&one));
@@ -822,14 +828,7 @@ mod tests {
         let (q, config) = open(dir.path());
         q.enqueue(message(1)).await.unwrap();
         q.enqueue(message(2)).await.unwrap();
-        // max_attempts = 2: every message fails until both are dead letters.
-        while q.dead_letters() < 2 {
-            for r in take_some(&q) {
-                q.failed(r, "503".into(), true, &config).await.unwrap();
-            }
-        }
-        let dead = q.list_dead(10).unwrap();
-        let [one, two] = [1, 2].map(|n| dead.iter().find(|r| r.body[0] == n).unwrap().uuid());
+        let [one, two] = dead_letters_1_and_2(&q, &config).await;
 
         let (a, b) = tokio::join!(q.retry_dead(&one), q.retry_dead(&one));
         let mut won = [a.unwrap(), b.unwrap()];

@@ -421,6 +421,15 @@ where
     }
 }
 
+/// Waits (up to `within`) until `GET /v1/messages/{id}` shows `status`.
+pub async fn until_status(http: &Http, sy: &Switchyard, id: &str, status: &str, within: Duration) {
+    let what = format!("message {id} to be {status}");
+    eventually(within, &what, || async {
+        message(http, sy, id).await["status"] == status
+    })
+    .await;
+}
+
 /// Waits until the first master of `/ha/status` has `n` exchanges in flight.
 pub async fn wait_in_flight(http: &Http, admin: &str, n: u64) {
     eventually(
