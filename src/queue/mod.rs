@@ -209,12 +209,7 @@ impl Queue {
         if revive {
             ops.push(Op::LeaveDead { id: record.id });
         }
-        ops.push(Op::Put {
-            record: Box::new(record),
-            old_due: None,
-            next_due: 0,
-            remember_key,
-        });
+        ops.push(Op::put_new(record, remember_key));
         self.write_then(ops, move |queue, written| {
             queue.end_due(due);
             match written {
@@ -401,12 +396,7 @@ impl Queue {
             ..msg.into_record(Status::Delivered, now_ms())
         };
         self.store
-            .write(vec![Op::Put {
-                record: Box::new(record),
-                old_due: None,
-                next_due: 0,
-                remember_key,
-            }])
+            .write(vec![Op::put_new(record, remember_key)])
             .await
     }
 

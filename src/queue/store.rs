@@ -81,6 +81,18 @@ pub enum Op {
     Sweep { at: u64, id: Id },
 }
 
+impl Op {
+    /// [`Op::Put`] of a record not stored before.
+    pub fn put_new(record: Record, remember_key: bool) -> Op {
+        Op::Put {
+            record: Box::new(record),
+            old_due: None,
+            next_due: 0,
+            remember_key,
+        }
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("queue storage: {0}")]
@@ -721,19 +733,9 @@ mod tests {
         spaces.messages.insert([1; 16], b"not a record").unwrap();
         let job = |ops: Vec<Op>| (ops, oneshot::channel().0);
         let group = vec![
-            job(vec![Op::Put {
-                record: Box::new(queued([2; 16])),
-                old_due: None,
-                next_due: 0,
-                remember_key: false,
-            }]),
+            job(vec![Op::put_new(queued([2; 16]), false)]),
             job(vec![Op::ForgetDead { id: [1; 16] }]),
-            job(vec![Op::Put {
-                record: Box::new(queued([3; 16])),
-                old_due: None,
-                next_due: 0,
-                remember_key: false,
-            }]),
+            job(vec![Op::put_new(queued([3; 16]), false)]),
         ];
         let (staging, refused) = stage(&spaces, &group);
         let refused: Vec<bool> = refused.iter().map(Option::is_some).collect();
