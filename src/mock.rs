@@ -14,9 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// Idempotency-Key -> sends accepted with it, and every key in arrival order.
-type ReceivedKeys = (HashMap<String, u32>, Vec<String>);
-
 #[derive(Debug)]
 pub struct MockMaster {
     pub id: String,
@@ -24,9 +21,8 @@ pub struct MockMaster {
     pub fail_rate: f64,
     down: AtomicBool,
     received: AtomicU64,
-    /// When recording: Idempotency-Key -> sends accepted with it, and every key in
-    /// arrival order.
-    keys: Option<Mutex<ReceivedKeys>>,
+    /// When recording: the Idempotency-Key of every accepted send, in arrival order.
+    keys: Option<Mutex<Vec<String>>>,
 }
 
 impl MockMaster {
@@ -43,7 +39,7 @@ impl MockMaster {
 
     /// Remembers every accepted send's Idempotency-Key for `GET /received/keys`.
     pub fn recording_keys(mut self) -> Self {
-        self.keys = Some(Mutex::new(ReceivedKeys::default()));
+        self.keys = Some(Mutex::new(Vec::new()));
         self
     }
 
@@ -79,7 +75,11 @@ impl MockMaster {
             ),
             (&Method::GET, "/received/keys") => match &self.keys {
                 Some(keys) => {
-                    let (counts, order) = keys.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    let order = keys.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    let mut counts: HashMap<&str, u32> = HashMap::new();
+                    for key in &order {
+                        *counts.entry(key).or_default() += 1;
+                    }
                     reply::json(
                         StatusCode::OK,
                         &serde_json::json!({ "keys": counts, "order": order }),
@@ -123,9 +123,9 @@ impl MockMaster {
                 }
                 self.received.fetch_add(1, Relaxed);
                 if let (Some(keys), Some(key)) = (&self.keys, &key) {
-                    let mut keys = keys.lock().unwrap_or_else(|p| p.into_inner());
-                    *keys.0.entry(key.clone()).or_default() += 1;
-                    keys.1.push(key.clone());
+                    keys.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(key.clone());
                 }
                 reply::json(
                     StatusCode::OK,
