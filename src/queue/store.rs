@@ -30,7 +30,10 @@
 //! writes, as a database must once it cannot tell what reached the disk. The writer
 //! then closes the database and opens it again from disk, as a restart would, once a
 //! second, until that succeeds; meanwhile reads and writes fail at once (the client
-//! gets 507) and nothing already accepted is touched.
+//! gets 507) and nothing already accepted is touched. A failed commit can still reach
+//! the disk (fjall writes out the rest of its journal buffer when it closes, if there
+//! is space by then); the new records of such a commit were answered with an error,
+//! so they are removed before the reopened store is read.
 
 use super::record::{Id, Record, Status};
 use arc_swap::ArcSwapOption;
@@ -558,6 +561,20 @@ impl<'a> Staging<'a> {
         Ok(())
     }
 
+    /// Removes a record [`Op::put_new`] wrote, with its index entries.
+    fn remove_new(&mut self, record: &Record) -> Result<(), StoreError> {
+        let id = record.id;
+        self.due.insert(time_key(record.due_ms, &id).to_vec(), None);
+        self.done
+            .insert(time_key(record.updated_ms, &id).to_vec(), None);
+        if let Some(key) = &record.routing_key {
+            // A new record heads its line only when the line was empty: nothing
+            // waits behind it that would need promoting.
+            self.keys.insert(line_entry(key, &id), None);
+        }
+        self.forget(record)
+    }
+
     /// Removes a record and the `idem` entry that names it.
     fn forget(&mut self, record: &Record) -> Result<(), StoreError> {
         if self
@@ -621,9 +638,13 @@ fn write_loop(open: Open, shared: Shared, path: &Path, jobs: std_mpsc::Receiver<
         // A job refused while staging wrote nothing and holds no other job back; a
         // failed commit may leave the database refusing writes.
         let committed = staging.commit(&db);
-        if let Err(e) = &committed {
-            tracing::error!(error = %e, "the queue could not write to disk");
-        }
+        let unanswered = match &committed {
+            Ok(()) => Vec::new(),
+            Err(e) => {
+                tracing::error!(error = %e, "the queue could not write to disk");
+                new_records(&group, &refused)
+            }
+        };
         for ((_, done), refused) in group.into_iter().zip(refused) {
             let result = match refused {
                 Some(e) => Err(e),
@@ -637,12 +658,54 @@ fn write_loop(open: Open, shared: Shared, path: &Path, jobs: std_mpsc::Receiver<
             // The old database closes (and unlocks) once its last handle is gone.
             drop(spaces);
             drop(db);
-            match reopen(&shared.spaces, path, &jobs) {
+            match reopen(&shared, path, &jobs, &unanswered) {
                 Some(open) => (db, spaces) = open,
                 None => return,
             }
         }
     }
+}
+
+/// The records a group writes for the first time (a queued message, a delivered one
+/// kept for its key), but not a dead letter queued again: it existed before.
+fn new_records(group: &[Job], refused: &[Option<StoreError>]) -> Vec<Record> {
+    group
+        .iter()
+        .zip(refused)
+        .filter(|(_, refused)| refused.is_none())
+        .map(|((ops, _), _)| ops)
+        .filter(|ops| !ops.iter().any(|op| matches!(op, Op::LeaveDead { .. })))
+        .flatten()
+        .filter_map(|op| match op {
+            Op::Put {
+                record,
+                old_due: None,
+                ..
+            } => Some((**record).clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A commit that failed may still reach the disk: the journal keeps what it could
+/// not flush in memory, and writes it out when it is closed if there is space by
+/// then. Its writers were answered with an error (the client got 507), so whatever
+/// of their new records came back with the journal is removed before anyone reads.
+fn forget_unanswered(
+    db: &Database,
+    spaces: &Spaces,
+    records: &[Record],
+) -> Result<usize, StoreError> {
+    let mut staging = Staging::new(spaces);
+    let mut found = 0;
+    for record in records {
+        if read_record(&spaces.messages, &record.id)?.is_some() {
+            staging.remove_new(record)?;
+            found += 1;
+        }
+    }
+    staging.commit(db)?;
+    Ok(found)
 }
 
 /// Stages every job of a group into one batch. A job whose ops cannot be staged (a
@@ -668,12 +731,14 @@ fn stage<'a>(spaces: &'a Spaces, group: &[Job]) -> (Staging<'a>, Vec<Option<Stor
 }
 
 /// Opens the database again after a failed write, once every [`REOPEN_EVERY`],
-/// answering the writes that come meanwhile with an error. `None` when the store is
-/// being dropped.
+/// answering the writes that come meanwhile with an error, and removes what of the
+/// `unanswered` records came back (see [`forget_unanswered`]) before readers see it.
+/// `None` when the store is being dropped.
 fn reopen(
-    shared: &ArcSwapOption<Spaces>,
+    shared: &Shared,
     path: &Path,
     jobs: &std_mpsc::Receiver<Job>,
+    unanswered: &[Record],
 ) -> Option<Open> {
     loop {
         // Writes keep coming: the next try is at a fixed time, not after a quiet second.
@@ -688,14 +753,30 @@ fn reopen(
                 Err(std_mpsc::RecvTimeoutError::Timeout) => break,
             }
         }
-        match open_db(path) {
-            Ok((db, spaces)) => {
+        let (db, spaces) = match open_db(path) {
+            Ok(open) => open,
+            Err(e) => {
+                tracing::warn!(error = %e, "the queue store could not be opened again yet");
+                continue;
+            }
+        };
+        match forget_unanswered(&db, &spaces, unanswered) {
+            Ok(found) => {
+                if found > 0 {
+                    tracing::warn!(
+                        records = found,
+                        "writes answered with an error had reached the disk; removed"
+                    );
+                }
                 let spaces = Arc::new(spaces);
-                shared.store(Some(spaces.clone()));
+                shared.spaces.store(Some(spaces.clone()));
                 tracing::info!(path = %path.display(), "the queue store is open again");
                 return Some((db, spaces));
             }
-            Err(e) => tracing::warn!(error = %e, "the queue store could not be opened again yet"),
+            Err(e) => {
+                shared.failed_writes.fetch_add(1, Relaxed);
+                tracing::warn!(error = %e, "the queue store could not be cleaned up yet");
+            }
         }
     }
 }
@@ -722,6 +803,52 @@ mod tests {
             body: bytes::Bytes::from_static(b"m"),
             answer: None,
         }
+    }
+
+    #[test]
+    fn new_records_answered_with_an_error_are_removed_with_their_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, spaces) = open_db(dir.path()).unwrap();
+        let keyed = Record {
+            routing_key: Some("alice".into()),
+            idempotency_key: "order-1".into(),
+            ..queued([1; 16])
+        };
+        let delivered = Record {
+            status: Status::Delivered,
+            idempotency_key: "order-2".into(),
+            ..queued([2; 16])
+        };
+        let kept = queued([3; 16]);
+        let job = |ops: Vec<Op>| (ops, oneshot::channel().0);
+        let group = vec![
+            job(vec![Op::put_new(keyed.clone(), true)]),
+            job(vec![Op::put_new(delivered.clone(), true)]),
+            job(vec![Op::put_new(kept.clone(), false)]),
+        ];
+        let (staging, _) = stage(&spaces, &group);
+        staging.commit(&db).unwrap();
+        // The first two were answered with an error; the third was not.
+        let removed = forget_unanswered(&db, &spaces, &[keyed, delivered, queued([4; 16])]);
+        assert_eq!(removed.unwrap(), 2, "only what is there");
+        for id in [[1; 16], [2; 16]] {
+            assert!(read_record(&spaces.messages, &id).unwrap().is_none());
+        }
+        assert!(read_record(&spaces.messages, &[3; 16]).unwrap().is_some());
+        let due: Vec<Id> = time_range(&spaces.due, 0, u64::MAX, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect();
+        assert_eq!(due, vec![[3; 16]]);
+        assert!(first_of_line(&spaces.keys, "alice", &Changes::new())
+            .unwrap()
+            .is_none());
+        assert!(spaces.idem.get("order-1").unwrap().is_none());
+        assert!(spaces.idem.get("order-2").unwrap().is_none());
+        assert!(time_range(&spaces.done, 0, u64::MAX, 10)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
