@@ -89,6 +89,10 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
     }
     errs.positive("server.max_body_bytes", raw.server.max_body_bytes);
     errs.positive("server.request_timeout_ms", raw.server.request_timeout_ms);
+    errs.positive("server.read_timeout_ms", raw.server.read_timeout_ms);
+    errs.positive("server.idle_timeout_ms", raw.server.idle_timeout_ms);
+    errs.positive("server.max_connections", raw.server.max_connections);
+    errs.positive("server.max_key_bytes", raw.server.max_key_bytes);
 
     let strategy = match raw.routing.strategy.as_str() {
         "round_robin" => Some(StrategyKind::RoundRobin),
@@ -189,6 +193,10 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
             admin_token: raw.server.admin_token,
             max_body_bytes: raw.server.max_body_bytes as usize,
             request_timeout: ms(raw.server.request_timeout_ms),
+            read_timeout: ms(raw.server.read_timeout_ms),
+            idle_timeout: ms(raw.server.idle_timeout_ms),
+            max_connections: raw.server.max_connections as usize,
+            max_key_bytes: raw.server.max_key_bytes as usize,
         },
         routing: RoutingConfig {
             strategy,

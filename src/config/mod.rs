@@ -131,6 +131,14 @@ pub struct ServerConfig {
     pub admin_token: String,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// The whole request, head and body, must arrive within this (else 408).
+    pub read_timeout: Duration,
+    /// A kept-alive connection with no request in flight is closed after this.
+    pub idle_timeout: Duration,
+    /// Client connections held at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// The longest `Idempotency-Key`, routing key or region accepted, in bytes.
+    pub max_key_bytes: usize,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -141,6 +149,10 @@ impl fmt::Debug for ServerConfig {
             .field("admin_token", &redacted(!self.admin_token.is_empty()))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("request_timeout", &self.request_timeout)
+            .field("read_timeout", &self.read_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("max_key_bytes", &self.max_key_bytes)
             .finish()
     }
 }

@@ -27,6 +27,10 @@ pub struct RawServer {
     pub admin_token: String,
     pub max_body_bytes: u64,
     pub request_timeout_ms: u64,
+    pub read_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub max_connections: u64,
+    pub max_key_bytes: u64,
 }
 
 impl Default for RawServer {
@@ -37,6 +41,10 @@ impl Default for RawServer {
             admin_token: String::new(),
             max_body_bytes: 262_144,
             request_timeout_ms: 10_000,
+            read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 10_000,
+            max_key_bytes: 255,
         }
     }
 }
