@@ -119,6 +119,7 @@ fn main() -> ExitCode {
         return check(config);
     }
     switchyard::telemetry::init_logging();
+    switchyard::telemetry::count_panics();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

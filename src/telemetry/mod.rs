@@ -139,7 +139,12 @@ fn describe() {
         "Version of the routing table in use."
     );
     describe_counter!("switchyard_alerts_total", "Alerts raised by severity.");
+    describe_counter!(
+        "switchyard_panics_total",
+        "Panics caught in any thread or task; each was logged."
+    );
     for name in [
+        "switchyard_panics_total",
         "switchyard_queue_enqueued_total",
         "switchyard_queue_delivered_total",
         "switchyard_queue_dead_total",
@@ -187,6 +192,30 @@ pub fn render(handle: &PrometheusHandle, table: &RoutingTable, queue_depth: u64)
         m.stats.metrics.duration.render(&mut out, NAME, &labels);
     }
     out
+}
+
+/// Logs every panic, wherever it happens, at error with its thread and place, and
+/// counts it in `switchyard_panics_total`. What the panic ends (a request, a batch) is
+/// for the code that catches it to answer for; the hook only makes it visible.
+pub fn count_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            metrics::counter!("switchyard_panics_total").increment(1);
+            let thread = std::thread::current();
+            let place = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            let what = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".into());
+            tracing::error!(thread = thread.name().unwrap_or("unnamed"), place, "panic: {what}");
+        }));
+    });
 }
 
 /// Logs to stderr; `RUST_LOG` overrides the default: `info`, but only warnings from the
