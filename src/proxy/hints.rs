@@ -1,7 +1,12 @@
-//! Routing hints read from a request: its region and its routing key.
+//! What a request says about itself, checked at the edge: its region, its routing key,
+//! its `Idempotency-Key` and whether it asks to be answered at once (`Prefer`).
+//!
+//! Every value read here is bounded before anything else sees it: empty or longer than
+//! `server.max_key_bytes` is a 400 naming the input, so nothing unbounded reaches the
+//! store, a log line or a metric.
 
 use crate::config::RoutingConfig;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 /// What the request says about where it should go.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -12,48 +17,166 @@ pub struct Hints {
     pub key: Option<String>,
 }
 
-/// The body had to be read as JSON (a configured pointer) but is not JSON.
+/// An input a request carries that switchyard reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    IdempotencyKey,
+    /// The routing key, from its header.
+    RoutingKey,
+    /// The routing key, read from the body at `routing.key_field`.
+    Recipient,
+    Region,
+}
+
+impl Input {
+    /// The error code of a 400 about this input.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::IdempotencyKey => "invalid_idempotency_key",
+            Self::RoutingKey => "invalid_routing_key",
+            Self::Recipient => "invalid_recipient",
+            Self::Region => "invalid_region",
+        }
+    }
+
+    fn name(self, cfg: &RoutingConfig) -> String {
+        match self {
+            Self::IdempotencyKey => "the Idempotency-Key header".into(),
+            Self::RoutingKey => format!("the {} header", cfg.key_header),
+            Self::Recipient => format!(
+                "the recipient at routing.key_field ({})",
+                cfg.key_field.as_deref().unwrap_or_default()
+            ),
+            Self::Region => match &cfg.region_field {
+                Some(field) => format!("the region ({} header or {field})", cfg.region_header),
+                None => format!("the {} header", cfg.region_header),
+            },
+        }
+    }
+}
+
+/// Why a request is refused before it goes anywhere: each is a 400.
 #[derive(Debug, thiserror::Error)]
-#[error("the body is not JSON, but routing.{field} is set: {source}")]
-pub struct NotJson {
-    pub field: &'static str,
-    #[source]
-    pub source: serde_json::Error,
+pub enum HintError {
+    /// The body had to be read as JSON (a configured pointer) but is not JSON.
+    #[error("the body is not JSON, but routing.{field} is set: {source}")]
+    NotJson {
+        field: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{what} {why}")]
+    Invalid {
+        input: Input,
+        /// The input as the client knows it.
+        what: String,
+        why: &'static str,
+    },
+}
+
+impl HintError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotJson { .. } => "invalid_json",
+            Self::Invalid { input, .. } => input.code(),
+        }
+    }
+}
+
+/// Checks one value against the bounds every key shares.
+fn bounded(
+    value: &str,
+    input: Input,
+    cfg: &RoutingConfig,
+    max_bytes: usize,
+) -> Result<(), HintError> {
+    let why = if value.is_empty() {
+        "is empty"
+    } else if value.len() > max_bytes {
+        "is longer than server.max_key_bytes"
+    } else {
+        return Ok(());
+    };
+    Err(HintError::Invalid {
+        input,
+        what: input.name(cfg),
+        why,
+    })
+}
+
+/// A header's value as text, trimmed; `None` when the header is absent.
+fn header_text<'h>(
+    headers: &'h HeaderMap,
+    name: &http::HeaderName,
+    input: Input,
+    cfg: &RoutingConfig,
+    max_bytes: usize,
+) -> Result<Option<&'h str>, HintError> {
+    let Some(value) = headers.get(name) else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| HintError::Invalid {
+        input,
+        what: input.name(cfg),
+        why: "must be visible ASCII",
+    })?;
+    let text = text.trim();
+    bounded(text, input, cfg, max_bytes)?;
+    Ok(Some(text))
+}
+
+/// The client's `Idempotency-Key`, checked: visible ASCII, not empty, at most
+/// `max_bytes`.
+pub fn idempotency_key<'h>(
+    cfg: &RoutingConfig,
+    headers: &'h HeaderMap,
+    max_bytes: usize,
+) -> Result<Option<&'h HeaderValue>, HintError> {
+    let name = http::HeaderName::from_static("idempotency-key");
+    header_text(headers, &name, Input::IdempotencyKey, cfg, max_bytes)?;
+    Ok(headers.get(name))
 }
 
 /// Headers first; the JSON pointers only when the header is absent. The body is parsed
-/// at most once, and only when a pointer is needed.
-pub fn extract(cfg: &RoutingConfig, headers: &HeaderMap, body: &[u8]) -> Result<Hints, NotJson> {
+/// at most once, and only when a pointer is needed. Every value is checked against
+/// `max_bytes`.
+pub fn extract(
+    cfg: &RoutingConfig,
+    headers: &HeaderMap,
+    body: &[u8],
+    max_bytes: usize,
+) -> Result<Hints, HintError> {
     let mut json: Option<serde_json::Value> = None;
     let mut from_body = |pointer: &Option<String>,
-                         field: &'static str|
-     -> Result<Option<String>, NotJson> {
+                         field: &'static str,
+                         input: Input|
+     -> Result<Option<String>, HintError> {
         let Some(pointer) = pointer else {
             return Ok(None);
         };
         if json.is_none() {
-            json = Some(serde_json::from_slice(body).map_err(|source| NotJson { field, source })?);
+            json = Some(
+                serde_json::from_slice(body)
+                    .map_err(|source| HintError::NotJson { field, source })?,
+            );
         }
-        Ok(json
+        let value = json
             .as_ref()
             .and_then(|v| v.pointer(pointer))
-            .and_then(scalar))
+            .and_then(scalar);
+        if let Some(v) = &value {
+            bounded(v, input, cfg, max_bytes)?;
+        }
+        Ok(value)
     };
-    let header = |name: &http::HeaderName| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
+    let text = |name, input| header_text(headers, name, input, cfg, max_bytes);
+    let region = match text(&cfg.region_header, Input::Region)? {
+        Some(r) => Some(r.to_string()),
+        None => from_body(&cfg.region_field, "region_field", Input::Region)?,
     };
-    let region = match header(&cfg.region_header) {
-        Some(r) => Some(r),
-        None => from_body(&cfg.region_field, "region_field")?,
-    };
-    let key = match header(&cfg.key_header) {
-        Some(k) => Some(k),
-        None => from_body(&cfg.key_field, "key_field")?,
+    let key = match text(&cfg.key_header, Input::RoutingKey)? {
+        Some(k) => Some(k.to_string()),
+        None => from_body(&cfg.key_field, "key_field", Input::Recipient)?,
     };
     Ok(Hints {
         region: region.map(|r| r.to_ascii_lowercase()),
@@ -61,12 +184,52 @@ pub fn extract(cfg: &RoutingConfig, headers: &HeaderMap, body: &[u8]) -> Result<
     })
 }
 
+/// A string or a number read from the body as a key; anything else (an object, a list,
+/// `null`, a boolean) means the body names none.
 fn scalar(v: &serde_json::Value) -> Option<String> {
     match v {
-        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        serde_json::Value::String(s) => Some(s.clone()),
         serde_json::Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
+}
+
+/// Whether `Prefer` asks for `respond-async`, read as RFC 7240 writes it: a list of
+/// preferences, each a token with an optional `= value` and `; parameters`, values
+/// tokens or quoted strings (whose commas and semicolons are not separators).
+pub fn prefers_async(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::HeaderName::from_static("prefer"))
+        .iter()
+        .any(|value| {
+            preferences(value.as_bytes()).any(|name| name.eq_ignore_ascii_case(b"respond-async"))
+        })
+}
+
+/// The names of the preferences in one `Prefer` value.
+fn preferences(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, &b) in value.iter().enumerate() {
+        if quoted {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => quoted = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            quoted = true;
+        } else if b == b',' {
+            parts.push(&value[start..i]);
+            start = i + 1;
+        }
+    }
+    parts.push(&value[start..]);
+    parts.into_iter().map(|p| {
+        let end = p.iter().position(|&b| b == b';' || b == b'=');
+        p[..end.unwrap_or(p.len())].trim_ascii()
+    })
 }
 
 #[cfg(test)]
@@ -81,21 +244,29 @@ mod tests {
         Config::from_toml(&text).unwrap().routing
     }
 
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
     #[test]
     fn header_wins_then_pointer() {
         let cfg = routing("region_field = \"/region\"\nkey_field = \"/to\"");
         let mut h = HeaderMap::new();
         let body = br#"{"region": "EU", "to": 971500000}"#;
-        let hints = extract(&cfg, &h, body).unwrap();
+        let hints = extract(&cfg, &h, body, 255).unwrap();
         assert_eq!(hints.region.as_deref(), Some("eu"));
         assert_eq!(hints.key.as_deref(), Some("971500000"));
         h.insert("x-region", "UAE".parse().unwrap());
         assert_eq!(
-            extract(&cfg, &h, b"not json").unwrap_err().field,
-            "key_field"
+            extract(&cfg, &h, b"not json", 255).unwrap_err().code(),
+            "invalid_json"
         );
         h.insert("x-routing-key", "k".parse().unwrap());
-        let hints = extract(&cfg, &h, b"not json").unwrap();
+        let hints = extract(&cfg, &h, b"not json", 255).unwrap();
         assert_eq!(
             (hints.region.as_deref(), hints.key.as_deref()),
             (Some("uae"), Some("k"))
@@ -104,7 +275,103 @@ mod tests {
 
     #[test]
     fn no_pointer_means_body_is_never_parsed() {
-        let hints = extract(&routing(""), &HeaderMap::new(), b"\xff binary").unwrap();
+        let hints = extract(&routing(""), &HeaderMap::new(), b"\xff binary", 255).unwrap();
         assert_eq!(hints, Hints::default());
+    }
+
+    #[test]
+    fn empty_long_or_opaque_values_name_their_input() {
+        let cfg = routing("region_field = \"/region\"\nkey_field = \"/to\"");
+        let code = |h: HeaderMap, body: &str| {
+            extract(&cfg, &h, body.as_bytes(), 8)
+                .err()
+                .map(|e| e.code())
+        };
+        assert_eq!(
+            code(headers(&[("x-routing-key", "")]), "{}"),
+            Some("invalid_routing_key")
+        );
+        assert_eq!(
+            code(headers(&[("x-routing-key", " ")]), "{}"),
+            Some("invalid_routing_key")
+        );
+        assert_eq!(
+            code(headers(&[("x-routing-key", "123456789")]), "{}"),
+            Some("invalid_routing_key")
+        );
+        assert_eq!(
+            code(headers(&[("x-routing-key", "12345678")]), "{}"),
+            None,
+            "at the bound"
+        );
+        assert_eq!(
+            code(headers(&[("x-region", "")]), "{}"),
+            Some("invalid_region")
+        );
+        assert_eq!(
+            code(HeaderMap::new(), r#"{"to": ""}"#),
+            Some("invalid_recipient")
+        );
+        assert_eq!(
+            code(HeaderMap::new(), r#"{"to": "123456789"}"#),
+            Some("invalid_recipient")
+        );
+        assert_eq!(
+            code(HeaderMap::new(), r#"{"region": "123456789"}"#),
+            Some("invalid_region")
+        );
+        assert_eq!(
+            code(HeaderMap::new(), r#"{"to": null, "region": [1]}"#),
+            None
+        );
+        let mut opaque = HeaderMap::new();
+        opaque.insert(
+            "x-routing-key",
+            HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+        );
+        assert_eq!(code(opaque, "{}"), Some("invalid_routing_key"));
+
+        let key = |v: &str| {
+            idempotency_key(&cfg, &headers(&[("idempotency-key", v)]), 8).map(|k| k.is_some())
+        };
+        assert!(key("").is_err());
+        assert!(key("123456789").is_err());
+        assert!(key("order-1").unwrap());
+        assert!(idempotency_key(&cfg, &HeaderMap::new(), 8)
+            .unwrap()
+            .is_none());
+        let e = key("").unwrap_err();
+        assert_eq!(e.code(), "invalid_idempotency_key");
+        assert_eq!(e.to_string(), "the Idempotency-Key header is empty");
+    }
+
+    #[test]
+    fn prefer_is_read_as_rfc_7240_writes_it() {
+        let asks = |values: &[&str]| {
+            let pairs: Vec<(&'static str, &str)> = values.iter().map(|v| ("prefer", *v)).collect();
+            prefers_async(&headers(&pairs))
+        };
+        assert!(asks(&["respond-async"]));
+        assert!(asks(&["Respond-Async"]));
+        assert!(asks(&["respond-async; x=1"]));
+        assert!(asks(&["respond-async ;x=\"a,b\""]));
+        assert!(asks(&["wait=10, respond-async"]));
+        assert!(asks(&["return=minimal", "respond-async"]));
+        assert!(asks(&["respond-async=true"]));
+        assert!(!asks(&[]));
+        assert!(!asks(&["wait=10"]));
+        assert!(!asks(&["respond-asynchronously"]));
+        assert!(
+            !asks(&["foo=\"x, respond-async\""]),
+            "inside a quoted value"
+        );
+        assert!(
+            !asks(&["foo=\"a\\\", respond-async\""]),
+            "an escaped quote stays quoted"
+        );
+        assert!(
+            !asks(&["handling=lenient; respond-async"]),
+            "a parameter, not a preference"
+        );
     }
 }

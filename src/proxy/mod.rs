@@ -142,9 +142,15 @@ impl Proxy {
                 )
             }
         };
-        let hints = match hints::extract(&cfg.routing, &parts.headers, &body) {
-            Ok(h) => h,
-            Err(e) => return reply::error(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()),
+        let max_key = cfg.server.max_key_bytes;
+        let checked =
+            hints::idempotency_key(&cfg.routing, &parts.headers, max_key).and_then(|client_key| {
+                let hints = hints::extract(&cfg.routing, &parts.headers, &body, max_key)?;
+                Ok((client_key.cloned(), hints))
+            });
+        let (client_key, hints) = match checked {
+            Ok(checked) => checked,
+            Err(e) => return reply::error(StatusCode::BAD_REQUEST, e.code(), e.to_string()),
         };
 
         let uuid = uuid::Uuid::now_v7();
@@ -157,17 +163,10 @@ impl Proxy {
                 "the message id could not be written as a header",
             );
         };
-        let client_key = parts.headers.get("idempotency-key").cloned();
-        let claim = match client_key.as_ref().map(|k| k.to_str()) {
+        // Checked above: visible ASCII.
+        let claim = match client_key.as_ref().and_then(|k| k.to_str().ok()) {
             None => None,
-            Some(Err(_)) => {
-                return reply::error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_idempotency_key",
-                    "Idempotency-Key must be visible ASCII",
-                )
-            }
-            Some(Ok(key)) => {
+            Some(key) => {
                 let window = cfg.queue.idempotency_window;
                 let begin = || {
                     self.messages
@@ -211,15 +210,7 @@ impl Proxy {
             idempotency_key: msg.idempotency_key.to_str().unwrap_or(&id),
             claim: claim.as_ref(),
         };
-        let asked_async = parts
-            .headers
-            .get_all("prefer")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
-            });
+        let asked_async = hints::prefers_async(&parts.headers);
         if let Some(queue) = &self.queue {
             // Asked async, or earlier messages of its key still waiting: it queues.
             let queue_now = asked_async

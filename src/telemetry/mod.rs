@@ -213,7 +213,11 @@ pub fn count_panics() {
                 .map(|s| s.to_string())
                 .or_else(|| info.payload().downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "(no message)".into());
-            tracing::error!(thread = thread.name().unwrap_or("unnamed"), place, "panic: {what}");
+            tracing::error!(
+                thread = thread.name().unwrap_or("unnamed"),
+                place,
+                "panic: {what}"
+            );
         }));
     });
 }
