@@ -57,13 +57,22 @@ fn has_event(events: &[serde_json::Value], kind: &str, master: &str) -> bool {
 }
 
 /// Sends messages one after another until stopped; counts the ones not answered 200.
-fn steady_traffic(http: Http, url: String) -> (Arc<AtomicBool>, Arc<AtomicU64>, Arc<AtomicU64>) {
+/// Four clients sending until `stop`; join them before counting `errors`.
+type Traffic = (
+    Arc<AtomicBool>,
+    Arc<AtomicU64>,
+    Arc<AtomicU64>,
+    Vec<tokio::task::JoinHandle<()>>,
+);
+
+fn steady_traffic(http: Http, url: String) -> Traffic {
     let stop = Arc::new(AtomicBool::new(false));
     let (sent, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut clients = Vec::new();
     for _ in 0..4 {
         let (http, url) = (http.clone(), url.clone());
         let (stop, sent, errors) = (stop.clone(), sent.clone(), errors.clone());
-        tokio::spawn(async move {
+        clients.push(tokio::spawn(async move {
             while !stop.load(Relaxed) {
                 let (status, _, body) = http.post(&url, MESSAGE).await;
                 sent.fetch_add(1, Relaxed);
@@ -72,9 +81,9 @@ fn steady_traffic(http: Http, url: String) -> (Arc<AtomicBool>, Arc<AtomicU64>, 
                     eprintln!("client saw {status}: {}", String::from_utf8_lossy(&body));
                 }
             }
-        });
+        }));
     }
-    (stop, sent, errors)
+    (stop, sent, errors, clients)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,7 +102,7 @@ async fn a_killed_primary_fails_over_and_back_without_client_errors() {
     );
     let sy = Switchyard::start(&config);
     let http = Http::new();
-    let (stop, sent, errors) = steady_traffic(http.clone(), sy.messages());
+    let (stop, sent, errors, clients) = steady_traffic(http.clone(), sy.messages());
     eventually(Duration::from_secs(10), "traffic flowing", || async {
         sent.load(Relaxed) > 50
     })
@@ -145,7 +154,9 @@ async fn a_killed_primary_fails_over_and_back_without_client_errors() {
     })
     .await;
     stop.store(true, Relaxed);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    for client in clients {
+        client.await.expect("a client panicked");
+    }
     assert_eq!(
         errors.load(Relaxed),
         0,
