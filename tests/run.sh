@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The test suite, on a fresh machine too: installs the system tools the tests run
+# when they are missing (Debian/Ubuntu, as root), then runs every test target.
+# Extra arguments go to `cargo test` (e.g. `tests/run.sh --test edge`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# tool -> the Debian package that has it
+declare -A needs=(
+  [promtool]=prometheus # the /metrics contract test
+  [prlimit]=util-linux  # the out-of-file-descriptors test
+  [mount]=mount         # the full-disk tests mount a small tmpfs
+)
+missing=()
+for tool in "${!needs[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("${needs[$tool]}")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing ${missing[*]} for the tests" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "error: the tests need these Debian packages: ${missing[*]} (install them, or run this as root)" >&2
+    exit 1
+  fi
+fi
+
+exec cargo test --all-targets "$@"
