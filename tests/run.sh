@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test suite, on a fresh machine too: installs the system tools the tests run
 # when they are missing (Debian/Ubuntu, as root), then runs every test target.
-# Extra arguments go to `cargo test` (e.g. `tests/run.sh --test edge`).
+# Arguments replace `--all-targets` (e.g. `tests/run.sh --test edge`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,4 +26,7 @@ if ((${#missing[@]})); then
   fi
 fi
 
-exec cargo test --all-targets "$@"
+if (($#)); then
+  exec cargo test "$@"
+fi
+exec cargo test --all-targets
