@@ -8,8 +8,11 @@ p99, non-2xx answers and the proxy's CPU time per request (utime + stime from /p
 the wrk run, divided by the requests served), and switchyard's peak RSS (VmHWM).
 Rounds alternate the proxies and the report gives the median of each figure.
 
+`--baseline PATH` adds another switchyard binary (an earlier build) as a fourth proxy
+in the same rounds, reported as `baseline`, to measure a change against its peers.
+
 Needs: nginx (Debian nginx-light), haproxy, wrk, taskset; a release build is made.
-    python3 benches/peer_load.py [--duration 10] [--connections 50] [--rounds 3]
+    python3 benches/peer_load.py [--duration 10] [--connections 50] [--rounds 3] [--baseline PATH]
 """
 import argparse
 import os
@@ -61,16 +64,19 @@ def start_proxies(tmp, upstreams, args):
     procs = {}
     pin = ["taskset", "-c", args.proxy_core]
 
-    sy_port, sy_admin = free_port(), free_port()
-    cfg = os.path.join(tmp, "switchyard.toml")
-    with open(cfg, "w") as f:
-        f.write(f'[server]\nlisten = "127.0.0.1:{sy_port}"\nadmin_listen = "127.0.0.1:{sy_admin}"\n')
-        for i, port in enumerate(upstreams):
-            f.write(f'[[masters]]\nid = "m{i}"\nsend_url = "http://127.0.0.1:{port}/send"\n')
-    env = dict(os.environ, TOKIO_WORKER_THREADS="1", RUST_LOG="warn")
-    p = subprocess.Popen(pin + [BIN, "run", "--config", cfg], env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    procs["switchyard"] = (p, sy_port, "/v1/messages")
+    builds = [("switchyard", BIN)] + ([("baseline", args.baseline)] if args.baseline else [])
+    for name, binary in builds:
+        sy_port, sy_admin = free_port(), free_port()
+        cfg = os.path.join(tmp, f"{name}.toml")
+        with open(cfg, "w") as f:
+            f.write(f'[server]\nlisten = "127.0.0.1:{sy_port}"\nadmin_listen = "127.0.0.1:{sy_admin}"\n')
+            f.write(f'[queue]\npath = "{tmp}/{name}/queue"\n')
+            for i, port in enumerate(upstreams):
+                f.write(f'[[masters]]\nid = "m{i}"\nsend_url = "http://127.0.0.1:{port}/send"\n')
+        env = dict(os.environ, TOKIO_WORKER_THREADS="1", RUST_LOG="warn")
+        p = subprocess.Popen(pin + [binary, "run", "--config", cfg], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs[name] = (p, sy_port, "/v1/messages")
 
     ng_port = free_port()
     servers = "\n".join(f"    server 127.0.0.1:{port};" for port in upstreams)
@@ -144,6 +150,7 @@ def main():
     ncpu = os.cpu_count() or 2
     rest = f"1-{ncpu - 1}" if ncpu > 2 else "1"
     ap.add_argument("--client-cores", default=rest, help="cores for wrk and the upstreams")
+    ap.add_argument("--baseline", help="another switchyard binary to run in the same rounds")
     args = ap.parse_args()
     for tool in ["nginx", "haproxy", "wrk", "taskset"]:
         if not shutil.which(tool):
