@@ -3,8 +3,8 @@
 
 use crate::server::Body;
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
 use futures_util::FutureExt;
+use http::{header, HeaderValue, Response, StatusCode};
 use serde::Serialize;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;

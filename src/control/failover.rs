@@ -144,6 +144,12 @@ struct Controller {
     had_eligible: bool,
 }
 
+/// Runs one step of the controller; `None` when it panicked. The panic hook has logged
+/// and counted the panic; the controller goes on with its next input.
+fn survive<T>(step: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).ok()
+}
+
 /// Starts the controller task. It runs until `shutdown`.
 pub fn spawn(
     control: Arc<Control>,
@@ -170,17 +176,27 @@ pub fn spawn(
                     None => std::future::pending().await,
                 }
             };
+            // Each input is handled alone: a panic in one (logged and counted by the
+            // panic hook) loses that input only, never the controller.
             tokio::select! {
-                Some(report) = probe_rx.recv() => c.on_probe(report, Instant::now()),
+                Some(report) = probe_rx.recv() => {
+                    survive(|| c.on_probe(report, Instant::now()));
+                }
                 Some(Ejection { master, reason }) = ejections.recv() => {
-                    c.signal(&master, Signal::Ejected(reason), Instant::now())
+                    survive(|| c.signal(&master, Signal::Ejected(reason), Instant::now()));
                 }
                 Some((command, reply)) = command_rx.recv() => {
-                    let answer = c.on_command(command, Instant::now());
-                    let _caller_gone = reply.send(answer);
+                    // A panicked command drops `reply`: the admin API answers an error.
+                    if let Some(answer) = survive(|| c.on_command(command, Instant::now())) {
+                        let _caller_gone = reply.send(answer);
+                    }
                 }
-                _ = tick.tick() => c.on_tick(Instant::now()),
-                _ = deadline => c.on_tick(Instant::now()),
+                _ = tick.tick() => {
+                    survive(|| c.on_tick(Instant::now()));
+                }
+                _ = deadline => {
+                    survive(|| c.on_tick(Instant::now()));
+                }
                 _ = shutdown.wait() => break,
             }
         }
