@@ -85,7 +85,7 @@ pub struct Queue {
     /// backwards.
     pending: Mutex<Pending>,
     /// Outcomes of taken messages that could not be written yet; their messages stay
-    /// in `taken` until they are (see [`Queue::write_back`]).
+    /// in `taken` until they are (see `Queue::write_back`).
     kept: Mutex<HashMap<Id, Outcome>>,
     /// When [`Queue::retry_kept`] last started a retry (ms).
     last_retry: AtomicU64,
@@ -264,7 +264,7 @@ impl Queue {
         Ok(())
     }
 
-    /// The message as it stands: a kept outcome (see [`Queue::write_back`]) before
+    /// The message as it stands: a kept outcome (see `Queue::write_back`) before
     /// what the store holds.
     pub fn get(&self, id: &uuid::Uuid) -> Result<Option<Record>, StoreError> {
         if let Some(kept) = self.kept().get(id.as_bytes()) {
@@ -329,7 +329,7 @@ impl Queue {
     }
 
     /// The message reached a master. Should the outcome not be written, it is kept
-    /// (see [`Queue::write_back`]): the message is not delivered again.
+    /// (see `Queue::write_back`): the message is not delivered again.
     pub async fn delivered(
         self: &Arc<Self>,
         mut record: Record,
@@ -429,7 +429,7 @@ impl Queue {
     }
 
     /// Writes the kept outcomes again, in a task of its own, unless a retry began
-    /// less than [`RETRY_KEPT_EVERY`] ago, none is kept, or the store cannot write
+    /// less than `RETRY_KEPT_EVERY` ago, none is kept, or the store cannot write
     /// now. Called by the delivery loop on each turn.
     pub fn retry_kept(self: &Arc<Self>) {
         if self.kept_outcomes() == 0 || self.state() != State::Open {

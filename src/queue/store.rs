@@ -33,7 +33,18 @@
 //! gets 507) and nothing already accepted is touched. A failed commit can still reach
 //! the disk (fjall writes out the rest of its journal buffer when it closes, if there
 //! is space by then); the new records of such a commit were answered with an error,
-//! so they are removed before the reopened store is read.
+//! so they are removed before the reopened store is read. The reopened store is open
+//! again only once that clean-up commit (never empty) has landed: it writes again.
+//!
+//! **A write the store cannot take fails alone.** A job with a key fjall would panic
+//! on (empty, or over 65,535 bytes) is refused while staging with
+//! [`StoreError::BadKey`]; a panic while staging a job refuses that job; a panic while
+//! building or committing a batch fails that batch's writes (mid-commit, as a failed
+//! commit: the store is reopened). The writer goes on with the next writes, and should
+//! it still fail, it opens the store again. [`Store::state`] says whether it can write.
+//!
+//! **Errors.** [`StoreError`]'s `Display` is a short reason for a client ("the disk is
+//! full"); the library's text is its source, for the log ([`StoreError::detail`]).
 
 use super::record::{Id, Record, Status};
 use arc_swap::ArcSwapOption;
