@@ -965,8 +965,12 @@ mod tests {
         Deliver(usize),
         /// The `i`-th held message (modulo) failed an attempt.
         Fail(usize),
-        /// Close the queue (dropping what is held) and open it again.
+        /// Close the queue (dropping what is held) and open it again; an outage
+        /// ends first.
         Restart,
+        /// The store starts or stops refusing every write; at the end of an outage
+        /// the kept outcomes are written.
+        Outage,
     }
 
     fn step() -> impl proptest::strategy::Strategy<Value = Step> {
@@ -977,6 +981,7 @@ mod tests {
             2 => any::<usize>().prop_map(Step::Deliver),
             1 => any::<usize>().prop_map(Step::Fail),
             1 => Just(Step::Restart),
+            1 => Just(Step::Outage),
         ]
     }
 
@@ -990,9 +995,10 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(proptest::test_runner::Config::with_cases(32))]
-        /// Against a simple model: counts always match, a held message is never handed
-        /// out again, a message never overtakes an earlier queued one of its key, and
-        /// a restart keeps every message with its status.
+        /// Against a simple model: counts always match, a held message (or one whose
+        /// outcome could not be written yet) is never handed out again, a message
+        /// never overtakes an earlier queued one of its key, and a restart keeps every
+        /// message with its status.
         #[test]
         fn the_queue_follows_a_model(steps in proptest::collection::vec(step(), 1..40)) {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -1002,7 +1008,18 @@ mod tests {
                 // Acceptance order = id order (UUIDv7 within one process).
                 let mut model: Vec<(Id, Expected)> = Vec::new();
                 let mut held: Vec<Record> = Vec::new();
+                // Outcomes written while the store refused writes: id -> their status.
+                let mut kept: HashMap<Id, Status> = HashMap::new();
+                let mut refusing = false;
                 for step in steps {
+                    let outage_ends = refusing && matches!(step, Step::Restart | Step::Outage);
+                    if outage_ends {
+                        refusing = false;
+                        q.store.refuse_writes(false);
+                        q.write_kept().await;
+                        assert_eq!(q.kept_outcomes(), 0);
+                        kept.clear();
+                    }
                     match step {
                         Step::Enqueue(key) => {
                             let msg = NewMessage {
@@ -1010,12 +1027,16 @@ mod tests {
                                 ..message(0)
                             };
                             let id = *msg.id.as_bytes();
-                            q.enqueue(msg).await.unwrap();
-                            model.push((id, Expected { key, status: Status::Queued, attempts: 0 }));
+                            let written = q.enqueue(msg).await;
+                            assert_eq!(written.is_err(), refusing);
+                            if written.is_ok() {
+                                model.push((id, Expected { key, status: Status::Queued, attempts: 0 }));
+                            }
                         }
                         Step::Take(n) => {
                             for r in q.take_due(n).unwrap() {
                                 assert!(!held.iter().any(|h| h.id == r.id), "handed out twice");
+                                assert!(!kept.contains_key(&r.id), "handed out with its outcome kept");
                                 let pos = model.iter().position(|(id, _)| *id == r.id).unwrap();
                                 let (_, e) = model[pos];
                                 assert_eq!(e.status, Status::Queued);
@@ -1033,7 +1054,12 @@ mod tests {
                             let e = &mut model.iter_mut().find(|(id, _)| *id == r.id).unwrap().1;
                             e.status = Status::Delivered;
                             e.attempts += 1;
-                            q.delivered(r, "a").await.unwrap();
+                            let id = r.id;
+                            let written = q.delivered(r, "a").await;
+                            assert_eq!(written.is_err(), refusing);
+                            if refusing {
+                                kept.insert(id, Status::Delivered);
+                            }
                         }
                         Step::Fail(i) if !held.is_empty() => {
                             let r = held.remove(i % held.len());
@@ -1042,7 +1068,12 @@ mod tests {
                             if e.attempts >= config.max_attempts {
                                 e.status = Status::Dead;
                             }
-                            q.failed(r, "503".into(), true, &config).await.unwrap();
+                            let (id, status) = (r.id, e.status);
+                            let written = q.failed(r, "503".into(), true, &config).await;
+                            assert_eq!(written.is_err(), refusing);
+                            if refusing {
+                                kept.insert(id, status);
+                            }
                         }
                         Step::Deliver(_) | Step::Fail(_) => {}
                         Step::Restart => {
@@ -1050,11 +1081,22 @@ mod tests {
                             drop(q);
                             q = open(dir.path()).0;
                         }
+                        Step::Outage if outage_ends => {}
+                        Step::Outage => {
+                            refusing = true;
+                            q.store.refuse_writes(true);
+                        }
                     }
-                    let queued = model.iter().filter(|(_, e)| e.status == Status::Queued).count();
-                    let dead = model.iter().filter(|(_, e)| e.status == Status::Dead).count();
+                    // A kept outcome is not on disk yet: the counts follow the disk.
+                    let count = |s: Status| model.iter().filter(|(_, e)| e.status == s).count();
+                    let kept_as = |s: Status| kept.values().filter(|k| **k == s).count();
+                    let queued = count(Status::Queued) + kept.len() - kept_as(Status::Queued);
+                    let dead = count(Status::Dead) - kept_as(Status::Dead);
                     assert_eq!((q.depth(), q.dead_letters()), (queued as u64, dead as u64));
+                    assert_eq!(q.kept_outcomes(), kept.len());
                 }
+                q.store.refuse_writes(false);
+                q.write_kept().await;
                 for (id, e) in &model {
                     let r = q.store.get(id).unwrap().expect("every message is kept");
                     assert_eq!((r.status, r.attempts), (e.status, e.attempts));
