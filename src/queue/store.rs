@@ -104,6 +104,9 @@ pub enum Op {
     /// Tests: panics while its batch is staged.
     #[cfg(test)]
     Panic,
+    /// Tests: makes the writer panic outside the guards of a batch.
+    #[cfg(test)]
+    PanicUnguarded,
 }
 
 impl Op {
@@ -641,6 +644,8 @@ impl<'a> Staging<'a> {
             }
             #[cfg(test)]
             Op::Panic => panic!("a job that panics while staged"),
+            #[cfg(test)]
+            Op::PanicUnguarded => Ok(()),
         }
     }
 
@@ -891,6 +896,14 @@ fn write_loop(open: Open, shared: &Shared, path: &Path, jobs: &std_mpsc::Receive
                 Ok(job) => group.push(job),
                 Err(_) => break,
             }
+        }
+        #[cfg(test)]
+        if group
+            .iter()
+            .flat_map(|(ops, _)| ops)
+            .any(|op| matches!(op, Op::PanicUnguarded))
+        {
+            panic!("the writer fails outside the guards of a batch");
         }
         let (staging, refused) = stage(&spaces, &group);
         // A job refused while staging wrote nothing and holds no other job back.
@@ -1276,6 +1289,34 @@ mod tests {
         ] {
             let text = e.to_string();
             assert!(!text.contains("Fjall") && !text.contains("Os {"), "{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_fails_outside_its_guards_opens_the_store_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .write(vec![Op::put_new(queued([1; 16]), false)])
+            .await
+            .unwrap();
+        let e = store.write(vec![Op::PanicUnguarded]).await.unwrap_err();
+        assert_eq!(e.to_string(), "the queue storage failed");
+        // Refused while the store is opened again, then written.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match store.write(vec![Op::put_new(queued([2; 16]), false)]).await {
+                Ok(()) => break,
+                Err(StoreError::Reopening) => {
+                    assert!(std::time::Instant::now() < deadline, "never open again");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!((store.state(), store.failed_writes()), (State::Open, 1));
+        for id in [[1; 16], [2; 16]] {
+            assert!(store.get(&id).unwrap().is_some());
         }
     }
 }
