@@ -142,8 +142,9 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
 }
 
 /// Raises the queue warning of SPEC section 5 while more than `alerts.queue_warning`
-/// messages wait, and a critical alert when writes to disk failed since the last look
-/// (repeats are folded by the alerter).
+/// messages wait, and a critical `queue_write_failed` alert when writes to disk failed
+/// since the last look or the queue's writer is gone (repeats are folded by the
+/// alerter).
 async fn watch_queue_depth(
     queue: Arc<Queue>,
     control: Arc<Control>,
@@ -158,7 +159,14 @@ async fn watch_queue_depth(
             _ = shutdown.wait() => return,
         }
         let failed = queue.failed_writes();
-        if failed > failed_before {
+        if queue.state() == crate::queue::store::State::Stopped {
+            alerts.raise(
+                crate::alerts::Severity::Critical,
+                "queue_write_failed",
+                None,
+                "the queue writer has stopped: queued messages get 507 until a restart",
+            );
+        } else if failed > failed_before {
             failed_before = failed;
             alerts.raise(
                 crate::alerts::Severity::Critical,

@@ -8,6 +8,7 @@ mod status;
 
 use crate::control::failover::{self, Command};
 use crate::control::{reload, Control};
+use crate::queue::store::State;
 use crate::reply;
 use crate::routing::AdminState;
 use crate::server::Body;
@@ -32,7 +33,7 @@ impl Admin {
         match path.as_str() {
             "/health" => {
                 return only(&method, "GET", || {
-                    status::health(&self.control, self.queue_depth())
+                    status::health(&self.control, self.queue_depth(), self.queue_health())
                 })
             }
             "/metrics" => {
@@ -96,6 +97,14 @@ impl Admin {
 
     fn queue_depth(&self) -> u64 {
         self.queue.as_ref().map_or(0, |q| q.depth())
+    }
+
+    fn queue_health(&self) -> status::QueueHealth {
+        match self.queue.as_ref().map(|q| q.state()) {
+            None => status::QueueHealth::Off,
+            Some(State::Open) => status::QueueHealth::Ok,
+            Some(State::Reopening | State::Stopped) => status::QueueHealth::Failed,
+        }
     }
 
     /// `None` when the request may go on.
@@ -173,6 +182,9 @@ impl Admin {
                 "oldest_age_ms": oldest,
                 "per_master": per_master,
                 "dead_letters": queue.dead_letters(),
+                // Delivered or failed messages whose outcome is not on disk yet: still
+                // counted in `depth`, held (never delivered again) until it is.
+                "pending_outcomes": queue.kept_outcomes(),
             }),
         )
     }

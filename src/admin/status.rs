@@ -15,11 +15,33 @@ struct Health {
     masters_total: usize,
     masters_eligible: usize,
     queue_depth: u64,
+    /// `ok`, `failed` (it cannot write: unhealthy), or `off` (`queue.enabled = false`).
+    queue: &'static str,
     config_version: u64,
     last_reload_error: Option<String>,
 }
 
-pub fn health(control: &Control, queue_depth: u64) -> Response<Body> {
+/// Whether the queue can write, as `/health` tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueHealth {
+    Ok,
+    /// It cannot write: reopening after a failed write, or its writer is gone.
+    Failed,
+    Off,
+}
+
+impl QueueHealth {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+            Self::Off => "off",
+        }
+    }
+}
+
+/// `GET /health`: unhealthy (503) when no master is eligible or the queue cannot write.
+pub fn health(control: &Control, queue_depth: u64, queue: QueueHealth) -> Response<Body> {
     let table = control.table();
     let eligible = table.eligible_count();
     // Masters expected to carry traffic: primaries, secondaries and promoted standbys.
@@ -28,8 +50,9 @@ pub fn health(control: &Control, queue_depth: u64) -> Response<Body> {
         .iter()
         .filter(|m| m.config.role != Role::Standby || m.promoted)
         .count();
+    let unhealthy = eligible == 0 || queue == QueueHealth::Failed;
     let status = match eligible {
-        0 => "unhealthy",
+        _ if unhealthy => "unhealthy",
         n if n >= expected => "healthy",
         _ => "degraded",
     };
@@ -38,10 +61,11 @@ pub fn health(control: &Control, queue_depth: u64) -> Response<Body> {
         masters_total: table.masters.len(),
         masters_eligible: eligible,
         queue_depth,
+        queue: queue.as_str(),
         config_version: table.config_version,
         last_reload_error: control.last_reload_error().map(|e| e.to_string()),
     };
-    let code = if eligible == 0 {
+    let code = if unhealthy {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK

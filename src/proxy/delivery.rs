@@ -1,12 +1,15 @@
 //! Delivery of queued messages: takes what is due, chooses a master for each with the
 //! configured strategy at that moment (never the one that failed before by pinning),
 //! sends it, and writes the outcome back to the queue. At most `CONCURRENCY`
-//! deliveries run at once; a message is held by one delivery at a time.
+//! deliveries run at once; a message is held by one delivery at a time. An outcome
+//! that cannot be written is kept by the queue, and its message held, until it is
+//! (`Queue::retry_kept`, on each turn of the loop): a delivered message never goes out
+//! again because its outcome could not be written at once.
 
 use super::upstream::{Outgoing, UpstreamError};
 use super::Proxy;
 use crate::queue::record::Record;
-use crate::queue::store::StoreError;
+use crate::queue::store::{State, StoreError};
 use crate::queue::Queue;
 use crate::routing::stats::MasterStats;
 use crate::server::Shutdown;
@@ -31,14 +34,17 @@ pub async fn run(proxy: Arc<Proxy>, queue: Arc<Queue>, mut shutdown: Shutdown) {
             queue.rescan();
             last_rescan = Instant::now();
         }
+        queue.retry_kept();
         // With no eligible master, messages wait where they are: taking them would
-        // only rewrite each one per backoff.
+        // only rewrite each one per backoff. While the store cannot write, no outcome
+        // could be written either.
         let free = slots.available_permits();
-        let batch = if free == 0 || proxy.control.table().eligible_count() == 0 {
+        let blocked = proxy.control.table().eligible_count() == 0 || queue.state() != State::Open;
+        let batch = if free == 0 || blocked {
             Vec::new()
         } else {
             queue.take_due(free).unwrap_or_else(|e| {
-                tracing::error!(error = %e, "cannot read the queue");
+                tracing::error!(error = %e.detail(), "cannot read the queue");
                 Vec::new()
             })
         };
@@ -71,11 +77,21 @@ pub async fn run(proxy: Arc<Proxy>, queue: Arc<Queue>, mut shutdown: Shutdown) {
     }
     // Deliveries under way finish (each bounded by request_timeout_ms); nothing new starts.
     while running.join_next().await.is_some() {}
+    // A last try for outcomes not written yet: they cannot be kept across a restart.
+    queue.write_kept().await;
+    let lost = queue.kept_outcomes();
+    if lost > 0 {
+        tracing::error!(
+            outcomes = lost,
+            "delivery outcomes could not be written before shutdown: those messages may be delivered again after a restart"
+        );
+    }
 }
 
 async fn deliver(proxy: &Proxy, queue: &Arc<Queue>, record: Record) {
     if let Err(e) = attempt(proxy, queue, record).await {
-        tracing::error!(error = %e, "cannot write a delivery outcome to the queue");
+        // The queue logged it and keeps the outcome until it can be written.
+        tracing::debug!(error = %e, "a delivery outcome was not written at once");
     }
 }
 

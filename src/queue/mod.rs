@@ -14,11 +14,11 @@ use crate::config::QueueConfig;
 use bytes::Bytes;
 use rand::Rng;
 use record::{Id, MasterAnswer, Record, Status};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use store::{Op, Store, StoreError};
+use store::{Op, State, Store, StoreError};
 use tokio::sync::Notify;
 
 /// Why a message could not be queued.
@@ -84,8 +84,35 @@ pub struct Queue {
     /// cursor never passes them. Also hands out the queue's clock, which never goes
     /// backwards.
     pending: Mutex<Pending>,
+    /// Outcomes of taken messages that could not be written yet; their messages stay
+    /// in `taken` until they are (see `Queue::write_back`).
+    kept: Mutex<HashMap<Id, Outcome>>,
+    /// When [`Queue::retry_kept`] last started a retry (ms).
+    last_retry: AtomicU64,
     /// Woken when a message is queued.
     pub arrived: Notify,
+}
+
+/// How often kept outcomes are tried again at most.
+const RETRY_KEPT_EVERY: Duration = Duration::from_millis(250);
+
+/// A taken message's outcome, to be written.
+#[derive(Debug)]
+struct Outcome {
+    /// The record as the outcome leaves it.
+    record: Record,
+    /// Its due time while it was queued: its `due` entry.
+    old_due: u64,
+    effect: Effect,
+}
+
+/// What an outcome changes once written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    Delivered,
+    /// Back in the queue, due later.
+    Requeued,
+    Dead,
 }
 
 pub fn now_ms() -> u64 {
@@ -112,6 +139,8 @@ impl Queue {
             taken: Mutex::new(HashSet::new()),
             cursor: AtomicU64::new(0),
             pending: Mutex::new(Pending::default()),
+            kept: Mutex::new(HashMap::new()),
+            last_retry: AtomicU64::new(0),
             arrived: Notify::new(),
         })
     }
@@ -125,6 +154,12 @@ impl Queue {
         let mut p = self.pending();
         let due = p.now() + delay.as_millis() as u64;
         *p.writing.entry(due).or_default() += 1;
+        due
+    }
+
+    /// Registers a write of a due key at `due` until [`Queue::end_due`].
+    fn register_at(&self, due: u64) -> u64 {
+        *self.pending().writing.entry(due).or_default() += 1;
         due
     }
 
@@ -166,7 +201,7 @@ impl Queue {
             written
         })
         .await
-        .unwrap_or_else(|e| Err(StoreError::Failed(format!("the write was lost: {e}"))))
+        .unwrap_or_else(|e| Err(StoreError::failed(format!("the write was lost: {e}"))))
     }
 
     /// Persists `msg` for delivery now; returns once it is on disk.
@@ -229,7 +264,12 @@ impl Queue {
         Ok(())
     }
 
+    /// The message as it stands: a kept outcome (see `Queue::write_back`) before
+    /// what the store holds.
     pub fn get(&self, id: &uuid::Uuid) -> Result<Option<Record>, StoreError> {
+        if let Some(kept) = self.kept().get(id.as_bytes()) {
+            return Ok(Some(kept.record.clone()));
+        }
         self.store.get(id.as_bytes())
     }
 
@@ -288,7 +328,8 @@ impl Queue {
             .remove(id);
     }
 
-    /// The message reached a master.
+    /// The message reached a master. Should the outcome not be written, it is kept
+    /// (see `Queue::write_back`): the message is not delivered again.
     pub async fn delivered(
         self: &Arc<Self>,
         mut record: Record,
@@ -301,31 +342,33 @@ impl Queue {
         record.updated_ms = now_ms();
         // Delivered: the body is no longer needed; the record stays for its status.
         record.body = Bytes::new();
-        self.write_back(record, old_due, None, |queue| {
-            queue.depth.fetch_sub(1, Relaxed);
-            metrics::counter!("switchyard_queue_delivered_total").increment(1);
-        })
-        .await
+        let outcome = Outcome {
+            record,
+            old_due,
+            effect: Effect::Delivered,
+        };
+        self.write_back(outcome, None).await
     }
 
-    /// Writes a taken message's outcome and lets it go, through
-    /// [`Queue::write_then`]; `settle` runs once it is on disk. A message that leaves
-    /// its routing key's line makes the next one due now. `registered`: the new due
-    /// time the record got from [`Queue::register_due`], if any. On a failed write
-    /// the message stays at `old_due`, so the scan is rewound to see it again.
+    /// Writes a taken message's outcome, through [`Queue::write_then`]; once it is on
+    /// disk the counts follow and the message is let go. A message that leaves its
+    /// routing key's line makes the next one due now. `registered`: the new due time
+    /// the record got from [`Queue::register_due`], if any.
+    ///
+    /// When the write fails, the outcome is kept in memory and the message stays
+    /// taken: no scan hands it out again (a delivered message would go out twice).
+    /// [`Queue::retry_kept`] writes it again once the store works.
     async fn write_back(
         self: &Arc<Self>,
-        record: Record,
-        old_due: u64,
+        outcome: Outcome,
         registered: Option<u64>,
-        settle: impl FnOnce(&Queue) + Send + 'static,
     ) -> Result<(), StoreError> {
-        let id = record.id;
+        let record = &outcome.record;
         let next = (record.status != Status::Queued && record.routing_key.is_some())
             .then(|| self.register_due(Duration::ZERO));
         let ops = vec![Op::Put {
-            record: Box::new(record),
-            old_due: Some(old_due),
+            record: Box::new(record.clone()),
+            old_due: Some(outcome.old_due),
             next_due: next.unwrap_or(0),
             remember_key: false,
         }];
@@ -333,13 +376,91 @@ impl Queue {
             for due in [registered, next].into_iter().flatten() {
                 queue.end_due(due);
             }
-            queue.release(&id);
             match written {
-                Ok(()) => settle(queue),
-                Err(_) => queue.rewind(old_due),
+                Ok(()) => queue.settle(outcome),
+                Err(e) => queue.keep(outcome, e),
             }
         })
         .await
+    }
+
+    /// An outcome is on disk: the counts follow, and the message is let go.
+    fn settle(&self, outcome: Outcome) {
+        match outcome.effect {
+            Effect::Delivered => {
+                self.depth.fetch_sub(1, Relaxed);
+                metrics::counter!("switchyard_queue_delivered_total").increment(1);
+            }
+            Effect::Dead => {
+                self.depth.fetch_sub(1, Relaxed);
+                self.dead.fetch_add(1, Relaxed);
+                metrics::counter!("switchyard_queue_dead_total").increment(1);
+            }
+            // A kept outcome written late may be due before the scan's start.
+            Effect::Requeued => self.rewind(outcome.record.due_ms),
+        }
+        self.release(&outcome.record.id);
+    }
+
+    /// An outcome could not be written: kept, its message still taken.
+    fn keep(&self, outcome: Outcome, error: &StoreError) {
+        let id = outcome.record.id;
+        tracing::warn!(
+            message_id = %uuid::Uuid::from_bytes(id),
+            outcome = outcome.record.status.as_str(),
+            error = %error.detail(),
+            "a delivery outcome could not be written; it is kept and written once the store works"
+        );
+        self.kept().insert(id, outcome);
+    }
+
+    fn kept(&self) -> std::sync::MutexGuard<'_, HashMap<Id, Outcome>> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Delivery outcomes kept in memory because they could not be written yet.
+    pub fn kept_outcomes(&self) -> usize {
+        self.kept().len()
+    }
+
+    /// Whether the store can write now.
+    pub fn state(&self) -> State {
+        self.store.state()
+    }
+
+    /// Writes the kept outcomes again, in a task of its own, unless a retry began
+    /// less than `RETRY_KEPT_EVERY` ago, none is kept, or the store cannot write
+    /// now. Called by the delivery loop on each turn.
+    pub fn retry_kept(self: &Arc<Self>) {
+        if self.kept_outcomes() == 0 || self.state() != State::Open {
+            return;
+        }
+        let now = now_ms();
+        let last = self.last_retry.load(Relaxed);
+        if now.saturating_sub(last) < RETRY_KEPT_EVERY.as_millis() as u64
+            || self
+                .last_retry
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let queue = self.clone();
+        tokio::spawn(async move { queue.write_kept().await });
+    }
+
+    /// Writes every kept outcome again, and returns once each has been tried; those
+    /// that fail again are kept again.
+    pub async fn write_kept(self: &Arc<Self>) {
+        let kept: Vec<Outcome> = self.kept().drain().map(|(_, o)| o).collect();
+        let mut writes = tokio::task::JoinSet::new();
+        for outcome in kept {
+            let queue = self.clone();
+            let registered = (outcome.effect == Effect::Requeued)
+                .then(|| queue.register_at(outcome.record.due_ms));
+            writes.spawn(async move { queue.write_back(outcome, registered).await });
+        }
+        while writes.join_next().await.is_some() {}
     }
 
     /// The attempt failed (`attempted`: a master was tried; otherwise none was
@@ -369,14 +490,13 @@ impl Queue {
             record.due_ms = due;
             Some(due)
         };
-        self.write_back(record, old_due, registered, move |queue| {
-            if dead {
-                queue.depth.fetch_sub(1, Relaxed);
-                queue.dead.fetch_add(1, Relaxed);
-                metrics::counter!("switchyard_queue_dead_total").increment(1);
-            }
-        })
-        .await
+        let effect = if dead { Effect::Dead } else { Effect::Requeued };
+        let outcome = Outcome {
+            record,
+            old_due,
+            effect,
+        };
+        self.write_back(outcome, registered).await
     }
 
     /// Files a message `master` took at once, with its `answer`, for repeats of a
@@ -845,8 +965,12 @@ mod tests {
         Deliver(usize),
         /// The `i`-th held message (modulo) failed an attempt.
         Fail(usize),
-        /// Close the queue (dropping what is held) and open it again.
+        /// Close the queue (dropping what is held) and open it again; an outage
+        /// ends first.
         Restart,
+        /// The store starts or stops refusing every write; at the end of an outage
+        /// the kept outcomes are written.
+        Outage,
     }
 
     fn step() -> impl proptest::strategy::Strategy<Value = Step> {
@@ -857,6 +981,7 @@ mod tests {
             2 => any::<usize>().prop_map(Step::Deliver),
             1 => any::<usize>().prop_map(Step::Fail),
             1 => Just(Step::Restart),
+            1 => Just(Step::Outage),
         ]
     }
 
@@ -870,9 +995,10 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(proptest::test_runner::Config::with_cases(32))]
-        /// Against a simple model: counts always match, a held message is never handed
-        /// out again, a message never overtakes an earlier queued one of its key, and
-        /// a restart keeps every message with its status.
+        /// Against a simple model: counts always match, a held message (or one whose
+        /// outcome could not be written yet) is never handed out again, a message
+        /// never overtakes an earlier queued one of its key, and a restart keeps every
+        /// message with its status.
         #[test]
         fn the_queue_follows_a_model(steps in proptest::collection::vec(step(), 1..40)) {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -882,7 +1008,18 @@ mod tests {
                 // Acceptance order = id order (UUIDv7 within one process).
                 let mut model: Vec<(Id, Expected)> = Vec::new();
                 let mut held: Vec<Record> = Vec::new();
+                // Outcomes written while the store refused writes: id -> their status.
+                let mut kept: HashMap<Id, Status> = HashMap::new();
+                let mut refusing = false;
                 for step in steps {
+                    let outage_ends = refusing && matches!(step, Step::Restart | Step::Outage);
+                    if outage_ends {
+                        refusing = false;
+                        q.store.refuse_writes(false);
+                        q.write_kept().await;
+                        assert_eq!(q.kept_outcomes(), 0);
+                        kept.clear();
+                    }
                     match step {
                         Step::Enqueue(key) => {
                             let msg = NewMessage {
@@ -890,12 +1027,16 @@ mod tests {
                                 ..message(0)
                             };
                             let id = *msg.id.as_bytes();
-                            q.enqueue(msg).await.unwrap();
-                            model.push((id, Expected { key, status: Status::Queued, attempts: 0 }));
+                            let written = q.enqueue(msg).await;
+                            assert_eq!(written.is_err(), refusing);
+                            if written.is_ok() {
+                                model.push((id, Expected { key, status: Status::Queued, attempts: 0 }));
+                            }
                         }
                         Step::Take(n) => {
                             for r in q.take_due(n).unwrap() {
                                 assert!(!held.iter().any(|h| h.id == r.id), "handed out twice");
+                                assert!(!kept.contains_key(&r.id), "handed out with its outcome kept");
                                 let pos = model.iter().position(|(id, _)| *id == r.id).unwrap();
                                 let (_, e) = model[pos];
                                 assert_eq!(e.status, Status::Queued);
@@ -913,7 +1054,12 @@ mod tests {
                             let e = &mut model.iter_mut().find(|(id, _)| *id == r.id).unwrap().1;
                             e.status = Status::Delivered;
                             e.attempts += 1;
-                            q.delivered(r, "a").await.unwrap();
+                            let id = r.id;
+                            let written = q.delivered(r, "a").await;
+                            assert_eq!(written.is_err(), refusing);
+                            if refusing {
+                                kept.insert(id, Status::Delivered);
+                            }
                         }
                         Step::Fail(i) if !held.is_empty() => {
                             let r = held.remove(i % held.len());
@@ -922,7 +1068,12 @@ mod tests {
                             if e.attempts >= config.max_attempts {
                                 e.status = Status::Dead;
                             }
-                            q.failed(r, "503".into(), true, &config).await.unwrap();
+                            let (id, status) = (r.id, e.status);
+                            let written = q.failed(r, "503".into(), true, &config).await;
+                            assert_eq!(written.is_err(), refusing);
+                            if refusing {
+                                kept.insert(id, status);
+                            }
                         }
                         Step::Deliver(_) | Step::Fail(_) => {}
                         Step::Restart => {
@@ -930,11 +1081,22 @@ mod tests {
                             drop(q);
                             q = open(dir.path()).0;
                         }
+                        Step::Outage if outage_ends => {}
+                        Step::Outage => {
+                            refusing = true;
+                            q.store.refuse_writes(true);
+                        }
                     }
-                    let queued = model.iter().filter(|(_, e)| e.status == Status::Queued).count();
-                    let dead = model.iter().filter(|(_, e)| e.status == Status::Dead).count();
+                    // A kept outcome is not on disk yet: the counts follow the disk.
+                    let count = |s: Status| model.iter().filter(|(_, e)| e.status == s).count();
+                    let kept_as = |s: Status| kept.values().filter(|k| **k == s).count();
+                    let queued = count(Status::Queued) + kept.len() - kept_as(Status::Queued);
+                    let dead = count(Status::Dead) - kept_as(Status::Dead);
                     assert_eq!((q.depth(), q.dead_letters()), (queued as u64, dead as u64));
+                    assert_eq!(q.kept_outcomes(), kept.len());
                 }
+                q.store.refuse_writes(false);
+                q.write_kept().await;
                 for (id, e) in &model {
                     let r = q.store.get(id).unwrap().expect("every message is kept");
                     assert_eq!((r.status, r.attempts), (e.status, e.attempts));
@@ -959,5 +1121,56 @@ mod tests {
         let (q, _) = open(dir.path());
         assert_eq!(q.depth(), 4);
         assert_eq!(bodies(&q.take_due(10).unwrap()), vec![2, 3, 4, 5]);
+    }
+
+    #[tokio::test]
+    async fn an_outcome_that_cannot_be_written_is_kept_and_its_message_never_handed_out_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, config) = open(dir.path());
+        q.enqueue(keyed(1, "alice")).await.unwrap();
+        q.enqueue(keyed(2, "alice")).await.unwrap();
+        q.enqueue(message(3)).await.unwrap();
+        let taken = q.take_due(10).unwrap();
+        assert_eq!(bodies(&taken), vec![1, 3]);
+        let [one, three]: [Record; 2] = taken.try_into().unwrap();
+        let (one_id, three_id) = (one.uuid(), three.uuid());
+
+        // 1 reached its master and 3 failed, but the store writes nothing now.
+        q.store.refuse_writes(true);
+        assert!(q.delivered(one, "a").await.is_err());
+        assert!(q.failed(three, "503".into(), true, &config).await.is_err());
+        assert_eq!(q.kept_outcomes(), 2);
+        // Neither is handed out again, not even by a scan from the start; 2 still
+        // waits behind 1.
+        q.rescan();
+        assert!(q.take_due(10).unwrap().is_empty());
+        assert!(q.has_waiting("alice").unwrap());
+        assert_eq!(q.get(&one_id).unwrap().unwrap().status, Status::Delivered);
+        assert_eq!(q.depth(), 3, "the counts follow the disk");
+        // A retry while the store still refuses keeps them.
+        q.write_kept().await;
+        assert_eq!(q.kept_outcomes(), 2);
+
+        // The store works again: the outcomes land, then 2 and 3 go out, never 1.
+        q.store.refuse_writes(false);
+        q.write_kept().await;
+        assert_eq!(q.kept_outcomes(), 0);
+        assert_eq!(
+            q.store.get(one_id.as_bytes()).unwrap().unwrap().status,
+            Status::Delivered
+        );
+        let three = q.store.get(three_id.as_bytes()).unwrap().unwrap();
+        assert_eq!((three.status, three.attempts), (Status::Queued, 1));
+        assert_eq!(q.depth(), 2);
+        let seen = Mutex::new(Vec::new());
+        until("2 and 3 are due", || {
+            let mut seen = seen.lock().unwrap();
+            seen.extend(bodies(&q.take_due(10).unwrap()));
+            seen.len() >= 2
+        })
+        .await;
+        let mut seen = seen.into_inner().unwrap();
+        seen.sort();
+        assert_eq!(seen, vec![2, 3]);
     }
 }

@@ -33,15 +33,27 @@
 //! gets 507) and nothing already accepted is touched. A failed commit can still reach
 //! the disk (fjall writes out the rest of its journal buffer when it closes, if there
 //! is space by then); the new records of such a commit were answered with an error,
-//! so they are removed before the reopened store is read.
+//! so they are removed before the reopened store is read. The reopened store is open
+//! again only once that clean-up commit (never empty) has landed: it writes again.
+//!
+//! **A write the store cannot take fails alone.** A job with a key fjall would panic
+//! on (empty, or over 65,535 bytes) is refused while staging with
+//! [`StoreError::BadKey`]; a panic while staging a job refuses that job; a panic while
+//! building or committing a batch fails that batch's writes (mid-commit, as a failed
+//! commit: the store is reopened). The writer goes on with the next writes, and should
+//! it still fail, it opens the store again. [`Store::state`] says whether it can write.
+//!
+//! **Errors.** [`StoreError`]'s `Display` is a short reason for a client ("the disk is
+//! full"); the library's text is its source, for the log ([`StoreError::detail`]).
 
 use super::record::{Id, Record, Status};
 use arc_swap::ArcSwapOption;
 use fjall::config::FilterPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::collections::{BTreeMap, HashMap};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +67,13 @@ const MEMTABLE_BYTES: u64 = 1 << 20;
 const JOURNAL_BYTES: u64 = 64 << 20;
 /// How often the writer tries to open the database again after a failed write.
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
+/// fjall takes keys of 1 to this many bytes, and panics on any other.
+const MAX_KEY_BYTES: usize = u16::MAX as usize;
+
+/// Whether fjall takes `key` (see [`MAX_KEY_BYTES`]).
+fn storable(key: &[u8]) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY_BYTES
+}
 
 /// One change to the store.
 #[derive(Debug)]
@@ -82,6 +101,12 @@ pub enum Op {
     /// Forgets a delivered record (its idempotency window has passed), found in
     /// `done` at `at`.
     Sweep { at: u64, id: Id },
+    /// Tests: panics while its batch is staged.
+    #[cfg(test)]
+    Panic,
+    /// Tests: makes the writer panic outside the guards of a batch.
+    #[cfg(test)]
+    PanicUnguarded,
 }
 
 impl Op {
@@ -96,21 +121,115 @@ impl Op {
     }
 }
 
+/// Why the store did not do what was asked. Its `Display` is a short reason fit for a
+/// client's error body; the library's own text stays in the source, for the log
+/// (see [`StoreError::detail`]).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    #[error("queue storage: {0}")]
-    Failed(String),
+    /// The disk is full (ENOSPC).
+    #[error("the disk is full")]
+    DiskFull(#[source] Cause),
+    /// Any other failure of the storage (I/O, a damaged record, a failed writer step).
+    #[error("the queue storage failed")]
+    Failed(#[source] Cause),
+    /// A write failed; until the store is open again, everything is refused at once.
+    #[error("the store is being reopened after a failed write")]
+    Reopening,
+    /// As [`StoreError::Reopening`], after a write that found the disk full.
+    #[error("the disk is full; the store is being reopened")]
+    ReopeningDiskFull,
+    /// The writer thread is gone: nothing can be written until a restart.
+    #[error("the queue writer has stopped")]
+    WriterStopped,
+    /// A key of the message cannot be stored (empty, or longer than the store takes);
+    /// only the write that carried it is refused.
+    #[error("the {0} cannot be stored: {1}")]
+    BadKey(&'static str, &'static str),
     /// A dead-letter operation ([`Op::LeaveDead`], [`Op::ForgetDead`]) found no dead
     /// letter with its id: another one took it first, or there never was one.
     #[error("not a dead letter")]
     NotDead,
 }
 
-impl From<fjall::Error> for StoreError {
-    fn from(e: fjall::Error) -> Self {
-        StoreError::Failed(e.to_string())
+impl StoreError {
+    /// A failure described by `text` (no library error behind it).
+    pub fn failed(text: impl Into<String>) -> StoreError {
+        StoreError::Failed(Cause::text(text))
+    }
+
+    /// The reason with every source, for the log: may carry library text
+    /// (`FjallError: Io(Os { code: 28, ... })`), never for a client.
+    pub fn detail(&self) -> String {
+        crate::util::error_chain(self)
+    }
+
+    /// Whether the disk was found full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(
+            self,
+            StoreError::DiskFull(_) | StoreError::ReopeningDiskFull
+        )
     }
 }
+
+impl From<fjall::Error> for StoreError {
+    fn from(e: fjall::Error) -> Self {
+        let cause = Cause(Arc::new(e));
+        if cause.is_disk_full() {
+            StoreError::DiskFull(cause)
+        } else {
+            StoreError::Failed(cause)
+        }
+    }
+}
+
+/// What a [`StoreError`] came from: a library's error or a sentence, shared so the
+/// error can be answered to every write of a failed batch.
+#[derive(Debug, Clone)]
+pub struct Cause(Arc<dyn std::error::Error + Send + Sync>);
+
+impl Cause {
+    fn text(text: impl Into<String>) -> Cause {
+        Cause(Arc::new(Text(text.into())))
+    }
+
+    /// Whether an I/O error in the chain is ENOSPC.
+    fn is_disk_full(&self) -> bool {
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&*self.0);
+        while let Some(e) = next {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28) {
+                    return true;
+                }
+            }
+            next = e.source();
+        }
+        false
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+#[derive(Debug)]
+struct Text(String);
+
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Text {}
 
 type Job = (Vec<Op>, oneshot::Sender<Result<(), StoreError>>);
 
@@ -125,12 +244,25 @@ struct Spaces {
 }
 
 pub struct Store {
-    /// `None` while the writer reopens the database after a failed write.
-    spaces: Arc<ArcSwapOption<Spaces>>,
-    failed_writes: Arc<AtomicU64>,
+    shared: Arc<Shared>,
     /// `None` only while dropping.
     writer: Option<std_mpsc::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Tests: every write is refused as while reopening.
+    #[cfg(test)]
+    refuse_writes: AtomicBool,
+}
+
+/// Whether the store can write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Open: writes are committed.
+    Open,
+    /// A write failed; the writer opens the database again (once a second) and
+    /// refuses every write meanwhile. It is open again only once a write landed.
+    Reopening,
+    /// The writer thread is gone: nothing is written until a restart.
+    Stopped,
 }
 
 impl Drop for Store {
@@ -184,47 +316,74 @@ impl Store {
     /// Opens (creating) the store; recovery replays the journal.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(path)
-            .map_err(|e| StoreError::Failed(format!("cannot create {}: {e}", path.display())))?;
+            .map_err(|e| StoreError::failed(format!("cannot create {}: {e}", path.display())))?;
         let (db, open) = open_db(path)?;
         let open = Arc::new(open);
-        let spaces = Arc::new(ArcSwapOption::new(Some(open.clone())));
+        let shared = Arc::new(Shared {
+            spaces: ArcSwapOption::new(Some(open.clone())),
+            failed_writes: AtomicU64::new(0),
+            disk_full: AtomicBool::new(false),
+        });
         let (writer, jobs) = std_mpsc::channel::<Job>();
-        let failed_writes = Arc::new(AtomicU64::new(0));
-        let writer_side = Shared {
-            spaces: spaces.clone(),
-            failed_writes: failed_writes.clone(),
-        };
+        let writer_side = shared.clone();
         let path = path.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("queue-writer".into())
-            .spawn(move || write_loop((db, open), writer_side, &path, jobs))
-            .map_err(|e| StoreError::Failed(format!("cannot start the queue writer: {e}")))?;
+            .spawn(move || supervise((db, open), &writer_side, &path, jobs))
+            .map_err(|e| StoreError::failed(format!("cannot start the queue writer: {e}")))?;
         Ok(Store {
-            spaces,
-            failed_writes,
+            shared,
             writer: Some(writer),
             thread: Some(thread),
+            #[cfg(test)]
+            refuse_writes: AtomicBool::new(false),
         })
+    }
+
+    /// Tests: refuses every write (as while reopening) until called with `false`.
+    #[cfg(test)]
+    pub(crate) fn refuse_writes(&self, refuse: bool) {
+        self.refuse_writes.store(refuse, Relaxed);
     }
 
     /// Commits that failed since the store was opened.
     pub fn failed_writes(&self) -> u64 {
-        self.failed_writes.load(Relaxed)
+        self.shared.failed_writes.load(Relaxed)
+    }
+
+    /// Whether the store can write now (see [`State`]).
+    pub fn state(&self) -> State {
+        if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
+            State::Stopped
+        } else if self.shared.spaces.load().is_none() {
+            State::Reopening
+        } else {
+            State::Open
+        }
     }
 
     fn spaces(&self) -> Result<Arc<Spaces>, StoreError> {
-        self.spaces.load_full().ok_or_else(reopening)
+        self.shared
+            .spaces
+            .load_full()
+            .ok_or_else(|| self.shared.refusal())
     }
 
     /// Applies `ops` atomically and durably (see the module docs).
     pub async fn write(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if self.refuse_writes.load(Relaxed) {
+            return Err(StoreError::Reopening);
+        }
         let (tx, rx) = oneshot::channel();
         self.writer
             .as_ref()
             .and_then(|w| w.send((ops, tx)).ok())
-            .ok_or_else(|| StoreError::Failed("the queue writer has stopped".into()))?;
+            .ok_or(StoreError::WriterStopped)?;
+        // Every job is answered; one dropped unanswered went down with a writer that
+        // failed and was started again.
         rx.await
-            .map_err(|_| StoreError::Failed("the queue writer has stopped".into()))?
+            .map_err(|_| StoreError::failed("the queue writer dropped the write"))?
     }
 
     pub fn get(&self, id: &Id) -> Result<Option<Record>, StoreError> {
@@ -234,6 +393,9 @@ impl Store {
     /// The first message that carried the client's `Idempotency-Key` `key`, if one
     /// is kept.
     pub fn first_use(&self, key: &str) -> Result<Option<FirstUse>, StoreError> {
+        if !storable(key.as_bytes()) {
+            return Ok(None);
+        }
         Ok(self
             .spaces()?
             .idem
@@ -308,10 +470,6 @@ impl Store {
     }
 }
 
-fn reopening() -> StoreError {
-    StoreError::Failed("the store is being reopened after a failed write".into())
-}
-
 fn open_db(path: &Path) -> Result<(Database, Spaces), StoreError> {
     // Memory stays small whatever the backlog: a small block cache, small memtables
     // (flushed to disk early), and at most 64 MiB of journal to replay at start.
@@ -341,7 +499,7 @@ fn read_record(messages: &Keyspace, id: &Id) -> Result<Option<Record>, StoreErro
         None => Ok(None),
         Some(v) => Record::decode(&v)
             .map(Some)
-            .map_err(|e| StoreError::Failed(format!("a stored record is unreadable: {e}"))),
+            .map_err(|e| StoreError::failed(format!("a stored record is unreadable: {e}"))),
     }
 }
 
@@ -382,6 +540,10 @@ type Changes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 /// does not remove, or a lower one `staged` adds.
 fn first_of_line(keys: &Keyspace, key: &str, staged: &Changes) -> Result<Option<Id>, StoreError> {
     let prefix = line_prefix(key);
+    if !storable(&line_entry(key, &[0; 16])) {
+        // No line of such a key can be stored.
+        return Ok(None);
+    }
     let id_of = |entry: &[u8]| Id::try_from(&entry[prefix.len()..]).ok();
     let mut stored = None;
     for guard in keys.prefix(&prefix) {
@@ -444,6 +606,9 @@ impl<'a> Staging<'a> {
     }
 
     fn first_use(&self, key: &str) -> Result<Option<FirstUse>, StoreError> {
+        if !storable(key.as_bytes()) {
+            return Ok(None);
+        }
         let value = match self.idem.get(key.as_bytes()) {
             Some(staged) => staged.clone(),
             None => self.spaces.idem.get(key.as_bytes())?.map(|v| v.to_vec()),
@@ -477,6 +642,10 @@ impl<'a> Staging<'a> {
                     _ => Ok(()),
                 }
             }
+            #[cfg(test)]
+            Op::Panic => panic!("a job that panics while staged"),
+            #[cfg(test)]
+            Op::PanicUnguarded => Ok(()),
         }
     }
 
@@ -488,6 +657,14 @@ impl<'a> Staging<'a> {
         remember_key: bool,
     ) -> Result<(), StoreError> {
         let id = record.id;
+        if remember_key && !storable(record.idempotency_key.as_bytes()) {
+            return Err(bad_key("Idempotency-Key", &record.idempotency_key));
+        }
+        if let Some(k) = &record.routing_key {
+            if !storable(&line_entry(k, &id)) {
+                return Err(bad_key("routing key", k));
+            }
+        }
         if let Some(old) = old_due {
             self.due.insert(time_key(old, &id).to_vec(), None);
         }
@@ -575,7 +752,8 @@ impl<'a> Staging<'a> {
         self.forget(record)
     }
 
-    /// Removes a record and the `idem` entry that names it.
+    /// Removes a record and the `idem` entry that names it (an unstorable key names
+    /// none).
     fn forget(&mut self, record: &Record) -> Result<(), StoreError> {
         if self
             .first_use(&record.idempotency_key)?
@@ -588,7 +766,10 @@ impl<'a> Staging<'a> {
         Ok(())
     }
 
-    fn commit(self, db: &Database) -> Result<(), StoreError> {
+    /// The batch that writes what is staged. A key fjall would not take (see
+    /// [`storable`]) fails it: staging refuses such keys first, so this is a last
+    /// guard against a panic inside fjall. Removing such a key removes nothing.
+    fn into_batch(self, db: &Database) -> Result<fjall::OwnedWriteBatch, StoreError> {
         let mut batch = db.batch().durability(Some(PersistMode::SyncData));
         for (id, record) in self.records {
             match record {
@@ -605,26 +786,108 @@ impl<'a> Staging<'a> {
             (&s.done, self.done),
         ] {
             for (key, value) in changes {
+                if !storable(&key) {
+                    if value.is_none() {
+                        continue;
+                    }
+                    return Err(StoreError::failed("a key of the write is unstorable"));
+                }
                 match value {
                     Some(v) => batch.insert(space, key, v),
                     None => batch.remove(space, key),
                 }
             }
         }
-        Ok(batch.commit()?)
+        Ok(batch)
     }
+
+    /// Builds and commits the batch; a panic inside fjall is an error like any other.
+    fn commit(self, db: &Database) -> Result<(), StoreError> {
+        guarded("committing a queue write", || {
+            Ok::<_, StoreError>(self.into_batch(db)?.commit()?)
+        })
+    }
+}
+
+/// Runs `f`; a panic (already logged and counted by the process's panic hook) becomes a
+/// [`StoreError::Failed`] naming `what`.
+fn guarded<T, E: Into<StoreError>>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, StoreError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => Err(StoreError::failed(format!("a panic while {what}"))),
+    }
+}
+
+fn bad_key(what: &'static str, key: &str) -> StoreError {
+    let why = if key.is_empty() {
+        "it is empty"
+    } else {
+        "it is too long"
+    };
+    StoreError::BadKey(what, why)
 }
 
 /// What the writer shares with the readers.
 struct Shared {
-    spaces: Arc<ArcSwapOption<Spaces>>,
-    failed_writes: Arc<AtomicU64>,
+    /// `None` while the writer reopens the database after a failed write.
+    spaces: ArcSwapOption<Spaces>,
+    failed_writes: AtomicU64,
+    /// The last failed write found the disk full.
+    disk_full: AtomicBool,
+}
+
+impl Shared {
+    /// The answer to a read or write while the database is being reopened.
+    fn refusal(&self) -> StoreError {
+        if self.disk_full.load(Relaxed) {
+            StoreError::ReopeningDiskFull
+        } else {
+            StoreError::Reopening
+        }
+    }
+
+    /// A write failed with `e`: counted, and readers are turned away until the
+    /// database is open again.
+    fn write_failed(&self, e: &StoreError) {
+        self.failed_writes.fetch_add(1, Relaxed);
+        self.disk_full.store(e.is_disk_full(), Relaxed);
+        self.spaces.store(None);
+    }
 }
 
 /// The open database, and its keyspaces as the writer uses them.
 type Open = (Database, Arc<Spaces>);
 
-fn write_loop(open: Open, shared: Shared, path: &Path, jobs: std_mpsc::Receiver<Job>) {
+/// The writer thread: runs [`write_loop`], and should it ever fail with a panic that
+/// its own guards did not catch, opens the database again and goes on, as after a
+/// failed write. Returns when the store is dropped.
+fn supervise(open: Open, shared: &Shared, path: &Path, jobs: std_mpsc::Receiver<Job>) {
+    let mut open = Some(open);
+    loop {
+        let ran = catch_unwind(AssertUnwindSafe(|| {
+            let open = match open.take() {
+                Some(open) => open,
+                None => match reopen(shared, path, &jobs, &[]) {
+                    Some(open) => open,
+                    None => return,
+                },
+            };
+            write_loop(open, shared, path, &jobs);
+        }));
+        if ran.is_ok() {
+            return;
+        }
+        // The panic hook logged the panic; the jobs in hand were dropped, which their
+        // callers see as an error.
+        tracing::error!("the queue writer failed; it opens the store again");
+        shared.write_failed(&StoreError::failed("the queue writer failed"));
+    }
+}
+
+fn write_loop(open: Open, shared: &Shared, path: &Path, jobs: &std_mpsc::Receiver<Job>) {
     let (mut db, mut spaces) = open;
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
@@ -634,14 +897,31 @@ fn write_loop(open: Open, shared: Shared, path: &Path, jobs: std_mpsc::Receiver<
                 Err(_) => break,
             }
         }
+        #[cfg(test)]
+        if group
+            .iter()
+            .flat_map(|(ops, _)| ops)
+            .any(|op| matches!(op, Op::PanicUnguarded))
+        {
+            panic!("the writer fails outside the guards of a batch");
+        }
         let (staging, refused) = stage(&spaces, &group);
-        // A job refused while staging wrote nothing and holds no other job back; a
-        // failed commit may leave the database refusing writes.
-        let committed = staging.commit(&db);
+        // A job refused while staging wrote nothing and holds no other job back.
+        // A batch that cannot be built fails its own writes and nothing else; a failed
+        // commit (or one that panicked) may leave the database refusing writes.
+        let (committed, reopen_now) =
+            match guarded("preparing a queue write", || staging.into_batch(&db)) {
+                Err(e) => (Err(e), false),
+                Ok(batch) => {
+                    let committed = guarded("committing a queue write", || batch.commit());
+                    let failed = committed.is_err();
+                    (committed, failed)
+                }
+            };
         let unanswered = match &committed {
             Ok(()) => Vec::new(),
             Err(e) => {
-                tracing::error!(error = %e, "the queue could not write to disk");
+                tracing::error!(error = %e.detail(), "the queue could not write to disk");
                 new_records(&group, &refused)
             }
         };
@@ -652,13 +932,15 @@ fn write_loop(open: Open, shared: Shared, path: &Path, jobs: std_mpsc::Receiver<
             };
             let _caller_gone = done.send(result);
         }
-        if committed.is_err() {
-            shared.failed_writes.fetch_add(1, Relaxed);
-            shared.spaces.store(None);
+        if let Err(e) = &committed {
+            if !reopen_now {
+                continue;
+            }
+            shared.write_failed(e);
             // The old database closes (and unlocks) once its last handle is gone.
             drop(spaces);
             drop(db);
-            match reopen(&shared, path, &jobs, &unanswered) {
+            match reopen(shared, path, jobs, &unanswered) {
                 Some(open) => (db, spaces) = open,
                 None => return,
             }
@@ -687,10 +969,16 @@ fn new_records(group: &[Job], refused: &[Option<StoreError>]) -> Vec<Record> {
         .collect()
 }
 
+/// The `due` key no message ever has (time 0, id 0): removing it is the write that
+/// proves a reopened database can write.
+const PROBE: [u8; 24] = [0; 24];
+
 /// A commit that failed may still reach the disk: the journal keeps what it could
 /// not flush in memory, and writes it out when it is closed if there is space by
 /// then. Its writers were answered with an error (the client got 507), so whatever
 /// of their new records came back with the journal is removed before anyone reads.
+/// The same commit removes [`PROBE`], so it is never empty: when it lands, the
+/// database writes again.
 fn forget_unanswered(
     db: &Database,
     spaces: &Spaces,
@@ -704,12 +992,14 @@ fn forget_unanswered(
             found += 1;
         }
     }
+    staging.due.insert(PROBE.to_vec(), None);
     staging.commit(db)?;
     Ok(found)
 }
 
 /// Stages every job of a group into one batch. A job whose ops cannot be staged (a
-/// record that cannot be read) is refused alone: the batch is staged again without it.
+/// record that cannot be read, a key that cannot be stored, a panic) is refused
+/// alone: the batch is staged again without it.
 fn stage<'a>(spaces: &'a Spaces, group: &[Job]) -> (Staging<'a>, Vec<Option<StoreError>>) {
     let mut refused: Vec<Option<StoreError>> = vec![None; group.len()];
     'again: loop {
@@ -718,9 +1008,16 @@ fn stage<'a>(spaces: &'a Spaces, group: &[Job]) -> (Staging<'a>, Vec<Option<Stor
             if refused[i].is_some() {
                 continue;
             }
-            if let Err(e) = ops.iter().try_for_each(|op| staging.apply(op)) {
-                if !matches!(e, StoreError::NotDead) {
-                    tracing::error!(error = %e, "a queue write was refused");
+            let staged = guarded("staging a queue write", || {
+                ops.iter().try_for_each(|op| staging.apply(op))
+            });
+            if let Err(e) = staged {
+                match e {
+                    StoreError::NotDead => {}
+                    StoreError::BadKey(..) => {
+                        tracing::warn!(error = %e, "a queue write was refused");
+                    }
+                    _ => tracing::error!(error = %e.detail(), "a queue write was refused"),
                 }
                 refused[i] = Some(e);
                 continue 'again;
@@ -747,16 +1044,16 @@ fn reopen(
             let wait = next_try.saturating_duration_since(std::time::Instant::now());
             match jobs.recv_timeout(wait) {
                 Ok((_, done)) => {
-                    let _caller_gone = done.send(Err(reopening()));
+                    let _caller_gone = done.send(Err(shared.refusal()));
                 }
                 Err(std_mpsc::RecvTimeoutError::Disconnected) => return None,
                 Err(std_mpsc::RecvTimeoutError::Timeout) => break,
             }
         }
-        let (db, spaces) = match open_db(path) {
+        let (db, spaces) = match guarded("opening the queue store", || open_db(path)) {
             Ok(open) => open,
             Err(e) => {
-                tracing::warn!(error = %e, "the queue store could not be opened again yet");
+                tracing::warn!(error = %e.detail(), "the queue store could not be opened again yet");
                 continue;
             }
         };
@@ -775,7 +1072,8 @@ fn reopen(
             }
             Err(e) => {
                 shared.failed_writes.fetch_add(1, Relaxed);
-                tracing::warn!(error = %e, "the queue store could not be cleaned up yet");
+                shared.disk_full.store(e.is_disk_full(), Relaxed);
+                tracing::warn!(error = %e.detail(), "the queue store could not be cleaned up yet");
             }
         }
     }
@@ -869,5 +1167,156 @@ mod tests {
         assert_eq!(refused, vec![false, true, false]);
         let staged: std::collections::HashSet<Id> = staging.records.keys().copied().collect();
         assert_eq!(staged, [[2; 16], [3; 16]].into_iter().collect());
+    }
+
+    fn keyed(id: Id, key: &str) -> Record {
+        Record {
+            routing_key: Some(key.into()),
+            ..queued(id)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_with_a_key_fjall_refuses_is_refused_alone_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let empty_idem = Record {
+            idempotency_key: String::new(),
+            ..queued([1; 16])
+        };
+        let long_idem = Record {
+            idempotency_key: "i".repeat(MAX_KEY_BYTES + 1),
+            ..queued([2; 16])
+        };
+        let long_routing = keyed([3; 16], &"r".repeat(MAX_KEY_BYTES));
+        let fine = keyed([4; 16], "alice");
+        // Written at once, so that the writer may take them as one group.
+        let (a, b, c, d) = tokio::join!(
+            store.write(vec![Op::put_new(empty_idem, true)]),
+            store.write(vec![Op::put_new(long_idem, true)]),
+            store.write(vec![Op::put_new(long_routing, false)]),
+            store.write(vec![Op::put_new(fine, true)]),
+        );
+        for (refused, what) in [
+            (a, "Idempotency-Key"),
+            (b, "Idempotency-Key"),
+            (c, "routing key"),
+        ] {
+            let e = refused.unwrap_err();
+            assert!(matches!(e, StoreError::BadKey(w, _) if w == what), "{e:?}");
+        }
+        d.unwrap();
+        assert!(store.get(&[4; 16]).unwrap().is_some());
+        for id in [[1; 16], [2; 16], [3; 16]] {
+            assert!(
+                store.get(&id).unwrap().is_none(),
+                "nothing of a refused write"
+            );
+        }
+        // The writer is still there, and reads of such keys find nothing, no panic.
+        store
+            .write(vec![Op::put_new(queued([5; 16]), false)])
+            .await
+            .unwrap();
+        assert_eq!(store.state(), State::Open);
+        assert!(store.first_use("").unwrap().is_none());
+        assert!(store.first_use(&"i".repeat(70_000)).unwrap().is_none());
+        assert!(!store.key_has_waiting(&"r".repeat(70_000)).unwrap());
+        assert!(store.key_has_waiting("alice").unwrap());
+        assert_eq!(
+            StoreError::BadKey("Idempotency-Key", "it is empty").to_string(),
+            "the Idempotency-Key cannot be stored: it is empty"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_job_that_panics_fails_alone_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, b, c) = tokio::join!(
+            store.write(vec![Op::put_new(queued([1; 16]), false)]),
+            store.write(vec![Op::put_new(queued([2; 16]), false), Op::Panic]),
+            store.write(vec![Op::put_new(queued([3; 16]), false)]),
+        );
+        let e = b.unwrap_err();
+        assert!(matches!(e, StoreError::Failed(_)), "{e:?}");
+        assert_eq!(e.to_string(), "the queue storage failed");
+        a.unwrap();
+        c.unwrap();
+        assert!(store.get(&[2; 16]).unwrap().is_none());
+        store
+            .write(vec![Op::put_new(queued([4; 16]), false)])
+            .await
+            .unwrap();
+        for id in [[1; 16], [3; 16], [4; 16]] {
+            assert!(store.get(&id).unwrap().is_some());
+        }
+        assert_eq!((store.state(), store.failed_writes()), (State::Open, 0));
+    }
+
+    #[test]
+    fn a_batch_never_hands_fjall_a_key_it_would_panic_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, spaces) = open_db(dir.path()).unwrap();
+        // Removing what cannot be stored removes nothing.
+        let mut staging = Staging::new(&spaces);
+        staging.idem.insert(Vec::new(), None);
+        staging.keys.insert(vec![b'k'; MAX_KEY_BYTES + 1], None);
+        staging.commit(&db).unwrap();
+        // Writing it fails the batch, without a panic.
+        let mut staging = Staging::new(&spaces);
+        staging.idem.insert(Vec::new(), Some(vec![1]));
+        assert!(matches!(staging.commit(&db), Err(StoreError::Failed(_))));
+        let panicked = guarded("testing", || -> Result<(), StoreError> { panic!("boom") });
+        assert!(matches!(panicked, Err(StoreError::Failed(_))));
+    }
+
+    #[test]
+    fn errors_say_a_short_reason_and_keep_the_detail_for_the_log() {
+        let full = StoreError::from(fjall::Error::Io(std::io::Error::from_raw_os_error(28)));
+        assert!(full.is_disk_full());
+        assert_eq!(full.to_string(), "the disk is full");
+        assert!(full.detail().contains("os error 28"), "{}", full.detail());
+        let poisoned = StoreError::from(fjall::Error::Poisoned);
+        assert!(!poisoned.is_disk_full());
+        assert_eq!(poisoned.to_string(), "the queue storage failed");
+        assert!(poisoned.detail().contains("Poisoned"));
+        for e in [
+            full,
+            poisoned,
+            StoreError::ReopeningDiskFull,
+            StoreError::Reopening,
+        ] {
+            let text = e.to_string();
+            assert!(!text.contains("Fjall") && !text.contains("Os {"), "{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_fails_outside_its_guards_opens_the_store_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .write(vec![Op::put_new(queued([1; 16]), false)])
+            .await
+            .unwrap();
+        let e = store.write(vec![Op::PanicUnguarded]).await.unwrap_err();
+        assert_eq!(e.to_string(), "the queue storage failed");
+        // Refused while the store is opened again, then written.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match store.write(vec![Op::put_new(queued([2; 16]), false)]).await {
+                Ok(()) => break,
+                Err(StoreError::Reopening) => {
+                    assert!(std::time::Instant::now() < deadline, "never open again");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!((store.state(), store.failed_writes()), (State::Open, 1));
+        for id in [[1; 16], [2; 16]] {
+            assert!(store.get(&id).unwrap().is_some());
+        }
     }
 }
