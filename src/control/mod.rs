@@ -197,18 +197,23 @@ impl Control {
     /// Masters whose id is unchanged keep their state and counters. Returns the config
     /// version now in force and whether this call changed it (decided under the writer
     /// lock, so of two reloads of one change at once, one reports it).
-    pub fn apply_config(&self, config: Config, hash: u64) -> (u64, bool) {
+    ///
+    /// Keys read only at start (see [`reload::keep_start_only`]) keep their running
+    /// values; a change of one is logged and shown as `/health`'s `last_reload_error`
+    /// until the file no longer asks for it.
+    pub fn apply_config(&self, mut config: Config, hash: u64) -> (u64, bool) {
         let mut w = self.lock();
-        self.last_reload_error.store(None);
+        let kept = reload::keep_start_only(&w.config, &mut config);
+        for note in &kept {
+            tracing::warn!(key = note.key, "{note}");
+        }
+        let note = (!kept.is_empty()).then(|| {
+            let notes: Vec<String> = kept.iter().map(ToString::to_string).collect();
+            Arc::new(notes.join("; "))
+        });
+        self.last_reload_error.store(note);
         if hash == w.config_hash {
             return (w.config_version, false);
-        }
-        if config.server.listen != w.config.server.listen
-            || config.server.admin_listen != w.config.server.admin_listen
-        {
-            tracing::warn!(
-                "a change of server.listen or server.admin_listen takes effect at the next restart"
-            );
         }
         w.config = Arc::new(config);
         w.config_hash = hash;
