@@ -10,15 +10,17 @@
 pub mod failover;
 pub mod reload;
 
+use crate::alerts::{Alerter, Severity};
 use crate::config::{Config, MasterConfig};
 use crate::health::HealthState;
+use crate::pool::LocalFault;
 use crate::routing::stats::StatsRegistry;
 use crate::routing::{AdminState, MasterInput, RoutingTable};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use rand::SeedableRng;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
 
@@ -77,6 +79,8 @@ pub struct Control {
     pub audit: Arc<crate::audit::AuditLog>,
     ejections: mpsc::UnboundedSender<Ejection>,
     ejected: Mutex<Option<mpsc::UnboundedReceiver<Ejection>>>,
+    /// Where [`Control::local_fault`] raises its alert; set by the failover controller.
+    alerts: OnceLock<Arc<Alerter>>,
 }
 
 /// An admin command named a master the config does not have.
@@ -112,6 +116,7 @@ impl Control {
             audit,
             ejections,
             ejected: Mutex::new(Some(ejected)),
+            alerts: OnceLock::new(),
         }
     }
 
@@ -119,6 +124,34 @@ impl Control {
     /// and never blocks: called from the request path, once per threshold crossing.
     pub fn eject(&self, master: Arc<str>, reason: String) {
         let _controller_gone_at_shutdown = self.ejections.send(Ejection { master, reason });
+    }
+
+    /// Gives [`Control::local_fault`] the alerter; the first call wins.
+    pub fn set_alerter(&self, alerts: Arc<Alerter>) {
+        let _first_one_kept = self.alerts.set(alerts);
+    }
+
+    /// This machine ran out of `fault` while `during` (a probe of or an exchange with
+    /// `master`). SPEC section 8: the master's health is left alone; a critical
+    /// `local_resource_exhausted` alert is raised (the alerter folds repeats). Cheap and
+    /// never blocks: called from the request path.
+    pub fn local_fault(&self, fault: LocalFault, master: &str, during: &str, detail: &str) {
+        let message = format!(
+            "this proxy is out of {} ({detail}) during {during} of {master}; \
+             masters are not blamed for it",
+            fault.what()
+        );
+        match self.alerts.get() {
+            Some(alerts) => {
+                alerts.raise(
+                    Severity::Critical,
+                    "local_resource_exhausted",
+                    None,
+                    message,
+                );
+            }
+            None => tracing::error!(kind = "local_resource_exhausted", "{message}"),
+        }
     }
 
     /// The receiving end of [`Control::eject`], for the one failover controller.
