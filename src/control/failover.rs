@@ -305,7 +305,7 @@ impl Controller {
             Err(ProbeError::Local(fault, why)) => {
                 // Not the master's doing: its machine sees nothing.
                 self.control
-                    .local_fault(fault, &report.master, "a health probe", &why);
+                    .local_fault(fault, &report.master, "a health probe of", &why);
                 return;
             }
         };

@@ -131,13 +131,13 @@ impl Control {
         let _first_one_kept = self.alerts.set(alerts);
     }
 
-    /// This machine ran out of `fault` while `during` (a probe of or an exchange with
-    /// `master`). SPEC section 8: the master's health is left alone; a critical
+    /// This machine ran out of `fault` during `during` `master` ("a health probe of",
+    /// "an exchange with"). SPEC section 8: the master's health is left alone; a critical
     /// `local_resource_exhausted` alert is raised (the alerter folds repeats). Cheap and
     /// never blocks: called from the request path.
     pub fn local_fault(&self, fault: LocalFault, master: &str, during: &str, detail: &str) {
         let message = format!(
-            "this proxy is out of {} ({detail}) during {during} of {master}; \
+            "this proxy is out of {} ({detail}) during {during} {master}; \
              masters are not blamed for it",
             fault.what()
         );

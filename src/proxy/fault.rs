@@ -21,7 +21,7 @@ impl Proxy {
     ) -> bool {
         if let UpstreamError::Local(fault, detail) = err {
             self.control
-                .local_fault(*fault, master.id(), "an exchange", detail);
+                .local_fault(*fault, master.id(), "an exchange with", detail);
             return false;
         }
         let failures = master.stats.record_failure(text);
