@@ -39,6 +39,75 @@ pub enum PoolError {
     Handshake(String, hyper::Error),
 }
 
+impl PoolError {
+    /// The resource of this machine that ran out, when that is why no connection
+    /// could be made (the peer is then not to blame).
+    pub fn local_fault(&self) -> Option<LocalFault> {
+        match self {
+            Self::Connect(_, e) => LocalFault::of(e),
+            Self::ConnectTimeout(_) | Self::Handshake(..) => None,
+        }
+    }
+}
+
+/// A resource of this machine that ran out: a socket could not be made or bound
+/// whatever the peer. SPEC section 8: never counted against a master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalFault {
+    /// EMFILE (this process) or ENFILE (the whole system).
+    FileDescriptors,
+    /// ENOMEM, or ENOBUFS (no socket buffer space).
+    Memory,
+    /// EADDRNOTAVAIL: no ephemeral port left to connect from.
+    Ports,
+}
+
+/// Linux errno values (the same on every Linux architecture the project builds for).
+#[cfg(target_os = "linux")]
+mod errno {
+    pub const ENOMEM: i32 = 12;
+    pub const ENFILE: i32 = 23;
+    pub const EMFILE: i32 = 24;
+    pub const EADDRNOTAVAIL: i32 = 99;
+    pub const ENOBUFS: i32 = 105;
+}
+
+/// The BSD values (macOS, FreeBSD).
+#[cfg(not(target_os = "linux"))]
+mod errno {
+    pub const ENOMEM: i32 = 12;
+    pub const ENFILE: i32 = 23;
+    pub const EMFILE: i32 = 24;
+    pub const EADDRNOTAVAIL: i32 = 49;
+    pub const ENOBUFS: i32 = 55;
+}
+
+impl LocalFault {
+    /// Classifies the error of a `socket`/`connect` call.
+    pub fn of(e: &std::io::Error) -> Option<LocalFault> {
+        match e.raw_os_error() {
+            Some(errno::EMFILE | errno::ENFILE) => Some(Self::FileDescriptors),
+            Some(errno::ENOMEM | errno::ENOBUFS) => Some(Self::Memory),
+            Some(errno::EADDRNOTAVAIL) => Some(Self::Ports),
+            Some(_) => None,
+            None => match e.kind() {
+                std::io::ErrorKind::OutOfMemory => Some(Self::Memory),
+                std::io::ErrorKind::AddrNotAvailable => Some(Self::Ports),
+                _ => None,
+            },
+        }
+    }
+
+    /// What ran out, for messages.
+    pub fn what(self) -> &'static str {
+        match self {
+            Self::FileDescriptors => "file descriptors",
+            Self::Memory => "memory or socket buffers",
+            Self::Ports => "local ports",
+        }
+    }
+}
+
 /// Why [`ConnPool::send`] got no response.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -163,4 +232,57 @@ pub async fn connect(authority: &str) -> Result<SendRequest<Body>, PoolError> {
         }
     });
     Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn local_faults_are_told_from_the_peers() {
+        let os = Error::from_raw_os_error;
+        assert_eq!(
+            LocalFault::of(&os(errno::EMFILE)),
+            Some(LocalFault::FileDescriptors)
+        );
+        assert_eq!(
+            LocalFault::of(&os(errno::ENFILE)),
+            Some(LocalFault::FileDescriptors)
+        );
+        assert_eq!(LocalFault::of(&os(errno::ENOMEM)), Some(LocalFault::Memory));
+        assert_eq!(
+            LocalFault::of(&os(errno::ENOBUFS)),
+            Some(LocalFault::Memory)
+        );
+        assert_eq!(
+            LocalFault::of(&os(errno::EADDRNOTAVAIL)),
+            Some(LocalFault::Ports)
+        );
+        assert_eq!(
+            LocalFault::of(&Error::from(ErrorKind::OutOfMemory)),
+            Some(LocalFault::Memory)
+        );
+        // The peer's doing: refused, reset, unreachable, timed out.
+        for e in [
+            Error::from(ErrorKind::ConnectionRefused),
+            Error::from(ErrorKind::ConnectionReset),
+            Error::from(ErrorKind::TimedOut),
+            os(111),
+            os(113),
+        ] {
+            assert_eq!(LocalFault::of(&e), None, "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_not_a_local_fault() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let Err(e) = connect(&addr).await else {
+            panic!("connected to a closed port");
+        };
+        assert_eq!(e.local_fault(), None, "{e}");
+    }
 }

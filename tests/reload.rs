@@ -169,3 +169,75 @@ async fn sighup_reloads_and_keeps_admin_state() {
     let (_, h, _) = http.post(&sy.messages(), MESSAGE).await;
     assert_eq!(header(&h, "x-switchyard-master"), "b");
 }
+
+#[tokio::test]
+async fn start_only_keys_keep_their_running_values() {
+    let a = Mock::start("a", &[]);
+    let sy = Switchyard::start(&masters_toml(&[(&a, "")]));
+    let good = sy.config_text();
+    let http = Http::new();
+
+    // The queue cannot move, nor the listeners: those keys keep their running values,
+    // the rest (the weight) is applied, and the reload says what needs a restart.
+    let changed =
+        good.replace(
+            "listen = \"127.0.0.1:0\"\nadmin_listen",
+            "listen = \"127.0.0.1:1\"\nadmin_listen",
+        )
+        .replace(
+            "[[masters]]",
+            "[queue]\npath = \"elsewhere/queue\"\n\n[[masters]]",
+        ) + "weight = 3\n";
+    assert_ne!(changed, good);
+    std::fs::write(&sy.config_path, &changed).unwrap();
+    let (st, _, body) = http.post(&format!("{}/admin/reload", sy.admin), "").await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["config_version"], 2);
+    let h = health(&http, &sy).await;
+    let note = h["last_reload_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    for key in ["queue.path", "server.listen"] {
+        assert!(
+            note.contains(&format!("{key} changed: needs a restart")),
+            "{key} not in {h}"
+        );
+    }
+    assert!(!note.contains("admin_listen"), "{note}");
+    sy.proc.wait_line(
+        "queue.path changed: needs a restart",
+        Duration::from_secs(10),
+    );
+    assert_eq!(status_of(&http, &sy, "a").await["weight"], 3.0);
+
+    // Still served where it was, and the queue still works where it was.
+    let (st, _, body) = http
+        .post_with(&sy.messages(), MESSAGE, &[("prefer", "respond-async")])
+        .await;
+    assert_eq!(st, 202);
+    let id = json(&body)["id"].as_str().unwrap().to_string();
+    until_status(&http, &sy, &id, "delivered", Duration::from_secs(10)).await;
+    assert!(sy.dir.path().join("data/queue").exists());
+    assert!(!sy.dir.path().join("elsewhere").exists());
+
+    // The same file again: still said (the value is still not applied).
+    let (st, _, _) = http.post(&format!("{}/admin/reload", sy.admin), "").await;
+    assert_eq!(st, 200);
+    let h = health(&http, &sy).await;
+    assert!(
+        h["last_reload_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("queue.path"),
+        "{h}"
+    );
+
+    // Back to the running values: nothing to say any more.
+    std::fs::write(&sy.config_path, &good).unwrap();
+    let (st, _, _) = http.post(&format!("{}/admin/reload", sy.admin), "").await;
+    assert_eq!(st, 200);
+    let h = health(&http, &sy).await;
+    assert_eq!(h["last_reload_error"], serde_json::Value::Null, "{h}");
+    assert_eq!(status_of(&http, &sy, "a").await["weight"], 1.0);
+}

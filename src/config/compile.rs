@@ -1,5 +1,6 @@
 //! Stage two: raw values to a checked [`Config`], collecting every error with its path.
 
+use super::bounds::*;
 use super::raw::{RawConfig, RawMaster};
 use super::*;
 use serde::Deserialize;
@@ -87,12 +88,24 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
             errs.push("server.admin_listen", "must differ from server.listen");
         }
     }
-    errs.positive("server.max_body_bytes", raw.server.max_body_bytes);
-    errs.positive("server.request_timeout_ms", raw.server.request_timeout_ms);
-    errs.positive("server.read_timeout_ms", raw.server.read_timeout_ms);
-    errs.positive("server.idle_timeout_ms", raw.server.idle_timeout_ms);
-    errs.positive("server.max_connections", raw.server.max_connections);
-    errs.positive("server.max_key_bytes", raw.server.max_key_bytes);
+    let sv = &raw.server;
+    errs.within(
+        "server.max_body_bytes",
+        sv.max_body_bytes,
+        1,
+        MAX_BODY_BYTES,
+    );
+    errs.duration("server.request_timeout_ms", sv.request_timeout_ms, 1);
+    errs.duration("server.read_timeout_ms", sv.read_timeout_ms, 1);
+    errs.duration("server.idle_timeout_ms", sv.idle_timeout_ms, 1);
+    errs.within(
+        "server.max_connections",
+        sv.max_connections,
+        1,
+        MAX_CONNECTIONS,
+    );
+    errs.within("server.max_key_bytes", sv.max_key_bytes, 1, MAX_KEY_BYTES);
+    errs.length("server.admin_token", &sv.admin_token, MAX_TOKEN_BYTES);
 
     let strategy = match raw.routing.strategy.as_str() {
         "round_robin" => Some(StrategyKind::RoundRobin),
@@ -101,20 +114,44 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
         "region" => Some(StrategyKind::Region),
         other => errs.fail(
             "routing.strategy",
-            format!("unknown strategy `{other}`: expected round_robin, weighted_priority, least_loaded or region"),
+            format!(
+                "unknown strategy `{}`: expected round_robin, weighted_priority, least_loaded or region",
+                shown(other)
+            ),
         ),
     };
     let region_header = errs.header_name("routing.region_header", &raw.routing.region_header);
     let key_header = errs.header_name("routing.key_header", &raw.routing.key_header);
     let region_field = errs.pointer("routing.region_field", &raw.routing.region_field);
     let key_field = errs.pointer("routing.key_field", &raw.routing.key_field);
+    errs.within(
+        "routing.retry_attempts",
+        raw.routing.retry_attempts.into(),
+        0,
+        MAX_RETRY_ATTEMPTS,
+    );
 
     let h = &raw.health;
-    errs.positive("health.interval_ms", h.interval_ms);
-    errs.positive("health.timeout_ms", h.timeout_ms);
-    errs.positive("health.healthy_threshold", h.healthy_threshold.into());
-    errs.positive("health.unhealthy_threshold", h.unhealthy_threshold.into());
-    errs.positive("health.passive_failures", h.passive_failures.into());
+    errs.duration("health.interval_ms", h.interval_ms, 1);
+    errs.duration("health.timeout_ms", h.timeout_ms, 1);
+    errs.within(
+        "health.healthy_threshold",
+        h.healthy_threshold.into(),
+        1,
+        MAX_THRESHOLD,
+    );
+    errs.within(
+        "health.unhealthy_threshold",
+        h.unhealthy_threshold.into(),
+        1,
+        MAX_THRESHOLD,
+    );
+    errs.within(
+        "health.passive_failures",
+        h.passive_failures.into(),
+        1,
+        MAX_THRESHOLD,
+    );
 
     let f = &raw.failover;
     let failback = match f.failback.as_str() {
@@ -122,10 +159,19 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
         "manual" => Some(Failback::Manual),
         other => errs.fail(
             "failover.failback",
-            format!("unknown value `{other}`: expected auto or manual"),
+            format!("unknown value `{}`: expected auto or manual", shown(other)),
         ),
     };
-    errs.positive("failover.breaker_window_ms", f.breaker_window_ms);
+    errs.duration("failover.recovery_wait_ms", f.recovery_wait_ms, 0);
+    errs.duration("failover.failback_delay_ms", f.failback_delay_ms, 0);
+    errs.duration("failover.slow_start_ms", f.slow_start_ms, 0);
+    errs.within(
+        "failover.max_failovers",
+        f.max_failovers.into(),
+        0,
+        MAX_FAILOVERS,
+    );
+    errs.duration("failover.breaker_window_ms", f.breaker_window_ms, 1);
 
     let q = &raw.queue;
     let when_unavailable = match q.when_unavailable.as_str() {
@@ -133,17 +179,22 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
         "reject" => Some(WhenUnavailable::Reject),
         other => errs.fail(
             "queue.when_unavailable",
-            format!("unknown value `{other}`: expected queue or reject"),
+            format!("unknown value `{}`: expected queue or reject", shown(other)),
         ),
     };
     if q.path.trim().is_empty() {
         errs.push("queue.path", "must not be empty");
+    } else if q.path.contains('\0') {
+        errs.push("queue.path", "must not contain a NUL character");
+    } else {
+        errs.length("queue.path", &q.path, MAX_PATH_BYTES);
     }
-    errs.positive("queue.max_messages", q.max_messages);
-    errs.positive("queue.max_attempts", q.max_attempts.into());
-    errs.positive("queue.backoff_initial_ms", q.backoff_initial_ms);
-    errs.positive("queue.ttl_ms", q.ttl_ms);
-    errs.positive("queue.idempotency_window_ms", q.idempotency_window_ms);
+    errs.within("queue.max_messages", q.max_messages, 1, MAX_QUEUED);
+    errs.within("queue.max_attempts", q.max_attempts.into(), 1, MAX_ATTEMPTS);
+    errs.duration("queue.backoff_initial_ms", q.backoff_initial_ms, 1);
+    errs.duration("queue.backoff_max_ms", q.backoff_max_ms, 1);
+    errs.duration("queue.ttl_ms", q.ttl_ms, 1);
+    errs.duration("queue.idempotency_window_ms", q.idempotency_window_ms, 1);
     if q.backoff_max_ms < q.backoff_initial_ms {
         errs.push(
             "queue.backoff_max_ms",
@@ -157,6 +208,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
     } else {
         errs.http_url("alerts.webhook_url", &a.webhook_url)
     };
+    errs.within("alerts.queue_warning", a.queue_warning, 0, MAX_QUEUED);
     if !(a.imbalance_warning > 0.0 && a.imbalance_warning <= 1.0) {
         errs.push(
             "alerts.imbalance_warning",
@@ -245,6 +297,11 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
 fn compile_masters(raw: &[RawMaster], errs: &mut Errors) -> Vec<Arc<MasterConfig>> {
     if raw.is_empty() {
         errs.push("masters", "at least one [[masters]] entry is required");
+    } else if raw.len() > MAX_MASTERS {
+        errs.push(
+            "masters",
+            format!("at most {MAX_MASTERS} [[masters]] entries are allowed"),
+        );
     }
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(raw.len());
@@ -254,7 +311,10 @@ fn compile_masters(raw: &[RawMaster], errs: &mut Errors) -> Vec<Arc<MasterConfig
             None => errs.fail(&at("id"), "is required"),
             Some(id) if !valid_id(id) => errs.fail(
                 &at("id"),
-                format!("`{id}` is not a valid id: use 1 to 64 of A-Z a-z 0-9 _ . -"),
+                format!(
+                    "`{}` is not a valid id: use 1 to 64 of A-Z a-z 0-9 _ . -",
+                    shown(id)
+                ),
             ),
             Some(id) if !seen.insert(id.clone()) => {
                 errs.fail(&at("id"), format!("duplicate master id `{id}`"))
@@ -276,19 +336,32 @@ fn compile_masters(raw: &[RawMaster], errs: &mut Errors) -> Vec<Arc<MasterConfig
             "standby" => Some(Role::Standby),
             other => errs.fail(
                 &at("role"),
-                format!("unknown role `{other}`: expected primary, secondary or standby"),
+                format!(
+                    "unknown role `{}`: expected primary, secondary or standby",
+                    shown(other)
+                ),
             ),
         };
-        if !(m.weight.is_finite() && m.weight > 0.0) {
-            errs.push(&at("weight"), "must be a positive number");
-        }
-        if m.priority == 0 {
+        if !(m.weight.is_finite() && m.weight > 0.0 && m.weight <= MAX_WEIGHT) {
             errs.push(
-                &at("priority"),
-                "must be 1 or more (1 is the most preferred)",
+                &at("weight"),
+                format!("must be a positive number up to {MAX_WEIGHT}"),
             );
         }
-        let mut headers = Vec::with_capacity(m.headers.len());
+        if !(1..=MAX_PRIORITY).contains(&m.priority) {
+            errs.push(
+                &at("priority"),
+                format!("must be between 1 and {MAX_PRIORITY} (1 is the most preferred)"),
+            );
+        }
+        errs.length(&at("region"), &m.region, MAX_REGION_BYTES);
+        if m.headers.len() > MAX_HEADERS {
+            errs.push(
+                &at("headers"),
+                format!("at most {MAX_HEADERS} headers are allowed"),
+            );
+        }
+        let mut headers = Vec::with_capacity(m.headers.len().min(MAX_HEADERS));
         for (name, value) in &m.headers {
             let path = format!("masters[{i}].headers.{name}");
             let Some(name) = errs.header_name(&path, name) else {
@@ -366,9 +439,31 @@ impl Errors {
         None
     }
 
-    fn positive(&mut self, path: &str, v: u64) {
-        if v == 0 {
-            self.push(path, "must be greater than 0");
+    /// `v` must lie in `min..=max`.
+    fn within(&mut self, path: &str, v: u64, min: u64, max: u64) {
+        if v < min || v > max {
+            self.push(
+                path,
+                format!("{v} is out of range: must be between {min} and {max}"),
+            );
+        }
+    }
+
+    /// A `*_ms` key: at least `min`, at most 7 days.
+    fn duration(&mut self, path: &str, v: u64, min: u64) {
+        if v < min {
+            self.push(path, format!("must be at least {min}"));
+        } else if v > MAX_DURATION_MS {
+            self.push(
+                path,
+                format!("{v} is out of range: at most {MAX_DURATION_MS} (7 days)"),
+            );
+        }
+    }
+
+    fn length(&mut self, path: &str, v: &str, max: usize) {
+        if v.len() > max {
+            self.push(path, format!("is {} bytes long: at most {max}", v.len()));
         }
     }
 
@@ -377,7 +472,7 @@ impl Errors {
             Ok(a) => Some(a),
             Err(_) => self.fail(
                 path,
-                format!("`{v}` is not a socket address like 127.0.0.1:8080"),
+                format!("`{}` is not a socket address like 127.0.0.1:8080", shown(v)),
             ),
         }
     }
@@ -385,7 +480,10 @@ impl Errors {
     fn header_name(&mut self, path: &str, v: &str) -> Option<HeaderName> {
         match HeaderName::from_bytes(v.as_bytes()) {
             Ok(h) => Some(h),
-            Err(_) => self.fail(path, format!("`{v}` is not a valid HTTP header name")),
+            Err(_) => self.fail(
+                path,
+                format!("`{}` is not a valid HTTP header name", shown(v)),
+            ),
         }
     }
 
@@ -398,15 +496,24 @@ impl Errors {
         } else {
             self.fail(
                 path,
-                format!("`{v}` is not a JSON pointer: it must start with `/`, as in \"/to\""),
+                format!(
+                    "`{}` is not a JSON pointer: it must start with `/`, as in \"/to\"",
+                    shown(v)
+                ),
             )
         }
     }
 
     fn http_url(&mut self, path: &str, v: &str) -> Option<Uri> {
+        if v.len() > MAX_URL_BYTES {
+            return self.fail(
+                path,
+                format!("is {} bytes long: at most {MAX_URL_BYTES}", v.len()),
+            );
+        }
         let parsed = match url::Url::parse(v) {
             Ok(u) => u,
-            Err(e) => return self.fail(path, format!("`{v}` is not a valid URL: {e}")),
+            Err(e) => return self.fail(path, format!("`{}` is not a valid URL: {e}", shown(v))),
         };
         match parsed.scheme() {
             "http" => {}
@@ -419,11 +526,11 @@ impl Errors {
             other => return self.fail(path, format!("scheme `{other}` is not supported: use http")),
         }
         if parsed.host_str().is_none_or(str::is_empty) {
-            return self.fail(path, format!("`{v}` has no host"));
+            return self.fail(path, format!("`{}` has no host", shown(v)));
         }
         match parsed.as_str().parse::<Uri>() {
             Ok(u) => Some(u),
-            Err(e) => self.fail(path, format!("`{v}` is not a valid URI: {e}")),
+            Err(e) => self.fail(path, format!("`{}` is not a valid URI: {e}", shown(v))),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! path. Nothing outside this module sees raw values. Reloading lives in
 //! `crate::control::reload`; this module only parses and validates.
 
+pub mod bounds;
 mod compile;
 mod env;
 pub mod raw;

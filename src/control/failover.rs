@@ -11,7 +11,7 @@ use crate::alerts::{Alerter, Severity};
 use crate::audit::{EventKind, NewEvent};
 use crate::config::{Config, Failback, MasterConfig, Role};
 use crate::health::machine::{slow_start, Machine, Settings, Signal, Transition};
-use crate::health::probe::{self, Report};
+use crate::health::probe::{self, ProbeError, Report};
 use crate::health::HealthState;
 use crate::server::Shutdown;
 use crate::util::rfc3339;
@@ -228,6 +228,7 @@ impl Controller {
         now: Instant,
     ) -> Controller {
         let config = control.table().config.clone();
+        control.set_alerter(alerts.clone());
         let mut c = Controller {
             settings: settings(&config),
             control,
@@ -316,7 +317,13 @@ impl Controller {
     fn on_probe(&mut self, report: Report, now: Instant) {
         let signal = match report.result {
             Ok(()) => Signal::ProbePass,
-            Err(why) => Signal::ProbeFail(why),
+            Err(ProbeError::Failed(why)) => Signal::ProbeFail(why),
+            Err(ProbeError::Local(fault, why)) => {
+                // Not the master's doing: its machine sees nothing.
+                self.control
+                    .local_fault(fault, &report.master, "a health probe of", &why);
+                return;
+            }
         };
         self.signal(&report.master, signal, now);
     }

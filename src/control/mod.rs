@@ -10,15 +10,17 @@
 pub mod failover;
 pub mod reload;
 
+use crate::alerts::{Alerter, Severity};
 use crate::config::{Config, MasterConfig};
 use crate::health::HealthState;
+use crate::pool::LocalFault;
 use crate::routing::stats::StatsRegistry;
 use crate::routing::{AdminState, MasterInput, RoutingTable};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use rand::SeedableRng;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
 
@@ -77,6 +79,8 @@ pub struct Control {
     pub audit: Arc<crate::audit::AuditLog>,
     ejections: mpsc::UnboundedSender<Ejection>,
     ejected: Mutex<Option<mpsc::UnboundedReceiver<Ejection>>>,
+    /// Where [`Control::local_fault`] raises its alert; set by the failover controller.
+    alerts: OnceLock<Arc<Alerter>>,
 }
 
 /// An admin command named a master the config does not have.
@@ -112,6 +116,7 @@ impl Control {
             audit,
             ejections,
             ejected: Mutex::new(Some(ejected)),
+            alerts: OnceLock::new(),
         }
     }
 
@@ -119,6 +124,34 @@ impl Control {
     /// and never blocks: called from the request path, once per threshold crossing.
     pub fn eject(&self, master: Arc<str>, reason: String) {
         let _controller_gone_at_shutdown = self.ejections.send(Ejection { master, reason });
+    }
+
+    /// Gives [`Control::local_fault`] the alerter; the first call wins.
+    pub fn set_alerter(&self, alerts: Arc<Alerter>) {
+        let _first_one_kept = self.alerts.set(alerts);
+    }
+
+    /// This machine ran out of `fault` during `during` `master` ("a health probe of",
+    /// "an exchange with"). SPEC section 8: the master's health is left alone; a critical
+    /// `local_resource_exhausted` alert is raised (the alerter folds repeats). Cheap and
+    /// never blocks: called from the request path.
+    pub fn local_fault(&self, fault: LocalFault, master: &str, during: &str, detail: &str) {
+        let message = format!(
+            "this proxy is out of {} ({detail}) during {during} {master}; \
+             masters are not blamed for it",
+            fault.what()
+        );
+        match self.alerts.get() {
+            Some(alerts) => {
+                alerts.raise(
+                    Severity::Critical,
+                    "local_resource_exhausted",
+                    None,
+                    message,
+                );
+            }
+            None => tracing::error!(kind = "local_resource_exhausted", "{message}"),
+        }
     }
 
     /// The receiving end of [`Control::eject`], for the one failover controller.
@@ -197,18 +230,23 @@ impl Control {
     /// Masters whose id is unchanged keep their state and counters. Returns the config
     /// version now in force and whether this call changed it (decided under the writer
     /// lock, so of two reloads of one change at once, one reports it).
-    pub fn apply_config(&self, config: Config, hash: u64) -> (u64, bool) {
+    ///
+    /// Keys read only at start (see [`reload::keep_start_only`]) keep their running
+    /// values; a change of one is logged and shown as `/health`'s `last_reload_error`
+    /// until the file no longer asks for it.
+    pub fn apply_config(&self, mut config: Config, hash: u64) -> (u64, bool) {
         let mut w = self.lock();
-        self.last_reload_error.store(None);
+        let kept = reload::keep_start_only(&w.config, &mut config);
+        for note in &kept {
+            tracing::warn!(key = note.key, "{note}");
+        }
+        let note = (!kept.is_empty()).then(|| {
+            let notes: Vec<String> = kept.iter().map(ToString::to_string).collect();
+            Arc::new(notes.join("; "))
+        });
+        self.last_reload_error.store(note);
         if hash == w.config_hash {
             return (w.config_version, false);
-        }
-        if config.server.listen != w.config.server.listen
-            || config.server.admin_listen != w.config.server.admin_listen
-        {
-            tracing::warn!(
-                "a change of server.listen or server.admin_listen takes effect at the next restart"
-            );
         }
         w.config = Arc::new(config);
         w.config_hash = hash;

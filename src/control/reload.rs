@@ -57,6 +57,52 @@ pub fn reload(control: &Control, trigger: &'static str) -> Result<u64, ConfigErr
     }
 }
 
+/// A key read only at start whose new value a reload did not apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeedsRestart {
+    pub key: &'static str,
+}
+
+impl std::fmt::Display for NeedsRestart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} changed: needs a restart; the running value is kept",
+            self.key
+        )
+    }
+}
+
+/// Puts the running values of the keys read only at start back into `new`: the
+/// listeners (`server.listen`, `server.admin_listen`) are bound once, and the queue
+/// (`queue.enabled`, `queue.path`, which also places the audit trail, and
+/// `queue.max_messages`) is opened once, its delivery task started once. Returns the keys whose value the file changed.
+pub fn keep_start_only(running: &Config, new: &mut Config) -> Vec<NeedsRestart> {
+    let mut kept = Vec::new();
+    let mut keep = |key: &'static str, changed: bool| {
+        if changed {
+            kept.push(NeedsRestart { key });
+        }
+    };
+    keep("server.listen", new.server.listen != running.server.listen);
+    new.server.listen = running.server.listen;
+    keep(
+        "server.admin_listen",
+        new.server.admin_listen != running.server.admin_listen,
+    );
+    new.server.admin_listen = running.server.admin_listen;
+    keep("queue.enabled", new.queue.enabled != running.queue.enabled);
+    new.queue.enabled = running.queue.enabled;
+    keep("queue.path", new.queue.path != running.queue.path);
+    new.queue.path.clone_from(&running.queue.path);
+    keep(
+        "queue.max_messages",
+        new.queue.max_messages != running.queue.max_messages,
+    );
+    new.queue.max_messages = running.queue.max_messages;
+    kept
+}
+
 /// Reloads on SIGHUP until shutdown.
 #[cfg(unix)]
 pub async fn on_sighup(control: Arc<Control>, mut shutdown: Shutdown) {

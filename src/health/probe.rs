@@ -2,9 +2,12 @@
 //! `interval_ms` (±10% jitter, so masters are not probed in lockstep) bounded by
 //! `timeout_ms`; any 2xx passes. Each check opens its own connection, so a probe sees
 //! what a new connection would (as HAProxy's checks do). Results go to the failover
-//! controller, which alone decides what they mean.
+//! controller, which alone decides what they mean. A check that fails for a reason
+//! of this machine's own (out of file descriptors, memory, ports) is reported as
+//! [`ProbeError::Local`], which says nothing about the master.
 
 use crate::config::Endpoint;
+use crate::pool::LocalFault;
 use crate::server::Body;
 use http::{header, Method, Request, Uri};
 use rand::Rng;
@@ -16,7 +19,19 @@ use tokio::sync::mpsc;
 #[derive(Debug)]
 pub struct Report {
     pub master: Arc<str>,
-    pub result: Result<(), String>,
+    pub result: Result<(), ProbeError>,
+}
+
+/// Why a check did not pass.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    /// The master's fault: no connection, no answer in time, a non-2xx answer.
+    #[error("{0}")]
+    Failed(String),
+    /// This machine's own (out of file descriptors, memory, ports): the check says
+    /// nothing about the master (SPEC section 8).
+    #[error("this proxy is out of {}: {}", .0.what(), .1)]
+    Local(LocalFault, String),
 }
 
 /// Checks forever, sending every result; ends when the receiver is gone.
@@ -29,6 +44,7 @@ pub async fn run(
 ) {
     let passed = metrics::counter!("switchyard_health_checks_total", "master" => master.to_string(), "result" => "pass");
     let failed = metrics::counter!("switchyard_health_checks_total", "master" => master.to_string(), "result" => "fail");
+    let local = metrics::counter!("switchyard_health_checks_total", "master" => master.to_string(), "result" => "local_error");
     // `compile` lets no health_url without a host through.
     let endpoint = Endpoint::of(&url);
     // The first check comes soon, spread a little across masters.
@@ -37,11 +53,12 @@ pub async fn run(
         tokio::time::sleep(wait).await;
         let result = match &endpoint {
             Some(endpoint) => check(endpoint, timeout).await,
-            None => Err(format!("health_url {url} has no host")),
+            None => Err(ProbeError::Failed(format!("health_url {url} has no host"))),
         };
         match &result {
             Ok(()) => passed.increment(1),
-            Err(_) => failed.increment(1),
+            Err(ProbeError::Failed(_)) => failed.increment(1),
+            Err(ProbeError::Local(..)) => local.increment(1),
         }
         let report = Report {
             master: master.clone(),
@@ -55,17 +72,23 @@ pub async fn run(
 }
 
 /// One `GET` of `endpoint` within `timeout`: `Ok` on 2xx, else why not.
-pub async fn check(endpoint: &Endpoint, timeout: Duration) -> Result<(), String> {
+pub async fn check(endpoint: &Endpoint, timeout: Duration) -> Result<(), ProbeError> {
     match tokio::time::timeout(timeout, get(endpoint)).await {
         Ok(result) => result,
-        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+        Err(_) => Err(ProbeError::Failed(format!(
+            "no answer within {} ms",
+            timeout.as_millis()
+        ))),
     }
 }
 
-async fn get(endpoint: &Endpoint) -> Result<(), String> {
+async fn get(endpoint: &Endpoint) -> Result<(), ProbeError> {
     let mut sender = crate::pool::connect(&endpoint.authority)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match e.local_fault() {
+            Some(fault) => ProbeError::Local(fault, e.to_string()),
+            None => ProbeError::Failed(e.to_string()),
+        })?;
     let mut req = Request::new(Body::default());
     *req.method_mut() = Method::GET;
     *req.uri_mut() = endpoint.path.clone();
@@ -76,10 +99,12 @@ async fn get(endpoint: &Endpoint) -> Result<(), String> {
         header::HeaderValue::from_static("close"),
     );
     let resp = sender.send_request(req).await;
-    let status = resp.map_err(|e| format!("request failed: {e}"))?.status();
+    let status = resp
+        .map_err(|e| ProbeError::Failed(format!("request failed: {e}")))?
+        .status();
     if status.is_success() {
         Ok(())
     } else {
-        Err(format!("answered {status}"))
+        Err(ProbeError::Failed(format!("answered {status}")))
     }
 }

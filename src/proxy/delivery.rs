@@ -154,12 +154,12 @@ async fn attempt(proxy: &Proxy, queue: &Arc<Queue>, record: Record) -> Result<()
         Err(e) => {
             stats.metrics.request(e.outcome());
             let error = format!("{}: {e}", master.id());
-            let failures = stats.record_failure(error.clone());
-            proxy.passive_check(master, failures);
+            // A local fault was no real attempt: it counts only against the TTL.
+            let attempted = proxy.count_failure(master, &e, error.clone());
             if !matches!(e, UpstreamError::Status(_)) {
                 tracing::debug!(master = master.id(), error = %e, "queued delivery failed");
             }
-            queue.failed(record, error, true, &config.queue).await
+            queue.failed(record, error, attempted, &config.queue).await
         }
     }
 }

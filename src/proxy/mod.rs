@@ -8,6 +8,7 @@
 //! May call: `control` (to load the table), `routing`, `queue`, `telemetry`, `reply`.
 
 pub mod delivery;
+mod fault;
 pub mod hints;
 pub mod idempotency;
 pub mod upstream;
@@ -296,8 +297,7 @@ impl Proxy {
                     stats.metrics.request(e.outcome());
                     let text = e.to_string();
                     tracing::warn!(master = master.id(), message_id = id, error = %text, "exchange with master failed");
-                    let failures = stats.record_failure(text.clone());
-                    self.passive_check(master, failures);
+                    self.count_failure(master, &e, text.clone());
                     last_error = Some(format!("{}: {text}", master.id()));
                 }
             }

@@ -2,7 +2,7 @@
 //! SPEC section 4 defines retryable failures.
 
 use crate::config::MasterConfig;
-use crate::pool::{ConnPool, SendError};
+use crate::pool::{ConnPool, LocalFault, SendError};
 use crate::server::Body;
 use crate::util::error_chain;
 use bytes::Bytes;
@@ -30,6 +30,10 @@ pub enum UpstreamError {
     /// 429, 502, 503 or 504.
     #[error("master answered {}", .0.status)]
     Status(Answer),
+    /// This machine ran out of a resource before anything was sent: the master is not
+    /// to blame (SPEC section 8).
+    #[error("this proxy is out of {}: {}", .0.what(), .1)]
+    Local(LocalFault, String),
 }
 
 impl UpstreamError {
@@ -40,6 +44,7 @@ impl UpstreamError {
             Self::Timeout(_) => Outcome::Timeout,
             Self::Io(_) => Outcome::IoError,
             Self::Status(_) => Outcome::RetryableStatus,
+            Self::Local(..) => Outcome::LocalError,
         }
     }
 }
@@ -85,7 +90,10 @@ pub async fn exchange(
             .send(&send.authority, build)
             .await
             .map_err(|e| match e {
-                SendError::Connect(e) => UpstreamError::Connect(error_chain(&e)),
+                SendError::Connect(e) => match e.local_fault() {
+                    Some(fault) => UpstreamError::Local(fault, error_chain(&e)),
+                    None => UpstreamError::Connect(error_chain(&e)),
+                },
                 SendError::Request(e) => UpstreamError::Io(error_chain(&e)),
             })?;
         let (parts, body) = resp.into_parts();

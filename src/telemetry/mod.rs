@@ -26,16 +26,20 @@ pub enum Outcome {
     ConnectError,
     /// The connection broke before a response.
     IoError,
+    /// This machine ran out of file descriptors, memory or ports: nothing was sent,
+    /// and the master is not blamed.
+    LocalError,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Success,
         Outcome::Rejected,
         Outcome::RetryableStatus,
         Outcome::Timeout,
         Outcome::ConnectError,
         Outcome::IoError,
+        Outcome::LocalError,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +50,7 @@ impl Outcome {
             Self::Timeout => "timeout",
             Self::ConnectError => "connect_error",
             Self::IoError => "io_error",
+            Self::LocalError => "local_error",
         }
     }
 }
@@ -53,7 +58,7 @@ impl Outcome {
 /// Pre-registered metric handles of one master.
 #[derive(Debug)]
 pub struct MasterMetrics {
-    requests: [Counter; 6],
+    requests: [Counter; Outcome::ALL.len()],
     pub duration: histogram::Histogram,
 }
 

@@ -58,7 +58,11 @@ impl Rig {
     }
 
     fn probe(&mut self, id: &str, ok: bool, secs: f64) {
-        let result = if ok { Ok(()) } else { Err("503".to_string()) };
+        let result = if ok {
+            Ok(())
+        } else {
+            Err(probe::ProbeError::Failed("503".to_string()))
+        };
         let report = Report {
             master: Arc::from(id),
             result,
@@ -330,4 +334,35 @@ async fn manual_failback_mode_keeps_the_standby_until_asked() {
     );
     r.command(Command::Failback("a".into()), 501.0).unwrap();
     assert!(r.entry("a").1 && !r.entry("s").2);
+}
+
+#[tokio::test]
+async fn probes_failing_for_local_reasons_leave_the_master_alone() {
+    let mut r = rig("");
+    let local = || {
+        Err(probe::ProbeError::Local(
+            crate::pool::LocalFault::FileDescriptors,
+            "Too many open files (os error 24)".to_string(),
+        ))
+    };
+    for i in 0..10 {
+        let now = r.at(f64::from(i));
+        r.c.on_probe(
+            Report {
+                master: Arc::from("a"),
+                result: local(),
+            },
+            now,
+        );
+        r.tick(f64::from(i) + 0.5);
+    }
+    r.tick(100.0);
+    let (state, eligible, _, _) = r.entry("a");
+    assert_eq!(state, HealthState::Healthy);
+    assert!(eligible);
+    assert!(!r.entry("s").2, "no failover");
+    assert!(r.kinds().is_empty(), "{:?}", r.kinds());
+    // A real failure still counts from where it was: one is not enough (threshold 2).
+    r.probe("a", false, 101.0);
+    assert_eq!(r.entry("a").0, HealthState::Healthy);
 }
