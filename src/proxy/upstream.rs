@@ -31,8 +31,9 @@ pub enum UpstreamError {
     #[error("master answered {}", .0.status)]
     Status(Answer),
     /// This machine ran out of a resource before anything was sent: the master is not
-    /// to blame (SPEC section 8).
-    #[error("this proxy is out of {}: {}", .0.what(), .1)]
+    /// to blame (SPEC section 8). The OS's text (`.1`) goes to the log and the alert,
+    /// not to a client.
+    #[error("this proxy is out of {}", .0.what())]
     Local(LocalFault, String),
 }
 
