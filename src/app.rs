@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::control::{reload, Control};
 use crate::proxy::Proxy;
 use crate::queue::Queue;
-use crate::server::{self, shutdown_pair, ShutdownTrigger};
+use crate::server::{self, shutdown_pair, Limits, ShutdownTrigger};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -86,16 +86,21 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
     });
     let mut tasks = JoinSet::new();
     tasks.spawn(webhook);
+    // Both listeners read their limits from the current config before each accept: a
+    // reload changes them for the connections accepted after it.
+    let limits = |control: Arc<Control>| move || Limits::of(&control.table().config.server);
     let p = proxy.clone();
-    tasks.spawn(server::serve(
+    tasks.spawn(server::serve_with(
         listener,
         move |req| p.clone().handle(req),
+        limits(control.clone()),
         shutdown.clone(),
         drain,
     ));
-    tasks.spawn(server::serve(
+    tasks.spawn(server::serve_with(
         admin_listener,
         move |req| admin.clone().handle(req),
+        limits(control.clone()),
         shutdown.clone(),
         drain,
     ));
