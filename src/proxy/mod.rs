@@ -7,6 +7,7 @@
 //!
 //! May call: `control` (to load the table), `routing`, `queue`, `telemetry`, `reply`.
 
+pub mod body;
 pub mod delivery;
 pub mod hints;
 pub mod idempotency;
@@ -20,7 +21,6 @@ use crate::reply;
 use crate::routing::stats::{InFlight, MasterStats};
 use crate::server::Body;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use idempotency::{Begin, Claim, MessageLog, StoredAnswer};
 use std::sync::Arc;
@@ -131,16 +131,11 @@ impl Proxy {
             return too_large(limit);
         }
         let (parts, body) = req.into_parts();
-        let body = match Limited::new(body, limit).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(limit),
-            Err(e) => {
-                return reply::error(
-                    StatusCode::BAD_REQUEST,
-                    "body_read_failed",
-                    format!("could not read the request body: {e}"),
-                )
-            }
+        let deadline = body::deadline(&parts.extensions, cfg.server.read_timeout);
+        let body = match body::read(body, declared, limit, deadline).await {
+            Ok(b) => b,
+            Err(body::BodyError::TooLarge) => return too_large(limit),
+            Err(e) => return e.into_response(),
         };
         let hints = match hints::extract(&cfg.routing, &parts.headers, &body) {
             Ok(h) => h,
