@@ -115,6 +115,24 @@ impl Limits {
     }
 }
 
+/// The listen backlog of [`bind`]: where connections wait while `max_connections` are
+/// open (the kernel caps it at `net.core.somaxconn`). tokio's `TcpListener::bind` uses
+/// 128, which drops SYNs (a client retries after 1 s, then 3 s...) in any burst of new
+/// connections above that.
+pub const BACKLOG: u32 = 1024;
+
+/// Binds a listener with [`BACKLOG`] (and `SO_REUSEADDR`, as tokio does).
+pub fn bind(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 /// The instant by which a request's body must have arrived, put in every request's
 /// extensions by [`serve`]: the request's first byte (the accept, for a connection's
 /// first request) plus `read_timeout`.
