@@ -172,16 +172,16 @@ pub async fn serve_with<H, F, L>(
     let open = Arc::new(Slots::default());
     let mut errors = AcceptErrors::default();
     'accept: loop {
-        let mut now = limits();
+        let mut current = limits();
         // At the cap, accept nothing: new connections wait in the listen backlog.
-        while open.count.load(Relaxed) >= now.max_connections {
+        while open.count.load(Relaxed) >= current.max_connections {
             tokio::select! {
                 _ = open.freed.notified() => {}
                 // A reload may have raised the cap.
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = shutdown.wait() => break 'accept,
             }
-            now = limits();
+            current = limits();
         }
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -207,7 +207,7 @@ pub async fn serve_with<H, F, L>(
         let service = {
             let handler = handler.clone();
             let clock = clock.clone();
-            let read_timeout = now.read_timeout;
+            let read_timeout = current.read_timeout;
             service_fn(move |mut req: Request<Incoming>| {
                 let started = clock.begin_request();
                 req.extensions_mut()
@@ -231,9 +231,8 @@ pub async fn serve_with<H, F, L>(
             .header_read_timeout(None)
             .serve_connection(TokioIo::new(io), service);
         let conn = graceful.watch(conn);
-        let limits = now;
         tokio::spawn(async move {
-            match watch_connection(conn, &clock, limits).await {
+            match watch_connection(conn, &clock, current).await {
                 Some(Ok(())) => {}
                 Some(Err(e)) => tracing::debug!(error = %e, "connection ended with an error"),
                 None => tracing::debug!("connection closed by its timeout"),
