@@ -246,3 +246,27 @@ async fn a_body_over_max_body_bytes_is_still_413() {
     assert_eq!(status, 200);
     assert_eq!(mock.received(&http).await, 1);
 }
+
+#[tokio::test]
+async fn a_reload_that_raises_max_connections_lets_a_waiting_one_in() {
+    let mock = Mock::start("m", &[]);
+    let sy = start(&mock, "max_connections = 1");
+    let mut first = connect(&sy).await;
+    first.write_all(QUICK_GET).await.unwrap();
+    let answer = read_answer(&mut first, Instant::now() + Duration::from_secs(5)).await;
+    assert!(answer.expect("served").starts_with("HTTP/1.1 404"));
+    let mut second = connect(&sy).await;
+    second.write_all(QUICK_GET).await.unwrap();
+    let early = read_answer(&mut second, Instant::now() + Duration::from_millis(700)).await;
+    assert!(early.is_none(), "served beyond the cap: {early:?}");
+    // The first stays open; raising the cap is enough.
+    sy.rewrite_config(
+        &sy.config_text()
+            .replace("max_connections = 1", "max_connections = 2"),
+    );
+    let answer = read_answer(&mut second, Instant::now() + Duration::from_secs(10)).await;
+    assert!(answer
+        .expect("served after the reload")
+        .starts_with("HTTP/1.1 404"));
+    drop(first);
+}
