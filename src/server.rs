@@ -140,7 +140,7 @@ pub fn bind(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
 pub struct ReadDeadline(pub Instant);
 
 /// `since + d`, or a year after `since` when that does not fit in an `Instant`.
-fn after(since: Instant, d: Duration) -> Instant {
+pub(crate) fn after(since: Instant, d: Duration) -> Instant {
     since
         .checked_add(d)
         .unwrap_or_else(|| since + Duration::from_secs(365 * 24 * 3600))

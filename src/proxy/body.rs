@@ -70,7 +70,7 @@ impl BodyError {
 pub fn deadline(extensions: &http::Extensions, read_timeout: Duration) -> Instant {
     match extensions.get::<ReadDeadline>() {
         Some(d) => d.0,
-        None => Instant::now() + read_timeout,
+        None => crate::server::after(Instant::now(), read_timeout),
     }
 }
 
