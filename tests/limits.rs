@@ -270,3 +270,36 @@ async fn a_reload_that_raises_max_connections_lets_a_waiting_one_in() {
         .starts_with("HTTP/1.1 404"));
     drop(first);
 }
+
+#[tokio::test]
+async fn the_admin_listener_has_the_same_limits() {
+    let mock = Mock::start("m", &[]);
+    let sy = start(&mock, "read_timeout_ms = 1000\nidle_timeout_ms = 1000");
+    let admin = sy.admin.trim_start_matches("http://").to_string();
+    // A slow head is cut with a 408.
+    let stream = TcpStream::connect(&admin).await.unwrap();
+    let started = Instant::now();
+    let (mut reader, mut writer) = stream.into_split();
+    writer.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
+    trickle(writer, b"x-slow: ".repeat(500), Duration::from_millis(100));
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout_at(
+        started + Duration::from_secs(1) + MARGIN,
+        reader.read_to_end(&mut got),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(closed.is_ok(), "still open: {text:?}");
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    // An idle kept-alive connection is closed.
+    let mut idle = TcpStream::connect(&admin).await.unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_answer(&mut idle, Instant::now() + Duration::from_secs(5)).await;
+    assert!(answer.expect("answered").starts_with("HTTP/1.1 200"));
+    let answered = Instant::now();
+    read_to_close(&mut idle, answered + Duration::from_secs(1) + MARGIN)
+        .await
+        .unwrap_or_else(|t| panic!("the idle admin connection is still open: {t:?}"));
+}
