@@ -7,13 +7,12 @@ use crate::config::Config;
 use crate::control::{reload, Control};
 use crate::proxy::Proxy;
 use crate::queue::Queue;
-use crate::server::{self, shutdown_pair, ShutdownTrigger};
+use crate::server::{self, shutdown_pair, Limits, ShutdownTrigger};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 /// A running proxy.
@@ -30,17 +29,14 @@ pub struct Running {
 /// Binds both listeners and starts serving. `path` is the file reloads read.
 pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::Result<Running> {
     let metrics = crate::telemetry::install();
-    let listener = TcpListener::bind(config.server.listen)
-        .await
+    let listener = server::bind(config.server.listen)
         .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
-    let admin_listener = TcpListener::bind(config.server.admin_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (server.admin_listen)",
-                config.server.admin_listen
-            )
-        })?;
+    let admin_listener = server::bind(config.server.admin_listen).with_context(|| {
+        format!(
+            "cannot listen on {} (server.admin_listen)",
+            config.server.admin_listen
+        )
+    })?;
     let listen = listener.local_addr()?;
     let admin_listen = admin_listener.local_addr()?;
     let drain = config.server.request_timeout + Duration::from_secs(1);
@@ -86,16 +82,21 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
     });
     let mut tasks = JoinSet::new();
     tasks.spawn(webhook);
+    // Both listeners read their limits from the current config before each accept: a
+    // reload changes them for the connections accepted after it.
+    let limits = |control: Arc<Control>| move || Limits::of(&control.table().config.server);
     let p = proxy.clone();
-    tasks.spawn(server::serve(
+    tasks.spawn(server::serve_with(
         listener,
         move |req| p.clone().handle(req),
+        limits(control.clone()),
         shutdown.clone(),
         drain,
     ));
-    tasks.spawn(server::serve(
+    tasks.spawn(server::serve_with(
         admin_listener,
         move |req| admin.clone().handle(req),
+        limits(control.clone()),
         shutdown.clone(),
         drain,
     ));

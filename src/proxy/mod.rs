@@ -7,6 +7,7 @@
 //!
 //! May call: `control` (to load the table), `routing`, `queue`, `telemetry`, `reply`.
 
+pub mod body;
 pub mod delivery;
 mod fault;
 pub mod hints;
@@ -21,7 +22,6 @@ use crate::reply;
 use crate::routing::stats::{InFlight, MasterStats};
 use crate::server::Body;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use idempotency::{Begin, Claim, MessageLog, StoredAnswer};
 use std::sync::Arc;
@@ -132,16 +132,11 @@ impl Proxy {
             return too_large(limit);
         }
         let (parts, body) = req.into_parts();
-        let body = match Limited::new(body, limit).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(limit),
-            Err(e) => {
-                return reply::error(
-                    StatusCode::BAD_REQUEST,
-                    "body_read_failed",
-                    format!("could not read the request body: {e}"),
-                )
-            }
+        let deadline = body::deadline(&parts.extensions, cfg.server.read_timeout);
+        let body = match body::read(body, declared, limit, deadline).await {
+            Ok(b) => b,
+            Err(body::BodyError::TooLarge) => return too_large(limit),
+            Err(e) => return e.into_response(),
         };
         let max_key = cfg.server.max_key_bytes;
         let checked =
