@@ -212,7 +212,7 @@ pub async fn serve_with<H, F, L>(
                 let started = clock.begin_request();
                 req.extensions_mut()
                     .insert(ReadDeadline(after(started, read_timeout)));
-                let fut = handler(req);
+                let fut = crate::reply::unless_panic(handler(req));
                 let clock = clock.clone();
                 async move {
                     let resp = fut.await;
