@@ -55,3 +55,16 @@ def wait_port(port, timeout=10):
         except OSError:
             time.sleep(0.02)
     sys.exit(f"nothing listens on port {port} after {timeout}s")
+
+
+def proc_status_kb(pid, field):
+    """A figure in kB from /proc/PID/status: `VmRSS` (resident now), `VmHWM` (peak)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+    return 0
+
+
+def rss_kb(pid):
+    return proc_status_kb(pid, "VmRSS")

@@ -32,17 +32,9 @@ import sys
 import tempfile
 import time
 
-from benchlib import BIN, free_port, wait_port
+from benchlib import BIN, free_port, rss_kb, wait_port
 
 BODY = '{"to": "+971500000001", "text": "hello"}'
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def fds(pid):

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 
-from benchlib import BIN, ROOT, free_port, parse_wrk, post_script, wait_port
+from benchlib import BIN, ROOT, free_port, parse_wrk, post_script, proc_status_kb, wait_port
 
 BODY = '{"to": "+971500000001", "text": "hello from the load test"}'
 TICK = os.sysconf("SC_CLK_TCK")
@@ -44,14 +44,6 @@ def cpu_ticks(pids):
 def process_tree(pid):
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
     return [pid] + [int(p) for p in out.split()]
-
-
-def peak_rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
 
 
 def run_wrk(port, path, args, script):
@@ -190,7 +182,7 @@ def main():
                 print(f"round {r + 1} {name:<10} {res['rps']:>9.0f} req/s  p50 {res['p50']:.2f} ms  "
                       f"p99 {res['p99']:.2f} ms  cpu {res['cpu_us']:.1f} us/req  non-2xx {res['non2xx']}"
                       f"{'  socket errors: ' + res['socket_errors'] if res['socket_errors'] else ''}", flush=True)
-        rss = peak_rss_kb(procs["switchyard"][0].pid) / 1024
+        rss = proc_status_kb(procs["switchyard"][0].pid, "VmHWM") / 1024
 
         med = {n: {k: statistics.median(x[k] for x in rs) for k in ("rps", "p50", "p99", "cpu_us")}
                for n, rs in results.items()}

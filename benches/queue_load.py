@@ -24,7 +24,6 @@ with the backlog against an empty start (targets: <= 2 s and <= +10 MB at 1,000,
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ import time
 import urllib.error
 import urllib.request
 
-from benchlib import BIN, free_port, parse_wrk, post_script, wait_port
+from benchlib import BIN, free_port, parse_wrk, post_script, rss_kb, wait_port
 
 BODY = '{"to": "+971500000001", "text": "hello"}'
 
@@ -99,11 +98,6 @@ def one_round(duration, scripts):
             p.kill()
             p.wait()
         subprocess.run(["rm", "-rf", data], check=False)
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
 
 
 def backlog_run(fill_seconds, scripts):

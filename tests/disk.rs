@@ -63,6 +63,29 @@ fn queue_on(disk: &SmallDisk, masters: &str) -> String {
     )
 }
 
+/// Sends an async message every 100 ms until one is accepted again (507s meanwhile,
+/// with clean bodies); its id. The disk must have room again.
+async fn accepted_again(http: &Http, sy: &Switchyard) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (code, h, body) = http
+            .post_with(&sy.messages(), "after", &[("prefer", "respond-async")])
+            .await;
+        if code == 202 {
+            return header(&h, "x-switchyard-message-id").to_string();
+        }
+        assert_eq!(code, 507);
+        assert_clean_507(&body);
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "still 507 after the disk grew: {}",
+                sy.proc.drain_lines().join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_full_disk_gives_507_loses_nothing_accepted_and_recovers_when_space_returns() {
     let disk = SmallDisk::mount("size=3m");
@@ -105,24 +128,7 @@ async fn a_full_disk_gives_507_loses_nothing_accepted_and_recovers_when_space_re
 
     // Space comes back: the queue takes messages again, without a restart.
     disk.remount("size=64m");
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let (code, h, _) = http
-            .post_with(&sy.messages(), "after", &[("prefer", "respond-async")])
-            .await;
-        if code == 202 {
-            accepted.insert(header(&h, "x-switchyard-message-id").to_string());
-            break;
-        }
-        assert_eq!(code, 507);
-        if std::time::Instant::now() > deadline {
-            panic!(
-                "still 507 after the disk grew: {}",
-                sy.proc.drain_lines().join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    accepted.insert(accepted_again(&http, &sy).await);
 
     // Every accepted message is delivered, and only those: a refused one left nothing.
     let (code, _, _) = http
@@ -219,25 +225,7 @@ async fn a_disk_that_fills_mid_run_delivers_every_accepted_message_exactly_once(
 
     // Space comes back: the queue takes messages again, without a restart.
     disk.remount("size=64m");
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let (code, h, body) = http
-            .post_with(&sy.messages(), "after", &[("prefer", "respond-async")])
-            .await;
-        if code == 202 {
-            accepted.insert(header(&h, "x-switchyard-message-id").to_string());
-            break;
-        }
-        assert_eq!(code, 507);
-        assert_clean_507(&body);
-        if std::time::Instant::now() > deadline {
-            panic!(
-                "still 507 after the disk grew: {}",
-                sy.proc.drain_lines().join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    accepted.insert(accepted_again(&http, &sy).await);
 
     // Every accepted message reaches the master once: none is lost, none goes twice.
     let queue = format!("{}/admin/queue", sy.admin);

@@ -26,7 +26,10 @@ async fn connect(sy: &Switchyard) -> TcpStream {
 
 /// Reads until the peer closes (EOF or reset) or `deadline`; `Err` with what was read
 /// so far when the deadline came first.
-async fn read_to_close(stream: &mut TcpStream, deadline: Instant) -> Result<String, String> {
+async fn read_to_close(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    deadline: Instant,
+) -> Result<String, String> {
     let mut got = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -44,19 +47,8 @@ async fn read_answer(stream: &mut TcpStream, deadline: Instant) -> Option<String
     let mut got = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        let text = String::from_utf8_lossy(&got).into_owned();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let length: usize = text[..end]
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .unwrap_or(0);
-            if got.len() >= end + 4 + length {
-                return Some(text);
-            }
+        if message_end(&got).is_some() {
+            return Some(String::from_utf8_lossy(&got).into_owned());
         }
         match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
             Ok(Ok(n)) if n > 0 => got.extend_from_slice(&chunk[..n]),
@@ -94,18 +86,10 @@ async fn a_trickled_body_gets_408_and_a_closed_connection() {
         .unwrap();
     // One byte per packet, far slower than 4096 bytes in a second.
     trickle(writer, vec![b' '; 4096], Duration::from_millis(100));
-    let mut got = Vec::new();
     let deadline = started + Duration::from_secs(1) + MARGIN;
-    let mut chunk = [0u8; 4096];
-    let closed = loop {
-        match tokio::time::timeout_at(deadline, reader.read(&mut chunk)).await {
-            Err(_) => break false,
-            Ok(Ok(0)) | Ok(Err(_)) => break true,
-            Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let text = String::from_utf8_lossy(&got);
-    assert!(closed, "still open after {:?}: {text:?}", started.elapsed());
+    let text = read_to_close(&mut reader, deadline)
+        .await
+        .unwrap_or_else(|t| panic!("still open after {:?}: {t:?}", started.elapsed()));
     assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
     assert!(
         text.to_ascii_lowercase().contains("connection: close"),
@@ -133,15 +117,10 @@ async fn a_slow_head_is_cut_and_an_empty_connection_closed() {
         .await
         .unwrap();
     trickle(writer, b"x-slow: ".repeat(500), Duration::from_millis(100));
-    let mut got = Vec::new();
     let deadline = started + Duration::from_secs(1) + MARGIN;
-    let closed = tokio::time::timeout_at(deadline, reader.read_to_end(&mut got)).await;
-    let text = String::from_utf8_lossy(&got);
-    assert!(
-        closed.is_ok(),
-        "still open after {:?}: {text:?}",
-        started.elapsed()
-    );
+    let text = read_to_close(&mut reader, deadline)
+        .await
+        .unwrap_or_else(|t| panic!("still open after {:?}: {t:?}", started.elapsed()));
     assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
     assert!(text.contains("\"request_timeout\""), "{text:?}");
 

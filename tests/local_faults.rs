@@ -176,12 +176,7 @@ async fn out_of_file_descriptors_blames_no_master() {
     }
     assert_eq!(status["masters"][1]["promoted"], false, "{status}");
     assert_eq!(health["status"], "healthy", "{health}");
-    let kinds: Vec<&str> = events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["kind"].as_str())
-        .collect();
+    let kinds = event_kinds(&events);
     for kind in ["degraded", "failed", "failover_started"] {
         assert!(!kinds.contains(&kind), "{kind} in {events}");
     }

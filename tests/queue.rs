@@ -350,12 +350,7 @@ async fn queued_delivery_counts_a_refusal_as_a_live_answer() {
             .await
             .2,
     );
-    let kinds: Vec<&str> = events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["kind"].as_str())
-        .collect();
+    let kinds = event_kinds(&events);
     assert!(!kinds.contains(&"degraded"), "{kinds:?}");
 }
 

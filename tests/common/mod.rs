@@ -178,23 +178,11 @@ pub async fn raw_server(answer: impl Fn(Vec<u8>) -> u16 + Send + Sync + 'static)
                         return;
                     }
                     buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).to_string();
-                    let Some(head_end) = text.find("\r\n\r\n") else {
+                    let Some((body_start, end)) = message_end(&buf) else {
                         continue;
                     };
-                    let length: usize = text[..head_end]
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse().ok())?
-                        })
-                        .unwrap_or(0);
-                    if buf.len() < head_end + 4 + length {
-                        continue;
-                    }
-                    let body = buf[head_end + 4..head_end + 4 + length].to_vec();
-                    buf.drain(..head_end + 4 + length);
+                    let body = buf[body_start..end].to_vec();
+                    buf.drain(..end);
                     let status = answer(body);
                     let head = format!("HTTP/1.1 {status} -\r\ncontent-length: 0\r\n\r\n");
                     if conn.write_all(head.as_bytes()).await.is_err() {
@@ -205,6 +193,22 @@ pub async fn raw_server(answer: impl Fn(Vec<u8>) -> u16 + Send + Sync + 'static)
         }
     });
     url
+}
+
+/// Where the first whole HTTP/1.1 message in `buf` (a head, then a body of its
+/// `Content-Length`) has its body start and its end; `None` until all of it is there.
+pub fn message_end(buf: &[u8]) -> Option<(usize, usize)> {
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let length: usize = String::from_utf8_lossy(&buf[..head_end])
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let end = head_end + 4 + length;
+    (buf.len() >= end).then_some((head_end + 4, end))
 }
 
 /// `[[masters]]` tables for mocks: (mock, extra TOML lines).
@@ -397,6 +401,14 @@ pub async fn keys_received(http: &Http, mock: &Mock) -> std::collections::HashMa
         .iter()
         .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
         .collect()
+}
+
+/// The kinds of the events in a `/ha/events` body, newest first.
+pub fn event_kinds(events: &serde_json::Value) -> Vec<&str> {
+    events["events"]
+        .as_array()
+        .map(|all| all.iter().filter_map(|e| e["kind"].as_str()).collect())
+        .unwrap_or_default()
 }
 
 pub fn json(body: &[u8]) -> serde_json::Value {
