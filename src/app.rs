@@ -8,6 +8,7 @@ use crate::control::{reload, Control};
 use crate::proxy::Proxy;
 use crate::queue::Queue;
 use crate::server::{self, shutdown_pair, Limits, ShutdownTrigger};
+use crate::util::supervise;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -101,22 +102,24 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
         drain,
     ));
     if let Some(queue) = &queue {
-        tasks.spawn(watch_queue_depth(
+        let (q, c, a, s) = (
             queue.clone(),
             control.clone(),
             alerts.clone(),
             shutdown.clone(),
-        ));
-        tasks.spawn(crate::proxy::delivery::run(
-            proxy.clone(),
-            queue.clone(),
-            shutdown.clone(),
-        ));
+        );
+        tasks.spawn(supervise("queue watch", move || {
+            watch_queue_depth(q.clone(), c.clone(), a.clone(), s.clone())
+        }));
+        let (p, q, s) = (proxy.clone(), queue.clone(), shutdown.clone());
+        tasks.spawn(supervise("queue delivery", move || {
+            crate::proxy::delivery::run(p.clone(), q.clone(), s.clone())
+        }));
     }
-    tasks.spawn(crate::proxy::sweep_messages(
-        proxy.clone(),
-        shutdown.clone(),
-    ));
+    let (p, s) = (proxy.clone(), shutdown.clone());
+    tasks.spawn(supervise("idempotency sweep", move || {
+        crate::proxy::sweep_messages(p.clone(), s.clone())
+    }));
     if let Some(path) = &control.config_path {
         #[cfg(unix)]
         tasks.spawn(reload::on_sighup(control.clone(), shutdown.clone()));

@@ -1,6 +1,26 @@
 //! Small helpers with no better home.
 
+use futures_util::FutureExt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Runs the background task `start` makes until it returns. A panic inside it (logged
+/// and counted by the panic hook) starts a new one a second later, so one bug cannot
+/// silently stop a duty such as queue delivery for the rest of the process's life.
+pub async fn supervise<F, Fut>(name: &'static str, start: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    while AssertUnwindSafe(start()).catch_unwind().await.is_err() {
+        tracing::error!(
+            task = name,
+            "a background task panicked; it starts again in 1 s"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
 
 /// `t` as RFC 3339 UTC with milliseconds (see [`format_rfc3339`]); a time before the
 /// epoch reads as the epoch.
@@ -57,5 +77,24 @@ mod tests {
             format_rfc3339(Duration::from_secs(951_782_400)),
             "2000-02-29T00:00:00.000Z"
         );
+    }
+}
+
+#[cfg(test)]
+mod supervise_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+
+    /// Two restarts: two seconds.
+    #[tokio::test]
+    async fn a_panicking_task_is_started_again_until_it_returns() {
+        let runs = AtomicU32::new(0);
+        supervise("test", || async {
+            if runs.fetch_add(1, Relaxed) < 2 {
+                panic!("a bug in a background task");
+            }
+        })
+        .await;
+        assert_eq!(runs.load(Relaxed), 3);
     }
 }
