@@ -72,6 +72,7 @@ async fn empty_and_oversized_keys_are_refused_by_name() {
     let (over, huge, giant) = (big(65), big(70_000), big(200_000));
     let recipient = |to: &str| format!(r#"{{"to": "{to}", "text": "hi"}}"#);
     let async_ = ("prefer", "respond-async");
+    let long_type = format!("application/json; x={}", "y".repeat(1024));
 
     let cases: Vec<Case> = vec![
         (
@@ -122,6 +123,11 @@ async fn empty_and_oversized_keys_are_refused_by_name() {
             r#"{"to": "+1", "region": ""}"#.into(),
             vec![],
             "invalid_region",
+        ),
+        (
+            MESSAGE.into(),
+            vec![("content-type", &long_type), async_],
+            "invalid_content_type",
         ),
     ];
     for (n, (body, headers, want)) in cases.iter().enumerate() {
@@ -203,4 +209,31 @@ async fn prefer_with_parameters_is_answered_async() {
             .await;
         assert_eq!(status, 200, "Prefer: {prefer}");
     }
+}
+
+#[tokio::test]
+async fn a_master_that_refuses_connections_is_named_without_os_text() {
+    // A port nothing listens on: connections to it are refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/send", closed.local_addr().unwrap());
+    drop(closed);
+    let sy = Switchyard::start(&format!(
+        "{SERVER}[queue]\nenabled = false\n[[masters]]\nid = \"gone\"\nsend_url = \"{url}\"\n"
+    ));
+    let http = Http::new();
+    let (status, _, body) = http.post(&sy.messages(), NO_KEY).await;
+    assert_eq!(status, 503);
+    let error = json(&body)["error"].clone();
+    assert_eq!(error["code"], "masters_unavailable", "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("gone: could not connect"), "{message}");
+    for internal in ["os error", "Os {", "tcp connect"] {
+        assert!(!message.contains(internal), "{internal:?} in {message}");
+    }
+    // The operator still sees why, in the master's status.
+    let gone = status_of(&http, &sy, "gone").await;
+    assert!(
+        gone["last_error"].as_str().unwrap().contains("refused"),
+        "{gone}"
+    );
 }

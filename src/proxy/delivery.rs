@@ -89,9 +89,43 @@ pub async fn run(proxy: Arc<Proxy>, queue: Arc<Queue>, mut shutdown: Shutdown) {
 }
 
 async fn deliver(proxy: &Proxy, queue: &Arc<Queue>, record: Record) {
-    if let Err(e) = attempt(proxy, queue, record).await {
+    let mut held = Held {
+        queue: queue.clone(),
+        id: record.id,
+        due_ms: record.due_ms,
+        armed: true,
+    };
+    let result = attempt(proxy, queue, record).await;
+    held.disarm();
+    if let Err(e) = result {
         // The queue logged it and keeps the outcome until it can be written.
         tracing::debug!(error = %e, "a delivery outcome was not written at once");
+    }
+}
+
+/// A taken message whose delivery has not reached its outcome. Dropped armed — the
+/// delivery panicked (the hook logged and counted it), or the loop stopped and dropped
+/// its tasks — it gives the message back to the queue for a later delivery, with the
+/// same `Idempotency-Key`, rather than leaving it held until a restart.
+struct Held {
+    queue: Arc<Queue>,
+    id: crate::queue::record::Id,
+    due_ms: u64,
+    armed: bool,
+}
+
+impl Held {
+    /// The outcome path released or kept the message: nothing to give back.
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.armed {
+            self.queue.give_back(&self.id, self.due_ms);
+        }
     }
 }
 
@@ -153,9 +187,10 @@ async fn attempt(proxy: &Proxy, queue: &Arc<Queue>, record: Record) -> Result<()
         }
         Err(e) => {
             stats.metrics.request(e.outcome());
-            let error = format!("{}: {e}", master.id());
             // A local fault was no real attempt: it counts only against the TTL.
-            let attempted = proxy.count_failure(master, &e, error.clone());
+            let attempted = proxy.count_failure(master, &e, format!("{}: {e}", master.id()));
+            // What the message's record shows its client: no OS text.
+            let error = format!("{}: {}", master.id(), e.reason());
             if !matches!(e, UpstreamError::Status(_)) {
                 tracing::debug!(master = master.id(), error = %e, "queued delivery failed");
             }

@@ -26,6 +26,7 @@ pub enum Input {
     /// The routing key, read from the body at `routing.key_field`.
     Recipient,
     Region,
+    ContentType,
 }
 
 impl Input {
@@ -36,6 +37,7 @@ impl Input {
             Self::RoutingKey => "invalid_routing_key",
             Self::Recipient => "invalid_recipient",
             Self::Region => "invalid_region",
+            Self::ContentType => "invalid_content_type",
         }
     }
 
@@ -51,6 +53,7 @@ impl Input {
                 Some(field) => format!("the region ({} header or {field})", cfg.region_header),
                 None => format!("the {} header", cfg.region_header),
             },
+            Self::ContentType => "the Content-Type header".into(),
         }
     }
 }
@@ -123,6 +126,23 @@ fn header_text<'h>(
     let text = text.trim();
     bounded(text, input, cfg, max_bytes)?;
     Ok(Some(text))
+}
+
+/// The longest `Content-Type` kept with a message: it is stored with a queued one.
+pub const MAX_CONTENT_TYPE_BYTES: usize = 1024;
+
+/// The request's `Content-Type`, forwarded and stored with the message: at most
+/// [`MAX_CONTENT_TYPE_BYTES`] (any real media type is far shorter).
+pub fn content_type(headers: &HeaderMap) -> Result<Option<&HeaderValue>, HintError> {
+    let all = headers.get_all(http::header::CONTENT_TYPE);
+    if all.iter().any(|v| v.len() > MAX_CONTENT_TYPE_BYTES) {
+        return Err(HintError::Invalid {
+            input: Input::ContentType,
+            what: "the Content-Type header".into(),
+            why: "is longer than 1024 bytes",
+        });
+    }
+    Ok(headers.get(http::header::CONTENT_TYPE))
 }
 
 /// The client's `Idempotency-Key`, checked: visible ASCII, not empty, at most

@@ -142,9 +142,10 @@ impl Proxy {
         let checked =
             hints::idempotency_key(&cfg.routing, &parts.headers, max_key).and_then(|client_key| {
                 let hints = hints::extract(&cfg.routing, &parts.headers, &body, max_key)?;
-                Ok((client_key.cloned(), hints))
+                let content_type = hints::content_type(&parts.headers)?;
+                Ok((client_key.cloned(), hints, content_type.cloned()))
             });
-        let (client_key, hints) = match checked {
+        let (client_key, hints, content_type) = match checked {
             Ok(checked) => checked,
             Err(e) => return reply::error(StatusCode::BAD_REQUEST, e.code(), e.to_string()),
         };
@@ -192,7 +193,7 @@ impl Proxy {
         };
         let msg = Outgoing {
             body,
-            content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
+            content_type,
             idempotency_key: client_key.unwrap_or_else(|| id_value.clone()),
         };
         let region = hints.region.as_deref();
@@ -239,6 +240,9 @@ impl Proxy {
         let cfg = &table.config;
         let max_tries = 1 + cfg.routing.retry_attempts as usize;
         let mut tried: Vec<usize> = Vec::with_capacity(max_tries);
+        // Real delivery attempts: an exchange this machine could not start (a local
+        // fault) is tried elsewhere but is no attempt.
+        let mut attempts = 0u32;
         let mut last_error: Option<String> = None;
         while tried.len() < max_tries {
             let Some(pick) = table.select(region, &tried) else {
@@ -253,6 +257,7 @@ impl Proxy {
                 .await;
             match result {
                 Ok(answer) => {
+                    attempts += 1;
                     // Passed to the client as is, whatever it is.
                     self.count_answer(master, answer.status);
                     let outcome = if answer.status.is_success() {
@@ -268,15 +273,8 @@ impl Proxy {
                             body: answer.body.clone(),
                             master: master.config.id.clone(),
                         };
-                        self.keep_answer(
-                            claim,
-                            stored,
-                            msg,
-                            message,
-                            tried.len() as u32,
-                            last_error,
-                        )
-                        .await;
+                        self.keep_answer(claim, stored, msg, message, attempts, last_error)
+                            .await;
                     }
                     let master_value = master.config.id_header.clone();
                     let mut resp = delivered(answer, master_value, id_value.clone());
@@ -292,17 +290,18 @@ impl Proxy {
                     stats.metrics.request(e.outcome());
                     let text = e.to_string();
                     tracing::warn!(master = master.id(), message_id = id, error = %text, "exchange with master failed");
-                    self.count_failure(master, &e, text.clone());
-                    last_error = Some(format!("{}: {text}", master.id()));
+                    if self.count_failure(master, &e, text) {
+                        attempts += 1;
+                    }
+                    // What the client and the message's record see: no OS text.
+                    last_error = Some(format!("{}: {}", master.id(), e.reason()));
                 }
             }
         }
         let queue_takes_it = self.queue.is_some()
             && (last_error.is_some() || cfg.queue.when_unavailable == WhenUnavailable::Queue);
         if queue_takes_it {
-            return self
-                .park(table, msg, message, tried.len() as u32, last_error)
-                .await;
+            return self.park(table, msg, message, attempts, last_error).await;
         }
         // A claim dropped unfinished frees its key (see `Claim`).
         match last_error {

@@ -38,6 +38,17 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// The failure in words fit for a client's error body or a message's record: the
+    /// OS's and libraries' text stays in the `Display` (logs, the master's
+    /// `last_error` in `/ha/status`).
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Connect(_) => "could not connect".into(),
+            Self::Io(_) => "the connection broke before a response".into(),
+            Self::Timeout(_) | Self::Status(_) | Self::Local(..) => self.to_string(),
+        }
+    }
+
     pub fn outcome(&self) -> crate::telemetry::Outcome {
         use crate::telemetry::Outcome;
         match self {

@@ -616,8 +616,13 @@ impl Queue {
 
     /// Gives a taken message back untouched.
     pub fn untake(&self, record: &Record) {
-        self.release(&record.id);
-        self.rewind(record.due_ms);
+        self.give_back(&record.id, record.due_ms);
+    }
+
+    /// Gives back taken message `id`, due at `due_ms`, untouched.
+    pub fn give_back(&self, id: &Id, due_ms: u64) {
+        self.release(id);
+        self.rewind(due_ms);
     }
 }
 
