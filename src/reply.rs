@@ -1,6 +1,7 @@
 //! JSON answers and the error body of SPEC section 4:
 //! `{"error": {"code": "snake_case_code", "message": "human sentence"}}`.
 
+use crate::queue::store::StoreError;
 use crate::server::Body;
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -28,11 +29,13 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
 }
 
 /// 507: the queue's store could not be read or written (what was asked is not done).
-pub fn queue_storage(detail: &str) -> Response<Body> {
+/// The client gets the short reason; the log gets the detail.
+pub fn queue_storage(e: &StoreError) -> Response<Body> {
+    tracing::error!(error = %e.detail(), "the queue's store failed a request");
     error(
         StatusCode::INSUFFICIENT_STORAGE,
         "queue_storage_failed",
-        format!("the queue storage failed: {detail}"),
+        format!("the queue's store cannot answer now: {e}"),
     )
 }
 

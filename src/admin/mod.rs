@@ -160,7 +160,7 @@ impl Admin {
         };
         let oldest = match queue.oldest_age_ms() {
             Ok(age) => age,
-            Err(e) => return reply::queue_storage(&e.to_string()),
+            Err(e) => return reply::queue_storage(&e),
         };
         let table = self.control.table();
         let per_master: serde_json::Map<String, serde_json::Value> = table
@@ -206,7 +206,7 @@ impl Admin {
                     &serde_json::json!({"total": queue.dead_letters(), "dead_letters": list}),
                 )
             }
-            Err(e) => reply::queue_storage(&e.to_string()),
+            Err(e) => reply::queue_storage(&e),
         }
     }
 
@@ -228,7 +228,7 @@ impl Admin {
                 "queue_full",
                 format!("the queue holds its maximum of {max} messages"),
             ),
-            Err(crate::queue::QueueError::Store(e)) => reply::queue_storage(&e.to_string()),
+            Err(crate::queue::QueueError::Store(e)) => reply::queue_storage(&e),
         }
     }
 
@@ -245,7 +245,7 @@ impl Admin {
                 &serde_json::json!({"id": id, "deleted": true}),
             ),
             Ok(false) => not_dead(id),
-            Err(e) => reply::queue_storage(&e.to_string()),
+            Err(e) => reply::queue_storage(&e),
         }
     }
 

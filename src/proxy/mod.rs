@@ -17,6 +17,7 @@ pub mod upstream;
 use crate::config::WhenUnavailable;
 use crate::control::Control;
 use crate::queue::record::MasterAnswer;
+use crate::queue::store::StoreError;
 use crate::queue::{NewMessage, Queue, QueueError};
 use crate::reply;
 use crate::routing::stats::{InFlight, MasterStats};
@@ -106,7 +107,7 @@ impl Proxy {
                 Ok(Some(r)) => return reply::json(StatusCode::OK, &r.status_json()),
                 Ok(None) => {}
                 // A status read: no message was being stored.
-                Err(e) => return reply::queue_storage(&e.to_string()),
+                Err(e) => return reply::queue_storage(&e),
             }
         }
         match self.messages.get(id) {
@@ -172,7 +173,7 @@ impl Proxy {
                 let mut waited = false;
                 loop {
                     match begin() {
-                        Err(e) => return storage_error(&e.to_string()),
+                        Err(e) => return storage_error(&e),
                         Ok(Begin::New(claim)) => break Some(claim),
                         Ok(Begin::Stored(first, answer)) => return replay(&first, &answer),
                         Ok(Begin::Repeat(first)) => {
@@ -213,7 +214,7 @@ impl Proxy {
             let queue_now = asked_async
                 || match message.key.map(|k| queue.has_waiting(k)).transpose() {
                     Ok(waiting) => waiting == Some(true),
-                    Err(e) => return storage_error(&e.to_string()),
+                    Err(e) => return storage_error(&e),
                 };
             if queue_now {
                 return self.park(&table, &msg, &message, 0, None).await;
@@ -389,7 +390,7 @@ impl Proxy {
                 "queue_full",
                 format!("the queue holds its maximum of {max} messages; retry later"),
             ),
-            Err(QueueError::Store(e)) => storage_error(&e.to_string()),
+            Err(QueueError::Store(e)) => storage_error(&e),
         }
     }
 }
@@ -429,11 +430,15 @@ fn new_message(
     }
 }
 
-fn storage_error(detail: &str) -> Response<Body> {
+/// 507 for a message the queue could not take. The store's writer logs a failed
+/// commit once per batch with its detail; here it is logged at debug, so a full disk
+/// under load does not write a line per refused message.
+fn storage_error(e: &StoreError) -> Response<Body> {
+    tracing::debug!(error = %e.detail(), "a message could not be stored");
     reply::error(
         StatusCode::INSUFFICIENT_STORAGE,
         "queue_write_failed",
-        format!("the message could not be stored; nothing was kept: {detail}"),
+        format!("the message could not be stored; nothing was kept: {e}"),
     )
 }
 
