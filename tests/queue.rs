@@ -380,35 +380,3 @@ async fn a_delivery_under_way_counts_as_queued_for_its_master() {
     let queue = json(&http.get(&admin("/admin/queue")).await.2);
     assert_eq!(queue["per_master"]["a"], 0, "{queue}");
 }
-
-#[tokio::test]
-async fn a_key_the_store_cannot_take_fails_only_its_own_message() {
-    let a = Mock::start("a", &["--record-keys"]);
-    let sy = Switchyard::start(&masters_toml(&[(&a, "")]));
-    let http = Http::new();
-    let long_key = "r".repeat(70_000);
-    let hostile: [(&str, &str); 2] = [("x-routing-key", &long_key), ("idempotency-key", "")];
-    for (name, value) in hostile {
-        let (code, _, body) = http
-            .post_with(&sy.messages(), MESSAGE, &[ASYNC[0], (name, value)])
-            .await;
-        // Refused at the edge (400) or by the store (507): never accepted, and the
-        // queue goes on.
-        assert!(
-            code == 400 || code == 507,
-            "{name}: {code} {}",
-            String::from_utf8_lossy(&body)
-        );
-        assert!(json(&body)["error"]["code"].is_string());
-    }
-    let (code, _, body) = http.post_with(&sy.messages(), MESSAGE, &ASYNC).await;
-    assert_eq!(code, 202, "{}", String::from_utf8_lossy(&body));
-    let id = json(&body)["id"].as_str().unwrap().to_string();
-    until_status(&http, &sy, &id, "delivered", Duration::from_secs(10)).await;
-    let (code, _, body) = http.get(&format!("{}/health", sy.admin)).await;
-    assert_eq!(
-        (code.as_u16(), json(&body)["queue"].as_str()),
-        (200, Some("ok"))
-    );
-    assert_eq!(a.received(&http).await, 1);
-}

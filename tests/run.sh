@@ -26,6 +26,10 @@ if ((${#missing[@]})); then
   fi
 fi
 
+if [[ $(id -u) != 0 ]]; then
+  echo "warning: not root: the full-disk tests (tests/disk.rs) mount a tmpfs and will fail" >&2
+fi
+
 if (($#)); then
   exec cargo test "$@"
 fi
