@@ -97,10 +97,11 @@ pub struct Limits {
 impl Default for Limits {
     /// The defaults of `[server]`.
     fn default() -> Self {
+        let raw = crate::config::raw::RawServer::default();
         Limits {
-            read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 10_000,
+            read_timeout: Duration::from_millis(raw.read_timeout_ms),
+            idle_timeout: Duration::from_millis(raw.idle_timeout_ms),
+            max_connections: usize::try_from(raw.max_connections).unwrap_or(usize::MAX),
         }
     }
 }
