@@ -481,7 +481,8 @@ static HEAD_TIMEOUT_ANSWER: LazyLock<Vec<u8>> = LazyLock::new(|| {
 struct Guarded {
     stream: TcpStream,
     clock: Arc<Clock>,
-    /// The last write did not complete: an answer may be half written.
+    /// The last write did not complete (an answer may be half written), or the 408 was
+    /// written: nothing more is to be written in its place.
     write_blocked: bool,
 }
 
@@ -493,12 +494,15 @@ impl AsyncRead for Guarded {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.clock.load().0 == Phase::Expired {
-            // Best effort on a socket with room: a small write into an idle socket's
-            // buffer does not block, and the connection closes right after.
+            // Best effort, once, on a socket with room: ~200 bytes into an idle
+            // socket's send buffer are written whole without blocking, and the
+            // connection closes right after. (A client still sending when it closes
+            // may get a reset before it reads the 408: there is no lingering close.)
             if !this.write_blocked {
                 if let Err(e) = this.stream.try_write(&HEAD_TIMEOUT_ANSWER) {
                     tracing::debug!(error = %e, "could not write the 408 answer");
                 }
+                this.write_blocked = true;
             }
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
