@@ -118,7 +118,22 @@ fn main() -> ExitCode {
     if let Command::Check { config } = &cli.command {
         return check(config);
     }
-    switchyard::telemetry::init_logging();
+    // `run` takes its log format from the config, so the config is read first.
+    let loaded = match &cli.command {
+        Command::Run { config } => match load(config) {
+            Ok(loaded) => Some(loaded),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    switchyard::telemetry::init_logging(
+        loaded
+            .as_ref()
+            .map_or_else(Default::default, |l| l.config.log),
+    );
     switchyard::telemetry::count_panics();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -130,7 +145,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    match runtime.block_on(run(cli.command, loaded)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -160,18 +175,38 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+/// A config file read and checked for `run`, with its content hash.
+struct Loaded {
+    config: Config,
+    hash: u64,
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Loaded> {
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let text = String::from_utf8(bytes.clone())
+        .map_err(|_| anyhow::anyhow!("{} is not UTF-8", path.display()))?;
+    let config = Config::from_toml(&text).map_err(|errors| {
+        let list: Vec<String> = errors.0.iter().map(|e| format!("  {e}")).collect();
+        anyhow::anyhow!("invalid config {}:\n{}", path.display(), list.join("\n"))
+    })?;
+    Ok(Loaded {
+        config,
+        hash: switchyard::control::content_hash(&bytes),
+    })
+}
+
+/// Runs `command`; `loaded` is the config `run` was given, read before logging started.
+async fn run(command: Command, loaded: Option<Loaded>) -> anyhow::Result<()> {
     match command {
         Command::Run { config } => {
-            let bytes = std::fs::read(&config)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", config.display()))?;
-            let text = String::from_utf8(bytes.clone())
-                .map_err(|_| anyhow::anyhow!("{} is not UTF-8", config.display()))?;
-            let parsed = Config::from_toml(&text).map_err(|errors| {
-                let list: Vec<String> = errors.0.iter().map(|e| format!("  {e}")).collect();
-                anyhow::anyhow!("invalid config {}:\n{}", config.display(), list.join("\n"))
-            })?;
-            let hash = switchyard::control::content_hash(&bytes);
+            let Loaded {
+                config: parsed,
+                hash,
+            } = match loaded {
+                Some(loaded) => loaded,
+                None => load(&config)?,
+            };
             let running = switchyard::app::start(parsed, hash, Some(config)).await?;
             println!(
                 "switchyard listening on http://{} (admin http://{})",

@@ -135,3 +135,79 @@ async fn sigterm_finishes_in_flight_requests_and_exits_0() {
     // New connections are refused after shutdown.
     assert!(std::net::TcpStream::connect(sy.url.trim_start_matches("http://")).is_err());
 }
+
+/// Runs `switchyard run` with `log` lines in `[log]` and `RUST_LOG=rust_log`, queues one
+/// message, stops it with SIGTERM and returns what it wrote to stderr (a file, so
+/// not a terminal).
+async fn logs_of(log: &str, rust_log: &str) -> String {
+    use std::io::BufRead;
+    let mock = Mock::start("a", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{SERVER}[log]\n{log}\n[queue]\npath = \"{}\"\n{}",
+            dir.path().join("queue").display(),
+            masters_toml(&[(&mock, "")])
+        ),
+    )
+    .unwrap();
+    let stderr = dir.path().join("stderr.log");
+    let mut child = Command::new(BIN)
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", rust_log)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next().unwrap().unwrap();
+    let url = url_after(&line, "listening on ");
+    let http = Http::new();
+    let (status, _, _) = http
+        .post_with(
+            &format!("{url}/v1/messages"),
+            MESSAGE,
+            &[("prefer", "respond-async")],
+        )
+        .await;
+    assert_eq!(status, 202);
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(child.wait().unwrap().success());
+    std::fs::read_to_string(stderr).unwrap()
+}
+
+#[tokio::test]
+async fn logs_are_json_or_plain_text_and_keep_the_storage_engine_quiet() {
+    let json_logs = logs_of("format = \"json\"", "info").await;
+    let mut started = false;
+    for line in json_logs.lines().filter(|l| !l.trim().is_empty()) {
+        let entry: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(entry["level"].is_string(), "{line}");
+        started |= entry["fields"]["message"] == "switchyard started";
+    }
+    assert!(started, "no start line in:\n{json_logs}");
+
+    // Text into a file: no colour codes; debug: nothing from the storage engine.
+    let text_logs = logs_of("format = \"text\"", "debug").await;
+    assert!(text_logs.contains("switchyard started"), "{text_logs}");
+    assert!(!text_logs.contains('\x1b'), "colour codes in:\n{text_logs}");
+    for noise in ["fjall", "lsm_tree"] {
+        assert!(
+            !text_logs.contains(noise),
+            "{noise} at debug:\n{}",
+            text_logs
+                .lines()
+                .filter(|l| l.contains(noise))
+                .take(5)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}

@@ -216,6 +216,15 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
         );
     }
 
+    let log = match raw.log.format.as_str() {
+        "text" => Some(LogFormat::Text),
+        "json" => Some(LogFormat::Json),
+        other => errs.fail(
+            "log.format",
+            format!("unknown format `{}`: expected text or json", shown(other)),
+        ),
+    };
+
     let masters = compile_masters(&raw.masters, &mut errs);
 
     if !errs.0.is_empty() {
@@ -230,8 +239,8 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
             "internal: missing value",
         )]));
     };
-    let (Some(region_field), Some(key_field), Some(failback), Some(when_unavailable)) =
-        (region_field, key_field, failback, when_unavailable)
+    let (Some(region_field), Some(key_field), Some(failback), Some(when_unavailable), Some(log)) =
+        (region_field, key_field, failback, when_unavailable, log)
     else {
         return Err(ConfigErrors(vec![ConfigError::new(
             "",
@@ -290,6 +299,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
             queue_warning: a.queue_warning,
             imbalance_warning: a.imbalance_warning,
         },
+        log,
         masters,
     })
 }
@@ -626,6 +636,17 @@ bogus = 1
         assert!(p.contains(&"server.listen_addr".to_string()), "{p:?}");
         assert!(p.contains(&"nope".to_string()), "{p:?}");
         assert!(p.contains(&"masters".to_string()), "{p:?}");
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        assert_eq!(parse_with(MINIMAL).unwrap().log, LogFormat::Text);
+        let json = parse_with(&format!("[log]\nformat = \"json\"\n{MINIMAL}")).unwrap();
+        assert_eq!(json.log, LogFormat::Json);
+        assert_eq!(
+            paths(&format!("[log]\nformat = \"xml\"\n{MINIMAL}")),
+            vec!["log.format"]
+        );
     }
 
     #[test]

@@ -106,6 +106,16 @@ pub enum Failback {
     Manual,
 }
 
+/// `[log] format`: how log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WhenUnavailable {
     Queue,
@@ -121,6 +131,7 @@ pub struct Config {
     pub failover: FailoverConfig,
     pub queue: QueueConfig,
     pub alerts: AlertsConfig,
+    pub log: LogFormat,
     pub masters: Vec<Arc<MasterConfig>>,
 }
 

@@ -16,6 +16,7 @@ pub struct RawConfig {
     pub failover: RawFailover,
     pub queue: RawQueue,
     pub alerts: RawAlerts,
+    pub log: RawLog,
     pub masters: Vec<RawMaster>,
 }
 
@@ -165,6 +166,20 @@ impl Default for RawAlerts {
             webhook_url: String::new(),
             queue_warning: 1_000,
             imbalance_warning: 0.8,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RawLog {
+    pub format: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
         }
     }
 }

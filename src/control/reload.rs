@@ -76,7 +76,8 @@ impl std::fmt::Display for NeedsRestart {
 /// Puts the running values of the keys read only at start back into `new`: the
 /// listeners (`server.listen`, `server.admin_listen`) are bound once, and the queue
 /// (`queue.enabled`, `queue.path`, which also places the audit trail, and
-/// `queue.max_messages`) is opened once, its delivery task started once. Returns the keys whose value the file changed.
+/// `queue.max_messages`) is opened once, its delivery task started once; the log
+/// writer (`log.format`) is set up once. Returns the keys whose value the file changed.
 pub fn keep_start_only(running: &Config, new: &mut Config) -> Vec<NeedsRestart> {
     let mut kept = Vec::new();
     let mut keep = |key: &'static str, changed: bool| {
@@ -100,6 +101,9 @@ pub fn keep_start_only(running: &Config, new: &mut Config) -> Vec<NeedsRestart> 
         new.queue.max_messages != running.queue.max_messages,
     );
     new.queue.max_messages = running.queue.max_messages;
+    // The log writer is set up once, before the first line.
+    keep("log.format", new.log != running.log);
+    new.log = running.log;
     kept
 }
 
@@ -184,5 +188,36 @@ impl FileWatch {
                 _ = shutdown.wait() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LogFormat;
+
+    fn config(extra: &str) -> Config {
+        Config::from_toml(&format!(
+            "{extra}\n[[masters]]\nid = \"a\"\nsend_url = \"http://127.0.0.1:1/\"\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn start_only_keys_keep_their_running_values_and_are_named() {
+        let running = config("");
+        let mut new = config(
+            "[server]\nlisten = \"127.0.0.1:1234\"\n[queue]\npath = \"elsewhere/queue\"\n[log]\nformat = \"json\"\n[routing]\nretry_attempts = 5",
+        );
+        let kept: Vec<&str> = keep_start_only(&running, &mut new)
+            .iter()
+            .map(|k| k.key)
+            .collect();
+        assert_eq!(kept, ["server.listen", "queue.path", "log.format"]);
+        assert_eq!(new.server.listen, running.server.listen);
+        assert_eq!(new.queue.path, running.queue.path);
+        assert_eq!(new.log, LogFormat::Text);
+        assert_eq!(new.routing.retry_attempts, 5, "the rest is applied");
+        assert!(keep_start_only(&running, &mut config("")).is_empty());
     }
 }

@@ -227,13 +227,58 @@ pub fn count_panics() {
     });
 }
 
-/// Logs to stderr; `RUST_LOG` overrides the default: `info`, but only warnings from the
-/// queue's store (fjall logs every database it creates and every table it writes).
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
-    let _ignored_when_already_set = tracing_subscriber::fmt()
+/// Targets of the queue's storage engine: it logs every table it writes at info and
+/// its recovery at debug, so it stays at warnings unless `RUST_LOG` names it.
+const STORAGE_TARGETS: [&str; 2] = ["fjall", "lsm_tree"];
+
+/// Logs to stderr, as `format` says. `RUST_LOG` sets the levels (default `info`); the
+/// storage engine stays at `warn` unless `RUST_LOG` names it. Text is coloured only
+/// when stderr is a terminal and `NO_COLOR` is unset or empty.
+pub fn init_logging(format: crate::config::LogFormat) {
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter(None)));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ignored_when_already_set = match format {
+        crate::config::LogFormat::Json => builder.json().try_init(),
+        crate::config::LogFormat::Text => builder.with_ansi(colour_allowed()).try_init(),
+    };
+}
+
+/// `RUST_LOG` (or `info`), with the storage engine at `warn` unless it names it.
+fn log_filter(rust_log: Option<&str>) -> String {
+    let mut filter = match rust_log.map(str::trim) {
+        Some(levels) if !levels.is_empty() => levels.to_string(),
+        _ => "info".to_string(),
+    };
+    for target in STORAGE_TARGETS {
+        if !filter.contains(target) {
+            filter.push_str(&format!(",{target}=warn"));
+        }
+    }
+    filter
+}
+
+fn colour_allowed() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    std::io::stderr().is_terminal() && !no_color
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn the_storage_engine_stays_at_warn_unless_named() {
+        assert_eq!(log_filter(None), "info,fjall=warn,lsm_tree=warn");
+        assert_eq!(log_filter(Some(" ")), "info,fjall=warn,lsm_tree=warn");
+        assert_eq!(log_filter(Some("debug")), "debug,fjall=warn,lsm_tree=warn");
+        assert_eq!(
+            log_filter(Some("debug,fjall=trace")),
+            "debug,fjall=trace,lsm_tree=warn"
+        );
+    }
 }
