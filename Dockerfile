@@ -22,7 +22,9 @@ VOLUME ["/var/lib/switchyard/data"]
 # Inside a container the listeners must bind all interfaces: set server.listen and
 # server.admin_listen to 0.0.0.0:8080 / 0.0.0.0:9090 in the mounted config.
 EXPOSE 8080 9090
+# Liveness, not readiness: /health is 503 while no master is eligible, exactly when
+# switchyard is holding messages in its queue; /livez answers while the process does.
 HEALTHCHECK --interval=10s --timeout=2s --start-period=5s --retries=3 \
-    CMD curl -fsS http://127.0.0.1:9090/health || exit 1
+    CMD curl -fsS http://127.0.0.1:9090/livez || exit 1
 ENTRYPOINT ["switchyard"]
 CMD ["run"]

@@ -195,3 +195,28 @@ async fn metrics_contract_passes_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn livez_stays_up_while_health_says_no_master_is_eligible() {
+    let a = Mock::start("a", &[]);
+    let sy = Switchyard::start(&format!(
+        "{SERVER}admin_token = \"t\"\n{}",
+        masters_toml(&[(&a, "")])
+    ));
+    let http = Http::new();
+    let admin = |path: &str| format!("{}{path}", sy.admin);
+    let disable = http::Request::post(admin("/ha/masters/a/disable"))
+        .header("authorization", "Bearer t")
+        .body(Default::default())
+        .unwrap();
+    assert_eq!(http.send(disable).await.0, 200);
+    // No master eligible: not ready, yet alive (and open without the token).
+    assert_eq!(http.get(&admin("/health")).await.0, 503);
+    let (status, _, body) = http.get(&admin("/livez")).await;
+    assert_eq!(
+        (status.as_u16(), json(&body)["status"].as_str()),
+        (200, Some("alive"))
+    );
+    let (status, _, _) = http.post(&admin("/livez"), "").await;
+    assert_eq!(status, 405);
+}

@@ -36,6 +36,14 @@ impl Admin {
                     status::health(&self.control, self.queue_depth(), self.queue_health())
                 })
             }
+            // Liveness: the process answers. Unlike /health, it stays 200 while every
+            // master is down and messages wait in the queue, which is switchyard doing
+            // its job, not a reason to restart it.
+            "/livez" => {
+                return only(&method, "GET", || {
+                    reply::json(StatusCode::OK, &serde_json::json!({"status": "alive"}))
+                })
+            }
             "/metrics" => {
                 return only(&method, "GET", || {
                     let table = self.control.table();
