@@ -427,6 +427,7 @@ fn new_message(
         routing_key: message.key.map(str::to_string),
         last_error,
         attempts,
+        forward_headers: Vec::new(),
     }
 }
 
