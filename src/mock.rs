@@ -1,5 +1,10 @@
 //! `switchyard mock-master`: a simulated master account for demos, tests and benchmarks
 //! (SPEC section 6).
+//!
+//! Started with `--record-keys`, it remembers what arrived, for tests:
+//! `GET /received/keys` gives the Idempotency-Key of every accepted send (counts and
+//! order), and `GET /received/headers` the headers of the last accepted send, as
+//! `{"headers": {"name": "value", ...}}` (a repeated header shows its last value).
 
 use crate::reply;
 use crate::server::{self, Body, Shutdown};
@@ -23,6 +28,8 @@ pub struct MockMaster {
     received: AtomicU64,
     /// When recording: the Idempotency-Key of every accepted send, in arrival order.
     keys: Option<Mutex<Vec<String>>>,
+    /// When recording: the headers of the last accepted send.
+    last_headers: Option<Mutex<http::HeaderMap>>,
 }
 
 impl MockMaster {
@@ -34,12 +41,15 @@ impl MockMaster {
             down: AtomicBool::new(false),
             received: AtomicU64::new(0),
             keys: None,
+            last_headers: None,
         }
     }
 
-    /// Remembers every accepted send's Idempotency-Key for `GET /received/keys`.
+    /// Remembers every accepted send's Idempotency-Key for `GET /received/keys`, and
+    /// the last one's headers for `GET /received/headers`.
     pub fn recording_keys(mut self) -> Self {
         self.keys = Some(Mutex::new(Vec::new()));
+        self.last_headers = Some(Mutex::new(http::HeaderMap::new()));
         self
     }
 
@@ -91,6 +101,24 @@ impl MockMaster {
                     "start the mock with --record-keys",
                 ),
             },
+            (&Method::GET, "/received/headers") => match &self.last_headers {
+                Some(last) => {
+                    let last = last.lock().unwrap_or_else(|p| p.into_inner());
+                    let headers: serde_json::Map<String, serde_json::Value> = last
+                        .iter()
+                        .map(|(n, v)| {
+                            let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                            (n.as_str().to_string(), v.into())
+                        })
+                        .collect();
+                    reply::json(StatusCode::OK, &serde_json::json!({ "headers": headers }))
+                }
+                None => reply::error(
+                    StatusCode::NOT_FOUND,
+                    "not_recording",
+                    "start the mock with --record-keys",
+                ),
+            },
             (&Method::POST, "/control/down") => {
                 self.set_down(true);
                 reply::json(StatusCode::OK, &serde_json::json!({"down": true}))
@@ -105,8 +133,9 @@ impl MockMaster {
                     .get("idempotency-key")
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string);
+                let (parts, body) = req.into_parts();
                 // Read the whole body, as a real master would.
-                if let Err(e) = req.into_body().collect().await {
+                if let Err(e) = body.collect().await {
                     return reply::error(
                         StatusCode::BAD_REQUEST,
                         "body_read_failed",
@@ -126,6 +155,9 @@ impl MockMaster {
                     keys.lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .push(key.clone());
+                }
+                if let Some(last) = &self.last_headers {
+                    *last.lock().unwrap_or_else(|p| p.into_inner()) = parts.headers;
                 }
                 reply::json(
                     StatusCode::OK,

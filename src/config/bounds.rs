@@ -26,6 +26,12 @@ pub const MAX_PRIORITY: u32 = 1_000_000;
 pub const MAX_REGION_BYTES: usize = 255;
 pub const MAX_HEADERS: usize = 64;
 pub const MAX_URL_BYTES: usize = 2048;
+/// `routing.forward_headers`: names in the list.
+pub const MAX_FORWARD_HEADERS: usize = 32;
+/// The longest value of a forwarded header (all its lines joined) or of a client's
+/// `x-request-id`: they are stored with a queued message. A `traceparent` is 55 bytes,
+/// and W3C asks `tracestate` to fit in 512.
+pub const MAX_FORWARD_VALUE_BYTES: usize = 1024;
 
 /// A value as an error message quotes it: at most 64 characters.
 pub(super) fn shown(v: &str) -> String {

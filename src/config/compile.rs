@@ -130,6 +130,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
         0,
         MAX_RETRY_ATTEMPTS,
     );
+    let forward_headers = forward_headers(&raw.routing.forward_headers, &mut errs);
 
     let h = &raw.health;
     errs.duration("health.interval_ms", h.interval_ms, 1);
@@ -266,6 +267,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
             region_field,
             key_field,
             retry_attempts: raw.routing.retry_attempts,
+            forward_headers,
         },
         health: HealthConfig {
             interval: ms(h.interval_ms),
@@ -420,6 +422,55 @@ fn compile_masters(raw: &[RawMaster], errs: &mut Errors) -> Vec<Arc<MasterConfig
             "masters",
             "at least one master must be primary or secondary (standbys only take over)",
         );
+    }
+    out
+}
+
+/// Headers a client may not have forwarded: hop-by-hop ones, those switchyard writes
+/// itself on the way to a master, and a client's own credentials.
+const NOT_FORWARDED: [&str; 15] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "host",
+    "content-length",
+    "content-type",
+    "idempotency-key",
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+];
+
+/// `routing.forward_headers`: valid names, none of [`NOT_FORWARDED`] nor
+/// `x-switchyard-*`, no repeats, at most [`MAX_FORWARD_HEADERS`].
+fn forward_headers(raw: &[String], errs: &mut Errors) -> Vec<HeaderName> {
+    if raw.len() > MAX_FORWARD_HEADERS {
+        errs.push(
+            "routing.forward_headers",
+            format!("at most {MAX_FORWARD_HEADERS} names are allowed"),
+        );
+    }
+    let mut out: Vec<HeaderName> = Vec::with_capacity(raw.len().min(MAX_FORWARD_HEADERS));
+    for (i, name) in raw.iter().enumerate() {
+        let path = format!("routing.forward_headers[{i}]");
+        let Some(name) = errs.header_name(&path, name) else {
+            continue;
+        };
+        if NOT_FORWARDED.contains(&name.as_str()) || name.as_str().starts_with("x-switchyard-") {
+            errs.push(
+                &path,
+                format!("`{name}` is hop-by-hop, a credential or set by switchyard itself: it cannot be forwarded"),
+            );
+        } else if out.contains(&name) {
+            errs.push(&path, format!("`{name}` is listed twice"));
+        } else {
+            out.push(name);
+        }
     }
     out
 }
@@ -580,6 +631,10 @@ send_url = "http://127.0.0.1:9001/send"
         assert_eq!(c.routing.strategy, StrategyKind::RoundRobin);
         assert_eq!(c.routing.retry_attempts, 2);
         assert_eq!(c.routing.region_header.as_str(), "x-region");
+        assert_eq!(
+            c.routing.forward_headers,
+            ["traceparent", "tracestate", "x-request-id"]
+        );
         assert_eq!(c.health.unhealthy_threshold, 3);
         assert_eq!(c.failover.failback, Failback::Auto);
         assert_eq!(c.queue.when_unavailable, WhenUnavailable::Queue);
@@ -647,6 +702,30 @@ bogus = 1
             paths(&format!("[log]\nformat = \"xml\"\n{MINIMAL}")),
             vec!["log.format"]
         );
+    }
+
+    #[test]
+    fn forward_headers_are_checked_one_by_one() {
+        let with = |list: &str| format!("[routing]\nforward_headers = [{list}]\n{MINIMAL}");
+        let c = parse_with(&with("\"X-B3-TraceId\", \"baggage\"")).unwrap();
+        assert_eq!(c.routing.forward_headers, ["x-b3-traceid", "baggage"]);
+        assert!(parse_with(&with(""))
+            .unwrap()
+            .routing
+            .forward_headers
+            .is_empty());
+        let list = "\"traceparent\", \"bad name\", \"Host\", \"content-length\", \
+                    \"idempotency-key\", \"transfer-encoding\", \"connection\", \
+                    \"authorization\", \"x-switchyard-master\", \"TRACEPARENT\"";
+        let p = paths(&with(list));
+        let want: Vec<String> = (1..10)
+            .map(|i| format!("routing.forward_headers[{i}]"))
+            .collect();
+        assert_eq!(p, want);
+        let many: Vec<String> = (0..=MAX_FORWARD_HEADERS)
+            .map(|i| format!("\"x-h{i}\""))
+            .collect();
+        assert_eq!(paths(&with(&many.join(", "))), ["routing.forward_headers"]);
     }
 
     #[test]

@@ -186,6 +186,9 @@ pub struct RoutingConfig {
     pub region_field: Option<String>,
     pub key_field: Option<String>,
     pub retry_attempts: u32,
+    /// Client request headers passed on to masters with the message (lower-case,
+    /// no duplicates, none that switchyard sets itself).
+    pub forward_headers: Vec<HeaderName>,
 }
 
 #[derive(Debug, Clone)]

@@ -59,6 +59,7 @@ pub struct RawRouting {
     pub region_field: String,
     pub key_field: String,
     pub retry_attempts: u32,
+    pub forward_headers: Vec<String>,
 }
 
 impl Default for RawRouting {
@@ -70,6 +71,9 @@ impl Default for RawRouting {
             region_field: String::new(),
             key_field: String::new(),
             retry_attempts: 2,
+            forward_headers: ["traceparent", "tracestate", "x-request-id"]
+                .map(String::from)
+                .into(),
         }
     }
 }

@@ -161,6 +161,7 @@ async fn attempt(proxy: &Proxy, queue: &Arc<Queue>, record: Record) -> Result<()
             .as_deref()
             .and_then(|c| HeaderValue::from_str(c).ok()),
         idempotency_key: key,
+        forward: super::trace::from_text(&config.routing.forward_headers, &record.forward_headers),
     };
     let stats = &master.stats;
     match proxy

@@ -27,6 +27,8 @@ pub enum Input {
     Recipient,
     Region,
     ContentType,
+    /// A header forwarded to masters, or `x-request-id` (see [`super::trace`]).
+    Header,
 }
 
 impl Input {
@@ -38,6 +40,7 @@ impl Input {
             Self::Recipient => "invalid_recipient",
             Self::Region => "invalid_region",
             Self::ContentType => "invalid_content_type",
+            Self::Header => "invalid_header",
         }
     }
 
@@ -54,6 +57,7 @@ impl Input {
                 None => format!("the {} header", cfg.region_header),
             },
             Self::ContentType => "the Content-Type header".into(),
+            Self::Header => "a forwarded header".into(),
         }
     }
 }

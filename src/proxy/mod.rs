@@ -12,6 +12,7 @@ pub mod delivery;
 mod fault;
 pub mod hints;
 pub mod idempotency;
+pub mod trace;
 pub mod upstream;
 
 use crate::config::WhenUnavailable;
@@ -58,7 +59,7 @@ impl Proxy {
         let path = req.uri().path();
         if path == "/v1/messages" {
             return match *req.method() {
-                Method::POST => self.send(req).await,
+                Method::POST => self.post_message(req).await,
                 _ => reply::method_not_allowed("POST"),
             };
         }
@@ -120,7 +121,33 @@ impl Proxy {
         }
     }
 
-    async fn send(&self, req: Request<Incoming>) -> Response<Body> {
+    /// `POST /v1/messages`: every answer carries an `x-request-id`, the client's or,
+    /// when it sent none, the message's id (a fresh UUID when the request was refused
+    /// before it had one).
+    async fn post_message(&self, req: Request<Incoming>) -> Response<Body> {
+        let mut request_id = None;
+        let mut resp = match trace::request_id(req.headers()) {
+            Ok(client) => {
+                request_id = client;
+                self.send(req, &mut request_id).await
+            }
+            Err(e) => reply::error(StatusCode::BAD_REQUEST, e.code(), e.to_string()),
+        };
+        let request_id =
+            request_id.or_else(|| HeaderValue::from_str(&uuid::Uuid::now_v7().to_string()).ok());
+        if let Some(id) = request_id {
+            resp.headers_mut().insert(trace::X_REQUEST_ID, id);
+        }
+        resp
+    }
+
+    /// Takes the message; `request_id` holds the client's `x-request-id` and is given
+    /// the message id when the client sent none.
+    async fn send(
+        &self,
+        req: Request<Incoming>,
+        request_id: &mut Option<HeaderValue>,
+    ) -> Response<Body> {
         let table = self.control.table();
         let cfg = &table.config;
         let limit = cfg.server.max_body_bytes;
@@ -144,9 +171,10 @@ impl Proxy {
             hints::idempotency_key(&cfg.routing, &parts.headers, max_key).and_then(|client_key| {
                 let hints = hints::extract(&cfg.routing, &parts.headers, &body, max_key)?;
                 let content_type = hints::content_type(&parts.headers)?;
-                Ok((client_key.cloned(), hints, content_type.cloned()))
+                let forward = trace::forwarded(&cfg.routing.forward_headers, &parts.headers)?;
+                Ok((client_key.cloned(), hints, content_type.cloned(), forward))
             });
-        let (client_key, hints, content_type) = match checked {
+        let (client_key, hints, content_type, mut forward) = match checked {
             Ok(checked) => checked,
             Err(e) => return reply::error(StatusCode::BAD_REQUEST, e.code(), e.to_string()),
         };
@@ -161,6 +189,12 @@ impl Proxy {
                 "the message id could not be written as a header",
             );
         };
+        if request_id.is_none() {
+            if cfg.routing.forward_headers.contains(&trace::X_REQUEST_ID) {
+                forward.push((trace::X_REQUEST_ID, id_value.clone()));
+            }
+            *request_id = Some(id_value.clone());
+        }
         // Checked above: visible ASCII.
         let claim = match client_key.as_ref().and_then(|k| k.to_str().ok()) {
             None => None,
@@ -196,6 +230,7 @@ impl Proxy {
             body,
             content_type,
             idempotency_key: client_key.unwrap_or_else(|| id_value.clone()),
+            forward,
         };
         let region = hints.region.as_deref();
         let message = Message {
@@ -427,6 +462,7 @@ fn new_message(
         routing_key: message.key.map(str::to_string),
         last_error,
         attempts,
+        forward_headers: trace::to_text(&msg.forward),
     }
 }
 

@@ -71,6 +71,9 @@ pub struct Outgoing {
     pub body: Bytes,
     pub content_type: Option<HeaderValue>,
     pub idempotency_key: HeaderValue,
+    /// The client headers of `routing.forward_headers`; a master's own `headers`
+    /// win over them.
+    pub forward: super::trace::Forwarded,
 }
 
 /// Sends `msg` to `master` and reads the whole answer within `timeout`.
@@ -87,6 +90,10 @@ pub async fn exchange(
         *req.uri_mut() = send.path.clone();
         let headers = req.headers_mut();
         headers.insert(header::HOST, send.host.clone());
+        // The config keeps out every name set below but the master's own.
+        for (name, value) in &msg.forward {
+            headers.insert(name.clone(), value.clone());
+        }
         if let Some(ct) = &msg.content_type {
             headers.insert(header::CONTENT_TYPE, ct.clone());
         }

@@ -47,6 +47,8 @@ pub struct NewMessage {
     pub last_error: Option<String>,
     /// Attempts already made before it was queued.
     pub attempts: u32,
+    /// The client headers passed on to masters (see [`Record::forward_headers`]).
+    pub forward_headers: Vec<(String, String)>,
 }
 
 impl NewMessage {
@@ -66,6 +68,7 @@ impl NewMessage {
             last_error: self.last_error,
             body: self.body,
             answer: None,
+            forward_headers: self.forward_headers,
         }
     }
 }
@@ -513,6 +516,7 @@ impl Queue {
             // Only the answer is replayed; the message itself is not kept.
             body: Bytes::new(),
             answer: Some(answer),
+            forward_headers: Vec::new(),
             ..msg.into_record(Status::Delivered, now_ms())
         };
         self.store
@@ -684,6 +688,7 @@ mod tests {
             routing_key: None,
             last_error: None,
             attempts: 0,
+            forward_headers: Vec::new(),
         }
     }
 
@@ -739,6 +744,25 @@ mod tests {
         q.failed(one, "503".into(), true, &config).await.unwrap();
         assert_eq!(q.get(&id).unwrap().unwrap().status, Status::Dead);
         assert_eq!((q.depth(), q.dead_letters()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn forwarded_headers_are_kept_with_the_message_across_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, config) = open(dir.path());
+        let headers = vec![
+            ("traceparent".to_string(), "00-abc-def-01".to_string()),
+            ("x-request-id".to_string(), "r-1".to_string()),
+        ];
+        let msg = NewMessage {
+            forward_headers: headers.clone(),
+            ..message(1)
+        };
+        q.enqueue(msg).await.unwrap();
+        let taken = take_some(&q).pop().unwrap();
+        assert_eq!(taken.forward_headers, headers);
+        q.failed(taken, "503".into(), true, &config).await.unwrap();
+        assert_eq!(take_some(&q).pop().unwrap().forward_headers, headers);
     }
 
     /// Fails every taken message (max_attempts = 2) until two are dead letters;

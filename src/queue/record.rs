@@ -64,6 +64,9 @@ pub struct Record {
     /// The master's answer to a message delivered at once, kept to replay to a repeat
     /// of its `Idempotency-Key`. Queued messages have none: a repeat gets the 202.
     pub answer: Option<MasterAnswer>,
+    /// The client's headers named in `routing.forward_headers` (and a generated
+    /// `x-request-id`), as (lower-case name, value): passed on at each delivery.
+    pub forward_headers: Vec<(String, String)>,
 }
 
 /// What a master answered, as kept for repeats.
@@ -74,9 +77,10 @@ pub struct MasterAnswer {
     pub body: Bytes,
 }
 
-/// Version 2 added `routing_key` and version 3 the answer, each at the end; older
-/// records are still read.
-const VERSION: u8 = 3;
+/// Version 2 added `routing_key`, version 3 the answer and version 4 the forwarded
+/// headers (a big-endian `u16` count, then each name and value), each at the end;
+/// older records are still read.
+const VERSION: u8 = 4;
 
 impl Record {
     pub fn encode(&self) -> Vec<u8> {
@@ -106,6 +110,13 @@ impl Record {
                 put_optional(&mut out, a.content_type.as_deref().map(str::as_bytes));
                 put_optional(&mut out, Some(&a.body));
             }
+        }
+        // At most `MAX_FORWARD_HEADERS` (32) names are configured.
+        let count = self.forward_headers.len().min(u16::MAX as usize);
+        out.extend_from_slice(&(count as u16).to_be_bytes());
+        for (name, value) in &self.forward_headers[..count] {
+            put_optional(&mut out, Some(name.as_bytes()));
+            put_optional(&mut out, Some(value.as_bytes()));
         }
         out
     }
@@ -137,6 +148,13 @@ impl Record {
                 body: Bytes::copy_from_slice(r.optional()?.ok_or("missing answer body")?),
             }),
         };
+        let count = if version >= 4 { r.u16()? } else { 0 };
+        let mut forward_headers = Vec::with_capacity(usize::from(count).min(64));
+        for _ in 0..count {
+            let name = r.string()?.ok_or("missing header name")?;
+            let value = r.string()?.ok_or("missing header value")?;
+            forward_headers.push((name, value));
+        }
         if !r.0.is_empty() {
             return Err("trailing bytes");
         }
@@ -155,6 +173,7 @@ impl Record {
             last_error,
             body,
             answer,
+            forward_headers,
         })
     }
 }
@@ -263,6 +282,13 @@ mod tests {
             last_error: Some("503".into()),
             body: Bytes::from_static(b"{\"to\":1}"),
             answer: None,
+            forward_headers: vec![
+                (
+                    "traceparent".into(),
+                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+                ),
+                ("x-request-id".into(), "r-1".into()),
+            ],
         }
     }
 
@@ -298,5 +324,41 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(Record::decode(&longer).is_err());
+    }
+
+    /// A version 3 record, as written before the forwarded headers were stored: the
+    /// bytes are spelled out, not made by today's `encode`.
+    #[test]
+    fn a_version_3_record_still_decodes() {
+        let mut v3 = vec![3u8];
+        v3.extend_from_slice(&[7; 16]);
+        v3.push(0); // queued
+        for n in [1u64, 2, 3] {
+            v3.extend_from_slice(&n.to_be_bytes());
+        }
+        v3.extend_from_slice(&4u32.to_be_bytes());
+        for s in [
+            Some("application/json"),
+            Some("k"),
+            None,
+            Some("a"),
+            Some("503"),
+        ] {
+            put_optional(&mut v3, s.map(str::as_bytes));
+        }
+        put_optional(&mut v3, Some(b"{\"to\":1}"));
+        put_optional(&mut v3, Some(b"+971"));
+        v3.extend_from_slice(&0u16.to_be_bytes()); // no answer
+        let old = Record::decode(&v3).unwrap();
+        assert_eq!(
+            old,
+            Record {
+                forward_headers: Vec::new(),
+                ..sample()
+            }
+        );
+        // Written again, it is a version 4 record.
+        assert_eq!(old.encode()[0], 4);
+        assert_eq!(Record::decode(&old.encode()), Ok(old));
     }
 }

@@ -1100,6 +1100,7 @@ mod tests {
             last_error: None,
             body: bytes::Bytes::from_static(b"m"),
             answer: None,
+            forward_headers: Vec::new(),
         }
     }
 

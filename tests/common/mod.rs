@@ -455,3 +455,18 @@ pub async fn wait_in_flight(http: &Http, admin: &str, n: u64) {
 }
 
 pub const MESSAGE: &str = r#"{"to": "+971500000001", "text": "hello"}"#;
+
+/// The headers of the last send `mock` (started with `--record-keys`) accepted, by
+/// lower-case name.
+pub async fn headers_received(
+    http: &Http,
+    mock: &Mock,
+) -> std::collections::HashMap<String, String> {
+    let body = json(&http.get(&format!("{}/received/headers", mock.url)).await.2);
+    body["headers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect()
+}
