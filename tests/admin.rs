@@ -3,6 +3,7 @@
 mod common;
 use common::*;
 use std::process::Command;
+use std::time::Duration;
 
 #[tokio::test]
 async fn token_guards_admin_routes_and_secrets_stay_hidden() {
@@ -169,6 +170,13 @@ async fn metrics_contract_passes_promtool() {
         "switchyard_config_reloads_total{result=\"error\"} 0",
         "switchyard_routing_table_version 1",
         "switchyard_alerts_total{severity=\"critical\"} 0",
+        "switchyard_master_admin_state{master=\"a\",state=\"enabled\"} 1",
+        "switchyard_master_admin_state{master=\"a\",state=\"draining\"} 0",
+        "switchyard_queue_dead_letters 0",
+        "switchyard_queue_oldest_age_seconds 0",
+        "switchyard_failover_paused 0",
+        "switchyard_breaker_open 0",
+        "switchyard_panics_total 0",
         "# HELP switchyard_requests_total ",
     ] {
         assert!(text.contains(name), "missing {name:?} in:\n{text}");
@@ -197,7 +205,7 @@ async fn metrics_contract_passes_promtool() {
 }
 
 #[tokio::test]
-async fn livez_stays_up_while_health_says_no_master_is_eligible() {
+async fn livez_and_operator_gauges_while_no_master_is_eligible() {
     let a = Mock::start("a", &[]);
     let sy = Switchyard::start(&format!(
         "{SERVER}admin_token = \"t\"\n{}",
@@ -219,4 +227,38 @@ async fn livez_stays_up_while_health_says_no_master_is_eligible() {
     );
     let (status, _, _) = http.post(&admin("/livez"), "").await;
     assert_eq!(status, 405);
+
+    // The operator's state and the waiting message show in the metrics.
+    let pause = http::Request::post(admin("/ha/pause"))
+        .header("authorization", "Bearer t")
+        .body(Default::default())
+        .unwrap();
+    assert_eq!(http.send(pause).await.0, 200);
+    let (status, _, _) = http
+        .post_with(&sy.messages(), MESSAGE, &[("prefer", "respond-async")])
+        .await;
+    assert_eq!(status, 202);
+    let sample = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    eventually(
+        Duration::from_secs(5),
+        "the queued message ages",
+        || async {
+            let text = String::from_utf8(http.get(&admin("/metrics")).await.2.to_vec()).unwrap();
+            assert_eq!(
+                sample(
+                    &text,
+                    "switchyard_master_admin_state{master=\"a\",state=\"disabled\"}"
+                ),
+                1.0
+            );
+            assert_eq!(sample(&text, "switchyard_failover_paused"), 1.0);
+            assert_eq!(sample(&text, "switchyard_queue_depth"), 1.0);
+            sample(&text, "switchyard_queue_oldest_age_seconds") > 0.0
+        },
+    )
+    .await;
 }

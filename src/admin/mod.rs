@@ -50,7 +50,7 @@ impl Admin {
                     reply::text(
                         StatusCode::OK,
                         "text/plain; version=0.0.4",
-                        crate::telemetry::render(self.metrics, &table, self.queue_depth()),
+                        crate::telemetry::render(self.metrics, &table, &self.mirrored()),
                     )
                 })
             }
@@ -105,6 +105,22 @@ impl Admin {
 
     fn queue_depth(&self) -> u64 {
         self.queue.as_ref().map_or(0, |q| q.depth())
+    }
+
+    /// What `/metrics` mirrors besides the table. A store that cannot be read now
+    /// leaves the oldest age at 0 (its failure shows in `/health` and the alerts).
+    fn mirrored(&self) -> crate::telemetry::Mirrored {
+        let view = self.failover.view();
+        let queue = self.queue.as_ref();
+        crate::telemetry::Mirrored {
+            queue_depth: self.queue_depth(),
+            dead_letters: queue.map_or(0, |q| q.dead_letters()),
+            oldest_queued_ms: queue
+                .and_then(|q| q.oldest_age_ms().ok().flatten())
+                .unwrap_or(0),
+            failover_paused: view.failover_paused,
+            breaker_open: view.breaker_open,
+        }
     }
 
     fn queue_health(&self) -> status::QueueHealth {

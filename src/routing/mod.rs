@@ -28,6 +28,8 @@ pub enum AdminState {
 }
 
 impl AdminState {
+    pub const ALL: [AdminState; 3] = [Self::Enabled, Self::Disabled, Self::Draining];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Enabled => "enabled",

@@ -8,7 +8,7 @@
 mod histogram;
 
 use crate::health::HealthState;
-use crate::routing::RoutingTable;
+use crate::routing::{AdminState, RoutingTable};
 use metrics::{describe_counter, describe_gauge, Counter};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -101,7 +101,28 @@ fn describe() {
     );
     describe_gauge!(
         "switchyard_master_up",
-        "1 when the master is eligible for traffic."
+        "1 when the master takes traffic now. A standby waiting to be promoted reads 0 \
+         while healthy: alert on switchyard_master_state instead."
+    );
+    describe_gauge!(
+        "switchyard_master_admin_state",
+        "1 for the master's admin state (enabled, disabled, draining)."
+    );
+    describe_gauge!(
+        "switchyard_queue_dead_letters",
+        "Dead letters kept, waiting for an operator."
+    );
+    describe_gauge!(
+        "switchyard_queue_oldest_age_seconds",
+        "Age of the oldest queued message; 0 when the queue is empty."
+    );
+    describe_gauge!(
+        "switchyard_failover_paused",
+        "1 while automatic failover is paused (POST /ha/pause)."
+    );
+    describe_gauge!(
+        "switchyard_breaker_open",
+        "1 while the failover circuit breaker is open."
     );
     describe_gauge!(
         "switchyard_master_state",
@@ -169,8 +190,18 @@ pub fn config_reload(ok: bool) {
     metrics::counter!("switchyard_config_reloads_total", "result" => result).increment(1);
 }
 
-/// Renders the Prometheus text, first setting the gauges that mirror `table`.
-pub fn render(handle: &PrometheusHandle, table: &RoutingTable, queue_depth: u64) -> String {
+/// Live figures `/metrics` mirrors besides the routing table, read when it is scraped.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Mirrored {
+    pub queue_depth: u64,
+    pub dead_letters: u64,
+    pub oldest_queued_ms: u64,
+    pub failover_paused: bool,
+    pub breaker_open: bool,
+}
+
+/// Renders the Prometheus text, first setting the gauges that mirror `table` and `now`.
+pub fn render(handle: &PrometheusHandle, table: &RoutingTable, now: &Mirrored) -> String {
     for m in &table.masters {
         let id = m.id().to_string();
         metrics::gauge!("switchyard_master_up", "master" => id.clone())
@@ -182,9 +213,18 @@ pub fn render(handle: &PrometheusHandle, table: &RoutingTable, queue_depth: u64)
             metrics::gauge!("switchyard_master_state", "master" => id.clone(), "state" => state.as_str())
                 .set(f64::from(u8::from(m.health == state)));
         }
+        for admin in AdminState::ALL {
+            metrics::gauge!("switchyard_master_admin_state", "master" => id.clone(), "state" => admin.as_str())
+                .set(f64::from(u8::from(m.admin == admin)));
+        }
         metrics::counter!("switchyard_failovers_total", "master" => id.clone()).increment(0);
     }
-    metrics::gauge!("switchyard_queue_depth").set(queue_depth as f64);
+    metrics::gauge!("switchyard_queue_depth").set(now.queue_depth as f64);
+    metrics::gauge!("switchyard_queue_dead_letters").set(now.dead_letters as f64);
+    metrics::gauge!("switchyard_queue_oldest_age_seconds")
+        .set(now.oldest_queued_ms as f64 / 1000.0);
+    metrics::gauge!("switchyard_failover_paused").set(f64::from(u8::from(now.failover_paused)));
+    metrics::gauge!("switchyard_breaker_open").set(f64::from(u8::from(now.breaker_open)));
     metrics::gauge!("switchyard_routing_table_version").set(table.version as f64);
     handle.run_upkeep();
     let mut out = handle.render();
