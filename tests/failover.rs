@@ -190,8 +190,9 @@ async fn a_killed_primary_fails_over_and_back_without_client_errors() {
 async fn manual_failover_pause_and_resume() {
     let a = Mock::start("a", &[]);
     let s = Mock::start("s", &[]);
+    let (webhook, mut alerts) = webhook_receiver().await;
     let config = format!(
-        "{FAST}\n{}",
+        "{FAST}\n[alerts]\nwebhook_url = \"{webhook}\"\n{}",
         masters_toml(&[
             (&a, &probed(&a, "role = \"primary\"")),
             (&s, "role = \"standby\""),
@@ -204,6 +205,16 @@ async fn manual_failover_pause_and_resume() {
     let (code, _, body) = http.post(&admin("/ha/masters/a/failover"), "").await;
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(json(&body)["backup"], "s");
+    // An operator's failover is no alarm: the first alert is its completion (info).
+    let first = tokio::time::timeout(Duration::from_secs(10), alerts.recv())
+        .await
+        .expect("an alert")
+        .expect("receiver running");
+    assert_eq!(
+        (first["kind"].as_str(), first["severity"].as_str()),
+        (Some("failover_completed"), Some("info")),
+        "{first}"
+    );
     let (status, h, _) = http.post(&sy.messages(), MESSAGE).await;
     assert_eq!(status, 200);
     assert_eq!(header(&h, "x-switchyard-master"), "s");

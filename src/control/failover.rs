@@ -517,12 +517,17 @@ impl Controller {
             .master(failed)
             .backup(&backup),
         );
-        self.alerts.raise(
-            Severity::Critical,
-            "failover_started",
-            Some(failed),
-            format!("{failed} failed; promoting standby {backup}"),
-        );
+        if manual {
+            // An operator's own action is logged, not alerted on: nothing failed.
+            tracing::info!(master = %failed, backup = %backup, "manual failover: promoting the standby");
+        } else {
+            self.alerts.raise(
+                Severity::Critical,
+                "failover_started",
+                Some(failed),
+                format!("{failed} failed; promoting standby {backup}"),
+            );
+        }
         self.active.insert(
             failed.clone(),
             Active {
