@@ -153,6 +153,9 @@ async fn a_killed_primary_fails_over_and_back_without_client_errors() {
         status_of(&http, &sy, "a").await["state"] == "healthy"
     })
     .await;
+    // Its last error belonged to the outage, which is over.
+    let back_a = status_of(&http, &sy, "a").await;
+    assert!(back_a["last_error"].is_null(), "{back_a}");
     stop.store(true, Relaxed);
     for client in clients {
         client.await.expect("a client panicked");

@@ -420,6 +420,10 @@ impl Controller {
             }
             HealthState::Healthy => {
                 audit.record(NewEvent::new(EventKind::Healthy, &t.reason).master(m));
+                // Its last error belongs to the outage it is over.
+                if let Some(stats) = self.stats(&id) {
+                    stats.clear_last_error();
+                }
             }
         }
     }

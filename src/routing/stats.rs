@@ -134,6 +134,11 @@ impl MasterStats {
         self.consecutive_failures.fetch_add(1, Relaxed) + 1
     }
 
+    /// Forgets the last error: the master has fully recovered since.
+    pub fn clear_last_error(&self) {
+        self.last_error.store(None);
+    }
+
     pub fn last_error(&self) -> Option<Arc<String>> {
         self.last_error.load_full()
     }
