@@ -84,6 +84,11 @@ async fn dead_letters_after_max_attempts_can_be_listed_retried_and_deleted() {
     let m = message(&http, &sy, &ids[0]).await;
     assert_eq!(m["attempts"], 3);
     assert!(m["last_error"].as_str().unwrap().contains("503"), "{m}");
+    // Each dead letter is logged at warn with its reason.
+    let line = sy
+        .proc
+        .wait_line("a message became a dead letter", Duration::from_secs(5));
+    assert!(line.contains("WARN") && line.contains("503"), "{line}");
     let admin = |path: &str| format!("{}{path}", sy.admin);
     let queue = json(&http.get(&admin("/admin/queue")).await.2);
     assert_eq!(

@@ -487,6 +487,13 @@ impl Queue {
         let dead = record.attempts >= config.max_attempts || expired;
         let registered = if dead {
             record.status = Status::Dead;
+            tracing::warn!(
+                message_id = %record.uuid(),
+                attempts = record.attempts,
+                expired,
+                reason = record.last_error.as_deref().unwrap_or_default(),
+                "a message became a dead letter"
+            );
             None
         } else {
             let due = self.register_due(backoff(record.attempts, attempted, config));
