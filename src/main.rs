@@ -1,11 +1,12 @@
 //! The `switchyard` command line (SPEC section 1).
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard::admin_cli::AdminClient;
 use switchyard::config::Config;
 
 /// mimalloc: fewer cycles per allocation than glibc malloc on the request path.
@@ -104,13 +105,26 @@ enum Command {
     },
     /// Print the HA status as a table.
     Status {
-        /// Admin API base URL.
-        #[arg(long, default_value = "http://127.0.0.1:9090")]
-        admin: String,
-        /// Bearer token, when the admin API has one.
-        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN")]
-        token: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
+}
+
+/// Where the admin API is, and its token.
+#[derive(Args)]
+struct AdminArgs {
+    /// Admin API base URL.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:9090")]
+    admin: String,
+    /// Bearer token, when the admin API has one.
+    #[arg(long, global = true, env = "SWITCHYARD_ADMIN_TOKEN")]
+    token: Option<String>,
+}
+
+impl AdminArgs {
+    fn client(&self) -> AdminClient {
+        AdminClient::new(&self.admin, self.token.as_deref())
+    }
 }
 
 fn main() -> ExitCode {
@@ -251,9 +265,7 @@ async fn run(command: Command, loaded: Option<Loaded>) -> anyhow::Result<()> {
             task.await?;
             Ok(())
         }
-        Command::Status { admin, token } => {
-            switchyard::status_cli::run(&admin, token.as_deref()).await
-        }
+        Command::Status { admin } => switchyard::status_cli::run(&admin.client()).await,
         // Answered in `main` before any runtime starts.
         Command::Check { .. } => Ok(()),
     }
