@@ -5,6 +5,10 @@
 //!
 //! May call: nothing of the proxy itself; only the admin API, over HTTP.
 
+pub mod dead_letters;
+pub mod events;
+pub mod masters;
+
 use http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
