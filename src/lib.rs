@@ -14,6 +14,7 @@
 //! [`config`] parses and validates the TOML file; [`app`] wires a running instance.
 
 pub mod admin;
+pub mod admin_cli;
 pub mod alerts;
 pub mod app;
 pub mod audit;

@@ -1,11 +1,12 @@
 //! The `switchyard` command line (SPEC section 1).
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard::admin_cli::{self, masters::Action, AdminClient};
 use switchyard::config::Config;
 
 /// mimalloc: fewer cycles per allocation than glibc malloc on the request path.
@@ -104,12 +105,97 @@ enum Command {
     },
     /// Print the HA status as a table.
     Status {
-        /// Admin API base URL.
-        #[arg(long, default_value = "http://127.0.0.1:9090")]
-        admin: String,
-        /// Bearer token, when the admin API has one.
-        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN")]
-        token: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Admin control of one master, through the admin API.
+    Masters {
+        #[command(subcommand)]
+        action: MastersAction,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List, retry or delete dead letters, through the admin API.
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLettersAction,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Print the audit trail as a table, newest first.
+    Events {
+        /// How many events to show.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Where the admin API is, and its token.
+#[derive(Args)]
+struct AdminArgs {
+    /// Admin API base URL.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:9090")]
+    admin: String,
+    /// Bearer token, when the admin API has one.
+    #[arg(long, global = true, env = "SWITCHYARD_ADMIN_TOKEN")]
+    token: Option<String>,
+}
+
+impl AdminArgs {
+    fn client(&self) -> AdminClient {
+        AdminClient::new(&self.admin, self.token.as_deref())
+    }
+}
+
+#[derive(Subcommand)]
+enum MastersAction {
+    /// Take the master out of rotation.
+    Disable { id: String },
+    /// Put the master back into rotation.
+    Enable { id: String },
+    /// Give the master no new messages; it shows `drained` once its deliveries end.
+    Drain { id: String },
+    /// Put the master's best standby in its place.
+    Failover { id: String },
+    /// Give the master its place back from the standby that took it.
+    Failback { id: String },
+}
+
+impl MastersAction {
+    fn split(&self) -> (Action, &str) {
+        match self {
+            MastersAction::Disable { id } => (Action::Disable, id),
+            MastersAction::Enable { id } => (Action::Enable, id),
+            MastersAction::Drain { id } => (Action::Drain, id),
+            MastersAction::Failover { id } => (Action::Failover, id),
+            MastersAction::Failback { id } => (Action::Failback, id),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum DeadLettersAction {
+    /// Print the dead letters as a table, oldest first.
+    List {
+        /// How many to show.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+    },
+    /// Queue a dead letter (or all of them) for delivery again.
+    Retry {
+        /// The dead letter's id.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Retry every dead letter, once each.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete a dead letter for good.
+    Delete {
+        /// The dead letter's id.
+        id: String,
     },
 }
 
@@ -251,9 +337,29 @@ async fn run(command: Command, loaded: Option<Loaded>) -> anyhow::Result<()> {
             task.await?;
             Ok(())
         }
-        Command::Status { admin, token } => {
-            switchyard::status_cli::run(&admin, token.as_deref()).await
+        Command::Status { admin } => switchyard::status_cli::run(&admin.client()).await,
+        Command::Masters { action, admin } => {
+            let (action, id) = action.split();
+            admin_cli::masters::run(&admin.client(), action, id).await
         }
+        Command::DeadLetters { action, admin } => {
+            let admin = admin.client();
+            match action {
+                DeadLettersAction::List { limit } => {
+                    admin_cli::dead_letters::list(&admin, limit).await
+                }
+                DeadLettersAction::Retry { id: Some(id), .. } => {
+                    admin_cli::dead_letters::retry(&admin, &id).await
+                }
+                DeadLettersAction::Retry { id: None, .. } => {
+                    admin_cli::dead_letters::retry_all(&admin).await
+                }
+                DeadLettersAction::Delete { id } => {
+                    admin_cli::dead_letters::delete(&admin, &id).await
+                }
+            }
+        }
+        Command::Events { limit, admin } => admin_cli::events::run(&admin.client(), limit).await,
         // Answered in `main` before any runtime starts.
         Command::Check { .. } => Ok(()),
     }

@@ -1,34 +1,11 @@
 //! `switchyard status`: `GET /ha/status` printed as a table.
 
-use anyhow::{bail, Context};
-use http::{header, Request};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use crate::admin_cli::{table, text_cell, AdminClient};
 use serde_json::Value;
 
-pub async fn run(admin: &str, token: Option<&str>) -> anyhow::Result<()> {
-    let url = format!("{}/ha/status", admin.trim_end_matches('/'));
-    let mut req = Request::get(&url);
-    if let Some(t) = token.filter(|t| !t.is_empty()) {
-        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
-    }
-    let req = req
-        .body(Empty::<bytes::Bytes>::new())
-        .with_context(|| format!("`{url}` is not a valid URL"))?;
-    let client = Client::builder(TokioExecutor::new()).build_http();
-    let resp = client
-        .request(req)
-        .await
-        .with_context(|| format!("cannot reach the admin API at {admin}"))?;
-    let status = resp.status();
-    let body = resp.into_body().collect().await?.to_bytes();
-    let json: Value = serde_json::from_slice(&body).context("the admin API did not answer JSON")?;
-    if !status.is_success() {
-        let msg = json["error"]["message"].as_str().unwrap_or("unknown error");
-        bail!("{status}: {msg}");
-    }
-    print!("{}", render(&json));
+pub async fn run(admin: &AdminClient) -> anyhow::Result<()> {
+    let status = admin.get("/ha/status").await?;
+    print!("{}", render(&status));
     Ok(())
 }
 
@@ -54,7 +31,7 @@ pub fn render(status: &Value) -> String {
         "FAILED",
         "LAST ERROR",
     ];
-    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    let mut rows = Vec::new();
     for m in status["masters"].as_array().into_iter().flatten() {
         let s = |k: &str| m[k].as_str().unwrap_or("").to_string();
         let n = |k: &str| m[k].as_u64().unwrap_or(0).to_string();
@@ -74,25 +51,42 @@ pub fn render(status: &Value) -> String {
             n("queued"),
             n("sent_total"),
             n("failed_total"),
-            m["last_error"]
-                .as_str()
-                .unwrap_or("-")
-                .chars()
-                .take(60)
-                .collect(),
+            text_cell(&m["last_error"]),
         ]);
     }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
+    out.push_str(&table(&header, rows));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn masters_are_rows_and_long_errors_are_cut() {
+        let status = json!({"strategy": "weighted", "routing_table_version": 3,
+            "failover_paused": false, "breaker_open": false, "masters": [
+            {"id": "a", "role": "primary", "region": "eu", "state": "healthy",
+             "admin": "enabled", "share": 0.25, "in_flight": 1, "queued": 0,
+             "sent_total": 10, "failed_total": 2, "last_error": null},
+            {"id": "s", "role": "standby", "promoted": true, "region": "eu",
+             "state": "degraded", "admin": "disabled", "share": 0.0,
+             "last_error": format!("503\n{}", "x".repeat(300))},
+        ]});
+        let out = render(&status);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[0],
+            "strategy: weighted   routing table: v3   failover paused: false   breaker open: false"
+        );
+        assert!(lines[2].starts_with("MASTER  ROLE"), "{out}");
+        assert!(lines[3].ends_with("10    2       -"), "{out}");
+        assert!(lines[4].contains("standby (promoted)"), "{out}");
+        assert!(
+            lines[4].contains("503 xxx") && lines[4].ends_with('…'),
+            "{out}"
+        );
+        assert_eq!(lines.len(), 5, "{out}");
+    }
 }
