@@ -58,6 +58,15 @@ async fn a_message_sent_at_once_carries_the_trace_headers() {
         (200, "true")
     );
     assert_eq!(header(&h, "x-request-id"), "req-3");
+    // Without one, the repeat's request id is the id of the message it is about.
+    let (_, h, _) = http
+        .post_with(&sy.messages(), MESSAGE, &[("idempotency-key", "order-1")])
+        .await;
+    assert_eq!(header(&h, "x-switchyard-duplicate"), "true");
+    assert_eq!(
+        header(&h, "x-request-id"),
+        header(&first, "x-switchyard-message-id")
+    );
 }
 
 #[tokio::test]
@@ -66,8 +75,10 @@ async fn a_queued_message_carries_them_when_delivered_after_a_kill_9() {
     let sy = Switchyard::start(&masters_toml(&[(&a, "")]));
     let http = Http::new();
     // No master to take it now: it waits on disk.
-    http.post(&format!("{}/ha/masters/a/disable", sy.admin), "")
+    let (code, _, _) = http
+        .post(&format!("{}/ha/masters/a/disable", sy.admin), "")
         .await;
+    assert_eq!(code, 200);
     let sent = [
         ("prefer", "respond-async"),
         ("traceparent", TRACEPARENT),
@@ -77,6 +88,7 @@ async fn a_queued_message_carries_them_when_delivered_after_a_kill_9() {
     assert_eq!(code, 202, "{}", String::from_utf8_lossy(&body));
     let id = json(&body)["id"].as_str().unwrap().to_string();
     assert_eq!(header(&h, "x-request-id"), id, "generated: the message id");
+    assert_eq!(a.received(&http).await, 0, "still on disk at the kill");
 
     let sy = sy.kill_and_restart();
     http.post(&format!("{}/ha/masters/a/enable", sy.admin), "")

@@ -104,9 +104,11 @@ async fn deliver(proxy: &Proxy, queue: &Arc<Queue>, record: Record) {
 }
 
 /// A taken message whose delivery has not reached its outcome. Dropped armed — the
-/// delivery panicked (the hook logged and counted it), or the loop stopped and dropped
-/// its tasks — it gives the message back to the queue for a later delivery, with the
-/// same `Idempotency-Key`, rather than leaving it held until a restart.
+/// delivery panicked (the hook logged and counted it), or its task was dropped with
+/// the delivery loop (a panic there restarts the loop) — it gives the message back to
+/// the queue, after [`GIVE_BACK_AFTER`] so that a message whose delivery panics every
+/// time is not taken again at once in a loop, for a later delivery with the same
+/// `Idempotency-Key`, rather than leaving it held until a restart.
 struct Held {
     queue: Arc<Queue>,
     id: crate::queue::record::Id,
@@ -121,10 +123,26 @@ impl Held {
     }
 }
 
+/// How long a message whose delivery ended without an outcome stays held.
+#[cfg(not(test))]
+const GIVE_BACK_AFTER: Duration = Duration::from_secs(10);
+#[cfg(test)]
+const GIVE_BACK_AFTER: Duration = Duration::from_secs(1);
+
 impl Drop for Held {
     fn drop(&mut self) {
-        if self.armed {
-            self.queue.give_back(&self.id, self.due_ms);
+        if !self.armed {
+            return;
+        }
+        let (queue, id, due_ms) = (self.queue.clone(), self.id, self.due_ms);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    tokio::time::sleep(GIVE_BACK_AFTER).await;
+                    queue.give_back(&id, due_ms);
+                });
+            }
+            Err(_) => queue.give_back(&id, due_ms),
         }
     }
 }
@@ -196,6 +214,43 @@ async fn attempt(proxy: &Proxy, queue: &Arc<Queue>, record: Record) -> Result<()
                 tracing::debug!(master = master.id(), error = %e, "queued delivery failed");
             }
             queue.failed(record, error, attempted, &config.queue).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::tests::{message, open};
+
+    #[tokio::test]
+    async fn a_delivery_dropped_without_an_outcome_gives_its_message_back_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, _) = open(dir.path());
+        queue.enqueue(message(1)).await.unwrap();
+        let record = queue.take_due(10).unwrap().pop().expect("due");
+        let task = {
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                let _held = Held {
+                    queue,
+                    id: record.id,
+                    due_ms: record.due_ms,
+                    armed: true,
+                };
+                panic!("a bug in a delivery");
+            })
+        };
+        assert!(task.await.unwrap_err().is_panic());
+        assert!(queue.take_due(10).unwrap().is_empty(), "held a while");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(again) = queue.take_due(10).unwrap().pop() {
+                assert_eq!(again.id, record.id);
+                break;
+            }
+            assert!(Instant::now() < deadline, "never given back");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }

@@ -129,7 +129,9 @@ impl Proxy {
         let mut resp = match trace::request_id(req.headers()) {
             Ok(client) => {
                 request_id = client;
-                self.send(req, &mut request_id).await
+                // Caught here too (the listener catches it anyway), so that a 500 for
+                // a bug still carries the request id.
+                reply::unless_panic(self.send(req, &mut request_id)).await
             }
             Err(e) => reply::error(StatusCode::BAD_REQUEST, e.code(), e.to_string()),
         };
@@ -189,7 +191,8 @@ impl Proxy {
                 "the message id could not be written as a header",
             );
         };
-        if request_id.is_none() {
+        let generated_request_id = request_id.is_none();
+        if generated_request_id {
             if cfg.routing.forward_headers.contains(&trace::X_REQUEST_ID) {
                 forward.push((trace::X_REQUEST_ID, id_value.clone()));
             }
@@ -209,9 +212,18 @@ impl Proxy {
                     match begin() {
                         Err(e) => return storage_error(&e),
                         Ok(Begin::New(claim)) => break Some(claim),
-                        Ok(Begin::Stored(first, answer)) => return replay(&first, &answer),
+                        Ok(Begin::Stored(first, answer)) => {
+                            if generated_request_id {
+                                // The id of the message the answer is about.
+                                *request_id = HeaderValue::from_str(&first).ok();
+                            }
+                            return replay(&first, &answer);
+                        }
                         Ok(Begin::Repeat(first)) => {
                             if let Some(answer) = first.wait_answer().await {
+                                if generated_request_id {
+                                    *request_id = HeaderValue::from_str(&first.id).ok();
+                                }
                                 return replay(&first.id, &answer);
                             }
                             // The first attempt was not accepted: this one is sent as

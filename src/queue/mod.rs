@@ -669,11 +669,11 @@ fn backoff(attempts: u32, attempted: bool, config: &QueueConfig) -> Duration {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::future::Future;
 
-    fn open(dir: &std::path::Path) -> (Arc<Queue>, QueueConfig) {
+    pub(crate) fn open(dir: &std::path::Path) -> (Arc<Queue>, QueueConfig) {
         let text = format!(
             "[queue]\npath = \"{}\"\nbackoff_initial_ms = 1\nbackoff_max_ms = 2\nmax_attempts = 2\n[[masters]]\nid = \"a\"\nsend_url = \"http://127.0.0.1:9/\"\n",
             dir.join("q").display()
@@ -684,7 +684,7 @@ mod tests {
         (Arc::new(Queue::open(&config).expect("open")), config)
     }
 
-    fn message(n: u8) -> NewMessage {
+    pub(crate) fn message(n: u8) -> NewMessage {
         NewMessage {
             id: uuid::Uuid::now_v7(),
             body: Bytes::from(vec![n]),
