@@ -5,8 +5,10 @@ use super::{cell, segment, table, text_cell, AdminClient, MAX_CELL};
 use serde_json::Value;
 use std::collections::HashSet;
 
-/// How many dead letters `retry --all` reads per request.
-const PAGE: u32 = 100;
+/// How many more dead letters than it has tried `retry --all` reads per request.
+const PAGE: usize = 100;
+/// The most the admin API lists at once.
+const MAX_LIST: usize = 10_000;
 
 pub async fn list(admin: &AdminClient, limit: u32) -> anyhow::Result<()> {
     let answer = admin
@@ -22,22 +24,33 @@ pub async fn retry(admin: &AdminClient, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Retries every dead letter, a page at a time, each one once: one that dies again
-/// meanwhile is not retried a second time. Stops at the first refusal (a full queue,
-/// the API gone); one deleted or retried by someone else meanwhile is skipped.
+/// Retries every dead letter, each one once: one that dies again meanwhile is not
+/// retried a second time. The list is oldest first and a retried letter that dies
+/// again keeps its place, so each read asks for [`PAGE`] more than were tried. Stops
+/// at the first refusal (a full queue, the API gone); one deleted or retried by
+/// someone else meanwhile is skipped.
 pub async fn retry_all(admin: &AdminClient) -> anyhow::Result<()> {
     let mut tried = HashSet::new();
     let (mut retried, mut gone) = (0u64, 0u64);
     loop {
+        let limit = (tried.len() + PAGE).min(MAX_LIST);
         let page = admin
-            .get(&format!("/admin/dead-letters?limit={PAGE}"))
+            .get(&format!("/admin/dead-letters?limit={limit}"))
             .await?;
-        let fresh: Vec<String> = ids(&page)
+        let listed = ids(&page);
+        let seen_all = listed.len() < limit;
+        let fresh: Vec<String> = listed
             .into_iter()
             .filter(|id| !tried.contains(id))
             .collect();
         if fresh.is_empty() {
-            break;
+            if seen_all {
+                break;
+            }
+            println!("{}", summary(retried, gone));
+            anyhow::bail!(
+                "the first {MAX_LIST} dead letters were all retried and died again before the rest could be listed"
+            );
         }
         for id in fresh {
             match admin.post(&retry_path(&id)).await {

@@ -82,15 +82,29 @@ impl AdminClient {
 
     /// Sends `method path` and returns the JSON of a 2xx answer.
     async fn call(&self, method: Method, path: &str) -> Result<Value, AdminError> {
-        if !self.base.starts_with("http://") {
+        // The routes go after the base: a path, query or fragment there would change
+        // which route a command reaches.
+        let base_ok = url::Url::parse(&self.base).is_ok_and(|u| {
+            u.scheme() == "http"
+                && u.has_host()
+                && u.path() == "/"
+                && u.query().is_none()
+                && u.fragment().is_none()
+        });
+        if !base_ok {
             return Err(AdminError::Transport(format!(
-                "--admin must be an http:// URL, not `{}`",
+                "--admin must be the admin listener's http:// address (http://HOST:PORT), not `{}`",
                 cell(&self.base, MAX_CELL)
             )));
         }
         let url = format!("{}{path}", self.base);
         let mut req = Request::builder().method(method).uri(&url);
         if let Some(t) = &self.token {
+            if http::HeaderValue::from_str(t).is_err() {
+                return Err(AdminError::Transport(
+                    "the admin token has characters a header cannot carry (a line break?)".into(),
+                ));
+            }
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
         let req = req

@@ -358,7 +358,7 @@ impl Proxy {
                 cfg,
                 "masters_unavailable",
                 format!(
-                    "no master accepted the message after {} attempts; last error: {err}",
+                    "no master accepted the message ({} tried); last error: {err}",
                     tried.len()
                 ),
             ),
