@@ -155,7 +155,7 @@ enum MastersAction {
     Disable { id: String },
     /// Put the master back into rotation.
     Enable { id: String },
-    /// Give the master no new messages; it shows `drained` once its deliveries end.
+    /// Give the master no new messages; those under way finish.
     Drain { id: String },
     /// Put the master's best standby in its place.
     Failover { id: String },
