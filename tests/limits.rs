@@ -71,25 +71,33 @@ fn trickle(mut writer: tokio::net::tcp::OwnedWriteHalf, bytes: Vec<u8>, every: D
     });
 }
 
-#[tokio::test]
-async fn a_trickled_body_gets_408_and_a_closed_connection() {
-    let mock = Mock::start("m", &[]);
-    let sy = start(&mock, "read_timeout_ms = 1000");
-    let stream = connect(&sy).await;
+/// Connects to `addr`, writes `head`, trickles `rest` a byte per 100 ms, and reads
+/// until the server closes the connection, which must come within a read timeout of
+/// 1 s plus [`MARGIN`]: what the server answered, and when the connection opened.
+async fn trickled(addr: &str, head: &[u8], rest: Vec<u8>) -> (String, Instant) {
+    let stream = TcpStream::connect(addr).await.expect("connect");
     let started = Instant::now();
     let (mut reader, mut writer) = stream.into_split();
-    writer
-        .write_all(
-            b"POST /v1/messages HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: 4096\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    // One byte per packet, far slower than 4096 bytes in a second.
-    trickle(writer, vec![b' '; 4096], Duration::from_millis(100));
+    writer.write_all(head).await.unwrap();
+    trickle(writer, rest, Duration::from_millis(100));
     let deadline = started + Duration::from_secs(1) + MARGIN;
     let text = read_to_close(&mut reader, deadline)
         .await
         .unwrap_or_else(|t| panic!("still open after {:?}: {t:?}", started.elapsed()));
+    (text, started)
+}
+
+#[tokio::test]
+async fn a_trickled_body_gets_408_and_a_closed_connection() {
+    let mock = Mock::start("m", &[]);
+    let sy = start(&mock, "read_timeout_ms = 1000");
+    // One byte per packet, far slower than 4096 bytes in a second.
+    let (text, started) = trickled(
+        sy.url.trim_start_matches("http://"),
+        b"POST /v1/messages HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: 4096\r\n\r\n",
+        vec![b' '; 4096],
+    )
+    .await;
     assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
     assert!(
         text.to_ascii_lowercase().contains("connection: close"),
@@ -109,18 +117,12 @@ async fn a_slow_head_is_cut_and_an_empty_connection_closed() {
     let mock = Mock::start("m", &[]);
     let sy = start(&mock, "read_timeout_ms = 1000");
     // A head that never ends: a header line a byte at a time.
-    let stream = connect(&sy).await;
-    let started = Instant::now();
-    let (mut reader, mut writer) = stream.into_split();
-    writer
-        .write_all(b"POST /v1/messages HTTP/1.1\r\n")
-        .await
-        .unwrap();
-    trickle(writer, b"x-slow: ".repeat(500), Duration::from_millis(100));
-    let deadline = started + Duration::from_secs(1) + MARGIN;
-    let text = read_to_close(&mut reader, deadline)
-        .await
-        .unwrap_or_else(|t| panic!("still open after {:?}: {t:?}", started.elapsed()));
+    let (text, _) = trickled(
+        sy.url.trim_start_matches("http://"),
+        b"POST /v1/messages HTTP/1.1\r\n",
+        b"x-slow: ".repeat(500),
+    )
+    .await;
     assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
     assert!(text.contains("\"request_timeout\""), "{text:?}");
 
@@ -256,19 +258,7 @@ async fn the_admin_listener_has_the_same_limits() {
     let sy = start(&mock, "read_timeout_ms = 1000\nidle_timeout_ms = 1000");
     let admin = sy.admin.trim_start_matches("http://").to_string();
     // A slow head is cut with a 408.
-    let stream = TcpStream::connect(&admin).await.unwrap();
-    let started = Instant::now();
-    let (mut reader, mut writer) = stream.into_split();
-    writer.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
-    trickle(writer, b"x-slow: ".repeat(500), Duration::from_millis(100));
-    let mut got = Vec::new();
-    let closed = tokio::time::timeout_at(
-        started + Duration::from_secs(1) + MARGIN,
-        reader.read_to_end(&mut got),
-    )
-    .await;
-    let text = String::from_utf8_lossy(&got);
-    assert!(closed.is_ok(), "still open: {text:?}");
+    let (text, _) = trickled(&admin, b"GET /health HTTP/1.1\r\n", b"x-slow: ".repeat(500)).await;
     assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
     // An idle kept-alive connection is closed.
     let mut idle = TcpStream::connect(&admin).await.unwrap();
