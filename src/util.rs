@@ -5,6 +5,18 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Hop-by-hop headers: they describe one connection, so a proxy never passes them on
+/// (RFC 9110 section 7.6.1, with the usual legacy ones).
+pub const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
 /// Runs the background task `start` makes until it returns. A panic inside it (logged
 /// and counted by the panic hook) starts a new one a second later, so one bug cannot
 /// silently stop a duty such as queue delivery for the rest of the process's life.

@@ -426,16 +426,10 @@ fn compile_masters(raw: &[RawMaster], errs: &mut Errors) -> Vec<Arc<MasterConfig
     out
 }
 
-/// Headers a client may not have forwarded: hop-by-hop ones, those switchyard writes
-/// itself on the way to a master, and a client's own credentials.
-const NOT_FORWARDED: [&str; 15] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
+/// Headers a client may not have forwarded besides the hop-by-hop ones
+/// ([`crate::util::HOP_BY_HOP`]): those switchyard writes itself on the way to a
+/// master, and a client's own credentials.
+const NOT_FORWARDED: [&str; 8] = [
     "expect",
     "host",
     "content-length",
@@ -446,7 +440,7 @@ const NOT_FORWARDED: [&str; 15] = [
     "x-api-key",
 ];
 
-/// `routing.forward_headers`: valid names, none of [`NOT_FORWARDED`] nor
+/// `routing.forward_headers`: valid names, none hop-by-hop, of [`NOT_FORWARDED`] or
 /// `x-switchyard-*`, no repeats, at most [`MAX_FORWARD_HEADERS`].
 fn forward_headers(raw: &[String], errs: &mut Errors) -> Vec<HeaderName> {
     if raw.len() > MAX_FORWARD_HEADERS {
@@ -461,7 +455,11 @@ fn forward_headers(raw: &[String], errs: &mut Errors) -> Vec<HeaderName> {
         let Some(name) = errs.header_name(&path, name) else {
             continue;
         };
-        if NOT_FORWARDED.contains(&name.as_str()) || name.as_str().starts_with("x-switchyard-") {
+        let n = name.as_str();
+        if crate::util::HOP_BY_HOP.contains(&n)
+            || NOT_FORWARDED.contains(&n)
+            || n.starts_with("x-switchyard-")
+        {
             errs.push(
                 &path,
                 format!("`{name}` is hop-by-hop, a credential or set by switchyard itself: it cannot be forwarded"),

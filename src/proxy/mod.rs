@@ -634,18 +634,10 @@ fn kept_answer(id: &str, answer: &StoredAnswer) -> Response<Body> {
     resp
 }
 
+/// Not copied from a master's answer: hop-by-hop headers, and the length, which hyper
+/// writes for the body it sends.
 fn is_hop_by_hop(name: &header::HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "transfer-encoding"
-            | "te"
-            | "trailer"
-            | "upgrade"
-            | "content-length"
-    )
+    *name == header::CONTENT_LENGTH || crate::util::HOP_BY_HOP.contains(&name.as_str())
 }
 
 /// Once a minute, forgets what the idempotency window no longer covers: entries in
