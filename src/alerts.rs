@@ -242,13 +242,13 @@ fn prune(folds: &mut HashMap<FoldKey, Fold>, now: Instant, window: Duration) {
 
 fn target_of(webhook: Option<Uri>) -> Option<Arc<Target>> {
     let uri = webhook?;
-    if uri.scheme_str() != Some("http") {
-        tracing::warn!(webhook = %uri, "only http:// alert webhooks are supported: alerts are logged only");
-        return None;
-    }
-    let Some(endpoint) = Endpoint::of(&uri) else {
-        tracing::warn!(webhook = %uri, "alert webhook has no host: alerts are logged only");
-        return None;
+    // https trusts the system roots.
+    let endpoint = match Endpoint::with_tls(&uri, None) {
+        Ok(endpoint) => endpoint,
+        Err(e) => {
+            tracing::warn!(webhook = %uri, error = %e, "alert webhook unusable: alerts are logged only");
+            return None;
+        }
     };
     Some(Arc::new(Target { uri, endpoint }))
 }
@@ -347,14 +347,14 @@ impl Delivery {
             );
             req
         };
-        if self.pool_for != endpoint.authority {
+        if self.pool_for != endpoint.key {
             // The webhook moved (a reload): close the old one's connection.
             self.pool = ConnPool::default();
-            self.pool_for.clone_from(&endpoint.authority);
+            self.pool_for.clone_from(&endpoint.key);
         }
         let (conn, resp) = self
             .pool
-            .send(&endpoint.authority, build)
+            .send(endpoint, build)
             .await
             .map_err(|e| error_chain(&e))?;
         let status = resp.status();

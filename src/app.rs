@@ -85,12 +85,16 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
     tasks.spawn(webhook);
     // Both listeners read their limits from the current config before each accept: a
     // reload changes them for the connections accepted after it.
+    // Their certificates likewise: a reload with new files serves the next connections
+    // with them, and the open ones keep theirs.
     let limits = |control: Arc<Control>| move || Limits::of(&control.table().config.server);
+    let (c, ca) = (control.clone(), control.clone());
     let p = proxy.clone();
     tasks.spawn(server::serve_with(
         listener,
         move |req| p.clone().handle(req),
         limits(control.clone()),
+        move || c.table().config.server.tls.clone(),
         shutdown.clone(),
         drain,
     ));
@@ -98,6 +102,7 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
         admin_listener,
         move |req| admin.clone().handle(req),
         limits(control.clone()),
+        move || ca.table().config.server.admin_tls.clone(),
         shutdown.clone(),
         drain,
     ));

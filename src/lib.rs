@@ -31,4 +31,5 @@ pub mod routing;
 pub mod server;
 pub mod status_cli;
 pub mod telemetry;
+pub mod tls;
 pub mod util;

@@ -102,6 +102,12 @@ enum Command {
         /// `GET /received/keys` (tests: what arrived, and how often).
         #[arg(long)]
         record_keys: bool,
+        /// PEM certificate chain: with --tls-key, the mock speaks HTTPS.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Print the HA status as a table.
     Status {
@@ -277,8 +283,8 @@ fn load(path: &std::path::Path) -> anyhow::Result<Loaded> {
         anyhow::anyhow!("invalid config {}:\n{}", path.display(), list.join("\n"))
     })?;
     Ok(Loaded {
+        hash: config.digest(&bytes),
         config,
-        hash: switchyard::control::content_hash(&bytes),
     })
 }
 
@@ -293,9 +299,14 @@ async fn run(command: Command, loaded: Option<Loaded>) -> anyhow::Result<()> {
                 Some(loaded) => loaded,
                 None => load(&config)?,
             };
+            let scheme = |tls: bool| if tls { "https" } else { "http" };
+            let (client, admin) = (
+                scheme(parsed.server.tls.is_some()),
+                scheme(parsed.server.admin_tls.is_some()),
+            );
             let running = switchyard::app::start(parsed, hash, Some(config)).await?;
             println!(
-                "switchyard listening on http://{} (admin http://{})",
+                "switchyard listening on {client}://{} (admin {admin}://{})",
                 running.listen, running.admin_listen
             );
             switchyard::app::wait_for_signal().await;
@@ -314,6 +325,8 @@ async fn run(command: Command, loaded: Option<Loaded>) -> anyhow::Result<()> {
             latency_ms,
             fail_rate,
             record_keys,
+            tls_cert,
+            tls_key,
         } => {
             if !(0.0..=1.0).contains(&fail_rate) {
                 anyhow::bail!("--fail-rate must be between 0 and 1");
@@ -328,10 +341,18 @@ async fn run(command: Command, loaded: Option<Loaded>) -> anyhow::Result<()> {
             }
             let mock = Arc::new(mock);
             let (trigger, shutdown) = switchyard::server::shutdown_pair();
-            let (addr, task) = switchyard::mock::start(mock, listen, shutdown)
+            let tls = match tls_cert.zip(tls_key) {
+                Some((cert, key)) => Some(
+                    switchyard::tls::listen::acceptor(&cert, &key)
+                        .map_err(|(_, e)| anyhow::anyhow!("--tls-cert/--tls-key: {e}"))?,
+                ),
+                None => None,
+            };
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let (addr, task) = switchyard::mock::start_tls(mock, listen, tls, shutdown)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-            println!("mock-master {id} listening on http://{addr}");
+            println!("mock-master {id} listening on {scheme}://{addr}");
             switchyard::app::wait_for_signal().await;
             trigger.trigger();
             task.await?;

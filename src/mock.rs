@@ -8,6 +8,7 @@
 
 use crate::reply;
 use crate::server::{self, Body, Shutdown};
+use crate::tls::listen::Acceptor;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -176,12 +177,24 @@ pub async fn start(
     listen: SocketAddr,
     shutdown: Shutdown,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    start_tls(mock, listen, None, shutdown).await
+}
+
+/// Like [`start`], speaking HTTPS with `tls` when given.
+pub async fn start_tls(
+    mock: Arc<MockMaster>,
+    listen: SocketAddr,
+    tls: Option<Acceptor>,
+    shutdown: Shutdown,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let handler = move |req| mock.clone().handle(req);
-    let task = tokio::spawn(server::serve(
+    let task = tokio::spawn(server::serve_with(
         listener,
         handler,
+        server::Limits::default,
+        move || tls.clone(),
         shutdown,
         Duration::from_secs(5),
     ));

@@ -1,6 +1,7 @@
-//! Outbound keep-alive HTTP/1.1 connections, pooled per `host:port`: to masters (the
-//! proxy and queued delivery) and to the alert webhook. Health probes open their own
-//! connections with [`connect`].
+//! Outbound keep-alive HTTP/1.1 connections, plain or TLS, pooled per
+//! [`Endpoint::key`] (scheme, `host:port` and, for https, the trusted roots): to masters
+//! (the proxy and queued delivery) and to the alert webhook. Health probes open their
+//! own connections with [`connect`].
 //!
 //! A request takes an idle connection (or opens one), sends on it from the request's
 //! own task and puts it back once the answer is read. Idle connections are checked for
@@ -9,6 +10,7 @@
 //! left unused by a burst sink to the bottom; each release drops the oldest one when it
 //! has been idle longer than [`IDLE_TIMEOUT`].
 
+use crate::config::Endpoint;
 use crate::server::Body;
 use dashmap::DashMap;
 use http::{Request, Response};
@@ -20,12 +22,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
-/// Idle connections kept per `host:port`.
+/// Idle connections kept per endpoint.
 const MAX_IDLE: usize = 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Idle connections of one `host:port`, most recently used at the back.
+/// Idle connections of one endpoint, most recently used at the back.
 type IdleList = Arc<Mutex<VecDeque<(Instant, SendRequest<Body>)>>>;
 
 /// No connection could be made; nothing was sent.
@@ -35,6 +37,10 @@ pub enum PoolError {
     Connect(String, std::io::Error),
     #[error("tcp connect to {0} timed out")]
     ConnectTimeout(String),
+    /// The certificate was not trusted, did not name the host, or the handshake broke:
+    /// nothing was sent.
+    #[error("TLS handshake with {0} failed: {1}")]
+    Tls(String, std::io::Error),
     #[error("http handshake with {0} failed: {1}")]
     Handshake(String, hyper::Error),
 }
@@ -45,7 +51,7 @@ impl PoolError {
     pub fn local_fault(&self) -> Option<LocalFault> {
         match self {
             Self::Connect(_, e) => LocalFault::of(e),
-            Self::ConnectTimeout(_) | Self::Handshake(..) => None,
+            Self::ConnectTimeout(_) | Self::Tls(..) | Self::Handshake(..) => None,
         }
     }
 }
@@ -132,16 +138,16 @@ pub struct Pooled {
 }
 
 impl ConnPool {
-    fn idle_list(&self, authority: &str) -> IdleList {
-        if let Some(list) = self.hosts.get(authority) {
+    fn idle_list(&self, endpoint: &Endpoint) -> IdleList {
+        if let Some(list) = self.hosts.get(&endpoint.key) {
             return list.clone();
         }
-        self.hosts.entry(authority.to_string()).or_default().clone()
+        self.hosts.entry(endpoint.key.clone()).or_default().clone()
     }
 
-    /// An open connection to `authority`: an idle one if any is usable, else a new one.
-    async fn checkout(&self, authority: &str) -> Result<Pooled, PoolError> {
-        let idle = self.idle_list(authority);
+    /// An open connection to `endpoint`: an idle one if any is usable, else a new one.
+    async fn checkout(&self, endpoint: &Endpoint) -> Result<Pooled, PoolError> {
+        let idle = self.idle_list(endpoint);
         loop {
             let candidate = idle.lock().unwrap_or_else(|p| p.into_inner()).pop_back();
             let Some((_, mut sender)) = candidate else {
@@ -158,22 +164,22 @@ impl ConnPool {
                 });
             }
         }
-        self.checkout_new(authority).await
+        self.checkout_new(endpoint).await
     }
 
-    /// Sends the request `build` makes on a pooled connection to `authority`. A reused
+    /// Sends the request `build` makes on a pooled connection to `endpoint`. A reused
     /// connection the peer had closed drops the request unsent: it is built and sent
     /// once more on a new connection. The connection comes back with the response;
     /// [`Pooled::release`] it once the body is read.
     pub async fn send(
         &self,
-        authority: &str,
+        endpoint: &Endpoint,
         build: impl Fn() -> Request<Body>,
     ) -> Result<(Pooled, Response<Incoming>), SendError> {
-        let mut conn = self.checkout(authority).await?;
+        let mut conn = self.checkout(endpoint).await?;
         let resp = match conn.sender.send_request(build()).await {
             Err(e) if conn.reused && e.is_canceled() => {
-                conn = self.checkout_new(authority).await?;
+                conn = self.checkout_new(endpoint).await?;
                 conn.sender.send_request(build()).await
             }
             other => other,
@@ -181,10 +187,10 @@ impl ConnPool {
         Ok((conn, resp))
     }
 
-    /// A new connection to `authority`.
-    async fn checkout_new(&self, authority: &str) -> Result<Pooled, PoolError> {
-        let idle = self.idle_list(authority);
-        let sender = connect(authority).await?;
+    /// A new connection to `endpoint`.
+    async fn checkout_new(&self, endpoint: &Endpoint) -> Result<Pooled, PoolError> {
+        let idle = self.idle_list(endpoint);
+        let sender = connect(endpoint).await?;
         Ok(Pooled {
             sender,
             idle,
@@ -213,17 +219,39 @@ impl Pooled {
     }
 }
 
-/// A new HTTP/1.1 connection to `authority` (`host:port`), `TCP_NODELAY` set, its
-/// connection task spawned.
-pub async fn connect(authority: &str) -> Result<SendRequest<Body>, PoolError> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority))
+/// A new HTTP/1.1 connection to `endpoint`, `TCP_NODELAY` set, its TLS handshake
+/// done for https (within the same connect timeout), its connection task spawned.
+pub async fn connect(endpoint: &Endpoint) -> Result<SendRequest<Body>, PoolError> {
+    let authority = &endpoint.authority;
+    let dial = async {
+        let stream = TcpStream::connect(authority)
+            .await
+            .map_err(|e| PoolError::Connect(authority.clone(), e))?;
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "set_nodelay failed");
+        }
+        match &endpoint.tls {
+            None => spawn_http1(stream, authority).await,
+            Some(tls) => {
+                let stream = tls
+                    .handshake(stream)
+                    .await
+                    .map_err(|e| PoolError::Tls(authority.clone(), e))?;
+                spawn_http1(stream, authority).await
+            }
+        }
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, dial)
         .await
-        .map_err(|_| PoolError::ConnectTimeout(authority.to_string()))?
-        .map_err(|e| PoolError::Connect(authority.to_string(), e))?;
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "set_nodelay failed");
-    }
-    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        .map_err(|_| PoolError::ConnectTimeout(authority.clone()))?
+}
+
+/// The HTTP/1.1 client handshake on `io`, its connection task spawned.
+async fn spawn_http1<S>(io: S, authority: &str) -> Result<SendRequest<Body>, PoolError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| PoolError::Handshake(authority.to_string(), e))?;
     tokio::spawn(async move {
@@ -278,9 +306,10 @@ mod tests {
     #[tokio::test]
     async fn a_refused_connection_is_not_a_local_fault() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
+        let addr = listener.local_addr().unwrap();
         drop(listener);
-        let Err(e) = connect(&addr).await else {
+        let uri: http::Uri = format!("http://{addr}/").parse().unwrap();
+        let Err(e) = connect(&Endpoint::of(&uri).unwrap()).await else {
             panic!("connected to a closed port");
         };
         assert_eq!(e.local_fault(), None, "{e}");

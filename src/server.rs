@@ -31,6 +31,7 @@
 //! 1 s, and are logged at most once every [`ACCEPT_LOG_EVERY`] with a count of the ones
 //! not logged.
 
+use crate::tls::listen::{Acceptor, Stream};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
@@ -47,7 +48,7 @@ use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
@@ -154,20 +155,23 @@ where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    serve_with(listener, handler, Limits::default, shutdown, drain).await
+    serve_with(listener, handler, Limits::default, || None, shutdown, drain).await
 }
 
-/// Like [`serve`], with the limits `limits()` returns, read again before every accept.
-pub async fn serve_with<H, F, L>(
+/// Like [`serve`], with the limits `limits()` returns, read again before every accept,
+/// and HTTPS while `tls()` (also read before every accept) gives an acceptor.
+pub async fn serve_with<H, F, L, T>(
     listener: TcpListener,
     handler: H,
     limits: L,
+    tls: T,
     mut shutdown: Shutdown,
     drain: Duration,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
     L: Fn() -> Limits + Send,
+    T: Fn() -> Option<Acceptor> + Send,
 {
     let graceful = GracefulShutdown::new();
     let open = Arc::new(Slots::default());
@@ -204,7 +208,8 @@ pub async fn serve_with<H, F, L>(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "set_nodelay failed");
         }
-        let clock = Arc::new(Clock::new(Instant::now()));
+        let accepted = Instant::now();
+        let clock = Arc::new(Clock::new(accepted));
         let service = {
             let handler = handler.clone();
             let clock = clock.clone();
@@ -222,17 +227,38 @@ pub async fn serve_with<H, F, L>(
                 }
             })
         };
-        let io = Guarded {
-            stream,
-            clock: clock.clone(),
-            write_blocked: false,
-        };
-        let conn = hyper::server::conn::http1::Builder::new()
-            // The watchdog below times heads; see the module doc.
-            .header_read_timeout(None)
-            .serve_connection(TokioIo::new(io), service);
-        let conn = graceful.watch(conn);
+        let acceptor = tls();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
+            // The handshake counts inside the first request's read timeout.
+            let stream = match acceptor {
+                None => Stream::Plain(stream),
+                Some(acceptor) => {
+                    let deadline = after(accepted, current.read_timeout);
+                    let handshake = tokio_rustls::TlsAcceptor::from(acceptor.config).accept(stream);
+                    match tokio::time::timeout_at(deadline, handshake).await {
+                        Ok(Ok(tls)) => Stream::Tls(Box::new(tls)),
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake not done within the read timeout");
+                            return;
+                        }
+                    }
+                }
+            };
+            let io = Guarded {
+                stream,
+                clock: clock.clone(),
+                write_blocked: false,
+            };
+            let conn = hyper::server::conn::http1::Builder::new()
+                // The watchdog below times heads; see the module doc.
+                .header_read_timeout(None)
+                .serve_connection(TokioIo::new(io), service);
+            let conn = watcher.watch(conn);
             match watch_connection(conn, &clock, current).await {
                 Some(Ok(())) => {}
                 Some(Err(e)) => tracing::debug!(error = %e, "connection ended with an error"),
@@ -479,7 +505,7 @@ static HEAD_TIMEOUT_ANSWER: LazyLock<Vec<u8>> = LazyLock::new(|| {
 /// The client socket as hyper sees it: it moves the connection's [`Clock`] when bytes
 /// arrive, and answers 408 once the head's deadline passed.
 struct Guarded {
-    stream: TcpStream,
+    stream: Stream,
     clock: Arc<Clock>,
     /// The last write did not complete (an answer may be half written), or the 408 was
     /// written: nothing more is to be written in its place.
@@ -499,8 +525,16 @@ impl AsyncRead for Guarded {
             // connection closes right after. (A client still sending when it closes
             // may get a reset before it reads the 408: there is no lingering close.)
             if !this.write_blocked {
-                if let Err(e) = this.stream.try_write(&HEAD_TIMEOUT_ANSWER) {
-                    tracing::debug!(error = %e, "could not write the 408 answer");
+                let mut stream = Pin::new(&mut this.stream);
+                match stream.as_mut().poll_write(cx, &HEAD_TIMEOUT_ANSWER) {
+                    // Over TLS the answer is sealed in a record first: push it out.
+                    Poll::Ready(Ok(_)) => {
+                        let _best_effort = stream.poll_flush(cx);
+                    }
+                    Poll::Ready(Err(e)) => {
+                        tracing::debug!(error = %e, "could not write the 408 answer");
+                    }
+                    Poll::Pending => tracing::debug!("no room for the 408 answer"),
                 }
                 this.write_blocked = true;
             }

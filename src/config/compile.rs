@@ -6,6 +6,8 @@ use super::*;
 use serde::Deserialize;
 use std::collections::HashSet;
 
+mod tls;
+
 /// Parses TOML text into a [`Config`]: syntax, `${NAME}` interpolation, unknown keys,
 /// types, then every semantic check. All errors found are returned together.
 pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
@@ -106,6 +108,13 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
     );
     errs.within("server.max_key_bytes", sv.max_key_bytes, 1, MAX_KEY_BYTES);
     errs.length("server.admin_token", &sv.admin_token, MAX_TOKEN_BYTES);
+    let tls = tls::listener(&mut errs, "server.", &sv.tls_cert, &sv.tls_key);
+    let admin_tls = tls::listener(
+        &mut errs,
+        "server.admin_",
+        &sv.admin_tls_cert,
+        &sv.admin_tls_key,
+    );
 
     let strategy = match raw.routing.strategy.as_str() {
         "round_robin" => Some(StrategyKind::RoundRobin),
@@ -209,6 +218,9 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
     } else {
         errs.http_url("alerts.webhook_url", &a.webhook_url)
     };
+    if let Some(u) = &webhook_url {
+        tls::endpoint(&mut errs, "alerts.webhook_url", u, None);
+    }
     errs.within("alerts.queue_warning", a.queue_warning, 0, MAX_QUEUED);
     if !(a.imbalance_warning > 0.0 && a.imbalance_warning <= 1.0) {
         errs.push(
@@ -240,8 +252,23 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
             "internal: missing value",
         )]));
     };
-    let (Some(region_field), Some(key_field), Some(failback), Some(when_unavailable), Some(log)) =
-        (region_field, key_field, failback, when_unavailable, log)
+    let (
+        Some(region_field),
+        Some(key_field),
+        Some(failback),
+        Some(when_unavailable),
+        Some(log),
+        Some(tls),
+        Some(admin_tls),
+    ) = (
+        region_field,
+        key_field,
+        failback,
+        when_unavailable,
+        log,
+        tls,
+        admin_tls,
+    )
     else {
         return Err(ConfigErrors(vec![ConfigError::new(
             "",
@@ -259,6 +286,8 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
             idle_timeout: ms(raw.server.idle_timeout_ms),
             max_connections: raw.server.max_connections as usize,
             max_key_bytes: raw.server.max_key_bytes as usize,
+            tls,
+            admin_tls,
         },
         routing: RoutingConfig {
             strategy,
@@ -387,9 +416,23 @@ fn compile_masters(raw: &[RawMaster], errs: &mut Errors) -> Vec<Arc<MasterConfig
                 Err(_) => errs.push(&path, "is not a valid header value"),
             }
         }
-        let send = match &send_url {
-            Some(u) => Endpoint::of(u).or_else(|| errs.fail(&at("send_url"), "has no host")),
-            None => None,
+        let trust = tls::trust(errs, &at("tls_ca"), &m.tls_ca);
+        let https = |u: &Option<Uri>| u.as_ref().is_some_and(|u| u.scheme_str() == Some("https"));
+        if !m.tls_ca.is_empty() && !https(&send_url) && !health_url.as_ref().is_some_and(https) {
+            errs.push(
+                &at("tls_ca"),
+                "is set but neither send_url nor health_url is https",
+            );
+        }
+        let ca = trust.as_ref().and_then(Option::as_ref);
+        let send = match (&send_url, &trust) {
+            (Some(u), Some(_)) => tls::endpoint(errs, &at("send_url"), u, ca),
+            _ => None,
+        };
+        let health = match (&health_url, &trust) {
+            (Some(Some(u)), Some(_)) => tls::endpoint(errs, &at("health_url"), u, ca).map(Some),
+            (Some(None), _) => Some(None),
+            _ => None,
         };
         // A valid id is visible ASCII, so it is always a valid header value.
         let id_header = id.as_deref().and_then(|id| HeaderValue::from_str(id).ok());
@@ -399,8 +442,9 @@ fn compile_masters(raw: &[RawMaster], errs: &mut Errors) -> Vec<Arc<MasterConfig
             Some(send_url),
             Some(send),
             Some(health_url),
+            Some(health),
             Some(role),
-        ) = (id, id_header, send_url, send, health_url, role)
+        ) = (id, id_header, send_url, send, health_url, health, role)
         {
             out.push(Arc::new(MasterConfig {
                 id: id.into(),
@@ -408,6 +452,8 @@ fn compile_masters(raw: &[RawMaster], errs: &mut Errors) -> Vec<Arc<MasterConfig
                 send_url,
                 send,
                 health_url,
+                health,
+                tls_ca: m.tls_ca.clone(),
                 role,
                 weight: m.weight,
                 priority: m.priority,
@@ -575,14 +621,13 @@ impl Errors {
             Err(e) => return self.fail(path, format!("`{}` is not a valid URL: {e}", shown(v))),
         };
         match parsed.scheme() {
-            "http" => {}
-            "https" => {
+            "http" | "https" => {}
+            other => {
                 return self.fail(
                     path,
-                    "https URLs are not supported yet: put a TLS-terminating sidecar in front of the master and use http",
+                    format!("scheme `{other}` is not supported: use http or https"),
                 )
             }
-            other => return self.fail(path, format!("scheme `{other}` is not supported: use http")),
         }
         if parsed.host_str().is_none_or(str::is_empty) {
             return self.fail(path, format!("`{}` has no host", shown(v)));

@@ -12,6 +12,8 @@ pub mod raw;
 
 pub use compile::compile;
 
+use crate::tls::connect::{TlsTarget, Trust};
+use crate::tls::listen::Acceptor;
 use http::{HeaderName, HeaderValue, Uri};
 use std::fmt;
 use std::net::SocketAddr;
@@ -151,6 +153,10 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// The longest `Idempotency-Key`, routing key or region accepted, in bytes.
     pub max_key_bytes: usize,
+    /// `tls_cert` and `tls_key`, loaded: the client listener speaks HTTPS.
+    pub tls: Option<Acceptor>,
+    /// `admin_tls_cert` and `admin_tls_key`, loaded.
+    pub admin_tls: Option<Acceptor>,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -165,6 +171,8 @@ impl fmt::Debug for ServerConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("max_connections", &self.max_connections)
             .field("max_key_bytes", &self.max_key_bytes)
+            .field("tls", &self.tls.is_some())
+            .field("admin_tls", &self.admin_tls.is_some())
             .finish()
     }
 }
@@ -235,9 +243,14 @@ pub struct AlertsConfig {
 /// is compiled, not per request.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
-    /// `host:port` (port 80 when the URL leaves it out): what is dialled, and the
-    /// connection pool's key.
+    /// `host:port` (port 80, or 443 for https, when the URL leaves it out): what is
+    /// dialled.
     pub authority: String,
+    /// The connection pool's key: scheme, `authority` and, for https, the trust, so
+    /// a connection is never reused for plain HTTP or under other roots.
+    pub key: String,
+    /// For https: the roots the certificate is checked against and the name (SNI).
+    pub tls: Option<TlsTarget>,
     /// The `Host` header value, as the URL writes it.
     pub host: HeaderValue,
     /// Origin form (path and query): the HTTP/1.1 request target.
@@ -245,12 +258,42 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// `None` for a URI without a host, which `compile` never lets through.
+    /// A plain `http` endpoint; `None` for a URI without a host, which `compile` never
+    /// lets through.
     pub fn of(uri: &Uri) -> Option<Endpoint> {
+        Self::build(uri, None)
+    }
+
+    /// An endpoint for an `http` or `https` URI; https trusts `ca`, or the system
+    /// roots without it.
+    pub fn with_tls(uri: &Uri, ca: Option<&Trust>) -> Result<Endpoint, String> {
+        let host = uri.host().ok_or("has no host")?;
+        let tls = match uri.scheme_str() {
+            Some("https") => {
+                let trust = match ca {
+                    Some(t) => t.clone(),
+                    None => Trust::system()?,
+                };
+                Some(TlsTarget::new(trust, host)?)
+            }
+            _ => None,
+        };
+        Self::build(uri, tls).ok_or_else(|| "has no host".into())
+    }
+
+    fn build(uri: &Uri, tls: Option<TlsTarget>) -> Option<Endpoint> {
         let host = uri.host()?;
         let authority = uri.authority()?;
+        let default_port = if tls.is_some() { 443 } else { 80 };
+        let dialled = format!("{host}:{}", uri.port_u16().unwrap_or(default_port));
+        let key = match &tls {
+            None => format!("http://{dialled}"),
+            Some(t) => format!("https://{dialled}#{}", t.trust.id()),
+        };
         Some(Endpoint {
-            authority: format!("{host}:{}", uri.port_u16().unwrap_or(80)),
+            authority: dialled,
+            key,
+            tls,
             host: HeaderValue::from_str(authority.as_str()).ok()?,
             path: uri
                 .path_and_query()
@@ -269,6 +312,10 @@ pub struct MasterConfig {
     pub send_url: Uri,
     pub send: Endpoint,
     pub health_url: Option<Uri>,
+    /// `health_url` in the forms the wire needs.
+    pub health: Option<Endpoint>,
+    /// `tls_ca` as written; empty for the system roots.
+    pub tls_ca: String,
     pub role: Role,
     pub weight: f64,
     pub priority: u32,
@@ -286,6 +333,7 @@ impl fmt::Debug for MasterConfig {
             .field("id", &self.id)
             .field("send_url", &self.send_url)
             .field("health_url", &self.health_url)
+            .field("tls_ca", &self.tls_ca)
             .field("role", &self.role)
             .field("weight", &self.weight)
             .field("priority", &self.priority)
@@ -319,6 +367,24 @@ impl Config {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         }
+    }
+
+    /// What tells two loads apart: the file's `text` and the contents of the
+    /// certificate, key and CA files it names (new files at the same paths are a change).
+    pub fn digest(&self, text: &[u8]) -> u64 {
+        let mut bytes = text.to_vec();
+        let listeners = [&self.server.tls, &self.server.admin_tls];
+        let listeners = listeners.into_iter().flatten().map(|a| a.digest.as_str());
+        let masters = self.masters.iter().flat_map(|m| {
+            let send = m.send.tls.as_ref().map(|t| t.trust.id());
+            let health = m.health.as_ref().and_then(|h| h.tls.as_ref());
+            send.into_iter().chain(health.map(|t| t.trust.id()))
+        });
+        for id in listeners.chain(masters) {
+            bytes.push(0);
+            bytes.extend_from_slice(id.as_bytes());
+        }
+        crate::control::content_hash(&bytes)
     }
 
     pub fn master(&self, id: &str) -> Option<&Arc<MasterConfig>> {

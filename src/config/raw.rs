@@ -32,6 +32,10 @@ pub struct RawServer {
     pub idle_timeout_ms: u64,
     pub max_connections: u64,
     pub max_key_bytes: u64,
+    pub tls_cert: String,
+    pub tls_key: String,
+    pub admin_tls_cert: String,
+    pub admin_tls_key: String,
 }
 
 impl Default for RawServer {
@@ -46,6 +50,10 @@ impl Default for RawServer {
             idle_timeout_ms: 60_000,
             max_connections: 10_000,
             max_key_bytes: 255,
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            admin_tls_cert: String::new(),
+            admin_tls_key: String::new(),
         }
     }
 }
@@ -199,6 +207,7 @@ pub struct RawMaster {
     pub priority: u32,
     pub region: String,
     pub headers: BTreeMap<String, String>,
+    pub tls_ca: String,
 }
 
 impl Default for RawMaster {
@@ -212,6 +221,7 @@ impl Default for RawMaster {
             priority: 1,
             region: String::new(),
             headers: BTreeMap::new(),
+            tls_ca: String::new(),
         }
     }
 }

@@ -113,7 +113,9 @@ struct Active {
 
 struct Watched {
     machine: Machine,
-    probe: Option<(Uri, JoinHandle<()>)>,
+    /// The running probe, with what it checks: the URL and its pool key (which names
+    /// the trusted roots, so a new `tls_ca` restarts it).
+    probe: Option<((Uri, String), JoinHandle<()>)>,
     /// When it fell, for the flapping warning.
     falls: VecDeque<Instant>,
     slow_recovery_warned: bool,
@@ -279,8 +281,13 @@ impl Controller {
                 failed_back_at: None,
             });
             w.machine.set_probed(m.health_url.is_some());
-            let same = match (&w.probe, &m.health_url) {
-                (Some((url, _)), Some(new)) => url == new,
+            let target = m
+                .health_url
+                .as_ref()
+                .zip(m.health.as_ref())
+                .map(|(url, endpoint)| (url.clone(), endpoint.key.clone()));
+            let same = match (&w.probe, &target) {
+                (Some((running, _)), Some(new)) => running == new,
                 (None, None) => true,
                 _ => false,
             };
@@ -288,15 +295,15 @@ impl Controller {
                 if let Some((_, task)) = w.probe.take() {
                     task.abort();
                 }
-                if let Some(url) = &m.health_url {
+                if let (Some(target), Some(endpoint)) = (target, &m.health) {
                     let task = tokio::spawn(probe::run(
                         m.id.clone(),
-                        url.clone(),
+                        endpoint.clone(),
                         config.health.interval,
                         config.health.timeout,
                         self.probe_tx.clone(),
                     ));
-                    w.probe = Some((url.clone(), task));
+                    w.probe = Some((target, task));
                 }
             }
         }

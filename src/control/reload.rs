@@ -1,7 +1,7 @@
 //! Live reload: SIGHUP, a change of the file on disk, and `POST /admin/reload` all end
 //! in [`reload`], which validates the whole file before anything changes.
 
-use super::{content_hash, Control};
+use super::Control;
 use crate::audit::{EventKind, NewEvent};
 use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::server::Shutdown;
@@ -29,7 +29,10 @@ pub fn reload(control: &Control, trigger: &'static str) -> Result<u64, ConfigErr
         .and_then(|bytes| {
             let text = String::from_utf8(bytes.clone())
                 .map_err(|_| ConfigErrors(vec![ConfigError::new("", "the file is not UTF-8")]))?;
-            Config::from_toml(&text).map(|c| (c, content_hash(&bytes)))
+            Config::from_toml(&text).map(|c| {
+                let digest = c.digest(&bytes);
+                (c, digest)
+            })
         });
     match result {
         Ok((config, hash)) => {

@@ -9,7 +9,7 @@
 use crate::config::Endpoint;
 use crate::pool::LocalFault;
 use crate::server::Body;
-use http::{header, Method, Request, Uri};
+use http::{header, Method, Request};
 use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +37,7 @@ pub enum ProbeError {
 /// Checks forever, sending every result; ends when the receiver is gone.
 pub async fn run(
     master: Arc<str>,
-    url: Uri,
+    endpoint: Endpoint,
     interval: Duration,
     timeout: Duration,
     reports: mpsc::Sender<Report>,
@@ -45,16 +45,11 @@ pub async fn run(
     let passed = metrics::counter!("switchyard_health_checks_total", "master" => master.to_string(), "result" => "pass");
     let failed = metrics::counter!("switchyard_health_checks_total", "master" => master.to_string(), "result" => "fail");
     let local = metrics::counter!("switchyard_health_checks_total", "master" => master.to_string(), "result" => "local_error");
-    // `compile` lets no health_url without a host through.
-    let endpoint = Endpoint::of(&url);
     // The first check comes soon, spread a little across masters.
     let mut wait = interval.mul_f64(rand::thread_rng().gen_range(0.0..0.1));
     loop {
         tokio::time::sleep(wait).await;
-        let result = match &endpoint {
-            Some(endpoint) => check(endpoint, timeout).await,
-            None => Err(ProbeError::Failed(format!("health_url {url} has no host"))),
-        };
+        let result = check(&endpoint, timeout).await;
         match &result {
             Ok(()) => passed.increment(1),
             Err(ProbeError::Failed(_)) => failed.increment(1),
@@ -83,7 +78,7 @@ pub async fn check(endpoint: &Endpoint, timeout: Duration) -> Result<(), ProbeEr
 }
 
 async fn get(endpoint: &Endpoint) -> Result<(), ProbeError> {
-    let mut sender = crate::pool::connect(&endpoint.authority)
+    let mut sender = crate::pool::connect(endpoint)
         .await
         .map_err(|e| match e.local_fault() {
             Some(fault) => ProbeError::Local(fault, e.to_string()),

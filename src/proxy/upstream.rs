@@ -2,7 +2,7 @@
 //! SPEC section 4 defines retryable failures.
 
 use crate::config::MasterConfig;
-use crate::pool::{ConnPool, LocalFault, SendError};
+use crate::pool::{ConnPool, LocalFault, PoolError, SendError};
 use crate::server::Body;
 use crate::util::error_chain;
 use bytes::Bytes;
@@ -23,6 +23,10 @@ pub struct Answer {
 pub enum UpstreamError {
     #[error("connection failed: {0}")]
     Connect(String),
+    /// The TLS handshake failed (an untrusted or wrong certificate, most often):
+    /// nothing was sent. rustls's text (`.0`) goes to the log and `last_error`.
+    #[error("connection failed: {0}")]
+    Tls(String),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("connection broke before a response: {0}")]
@@ -44,6 +48,7 @@ impl UpstreamError {
     pub fn reason(&self) -> String {
         match self {
             Self::Connect(_) => "could not connect".into(),
+            Self::Tls(_) => "TLS handshake failed".into(),
             Self::Io(_) => "the connection broke before a response".into(),
             Self::Timeout(_) | Self::Status(_) | Self::Local(..) => self.to_string(),
         }
@@ -52,7 +57,7 @@ impl UpstreamError {
     pub fn outcome(&self) -> crate::telemetry::Outcome {
         use crate::telemetry::Outcome;
         match self {
-            Self::Connect(_) => Outcome::ConnectError,
+            Self::Connect(_) | Self::Tls(_) => Outcome::ConnectError,
             Self::Timeout(_) => Outcome::Timeout,
             Self::Io(_) => Outcome::IoError,
             Self::Status(_) => Outcome::RetryableStatus,
@@ -105,16 +110,14 @@ pub async fn exchange(
     };
 
     let exchange = async {
-        let (conn, resp) = pool
-            .send(&send.authority, build)
-            .await
-            .map_err(|e| match e {
-                SendError::Connect(e) => match e.local_fault() {
-                    Some(fault) => UpstreamError::Local(fault, error_chain(&e)),
-                    None => UpstreamError::Connect(error_chain(&e)),
-                },
-                SendError::Request(e) => UpstreamError::Io(error_chain(&e)),
-            })?;
+        let (conn, resp) = pool.send(send, build).await.map_err(|e| match e {
+            SendError::Connect(e @ PoolError::Tls(..)) => UpstreamError::Tls(error_chain(&e)),
+            SendError::Connect(e) => match e.local_fault() {
+                Some(fault) => UpstreamError::Local(fault, error_chain(&e)),
+                None => UpstreamError::Connect(error_chain(&e)),
+            },
+            SendError::Request(e) => UpstreamError::Io(error_chain(&e)),
+        })?;
         let (parts, body) = resp.into_parts();
         let body = body
             .collect()
