@@ -147,11 +147,14 @@ struct AdminArgs {
     /// Bearer token, when the admin API has one.
     #[arg(long, global = true, env = "SWITCHYARD_ADMIN_TOKEN")]
     token: Option<String>,
+    /// PEM bundle to trust for an https --admin instead of the system roots.
+    #[arg(long, global = true)]
+    ca: Option<PathBuf>,
 }
 
 impl AdminArgs {
     fn client(&self) -> AdminClient {
-        AdminClient::new(&self.admin, self.token.as_deref())
+        AdminClient::new(&self.admin, self.token.as_deref()).with_ca(self.ca.clone())
     }
 }
 

@@ -27,6 +27,12 @@
 //! - *idle*: the answer was handed to hyper and nothing of the next request arrived:
 //!   the connection is closed at `since + idle_timeout`.
 //!
+//! **TLS.** When `tls()` gives an acceptor at the accept, the connection speaks HTTPS
+//! (ALPN `http/1.1`) with that certificate for its whole life. The handshake must end
+//! by the accept plus `read_timeout` (else the connection is closed with no answer);
+//! then the phases above apply to the decrypted stream, and a late head's 408 goes out
+//! through TLS.
+//!
 //! **Accept errors** (out of file descriptors and the like) back off from 50 ms up to
 //! 1 s, and are logged at most once every [`ACCEPT_LOG_EVERY`] with a count of the ones
 //! not logged.

@@ -286,6 +286,30 @@ async fn client_and_admin_listeners_speak_https() {
     // A client that does not trust the CA cannot connect.
     let stranger = Ca::new("stranger");
     assert!(tls_connect(&sy.url, &stranger.pem()).await.is_err());
+
+    // The admin commands speak https, trusting --ca.
+    let bundle = ca.write(dir.path(), "ca");
+    let admin = sy.admin.clone();
+    let (trusted, untrusted) = tokio::task::spawn_blocking(move || {
+        let run = |extra: &[&str]| {
+            let mut args = vec!["status", "--admin", admin.as_str()];
+            args.extend_from_slice(extra);
+            Command::new(BIN).args(&args).output().unwrap()
+        };
+        (run(&["--ca", bundle.to_str().unwrap()]), run(&[]))
+    })
+    .await
+    .unwrap();
+    let out = String::from_utf8_lossy(&trusted.stdout);
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    assert!(out.contains("a "), "{out}");
+    let err = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(!untrusted.status.success());
+    assert!(err.contains("TLS handshake"), "{err}");
 }
 
 #[tokio::test]

@@ -3,17 +3,20 @@
 //! short, bounded answer. This module owns the request plumbing and the table layout;
 //! the submodules turn one route's JSON into lines.
 //!
-//! May call: nothing of the proxy itself; only the admin API, over HTTP.
+//! May call: nothing of the proxy itself; only the admin API, over HTTP or HTTPS
+//! (`--admin https://...`, trusting the system roots or `--ca FILE`).
 
 pub mod dead_letters;
 pub mod events;
 pub mod masters;
 
-use http::{header, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use crate::config::Endpoint;
+use crate::server::Body;
+use crate::tls::connect::Trust;
+use http::{header, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Limited};
 use serde_json::Value;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How long one request may take, connection included.
@@ -50,11 +53,12 @@ impl AdminError {
     }
 }
 
-/// A client of one admin API: its base URL and the bearer token, if any.
+/// A client of one admin API: its base URL, the bearer token, if any, and the CA
+/// bundle to trust for https instead of the system roots.
 pub struct AdminClient {
     base: String,
     token: Option<String>,
-    http: Client<HttpConnector, Empty<bytes::Bytes>>,
+    ca: Option<PathBuf>,
 }
 
 impl AdminClient {
@@ -64,8 +68,32 @@ impl AdminClient {
         AdminClient {
             base: base.trim_end_matches('/').to_string(),
             token: token.filter(|t| !t.is_empty()).map(str::to_string),
-            http: Client::builder(TokioExecutor::new()).build_http(),
+            ca: None,
         }
+    }
+
+    /// Trusts the PEM bundle at `ca` for an https `base` instead of the system roots.
+    pub fn with_ca(mut self, ca: Option<PathBuf>) -> AdminClient {
+        self.ca = ca;
+        self
+    }
+
+    /// Where requests go: the base as an endpoint, with its TLS trust for https.
+    fn endpoint(&self) -> Result<Endpoint, AdminError> {
+        let uri: Uri = self.base.parse().map_err(|_| {
+            AdminError::Transport(format!(
+                "`{}` is not a valid URL",
+                cell(&self.base, MAX_CELL)
+            ))
+        })?;
+        let trust = match &self.ca {
+            Some(path) => {
+                Some(Trust::bundle(path).map_err(|e| AdminError::Transport(format!("--ca: {e}")))?)
+            }
+            None => None,
+        };
+        Endpoint::with_tls(&uri, trust.as_ref())
+            .map_err(|e| AdminError::Transport(format!("--admin {}: {e}", self.base)))
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, AdminError> {
@@ -85,7 +113,7 @@ impl AdminClient {
         // The routes go after the base: a path, query or fragment there would change
         // which route a command reaches.
         let base_ok = url::Url::parse(&self.base).is_ok_and(|u| {
-            u.scheme() == "http"
+            matches!(u.scheme(), "http" | "https")
                 && u.has_host()
                 && u.path() == "/"
                 && u.query().is_none()
@@ -93,12 +121,16 @@ impl AdminClient {
         });
         if !base_ok {
             return Err(AdminError::Transport(format!(
-                "--admin must be the admin listener's http:// address (http://HOST:PORT), not `{}`",
+                "--admin must be the admin listener's address (http://HOST:PORT or https://HOST:PORT), not `{}`",
                 cell(&self.base, MAX_CELL)
             )));
         }
+        let endpoint = self.endpoint()?;
         let url = format!("{}{path}", self.base);
-        let mut req = Request::builder().method(method).uri(&url);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, endpoint.host.clone());
         if let Some(t) = &self.token {
             if http::HeaderValue::from_str(t).is_err() {
                 return Err(AdminError::Transport(
@@ -108,15 +140,17 @@ impl AdminClient {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
         let req = req
-            .body(Empty::new())
+            .body(Body::default())
             .map_err(|_| AdminError::Transport(format!("`{url}` is not a valid URL")))?;
         let unreachable = |e: &dyn std::fmt::Display| {
             AdminError::Transport(format!("cannot reach the admin API at {}: {e}", self.base))
         };
         let exchange = async {
-            let resp = self
-                .http
-                .request(req)
+            let mut sender = crate::pool::connect(&endpoint)
+                .await
+                .map_err(|e| unreachable(&causes(&e)))?;
+            let resp = sender
+                .send_request(req)
                 .await
                 .map_err(|e| unreachable(&causes(&e)))?;
             let status = resp.status();
