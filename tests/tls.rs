@@ -386,6 +386,22 @@ async fn a_client_that_stalls_the_handshake_is_cut_by_the_read_timeout() {
             Err(_) => panic!("the stalled handshake was not cut"),
         }
     }
+    // Past the handshake, half a head gets its 408 through TLS.
+    let tcp = tokio::net::TcpStream::connect(authority(&sy.url))
+        .await
+        .unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(client_config(&ca.pem()))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tls, b"POST /v1/messages HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the half head was not cut");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
 }
 
 fn check(config: &str) -> String {
