@@ -442,6 +442,11 @@ fn half_set_or_unreadable_tls_keys_are_config_errors() {
     assert!(err.contains("server.tls_key:"), "{err}");
     let err = check(&format!("{master}tls_ca = \"/nonexistent/ca.pem\"\n"));
     assert!(err.contains("masters[0].tls_ca: cannot read"), "{err}");
+    let err = check(&format!("{master}tls_ca = \"{}\"\n", "x".repeat(5000)));
+    assert!(
+        err.contains("masters[0].tls_ca: is 5000 bytes long"),
+        "{err}"
+    );
     let empty = dir.path().join("empty.pem");
     std::fs::write(&empty, "").unwrap();
     let err = check(&format!("{master}tls_ca = \"{}\"\n", empty.display()));

@@ -4,6 +4,7 @@
 //! certificates.
 
 use super::Errors;
+use crate::config::bounds::MAX_PATH_BYTES;
 use crate::config::Endpoint;
 use crate::tls::connect::Trust;
 use crate::tls::listen::{self, Acceptor};
@@ -19,6 +20,9 @@ pub(super) fn listener(
     key: &str,
 ) -> Option<Option<Acceptor>> {
     let (cert_path, key_path) = (format!("{prefix}tls_cert"), format!("{prefix}tls_key"));
+    if !file_name(errs, &cert_path, cert) | !file_name(errs, &key_path, key) {
+        return None;
+    }
     match (cert.is_empty(), key.is_empty()) {
         (true, true) => Some(None),
         (false, true) => errs.fail(&key_path, format!("is required when {cert_path} is set")),
@@ -38,10 +42,26 @@ pub(super) fn trust(errs: &mut Errors, path: &str, ca: &str) -> Option<Option<Tr
     if ca.is_empty() {
         return Some(None);
     }
+    if !file_name(errs, path, ca) {
+        return None;
+    }
     match Trust::bundle(Path::new(ca)) {
         Ok(t) => Some(Some(t)),
         Err(e) => errs.fail(path, e),
     }
+}
+
+/// A file name of at most [`MAX_PATH_BYTES`] with no NUL; false after an error.
+fn file_name(errs: &mut Errors, path: &str, v: &str) -> bool {
+    if v.contains('\0') {
+        errs.push(path, "must not contain a NUL character");
+        return false;
+    }
+    if v.len() > MAX_PATH_BYTES {
+        errs.length(path, v, MAX_PATH_BYTES);
+        return false;
+    }
+    true
 }
 
 /// The endpoint of a checked `http`/`https` URL.
