@@ -11,8 +11,14 @@ Rounds alternate the proxies and the report gives the median of each figure.
 `--baseline PATH` adds another switchyard binary (an earlier build) as a fourth proxy
 in the same rounds, reported as `baseline`, to measure a change against its peers.
 
-Needs: nginx (Debian nginx-light), haproxy, wrk, taskset; a release build is made.
-    python3 benches/peer_load.py [--duration 10] [--connections 50] [--rounds 3] [--baseline PATH]
+`--tls` adds `switchyard-tls` and `haproxy-tls` to the same rounds: wrk speaks HTTPS
+to them and they speak HTTPS to three more mock masters (`--tls-cert`), verifying the
+masters' certificates against a CA made for the run with openssl. It then prints each
+one's TLS-to-plain ratios of CPU per request and p99.
+
+Needs: nginx (Debian nginx-light), haproxy, wrk, taskset (and openssl for --tls); a
+release build is made.
+    python3 benches/peer_load.py [--duration 10] [--connections 50] [--rounds 3] [--baseline PATH] [--tls]
 """
 import argparse
 import os
@@ -46,29 +52,103 @@ def process_tree(pid):
     return [pid] + [int(p) for p in out.split()]
 
 
-def run_wrk(port, path, args, script):
+def make_certs(tmp):
+    """A CA and a certificate for 127.0.0.1 and localhost signed by it; returns the paths
+    of the CA, the certificate, its key, and the two concatenated (for haproxy)."""
+    ca_key, ca, key, csr, crt = (os.path.join(tmp, n) for n in ("ca.key", "ca.pem", "leaf.key", "leaf.csr", "leaf.crt"))
+    run = lambda *cmd: subprocess.run(cmd, check=True, capture_output=True)
+    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=bench ca")
+    run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", key, "-out", csr, "-subj", "/CN=localhost")
+    ext = os.path.join(tmp, "san.ext")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+        "-out", crt, "-days", "2", "-extfile", ext)
+    both = os.path.join(tmp, "leaf-and-key.pem")
+    with open(both, "w") as f:
+        f.write(open(crt).read() + open(key).read())
+    return {"ca": ca, "crt": crt, "key": key, "both": both}
+
+
+def start_mock(port, name, args, certs=None):
+    tls = ["--tls-cert", certs["crt"], "--tls-key", certs["key"]] if certs else []
+    env = dict(os.environ, TOKIO_WORKER_THREADS="1")
+    return subprocess.Popen(
+        ["taskset", "-c", args.client_cores, BIN, "mock-master", "--listen", f"127.0.0.1:{port}", "--id", name] + tls,
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def run_wrk(port, path, args, script, scheme="http"):
     cmd = ["taskset", "-c", args.client_cores, "wrk", "-t", "1", "-c", str(args.connections),
-           "-d", f"{args.duration}s", "--latency", "-s", script, f"http://127.0.0.1:{port}{path}"]
+           "-d", f"{args.duration}s", "--latency", "-s", script, f"{scheme}://127.0.0.1:{port}{path}"]
     return parse_wrk(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
 
 
-def start_proxies(tmp, upstreams, args):
+def start_switchyard(tmp, name, binary, upstreams, pin, certs=None):
+    sy_port, sy_admin = free_port(), free_port()
+    cfg = os.path.join(tmp, f"{name}.toml")
+    with open(cfg, "w") as f:
+        f.write(f'[server]\nlisten = "127.0.0.1:{sy_port}"\nadmin_listen = "127.0.0.1:{sy_admin}"\n')
+        if certs:
+            f.write(f'tls_cert = "{certs["crt"]}"\ntls_key = "{certs["key"]}"\n')
+        f.write(f'[queue]\npath = "{tmp}/{name}/queue"\n')
+        scheme = "https" if certs else "http"
+        for i, port in enumerate(upstreams):
+            f.write(f'[[masters]]\nid = "m{i}"\nsend_url = "{scheme}://127.0.0.1:{port}/send"\n')
+            if certs:
+                f.write(f'tls_ca = "{certs["ca"]}"\n')
+    env = dict(os.environ, TOKIO_WORKER_THREADS="1", RUST_LOG="warn")
+    p = subprocess.Popen(pin + [binary, "run", "--config", cfg], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return (p, sy_port, "/v1/messages", scheme)
+
+
+def haproxy_config(port, upstreams, certs=None):
+    bind = f" ssl crt {certs['both']} alpn http/1.1" if certs else ""
+    server_tls = (f" ssl verify required ca-file {certs['ca']} sni str(localhost) verifyhost localhost alpn http/1.1"
+                  if certs else "")
+    backends = "\n".join(f"  server m{i} 127.0.0.1:{p}{server_tls}" for i, p in enumerate(upstreams))
+    return f"""global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 10s
+  option http-keep-alive
+  retries 2
+  option redispatch
+frontend fe
+  bind 127.0.0.1:{port}{bind}
+  default_backend masters
+backend masters
+  balance roundrobin
+  http-reuse always
+  retry-on conn-failure empty-response response-timeout 502 503 504
+  http-request set-path /send
+{backends}
+"""
+
+
+def start_haproxy(tmp, name, upstreams, pin, certs=None):
+    port = free_port()
+    conf = os.path.join(tmp, f"{name}.cfg")
+    with open(conf, "w") as f:
+        f.write(haproxy_config(port, upstreams, certs))
+    p = subprocess.Popen(pin + ["haproxy", "-db", "-f", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return (p, port, "/v1/messages", "https" if certs else "http")
+
+
+def start_proxies(tmp, upstreams, args, tls_upstreams=None, certs=None):
     procs = {}
     pin = ["taskset", "-c", args.proxy_core]
 
     builds = [("switchyard", BIN)] + ([("baseline", args.baseline)] if args.baseline else [])
     for name, binary in builds:
-        sy_port, sy_admin = free_port(), free_port()
-        cfg = os.path.join(tmp, f"{name}.toml")
-        with open(cfg, "w") as f:
-            f.write(f'[server]\nlisten = "127.0.0.1:{sy_port}"\nadmin_listen = "127.0.0.1:{sy_admin}"\n')
-            f.write(f'[queue]\npath = "{tmp}/{name}/queue"\n')
-            for i, port in enumerate(upstreams):
-                f.write(f'[[masters]]\nid = "m{i}"\nsend_url = "http://127.0.0.1:{port}/send"\n')
-        env = dict(os.environ, TOKIO_WORKER_THREADS="1", RUST_LOG="warn")
-        p = subprocess.Popen(pin + [binary, "run", "--config", cfg], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs[name] = (p, sy_port, "/v1/messages")
+        procs[name] = start_switchyard(tmp, name, binary, upstreams, pin)
 
     ng_port = free_port()
     servers = "\n".join(f"    server 127.0.0.1:{port};" for port in upstreams)
@@ -99,36 +179,12 @@ http {{
 }}
 """)
     p = subprocess.Popen(pin + ["nginx", "-c", ng_conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    procs["nginx"] = (p, ng_port, "/v1/messages")
-
-    hp_port = free_port()
-    backends = "\n".join(f"  server m{i} 127.0.0.1:{port}" for i, port in enumerate(upstreams))
-    hp_conf = os.path.join(tmp, "haproxy.cfg")
-    with open(hp_conf, "w") as f:
-        f.write(f"""global
-  nbthread 1
-  maxconn 4096
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 10s
-  option http-keep-alive
-  retries 2
-  option redispatch
-frontend fe
-  bind 127.0.0.1:{hp_port}
-  default_backend masters
-backend masters
-  balance roundrobin
-  http-reuse always
-  retry-on conn-failure empty-response response-timeout 502 503 504
-  http-request set-path /send
-{backends}
-""")
-    p = subprocess.Popen(pin + ["haproxy", "-db", "-f", hp_conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    procs["haproxy"] = (p, hp_port, "/v1/messages")
-    for _, port, _ in procs.values():
+    procs["nginx"] = (p, ng_port, "/v1/messages", "http")
+    procs["haproxy"] = start_haproxy(tmp, "haproxy", upstreams, pin)
+    if certs:
+        procs["switchyard-tls"] = start_switchyard(tmp, "switchyard-tls", BIN, tls_upstreams, pin, certs)
+        procs["haproxy-tls"] = start_haproxy(tmp, "haproxy-tls", tls_upstreams, pin, certs)
+    for _, port, _, _ in procs.values():
         wait_port(port)
     return procs
 
@@ -143,8 +199,9 @@ def main():
     rest = f"1-{ncpu - 1}" if ncpu > 2 else "1"
     ap.add_argument("--client-cores", default=rest, help="cores for wrk and the upstreams")
     ap.add_argument("--baseline", help="another switchyard binary to run in the same rounds")
+    ap.add_argument("--tls", action="store_true", help="also run switchyard and haproxy with TLS on both sides")
     args = ap.parse_args()
-    for tool in ["nginx", "haproxy", "wrk", "taskset"]:
+    for tool in ["nginx", "haproxy", "wrk", "taskset"] + (["openssl"] if args.tls else []):
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: apt-get install -y nginx-light haproxy wrk util-linux")
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "switchyard"], cwd=ROOT, check=True)
@@ -152,34 +209,36 @@ def main():
     tmp = tempfile.mkdtemp(prefix="switchyard-peer-")
     children = []
     try:
-        upstreams = []
+        certs = make_certs(tmp) if args.tls else None
+        upstreams, tls_upstreams = [], []
         for i in range(3):
             port = free_port()
-            env = dict(os.environ, TOKIO_WORKER_THREADS="1")
-            children.append(subprocess.Popen(
-                ["taskset", "-c", args.client_cores, BIN, "mock-master", "--listen", f"127.0.0.1:{port}", "--id", f"m{i}"],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            children.append(start_mock(port, f"m{i}", args))
             upstreams.append(port)
-        for port in upstreams:
+            if certs:
+                port = free_port()
+                children.append(start_mock(port, f"m{i}", args, certs))
+                tls_upstreams.append(port)
+        for port in upstreams + tls_upstreams:
             wait_port(port)
-        procs = start_proxies(tmp, upstreams, args)
-        children += [p for p, _, _ in procs.values()]
+        procs = start_proxies(tmp, upstreams, args, tls_upstreams, certs)
+        children += [p for p, _, _, _ in procs.values()]
         script = post_script(os.path.join(tmp, "post.lua"), BODY)
 
         results = {name: [] for name in procs}
-        for name, (p, port, path) in procs.items():  # warm-up: open pools, fault in pages
+        for name, (p, port, path, scheme) in procs.items():  # warm-up: open pools, fault in pages
             subprocess.run(["wrk", "-t", "1", "-c", str(args.connections), "-d", "2s", "-s", script,
-                            f"http://127.0.0.1:{port}{path}"], capture_output=True, check=True)
+                            f"{scheme}://127.0.0.1:{port}{path}"], capture_output=True, check=True)
         for r in range(args.rounds):
             order = list(procs.items())
             order = order[r % len(order):] + order[:r % len(order)]
-            for name, (p, port, path) in order:
+            for name, (p, port, path, scheme) in order:
                 pids = process_tree(p.pid)
                 before = cpu_ticks(pids)
-                res = run_wrk(port, path, args, script)
+                res = run_wrk(port, path, args, script, scheme)
                 res["cpu_us"] = (cpu_ticks(pids) - before) / TICK * 1e6 / max(res["requests"], 1)
                 results[name].append(res)
-                print(f"round {r + 1} {name:<10} {res['rps']:>9.0f} req/s  p50 {res['p50']:.2f} ms  "
+                print(f"round {r + 1} {name:<14} {res['rps']:>9.0f} req/s  p50 {res['p50']:.2f} ms  "
                       f"p99 {res['p99']:.2f} ms  cpu {res['cpu_us']:.1f} us/req  non-2xx {res['non2xx']}"
                       f"{'  socket errors: ' + res['socket_errors'] if res['socket_errors'] else ''}", flush=True)
         rss = proc_status_kb(procs["switchyard"][0].pid, "VmHWM") / 1024
@@ -188,11 +247,17 @@ def main():
                for n, rs in results.items()}
         print(f"\nmedians of {args.rounds} rounds, {args.duration}s each, {args.connections} connections, "
               f"proxy on core {args.proxy_core}, wrk + upstreams on {args.client_cores}")
-        print(f"{'proxy':<11}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/req':>12}{'cpu vs haproxy':>16}{'p99 vs haproxy':>16}")
+        print(f"{'proxy':<15}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/req':>12}{'cpu vs haproxy':>16}{'p99 vs haproxy':>16}")
         h = med["haproxy"]
         for name, m in med.items():
-            print(f"{name:<11}{m['rps']:>10.0f}{m['p50']:>9.2f}{m['p99']:>9.2f}{m['cpu_us']:>12.1f}"
+            print(f"{name:<15}{m['rps']:>10.0f}{m['p50']:>9.2f}{m['p99']:>9.2f}{m['cpu_us']:>12.1f}"
                   f"{m['cpu_us'] / h['cpu_us']:>16.2f}{m['p99'] / h['p99']:>16.2f}")
+        if args.tls:
+            print(f"\nTLS on both sides vs plain (ratio of medians; lower is better)")
+            print(f"{'proxy':<15}{'cpu tls/plain':>15}{'p99 tls/plain':>15}")
+            for plain in ("switchyard", "haproxy"):
+                t, m = med[f"{plain}-tls"], med[plain]
+                print(f"{plain:<15}{t['cpu_us'] / m['cpu_us']:>15.2f}{t['p99'] / m['p99']:>15.2f}")
         print(f"\nswitchyard peak RSS (VmHWM): {rss:.1f} MB")
         if any(x["non2xx"] for rs in results.values() for x in rs):
             print("warning: some answers were not 2xx")
