@@ -118,3 +118,51 @@ impl TlsTarget {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Endpoint;
+    use http::Uri;
+
+    fn ca_file(dir: &Path, name: &str) -> std::path::PathBuf {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, cert.pem()).unwrap();
+        path
+    }
+
+    #[test]
+    fn pool_keys_tell_scheme_and_trust_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Trust::bundle(&ca_file(dir.path(), "a.pem")).unwrap();
+        let a_again = Trust::bundle(&dir.path().join("a.pem")).unwrap();
+        let b = Trust::bundle(&ca_file(dir.path(), "b.pem")).unwrap();
+        let https: Uri = "https://127.0.0.1/send".parse().unwrap();
+        let key = |t: &Trust| Endpoint::with_tls(&https, Some(t)).unwrap().key;
+        let plain: Uri = "http://127.0.0.1:443/send".parse().unwrap();
+        let plain = Endpoint::of(&plain).unwrap();
+        let tls = Endpoint::with_tls(&https, Some(&a)).unwrap();
+        assert_eq!(tls.authority, "127.0.0.1:443", "https defaults to 443");
+        assert_eq!(plain.authority, tls.authority);
+        assert_ne!(plain.key, tls.key, "plain and TLS never share connections");
+        assert_ne!(key(&a), key(&b), "nor do two CAs");
+        assert_eq!(key(&a), key(&a_again), "the same bundle is the same trust");
+        assert_eq!(tls.tls.unwrap().name.to_str(), "127.0.0.1");
+    }
+
+    #[test]
+    fn a_bundle_without_certificates_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_only = dir.path().join("key.pem");
+        let key = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(&key_only, key.serialize_pem()).unwrap();
+        let e = Trust::bundle(&key_only).unwrap_err();
+        assert!(e.contains("holds no PEM certificate"), "{e}");
+        let e = Trust::bundle(&dir.path().join("missing.pem")).unwrap_err();
+        assert!(e.contains("cannot read"), "{e}");
+    }
+}
