@@ -457,3 +457,31 @@ fn half_set_or_unreadable_tls_keys_are_config_errors() {
     ));
     assert!(err.contains("masters[0].tls_ca: is set but"), "{err}");
 }
+
+#[tokio::test]
+async fn a_reload_can_turn_tls_on_for_new_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("ca");
+    let (crt, key) = ca.leaf(dir.path(), "proxy");
+    let mock = Mock::start("a", &[]);
+    let masters = masters_toml(&[(&mock, "")]);
+    let sy = Switchyard::start(&masters);
+    let http = Http::new();
+    let (code, _, _) = http.post(&sy.messages(), MESSAGE).await;
+    assert_eq!(code, 200);
+    let text = sy.config_text().replacen(
+        "[server]\n",
+        &format!(
+            "[server]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            crt.display(),
+            key.display()
+        ),
+        1,
+    );
+    sy.rewrite_config(&text);
+    let (code, _, body) = http.post(&format!("{}/admin/reload", sy.admin), "").await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let https_url = sy.messages().replace("http://", "https://");
+    let (code, _) = https(Method::POST, &https_url, &ca.pem(), MESSAGE).await;
+    assert_eq!(code, 200);
+}
