@@ -485,3 +485,33 @@ async fn a_reload_can_turn_tls_on_for_new_connections() {
     let (code, _) = https(Method::POST, &https_url, &ca.pem(), MESSAGE).await;
     assert_eq!(code, 200);
 }
+
+#[tokio::test]
+async fn without_tls_ca_a_master_is_checked_against_the_system_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("system ca");
+    let bundle = ca.write(dir.path(), "system");
+    let mock = https_mock("a", &ca.leaf(dir.path(), "a"));
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{SERVER}[queue]\nenabled = false\n{}",
+            masters_toml(&[(&mock, "")])
+        ),
+    )
+    .unwrap();
+    // The system trust store, as rustls-native-certs reads it, is this one CA.
+    let proc = Proc::spawn_env(
+        &["run", "--config", config.to_str().unwrap()],
+        dir.path(),
+        &[("SSL_CERT_FILE", bundle.to_str().unwrap())],
+    );
+    let line = proc.wait_line("switchyard listening on", Duration::from_secs(20));
+    let url = url_after(&line, "listening on ");
+    let (code, _, body) = Http::new()
+        .post(&format!("{url}/v1/messages"), MESSAGE)
+        .await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(received(&mock, &ca.pem()).await, 1);
+}

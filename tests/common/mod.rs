@@ -33,8 +33,14 @@ impl Proc {
     /// Runs with `dir` as the working directory, where a relative `queue.path` (and so
     /// the audit trail) lands.
     pub fn spawn_in(args: &[&str], dir: &Path) -> Proc {
+        Self::spawn_env(args, dir, &[])
+    }
+
+    /// Like [`Proc::spawn_in`], with more environment variables.
+    pub fn spawn_env(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(BIN)
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
