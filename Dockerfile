@@ -24,6 +24,7 @@ VOLUME ["/var/lib/switchyard/data"]
 EXPOSE 8080 9090
 # Liveness, not readiness: /health is 503 while no master is eligible, exactly when
 # switchyard is holding messages in its queue; /livez answers while the process does.
+# With admin_tls_cert set, check https://127.0.0.1:9090/livez with --cacert instead.
 HEALTHCHECK --interval=10s --timeout=2s --start-period=5s --retries=3 \
     CMD curl -fsS http://127.0.0.1:9090/livez || exit 1
 ENTRYPOINT ["switchyard"]
