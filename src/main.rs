@@ -347,7 +347,7 @@ async fn run(command: Command, loaded: Option<Loaded>) -> anyhow::Result<()> {
             let tls = match tls_cert.zip(tls_key) {
                 Some((cert, key)) => Some(
                     switchyard::tls::listen::acceptor(&cert, &key)
-                        .map_err(|(_, e)| anyhow::anyhow!("--tls-cert/--tls-key: {e}"))?,
+                        .map_err(|e| anyhow::anyhow!("--tls-cert/--tls-key: {e}"))?,
                 ),
                 None => None,
             };

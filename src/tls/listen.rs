@@ -30,36 +30,54 @@ impl std::fmt::Debug for Acceptor {
     }
 }
 
-/// Loads a certificate chain and its private key. The error says which file failed
-/// and why; `Err((true, _))` concerns the key file, `Err((false, _))` the certificate.
-pub fn acceptor(cert: &Path, key: &Path) -> Result<Acceptor, (bool, String)> {
-    let pem = read_pem(cert).map_err(|e| (false, e))?;
+/// Which of the two files a loading error concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PemFile {
+    Cert,
+    Key,
+}
+
+/// Why a certificate and key did not load: the file to blame and the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct LoadError {
+    pub file: PemFile,
+    pub message: String,
+}
+
+fn fail(file: PemFile) -> impl Fn(String) -> LoadError {
+    move |message| LoadError { file, message }
+}
+
+/// Loads a certificate chain and its private key.
+pub fn acceptor(cert: &Path, key: &Path) -> Result<Acceptor, LoadError> {
+    let (on_cert, on_key) = (fail(PemFile::Cert), fail(PemFile::Key));
+    let pem = read_pem(cert).map_err(&on_cert)?;
     let chain = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| (false, format!("{} is not valid PEM: {e}", cert.display())))?;
+        .map_err(|e| on_cert(format!("{} is not valid PEM: {e}", cert.display())))?;
     if chain.is_empty() {
-        return Err((
-            false,
-            format!("{} holds no PEM certificate", cert.display()),
-        ));
+        return Err(on_cert(format!(
+            "{} holds no PEM certificate",
+            cert.display()
+        )));
     }
-    let key_pem = read_pem(key).map_err(|e| (true, e))?;
+    let key_pem = read_pem(key).map_err(&on_key)?;
     let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-        (
-            true,
-            format!("{} holds no usable PEM private key: {e}", key.display()),
-        )
+        on_key(format!(
+            "{} holds no usable PEM private key: {e}",
+            key.display()
+        ))
     })?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| (false, format!("TLS setup failed: {e}")))?
+        .map_err(|e| on_cert(format!("TLS setup failed: {e}")))?
         .with_no_client_auth()
         .with_single_cert(chain, private)
         .map_err(|e| {
-            (
-                true,
-                format!("the key does not fit the certificate or is unusable: {e}"),
-            )
+            on_key(format!(
+                "the key does not fit the certificate or is unusable: {e}"
+            ))
         })?;
     config.alpn_protocols = vec![HTTP11.to_vec()];
     Ok(Acceptor {

@@ -7,7 +7,7 @@ use super::Errors;
 use crate::config::bounds::MAX_PATH_BYTES;
 use crate::config::Endpoint;
 use crate::tls::connect::Trust;
-use crate::tls::listen::{self, Acceptor};
+use crate::tls::listen::{self, Acceptor, PemFile};
 use http::Uri;
 use std::path::Path;
 
@@ -29,9 +29,10 @@ pub(super) fn listener(
         (true, false) => errs.fail(&cert_path, format!("is required when {key_path} is set")),
         (false, false) => match listen::acceptor(Path::new(cert), Path::new(key)) {
             Ok(acceptor) => Some(Some(acceptor)),
-            Err((about_key, message)) => {
-                errs.fail(if about_key { &key_path } else { &cert_path }, message)
-            }
+            Err(e) => match e.file {
+                PemFile::Cert => errs.fail(&cert_path, e.message),
+                PemFile::Key => errs.fail(&key_path, e.message),
+            },
         },
     }
 }
