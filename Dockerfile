@@ -12,15 +12,17 @@ RUN apt-get update && apt-get install -y --no-install-recommends curl ca-certifi
     && useradd --system --home /var/lib/switchyard --create-home switchyard \
     && install -d -o switchyard -g switchyard /var/lib/switchyard/data
 COPY --from=build /src/target/release/switchyard /usr/local/bin/switchyard
-COPY config/switchyard.toml /etc/switchyard/switchyard.toml
+# The container config: listeners on 0.0.0.0, the compose stack's three mock masters.
+# Mount your own file over it (docker run -v $PWD/switchyard.toml:/etc/switchyard/switchyard.toml:ro).
+COPY deploy/switchyard.toml /etc/switchyard/switchyard.toml
 USER switchyard
 WORKDIR /var/lib/switchyard
 ENV SWITCHYARD_CONFIG=/etc/switchyard/switchyard.toml
 # The queue (queue.path = "data/queue") and the audit trail live here: keep it on a
 # volume so accepted messages survive the container.
 VOLUME ["/var/lib/switchyard/data"]
-# Inside a container the listeners must bind all interfaces: set server.listen and
-# server.admin_listen to 0.0.0.0:8080 / 0.0.0.0:9090 in the mounted config.
+# A config of your own must bind the listeners to 0.0.0.0 too: 127.0.0.1 inside a
+# container cannot be reached from outside it.
 EXPOSE 8080 9090
 # Liveness, not readiness: /health is 503 while no master is eligible, exactly when
 # switchyard is holding messages in its queue; /livez answers while the process does.

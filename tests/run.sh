@@ -10,6 +10,8 @@ declare -A needs=(
   [promtool]=prometheus # the /metrics contract test
   [prlimit]=util-linux  # the out-of-file-descriptors test
   [mount]=mount         # the full-disk tests mount a small tmpfs
+  [docker-compose]=docker-compose # validates deploy/compose.yaml (no container engine needed)
+  [systemd-analyze]=systemd       # verifies deploy/switchyard.service
 )
 missing=()
 for tool in "${!needs[@]}"; do

@@ -1,6 +1,7 @@
 //! The admin listener (SPEC section 5): health, metrics, HA status and master control,
-//! config reload. With `admin_token` set, every route but `/health` and `/metrics`
-//! needs `Authorization: Bearer <token>`, compared in constant time.
+//! config reload, and the API reference (`/openapi.json`). With `admin_token` set,
+//! every route but `/health`, `/livez`, `/metrics` and `/openapi.json` needs
+//! `Authorization: Bearer <token>`, compared in constant time.
 //!
 //! May call: `control`, `routing`, `telemetry`, `reply`.
 
@@ -17,6 +18,10 @@ use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
+
+/// The OpenAPI 3.1 document of both listeners, served at `GET /openapi.json`;
+/// `tests/openapi.rs` checks it against the running server.
+const OPENAPI: &str = include_str!("openapi.json");
 
 #[derive(Debug)]
 pub struct Admin {
@@ -42,6 +47,12 @@ impl Admin {
             "/livez" => {
                 return only(&method, "GET", || {
                     reply::json(StatusCode::OK, &serde_json::json!({"status": "alive"}))
+                })
+            }
+            // The API reference of both listeners, open like /health: it holds no state.
+            "/openapi.json" => {
+                return only(&method, "GET", || {
+                    reply::text(StatusCode::OK, "application/json", OPENAPI)
                 })
             }
             "/metrics" => {

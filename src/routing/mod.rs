@@ -5,7 +5,9 @@
 //!
 //! May call: `config`, `health`, `telemetry` (metric handles inside [`stats`]).
 
+pub mod budget;
 pub mod stats;
+pub mod sticky;
 pub mod strategy;
 
 use crate::config::{Config, MasterConfig, Role};

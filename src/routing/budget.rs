@@ -1,0 +1,238 @@
+//! A master's sending budget (SPEC section 10): a pace of `rate_per_sec` messages a
+//! second with `burst` allowed at once, and a cap of `daily_limit` messages over any
+//! rolling 24 hours.
+//!
+//! # The pace
+//!
+//! A generic cell rate algorithm (GCRA) over one atomic: the theoretical arrival time
+//! (TAT) of the next message, in nanoseconds of [`now_ns`]. A message may go when
+//! `TAT - now <= (burst - 1) * T`, with `T = 1 / rate`, and moves the TAT on by `T`.
+//! So `burst` messages go at once, then one every `T`: in any one-second window at
+//! most `rate_per_sec + burst` (the window closed at both ends). A taken message is
+//! one CAS; a refused one is one load.
+//!
+//! Warm-up passes a factor in (0, 1] that scales the rate (10% → 100%): `T` grows
+//! as the factor shrinks, so a warming master never goes above its current pace.
+//!
+//! `governor` has this algorithm, but its quota is fixed when the limiter is built;
+//! warm-up changes the pace continuously, and the routing table needs to know a
+//! master's budget without spending it (`available`) and when the next message may
+//! go (`Retry-After`). Both are a few lines over the same state.
+//!
+//! # The daily cap
+//!
+//! Counts per minute of wall-clock time, the last 1,440 of them: a message counts
+//! until its minute is more than 24 hours old, so the cap holds over any 24 hours
+//! (a message may count up to a minute longer than 24 h, never shorter). Only
+//! masters with a cap pay for its mutex; it is held for a few instructions.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Nanoseconds since the first call in this process: the pace's clock.
+pub fn now_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// The pace of one master. `rate = 0` means no limit.
+#[derive(Debug)]
+pub struct Pace {
+    rate: f64,
+    burst: u32,
+    /// Theoretical arrival time of the next message, in [`now_ns`] nanoseconds.
+    tat: AtomicU64,
+}
+
+impl Pace {
+    pub fn new(rate: f64, burst: u32) -> Pace {
+        Pace {
+            rate,
+            burst: burst.max(1),
+            tat: AtomicU64::new(0),
+        }
+    }
+
+    pub fn unlimited(&self) -> bool {
+        self.rate <= 0.0
+    }
+
+    /// The emission interval at `factor` of the full rate, in nanoseconds.
+    fn interval(&self, factor: f64) -> u64 {
+        let rate = self.rate * factor.clamp(0.01, 1.0);
+        (1e9 / rate).ceil() as u64
+    }
+
+    /// Takes one message's budget at `now`, or says how long until one is free.
+    pub fn try_take(&self, now: u64, factor: f64) -> Result<(), Duration> {
+        if self.unlimited() {
+            return Ok(());
+        }
+        let t = self.interval(factor);
+        let tolerance = t * (self.burst as u64 - 1);
+        let mut tat = self.tat.load(Ordering::Acquire);
+        loop {
+            let start = tat.max(now);
+            if start - now > tolerance {
+                return Err(Duration::from_nanos(start - now - tolerance));
+            }
+            match self.tat.compare_exchange_weak(
+                tat,
+                start + t,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(current) => tat = current,
+            }
+        }
+    }
+
+    /// Messages that could go at once at `now`, without taking any (`u32::MAX`
+    /// when unlimited).
+    pub fn available(&self, now: u64, factor: f64) -> u32 {
+        if self.unlimited() {
+            return u32::MAX;
+        }
+        let t = self.interval(factor);
+        let tolerance = t * (self.burst as u64 - 1);
+        let ahead = self.tat.load(Ordering::Acquire).saturating_sub(now);
+        if ahead > tolerance {
+            0
+        } else {
+            ((tolerance - ahead) / t + 1) as u32
+        }
+    }
+
+    /// How long until the next message may go at `now` (zero when one may go now).
+    pub fn wait(&self, now: u64, factor: f64) -> Duration {
+        if self.unlimited() {
+            return Duration::ZERO;
+        }
+        let t = self.interval(factor);
+        let tolerance = t * (self.burst as u64 - 1);
+        let ahead = self.tat.load(Ordering::Acquire).saturating_sub(now);
+        Duration::from_nanos(ahead.saturating_sub(tolerance))
+    }
+}
+
+/// Minutes counted by the daily cap.
+const DAY_MINUTES: u64 = 24 * 60;
+
+/// Messages per minute over the last 24 hours, against a cap. `limit = 0` means no cap
+/// (nothing is counted then but the total sent, for display).
+#[derive(Debug)]
+pub struct DailyCap {
+    limit: u64,
+    window: Mutex<Window>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Window {
+    /// (minute since the Unix epoch, messages), oldest first, one entry per minute
+    /// that sent anything.
+    minutes: VecDeque<(u64, u64)>,
+    total: u64,
+}
+
+impl Window {
+    fn expire(&mut self, minute: u64) {
+        while let Some(&(m, n)) = self.minutes.front() {
+            if m + DAY_MINUTES >= minute {
+                break;
+            }
+            self.minutes.pop_front();
+            self.total -= n;
+        }
+    }
+
+    fn add(&mut self, minute: u64, n: u64) {
+        match self.minutes.back_mut() {
+            Some((m, count)) if *m >= minute => *count += n,
+            _ => self.minutes.push_back((minute, n)),
+        }
+        self.total += n;
+    }
+}
+
+impl DailyCap {
+    pub fn new(limit: u64) -> DailyCap {
+        DailyCap {
+            limit,
+            window: Mutex::new(Window::default()),
+        }
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Window> {
+        // A panic while holding it leaves counts that are still counts.
+        self.window.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts one message sent at `unix_ms`, unless the cap is reached.
+    pub fn try_take(&self, unix_ms: u64) -> bool {
+        let minute = unix_ms / 60_000;
+        let mut w = self.lock();
+        w.expire(minute);
+        if self.limit > 0 && w.total >= self.limit {
+            return false;
+        }
+        w.add(minute, 1);
+        true
+    }
+
+    /// Gives back one message counted at `unix_ms` that was not sent after all.
+    pub fn give_back(&self, unix_ms: u64) {
+        let minute = unix_ms / 60_000;
+        let mut guard = self.lock();
+        let w = &mut *guard;
+        let counted = w
+            .minutes
+            .iter_mut()
+            .rev()
+            .find(|(m, n)| *m <= minute && *n > 0);
+        if let Some((_, n)) = counted {
+            *n -= 1;
+            w.total -= 1;
+        }
+    }
+
+    /// Messages counted over the 24 hours before `unix_ms`.
+    pub fn sent_24h(&self, unix_ms: u64) -> u64 {
+        let mut w = self.lock();
+        w.expire(unix_ms / 60_000);
+        w.total
+    }
+
+    /// Whether the cap is reached at `unix_ms`.
+    pub fn exhausted(&self, unix_ms: u64) -> bool {
+        self.limit > 0 && self.sent_24h(unix_ms) >= self.limit
+    }
+
+    /// The counts per minute, oldest first: what a restart needs to go on.
+    pub fn snapshot(&self) -> Vec<(u64, u64)> {
+        self.lock().minutes.iter().copied().collect()
+    }
+
+    /// Adds counts saved by [`DailyCap::snapshot`] (before a restart, or of this
+    /// master under its previous config).
+    pub fn restore(&self, minutes: &[(u64, u64)], unix_ms: u64) {
+        let mut w = self.lock();
+        let mut merged: Vec<(u64, u64)> =
+            w.minutes.drain(..).chain(minutes.iter().copied()).collect();
+        merged.sort_unstable();
+        *w = Window::default();
+        for (m, n) in merged {
+            w.add(m, n);
+        }
+        w.expire(unix_ms / 60_000);
+    }
+}
+
+#[cfg(test)]
+mod tests;
