@@ -1,7 +1,9 @@
 //! TLS (SPEC section 9) with the real binary: https masters trusted through `tls_ca`
-//! (and one signed by another CA, which must get nothing), https health checks, the
-//! client and admin listeners over HTTPS, certificate reloads, a stalled handshake,
-//! and the config errors of half-set keys. Certificates are made here with `rcgen`.
+//! or the system roots (and one signed by another CA, which must get nothing), https
+//! health checks and alert webhook, the client and admin listeners over HTTPS (and the
+//! admin commands with `--ca`), certificate reloads, a stalled handshake, and the config
+//! errors of half-set keys. Certificates are made here with `rcgen`; the system roots
+//! are pointed at a test CA with `SSL_CERT_FILE`.
 
 mod common;
 
@@ -514,4 +516,38 @@ async fn without_tls_ca_a_master_is_checked_against_the_system_roots() {
         .await;
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(received(&mock, &ca.pem()).await, 1);
+}
+
+#[tokio::test]
+async fn alerts_reach_an_https_webhook() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("system ca");
+    let bundle = ca.write(dir.path(), "system");
+    let webhook = https_mock("hook", &ca.leaf(dir.path(), "hook"));
+    let a = Mock::start("a", &[]);
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{SERVER}[health]\ninterval_ms = 100\ntimeout_ms = 300\nunhealthy_threshold = 2\n\
+             [alerts]\nwebhook_url = \"{}/alerts\"\n{}",
+            webhook.url,
+            masters_toml(&[(&a, &format!("health_url = \"{}/health\"", a.url))])
+        ),
+    )
+    .unwrap();
+    let proc = Proc::spawn_env(
+        &["run", "--config", config.to_str().unwrap()],
+        dir.path(),
+        &[("SSL_CERT_FILE", bundle.to_str().unwrap())],
+    );
+    proc.wait_line("switchyard listening on", Duration::from_secs(20));
+    let http = Http::new();
+    http.post(&format!("{}/control/down", a.url), "").await;
+    eventually(
+        Duration::from_secs(20),
+        "an alert at the webhook",
+        || async { received(&webhook, &ca.pem()).await > 0 },
+    )
+    .await;
 }
