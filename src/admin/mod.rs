@@ -6,12 +6,13 @@
 
 mod status;
 
+use crate::audit::NewEvent;
 use crate::control::failover::{self, Command};
-use crate::control::{reload, Control};
+use crate::control::{reload, AdminError, Control};
 use crate::queue::store::State;
 use crate::reply;
 use crate::routing::AdminState;
-use crate::server::Body;
+use crate::server::{Body, PeerAddr};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -60,12 +61,39 @@ impl Admin {
             return denied;
         }
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        match segments.as_slice() {
+        let caller = req.extensions().get::<PeerAddr>().map(|p| p.0.to_string());
+        let action = action(&segments);
+        let resp = self.route(&method, &segments, req.uri().query()).await;
+        if let Some((name, master)) = action {
+            // Every call of a mutating route that reached it (not a 405) is audited,
+            // refused or not.
+            if resp.status() != StatusCode::METHOD_NOT_ALLOWED {
+                let status = resp.status();
+                let route: String = format!("{method} {path}").chars().take(256).collect();
+                let mut event =
+                    NewEvent::admin_action(route, caller, format!("{name}: answered {status}"));
+                if let Some(id) = master.filter(|id| self.control.table().index_of(id).is_some()) {
+                    event = event.master(id);
+                }
+                self.control.audit.record(event);
+            }
+        }
+        resp
+    }
+
+    async fn route(
+        &self,
+        method: &Method,
+        segments: &[&str],
+        query: Option<&str>,
+    ) -> Response<Body> {
+        let method = method.clone();
+        match segments {
             ["ha", "status"] => only(&method, "GET", || {
                 status::ha_status(&self.control, &self.failover.view())
             }),
             ["ha", "failover"] => only(&method, "GET", || status::failover(&self.failover.view())),
-            ["ha", "events"] => only(&method, "GET", || self.events(req.uri().query())),
+            ["ha", "events"] => only(&method, "GET", || self.events(query)),
             ["ha", "pause"] => self.command(&method, Command::Pause).await,
             ["ha", "resume"] => self.command(&method, Command::Resume).await,
             ["ha", "masters", id, "failover"] => {
@@ -87,10 +115,7 @@ impl Admin {
             }
             ["admin", "reload"] => only(&method, "POST", || self.reload()),
             ["admin", "queue"] => only(&method, "GET", || self.queue_status()),
-            ["admin", "dead-letters"] => {
-                let query = req.uri().query();
-                only(&method, "GET", || self.dead_letters(query))
-            }
+            ["admin", "dead-letters"] => only(&method, "GET", || self.dead_letters(query)),
             ["admin", "dead-letters", id, "retry"] => match refuse(&method, "POST") {
                 Some(refused) => refused,
                 None => self.retry_dead(id).await,
@@ -279,7 +304,17 @@ impl Admin {
                 StatusCode::OK,
                 &serde_json::json!({"id": id, "admin": admin.as_str(), "enabled": admin == AdminState::Enabled}),
             ),
-            Err(e) => reply::error(StatusCode::NOT_FOUND, "unknown_master", e.to_string()),
+            Err(e @ AdminError::Unknown(_)) => {
+                reply::error(StatusCode::NOT_FOUND, "unknown_master", e.to_string())
+            }
+            Err(e @ AdminError::NotSaved(_)) => {
+                tracing::error!(error = %e, "cannot save the operator state");
+                reply::error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "state_not_saved",
+                    e.to_string(),
+                )
+            }
         }
     }
 
@@ -306,6 +341,30 @@ impl Admin {
             }
         }
     }
+}
+
+/// The name of the mutating admin route `segments` is, with the master it names;
+/// `None` for a read-only or unknown route.
+fn action<'a>(segments: &[&'a str]) -> Option<(&'static str, Option<&'a str>)> {
+    Some(match segments {
+        ["ha", "pause"] => ("pause", None),
+        ["ha", "resume"] => ("resume", None),
+        ["ha", "masters", id, action] => {
+            let name = match *action {
+                "failover" => "failover",
+                "failback" => "failback",
+                "enable" => "enable",
+                "disable" => "disable",
+                "drain" => "drain",
+                _ => return None,
+            };
+            (name, Some(*id))
+        }
+        ["admin", "reload"] => ("reload", None),
+        ["admin", "dead-letters", _, "retry"] => ("dead-letter retry", None),
+        ["admin", "dead-letters", _] => ("dead-letter delete", None),
+        _ => return None,
+    })
 }
 
 /// The `limit` query parameter: 100 when absent, from 1 to 10,000.

@@ -6,6 +6,8 @@
 //!
 //! All transitions happen in this task, so decisions never race each other.
 
+use super::operator::Held;
+use super::shares::Shares;
 use super::{Control, Ejection, MasterState};
 use crate::alerts::{Alerter, Severity};
 use crate::audit::{EventKind, NewEvent};
@@ -18,7 +20,7 @@ use crate::util::rfc3339;
 use arc_swap::ArcSwap;
 use http::{StatusCode, Uri};
 use serde::Serialize;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -28,8 +30,9 @@ use tokio::task::JoinHandle;
 /// How often slow-start steps, failback delays, empty places, the share window and
 /// the view are looked at. Machine deadlines wake the controller sooner.
 const TICK: Duration = Duration::from_millis(50);
-/// Window over which `share` of recent traffic is measured.
+/// Window over which `share` of recent traffic is measured (rolling, in steps).
 const SHARE_WINDOW: Duration = Duration::from_secs(10);
+const SHARE_STEP: Duration = Duration::from_secs(1);
 /// A master failing this often inside [`FLAP_WINDOW`] raises a warning.
 const FLAPS: usize = 3;
 const FLAP_WINDOW: Duration = Duration::from_secs(30 * 60);
@@ -71,7 +74,7 @@ pub struct ActiveView {
 pub struct MasterView {
     pub uptime_ratio: f64,
     pub mean_time_to_recovery_ms: Option<u64>,
-    /// Share of the requests of the last full window.
+    /// Share of the requests of the last 10 s (rolling; since start when sooner).
     pub share: f64,
 }
 
@@ -117,8 +120,6 @@ struct Watched {
     /// When it fell, for the flapping warning.
     falls: VecDeque<Instant>,
     slow_recovery_warned: bool,
-    /// Requests counted at the start of the share window.
-    window_start_count: u64,
     /// The slow-start factor in the published table.
     published_factor: f64,
     /// When it took its place back from a standby: slow start runs again from there.
@@ -140,8 +141,12 @@ struct Controller {
     probe_tx: mpsc::Sender<Report>,
     view: Arc<ArcSwap<View>>,
     shares: HashMap<Arc<str>, f64>,
-    window_started: Instant,
+    share_window: Shares,
+    /// When the shares were last checked for imbalance.
+    imbalance_checked: Instant,
     had_eligible: bool,
+    /// Draining masters already reported `drained` in the audit trail.
+    drained: HashSet<Arc<str>>,
 }
 
 /// Runs one step of the controller; `None` when it panicked. The panic hook has logged
@@ -244,11 +249,59 @@ impl Controller {
             probe_tx,
             view,
             shares: HashMap::new(),
-            window_started: now,
+            share_window: Shares::new(SHARE_WINDOW, SHARE_STEP),
+            imbalance_checked: now,
             had_eligible: true,
+            drained: HashSet::new(),
         };
+        c.restore(now);
         c.sync_config(config, now);
         c
+    }
+
+    /// Takes back the saved pause and failovers (see [`super::operator`]): a master
+    /// failed over before the restart stays out, its standby promoted, until failback
+    /// (automatic ones by `failover.failback`, manual ones by the admin API).
+    fn restore(&mut self, now: Instant) {
+        let saved = self.control.operator_state();
+        self.paused = saved.failover_paused;
+        for (id, m) in &saved.masters {
+            let Some(held) = &m.held else { continue };
+            tracing::info!(master = %id, standby = %held.standby, manual = held.manual, "failover kept from before the restart");
+            self.active.insert(
+                Arc::from(id.as_str()),
+                Active {
+                    backup: Arc::from(held.standby.as_str()),
+                    since: now,
+                    since_at: SystemTime::UNIX_EPOCH + Duration::from_millis(held.since_unix_ms),
+                    manual: held.manual,
+                },
+            );
+        }
+        if self.paused {
+            tracing::info!("automatic failover stays paused, as before the restart");
+        }
+    }
+
+    /// Saves the pause and the failovers in force, when they changed.
+    fn persist(&self) -> std::io::Result<()> {
+        let (paused, active) = (self.paused, &self.active);
+        self.control.save_operator(|s| {
+            s.failover_paused = paused;
+            for (id, m) in s.masters.iter_mut() {
+                if !active.contains_key(id.as_str()) {
+                    m.held = None;
+                }
+            }
+            for (failed, a) in active {
+                let since = a.since_at.duration_since(SystemTime::UNIX_EPOCH);
+                s.master(failed).held = Some(Held {
+                    standby: a.backup.to_string(),
+                    manual: a.manual,
+                    since_unix_ms: since.map_or(0, |d| d.as_millis() as u64),
+                });
+            }
+        })
     }
 
     /// Follows a new config: machines for new masters, probes started, stopped or
@@ -274,7 +327,6 @@ impl Controller {
                 probe: None,
                 falls: VecDeque::new(),
                 slow_recovery_warned: false,
-                window_start_count: 0,
                 published_factor: 1.0,
                 failed_back_at: None,
             });
@@ -361,12 +413,11 @@ impl Controller {
         }
         changed |= self.auto_failback(now);
         changed |= self.fill_empty_places(now);
+        self.watch_drains();
         if self.breaker_open {
             self.prune_failovers(now);
         }
-        if now.duration_since(self.window_started) >= SHARE_WINDOW {
-            self.measure_shares(now);
-        }
+        self.measure_shares(now);
         if changed {
             self.publish(now);
         } else {
@@ -426,6 +477,29 @@ impl Controller {
                 }
             }
         }
+    }
+
+    /// Records `drained` once for each draining master whose in-flight and queued
+    /// deliveries have reached 0.
+    fn watch_drains(&mut self) {
+        let table = self.control.table();
+        let drained: HashSet<Arc<str>> = table
+            .masters
+            .iter()
+            .filter(|m| m.drained())
+            .map(|m| m.config.id.clone())
+            .collect();
+        for id in drained.difference(&self.drained) {
+            tracing::info!(master = %id, "drained: no exchange or delivery under way");
+            self.control.audit.record(
+                NewEvent::new(
+                    EventKind::Drained,
+                    "draining finished: no exchange or queued delivery under way",
+                )
+                .master(id),
+            );
+        }
+        self.drained = drained;
     }
 
     fn stats(&self, id: &str) -> Option<Arc<crate::routing::stats::MasterStats>> {
@@ -711,7 +785,21 @@ impl Controller {
         Some(a.backup)
     }
 
+    /// Runs an admin command; the state it leaves is saved before it answers.
     fn on_command(&mut self, command: Command, now: Instant) -> Answer {
+        let answer = self.run_command(command, now)?;
+        self.persist().map_err(|e| {
+            tracing::error!(error = %e, "cannot save the operator state");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "state_not_saved",
+                format!("the change is in force but could not be saved, so it will not survive a restart: {e}"),
+            )
+        })?;
+        Ok(answer)
+    }
+
+    fn run_command(&mut self, command: Command, now: Instant) -> Answer {
         let audit = self.control.audit.clone();
         match command {
             Command::Pause => {
@@ -787,36 +875,26 @@ impl Controller {
         Ok(serde_json::json!({"failover_paused": self.paused, "breaker_open": self.breaker_open}))
     }
 
+    /// Measures the shares over the rolling window; every [`SHARE_WINDOW`], checks
+    /// them for imbalance.
     fn measure_shares(&mut self, now: Instant) {
         let table = self.control.table();
-        let mut counts = Vec::new();
-        for m in &table.masters {
-            let count = m.stats.sent_total.load(Relaxed) + m.stats.failed_total.load(Relaxed);
-            if let Some(w) = self.masters.get_mut(&m.config.id) {
-                counts.push((
-                    m.config.id.clone(),
-                    count.saturating_sub(w.window_start_count),
-                ));
-                w.window_start_count = count;
-            }
-        }
-        let total: u64 = counts.iter().map(|(_, n)| n).sum();
-        self.shares = counts
+        let counts: Vec<(Arc<str>, u64)> = table
+            .masters
             .iter()
-            .map(|(id, n)| {
-                (
-                    id.clone(),
-                    if total == 0 {
-                        0.0
-                    } else {
-                        *n as f64 / total as f64
-                    },
-                )
+            .map(|m| {
+                let count = m.stats.sent_total.load(Relaxed) + m.stats.failed_total.load(Relaxed);
+                (m.config.id.clone(), count)
             })
             .collect();
-        self.window_started = now;
+        let measured = self.share_window.measure(now, &counts);
+        self.shares = measured.shares;
+        if now.duration_since(self.imbalance_checked) < SHARE_WINDOW {
+            return;
+        }
+        self.imbalance_checked = now;
         let limit = self.config.alerts.imbalance_warning;
-        if total >= 100 && table.eligible_count() > 1 {
+        if measured.total >= 100 && table.eligible_count() > 1 {
             for (id, share) in &self.shares {
                 if *share > limit {
                     self.alerts.raise(
@@ -851,6 +929,9 @@ impl Controller {
                 s.promoted_for = active.get(id).map(|a| a.backup.clone());
             }
         });
+        if let Err(e) = self.persist() {
+            tracing::error!(error = %e, "cannot save the failovers in force; they will not survive a restart");
+        }
         let eligible = self.control.table().eligible_count() > 0;
         if self.had_eligible && !eligible {
             self.alerts.raise(

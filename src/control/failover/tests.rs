@@ -37,6 +37,7 @@ fn rig(failover_extra: &str) -> Rig {
         0,
         None,
         Arc::new(AuditLog::in_memory()),
+        crate::control::operator::OperatorStore::in_memory(),
     ));
     let (trigger, shutdown) = shutdown_pair();
     let (alerter, _webhook_task_not_run) = Alerter::new(None, Duration::ZERO, shutdown);
