@@ -87,21 +87,20 @@ impl Admin {
         segments: &[&str],
         query: Option<&str>,
     ) -> Response<Body> {
-        let method = method.clone();
         match segments {
-            ["ha", "status"] => only(&method, "GET", || {
+            ["ha", "status"] => only(method, "GET", || {
                 status::ha_status(&self.control, &self.failover.view())
             }),
-            ["ha", "failover"] => only(&method, "GET", || status::failover(&self.failover.view())),
-            ["ha", "events"] => only(&method, "GET", || self.events(query)),
-            ["ha", "pause"] => self.command(&method, Command::Pause).await,
-            ["ha", "resume"] => self.command(&method, Command::Resume).await,
+            ["ha", "failover"] => only(method, "GET", || status::failover(&self.failover.view())),
+            ["ha", "events"] => only(method, "GET", || self.events(query)),
+            ["ha", "pause"] => self.command(method, Command::Pause).await,
+            ["ha", "resume"] => self.command(method, Command::Resume).await,
             ["ha", "masters", id, "failover"] => {
-                self.command(&method, Command::Failover(id.to_string()))
+                self.command(method, Command::Failover(id.to_string()))
                     .await
             }
             ["ha", "masters", id, "failback"] => {
-                self.command(&method, Command::Failback(id.to_string()))
+                self.command(method, Command::Failback(id.to_string()))
                     .await
             }
             ["ha", "masters", id, action] => {
@@ -111,16 +110,16 @@ impl Admin {
                     "drain" => AdminState::Draining,
                     _ => return reply::not_found(),
                 };
-                only(&method, "POST", || self.set_admin(id, admin))
+                only(method, "POST", || self.set_admin(id, admin))
             }
-            ["admin", "reload"] => only(&method, "POST", || self.reload()),
-            ["admin", "queue"] => only(&method, "GET", || self.queue_status()),
-            ["admin", "dead-letters"] => only(&method, "GET", || self.dead_letters(query)),
-            ["admin", "dead-letters", id, "retry"] => match refuse(&method, "POST") {
+            ["admin", "reload"] => only(method, "POST", || self.reload()),
+            ["admin", "queue"] => only(method, "GET", || self.queue_status()),
+            ["admin", "dead-letters"] => only(method, "GET", || self.dead_letters(query)),
+            ["admin", "dead-letters", id, "retry"] => match refuse(method, "POST") {
                 Some(refused) => refused,
                 None => self.retry_dead(id).await,
             },
-            ["admin", "dead-letters", id] => match refuse(&method, "DELETE") {
+            ["admin", "dead-letters", id] => match refuse(method, "DELETE") {
                 Some(refused) => refused,
                 None => self.delete_dead(id).await,
             },

@@ -999,4 +999,6 @@ fn unknown(id: &str) -> (StatusCode, &'static str, String) {
 }
 
 #[cfg(test)]
+mod restart_tests;
+#[cfg(test)]
 mod tests;

@@ -317,6 +317,12 @@ impl Control {
         let ids: Vec<Arc<str>> = w.config.masters.iter().map(|m| m.id.clone()).collect();
         w.masters.retain(|id, _| ids.contains(id));
         self.rebuild(&mut w);
+        // A master that left forgets its saved state, as it forgets its running one.
+        let forgot =
+            self.save_operator(|s| s.masters.retain(|id, _| ids.iter().any(|k| **k == **id)));
+        if let Err(e) = forgot {
+            tracing::error!(error = %e, "cannot save the operator state after the reload");
+        }
         (w.config_version, true)
     }
 

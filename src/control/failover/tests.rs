@@ -5,11 +5,12 @@
 
 use super::*;
 use crate::audit::AuditLog;
+use crate::control::operator::OperatorStore;
 use crate::server::{shutdown_pair, ShutdownTrigger};
 
-struct Rig {
-    c: Controller,
-    control: Arc<Control>,
+pub(super) struct Rig {
+    pub(super) c: Controller,
+    pub(super) control: Arc<Control>,
     t0: Instant,
     _shutdown: ShutdownTrigger,
 }
@@ -18,6 +19,11 @@ struct Rig {
 /// (region Y, priority 1). `a` is in region X. Health: 2 passes / 2 failures;
 /// failover: recovery wait 30 s, slow start 30 s, failback delay 60 s.
 fn rig(failover_extra: &str) -> Rig {
+    rig_with(failover_extra, OperatorStore::in_memory())
+}
+
+/// [`rig`] starting from the operator state in `store`, as after a restart.
+pub(super) fn rig_with(failover_extra: &str, store: OperatorStore) -> Rig {
     let mut text = format!(
         "[health]\nhealthy_threshold = 2\nunhealthy_threshold = 2\n[failover]\n{failover_extra}\n"
     );
@@ -37,7 +43,7 @@ fn rig(failover_extra: &str) -> Rig {
         0,
         None,
         Arc::new(AuditLog::in_memory()),
-        crate::control::operator::OperatorStore::in_memory(),
+        store,
     ));
     let (trigger, shutdown) = shutdown_pair();
     let (alerter, _webhook_task_not_run) = Alerter::new(None, Duration::ZERO, shutdown);
@@ -54,11 +60,11 @@ fn rig(failover_extra: &str) -> Rig {
 }
 
 impl Rig {
-    fn at(&self, secs: f64) -> Instant {
+    pub(super) fn at(&self, secs: f64) -> Instant {
         self.t0 + Duration::from_secs_f64(secs)
     }
 
-    fn probe(&mut self, id: &str, ok: bool, secs: f64) {
+    pub(super) fn probe(&mut self, id: &str, ok: bool, secs: f64) {
         let result = if ok {
             Ok(())
         } else {
@@ -72,34 +78,34 @@ impl Rig {
         self.c.on_probe(report, now);
     }
 
-    fn down(&mut self, id: &str, secs: f64) {
+    pub(super) fn down(&mut self, id: &str, secs: f64) {
         self.probe(id, false, secs);
         self.probe(id, false, secs);
     }
 
-    fn up(&mut self, id: &str, secs: f64) {
+    pub(super) fn up(&mut self, id: &str, secs: f64) {
         self.probe(id, true, secs);
         self.probe(id, true, secs);
     }
 
-    fn tick(&mut self, secs: f64) {
+    pub(super) fn tick(&mut self, secs: f64) {
         let now = self.at(secs);
         self.c.on_tick(now);
     }
 
-    fn command(&mut self, command: Command, secs: f64) -> Answer {
+    pub(super) fn command(&mut self, command: Command, secs: f64) -> Answer {
         let now = self.at(secs);
         self.c.on_command(command, now)
     }
 
     /// (state, eligible, promoted, effective weight) in the published table.
-    fn entry(&self, id: &str) -> (HealthState, bool, bool, f64) {
+    pub(super) fn entry(&self, id: &str) -> (HealthState, bool, bool, f64) {
         let table = self.control.table();
         let m = &table.masters[table.index_of(id).unwrap()];
         (m.health, m.eligible, m.promoted, m.effective_weight)
     }
 
-    fn kinds(&self) -> Vec<EventKind> {
+    pub(super) fn kinds(&self) -> Vec<EventKind> {
         let mut kinds: Vec<_> = self
             .control
             .audit
