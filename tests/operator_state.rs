@@ -67,6 +67,7 @@ async fn disable_drain_and_pause_survive_restarts_and_are_audited() {
     post_ok(&http, admin("/ha/masters/a/disable")).await;
     post_ok(&http, admin("/ha/masters/b/drain")).await;
     post_ok(&http, admin("/ha/pause")).await;
+    post_ok(&http, admin("/admin/reload")).await;
     // A refused command is audited too.
     let (code, _, _) = http.post(&admin("/ha/masters/nope/enable"), "").await;
     assert_eq!(code, 404);
@@ -76,6 +77,7 @@ async fn disable_drain_and_pause_survive_restarts_and_are_audited() {
         ("POST /ha/masters/a/disable", Some("a")),
         ("POST /ha/masters/b/drain", Some("b")),
         ("POST /ha/pause", None),
+        ("POST /admin/reload", None),
         ("POST /ha/masters/nope/enable", None),
     ] {
         let e = action(&seen, route).unwrap_or_else(|| panic!("no event for {route}: {seen:?}"));

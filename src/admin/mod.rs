@@ -416,3 +416,40 @@ fn only(
 ) -> Response<Body> {
     refuse(method, allowed).unwrap_or_else(f)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::action;
+
+    #[test]
+    fn every_mutating_route_is_an_action_and_no_read_is() {
+        let of = |path: &str| {
+            let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+            action(&segments).map(|(name, master)| (name, master.map(str::to_string)))
+        };
+        for (path, name, master) in [
+            ("/ha/pause", "pause", None),
+            ("/ha/resume", "resume", None),
+            ("/ha/masters/a/disable", "disable", Some("a")),
+            ("/ha/masters/a/enable", "enable", Some("a")),
+            ("/ha/masters/a/drain", "drain", Some("a")),
+            ("/ha/masters/a/failover", "failover", Some("a")),
+            ("/ha/masters/a/failback", "failback", Some("a")),
+            ("/admin/reload", "reload", None),
+            ("/admin/dead-letters/x/retry", "dead-letter retry", None),
+            ("/admin/dead-letters/x", "dead-letter delete", None),
+        ] {
+            assert_eq!(of(path), Some((name, master.map(String::from))), "{path}");
+        }
+        for path in [
+            "/ha/status",
+            "/ha/failover",
+            "/ha/events",
+            "/admin/queue",
+            "/admin/dead-letters",
+            "/ha/masters/a/other",
+        ] {
+            assert_eq!(of(path), None, "{path}");
+        }
+    }
+}

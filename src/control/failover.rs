@@ -6,7 +6,6 @@
 //!
 //! All transitions happen in this task, so decisions never race each other.
 
-use super::operator::Held;
 use super::shares::Shares;
 use super::{Control, Ejection, MasterState};
 use crate::alerts::{Alerter, Severity};
@@ -259,51 +258,6 @@ impl Controller {
         c
     }
 
-    /// Takes back the saved pause and failovers (see [`super::operator`]): a master
-    /// failed over before the restart stays out, its standby promoted, until failback
-    /// (automatic ones by `failover.failback`, manual ones by the admin API).
-    fn restore(&mut self, now: Instant) {
-        let saved = self.control.operator_state();
-        self.paused = saved.failover_paused;
-        for (id, m) in &saved.masters {
-            let Some(held) = &m.held else { continue };
-            tracing::info!(master = %id, standby = %held.standby, manual = held.manual, "failover kept from before the restart");
-            self.active.insert(
-                Arc::from(id.as_str()),
-                Active {
-                    backup: Arc::from(held.standby.as_str()),
-                    since: now,
-                    since_at: SystemTime::UNIX_EPOCH + Duration::from_millis(held.since_unix_ms),
-                    manual: held.manual,
-                },
-            );
-        }
-        if self.paused {
-            tracing::info!("automatic failover stays paused, as before the restart");
-        }
-    }
-
-    /// Saves the pause and the failovers in force, when they changed.
-    fn persist(&self) -> std::io::Result<()> {
-        let (paused, active) = (self.paused, &self.active);
-        self.control.save_operator(|s| {
-            s.failover_paused = paused;
-            for (id, m) in s.masters.iter_mut() {
-                if !active.contains_key(id.as_str()) {
-                    m.held = None;
-                }
-            }
-            for (failed, a) in active {
-                let since = a.since_at.duration_since(SystemTime::UNIX_EPOCH);
-                s.master(failed).held = Some(Held {
-                    standby: a.backup.to_string(),
-                    manual: a.manual,
-                    since_unix_ms: since.map_or(0, |d| d.as_millis() as u64),
-                });
-            }
-        })
-    }
-
     /// Follows a new config: machines for new masters, probes started, stopped or
     /// moved, failovers whose masters left dropped.
     fn sync_config(&mut self, config: Arc<Config>, now: Instant) {
@@ -477,29 +431,6 @@ impl Controller {
                 }
             }
         }
-    }
-
-    /// Records `drained` once for each draining master whose in-flight and queued
-    /// deliveries have reached 0.
-    fn watch_drains(&mut self) {
-        let table = self.control.table();
-        let drained: HashSet<Arc<str>> = table
-            .masters
-            .iter()
-            .filter(|m| m.drained())
-            .map(|m| m.config.id.clone())
-            .collect();
-        for id in drained.difference(&self.drained) {
-            tracing::info!(master = %id, "drained: no exchange or delivery under way");
-            self.control.audit.record(
-                NewEvent::new(
-                    EventKind::Drained,
-                    "draining finished: no exchange or queued delivery under way",
-                )
-                .master(id),
-            );
-        }
-        self.drained = drained;
     }
 
     fn stats(&self, id: &str) -> Option<Arc<crate::routing::stats::MasterStats>> {
@@ -998,6 +929,7 @@ fn unknown(id: &str) -> (StatusCode, &'static str, String) {
     )
 }
 
+mod kept;
 #[cfg(test)]
 mod restart_tests;
 #[cfg(test)]
