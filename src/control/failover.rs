@@ -425,9 +425,10 @@ impl Controller {
             }
             HealthState::Healthy => {
                 audit.record(NewEvent::new(EventKind::Healthy, &t.reason).master(m));
-                // Its last error belongs to the outage it is over.
+                // Its last error belongs to the outage it is over, and so do the
+                // errors of exchanges routed before this transition's table.
                 if let Some(stats) = self.stats(&id) {
-                    stats.clear_last_error();
+                    stats.clear_last_error(self.control.table().version + 1);
                 }
             }
         }

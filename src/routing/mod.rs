@@ -69,6 +69,9 @@ pub struct MasterEntry {
     pub held: bool,
     pub eligible: bool,
     pub effective_weight: f64,
+    /// The version of the table this entry belongs to: exchanges it routed report it
+    /// with their failures.
+    pub table_version: u64,
 }
 
 impl MasterEntry {
@@ -132,6 +135,7 @@ impl RoutingTable {
                     promoted: m.promoted,
                     held: m.held,
                     eligible,
+                    table_version: version,
                 }
             })
             .collect();

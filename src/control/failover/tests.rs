@@ -376,3 +376,28 @@ async fn probes_failing_for_local_reasons_leave_the_master_alone() {
     r.probe("a", false, 101.0);
     assert_eq!(r.entry("a").0, HealthState::Degraded);
 }
+
+#[tokio::test]
+async fn an_error_of_an_exchange_routed_before_the_recovery_does_not_come_back() {
+    let mut r = rig("");
+    r.down("a", 1.0);
+    r.up("a", 2.0);
+    assert_eq!(r.entry("a").0, HealthState::Recovering);
+    let during = r.control.table();
+    let a = &during.masters[during.index_of("a").unwrap()];
+    a.stats.record_failure("503".into(), a.table_version);
+    assert!(a.stats.last_error().is_some(), "shown while recovering");
+    r.tick(33.0);
+    assert_eq!(r.entry("a").0, HealthState::Healthy);
+    assert!(a.stats.last_error().is_none(), "cleared once healthy");
+    // An exchange routed while it was recovering fails late: counted, not shown.
+    a.stats.record_failure("timed out".into(), a.table_version);
+    assert!(a.stats.last_error().is_none());
+    let now = r.control.table();
+    let a = &now.masters[now.index_of("a").unwrap()];
+    a.stats.record_failure("reset".into(), a.table_version);
+    assert_eq!(
+        a.stats.last_error().as_deref().map(String::as_str),
+        Some("reset")
+    );
+}
