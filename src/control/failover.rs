@@ -861,9 +861,6 @@ impl Controller {
                 s.promoted_for = active.get(id).map(|a| a.backup.clone());
             }
         });
-        if let Err(e) = self.persist() {
-            tracing::error!(error = %e, "cannot save the failovers in force; they will not survive a restart");
-        }
         let eligible = self.control.table().eligible_count() > 0;
         if self.had_eligible && !eligible {
             self.alerts.raise(
@@ -875,6 +872,10 @@ impl Controller {
         }
         self.had_eligible = eligible;
         self.publish_view(now);
+        // Saved once the table and the view agree (two fsyncs; failovers are rare).
+        if let Err(e) = self.persist() {
+            tracing::error!(error = %e, "cannot save the failovers in force; they will not survive a restart");
+        }
     }
 
     fn publish_view(&mut self, now: Instant) {
