@@ -810,6 +810,9 @@ impl Controller {
     /// Measures the shares over the rolling window; every [`SHARE_WINDOW`], checks
     /// them for imbalance.
     fn measure_shares(&mut self, now: Instant) {
+        if !self.share_window.due(now) {
+            return;
+        }
         let table = self.control.table();
         let counts: Vec<(Arc<str>, u64)> = table
             .masters

@@ -18,7 +18,11 @@ pub struct Shares {
     step: Duration,
     /// Oldest first; never empty after the first [`Shares::measure`].
     samples: VecDeque<Sample>,
+    measured_at: Option<Instant>,
 }
+
+/// How often [`Shares::due`] lets the shares be measured again.
+const REFRESH: Duration = Duration::from_millis(250);
 
 /// Shares of the window measured, and the requests they are shares of.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -33,13 +37,22 @@ impl Shares {
             window,
             step,
             samples: VecDeque::new(),
+            measured_at: None,
         }
+    }
+
+    /// Whether the shares are worth measuring again (every 250 ms: the controller
+    /// ticks faster than anyone reads them).
+    pub fn due(&self, now: Instant) -> bool {
+        self.measured_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= REFRESH)
     }
 
     /// The shares of the requests since the oldest sample, given each master's
     /// lifetime count now. A master absent from every sample (new in the config) is
     /// counted from its first sample on.
     pub fn measure(&mut self, now: Instant, counts: &[(Arc<str>, u64)]) -> Measured {
+        self.measured_at = Some(now);
         let due = self
             .samples
             .back()
