@@ -3,7 +3,8 @@
 //! Every change — a config reload, an admin command, a health transition or failover
 //! decided by [`failover`] — goes through [`Control`], which rebuilds a whole snapshot
 //! under one writer lock and swaps it in with one `ArcSwap::store`. Readers (the
-//! request path) never lock.
+//! request path) never lock. What an operator set (admin states, failovers, pause) is
+//! also saved through [`operator`] so that it survives a restart.
 //!
 //! May call: `config`, `routing`, `health`, `telemetry`, `audit`, `alerts`.
 

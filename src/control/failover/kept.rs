@@ -25,7 +25,10 @@ impl Controller {
                 Active {
                     backup: Arc::from(held.standby.as_str()),
                     since: now,
-                    since_at: SystemTime::UNIX_EPOCH + Duration::from_millis(held.since_unix_ms),
+                    // A time from a hand-edited file is taken up to now, no later.
+                    since_at: SystemTime::UNIX_EPOCH
+                        .checked_add(Duration::from_millis(held.since_unix_ms))
+                        .map_or(SystemTime::now(), |t| t.min(SystemTime::now())),
                     manual: held.manual,
                 },
             );
