@@ -94,9 +94,10 @@ async fn disable_drain_and_pause_survive_restarts_and_are_audited() {
             .contains("404")
     );
 
-    // A clean restart, then a crash: the state was on disk before each answer.
-    let sy = sy.restart();
+    // A crash right after the answers, then a clean restart: the state and the
+    // audit events were on disk before each answer.
     let sy = sy.kill_and_restart();
+    let sy = sy.restart();
     let s = status(&http, &sy).await;
     assert_eq!(s["failover_paused"], true, "{s}");
     let admin_of = |s: &serde_json::Value, i: usize| s["masters"][i]["admin"].clone();
@@ -110,8 +111,15 @@ async fn disable_drain_and_pause_survive_restarts_and_are_audited() {
             (200, "c")
         );
     }
-    // The audit trail kept the actions across the restarts.
-    assert!(action(&events(&http, &sy).await, "POST /ha/masters/a/disable").is_some());
+    // The audit trail kept the actions across the crash.
+    let seen = events(&http, &sy).await;
+    for route in [
+        "POST /ha/masters/a/disable",
+        "POST /ha/pause",
+        "POST /admin/reload",
+    ] {
+        assert!(action(&seen, route).is_some(), "{route}: {seen:?}");
+    }
 
     let admin = |path: &str| format!("{}{path}", sy.admin);
     post_ok(&http, admin("/ha/masters/a/enable")).await;

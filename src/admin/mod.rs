@@ -76,6 +76,13 @@ impl Admin {
                     event = event.master(id);
                 }
                 self.control.audit.record(event);
+                // On disk before the answer, like the state change itself.
+                let audit = self.control.audit.clone();
+                match tokio::task::spawn_blocking(move || audit.flush()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "cannot write the audit trail"),
+                    Err(e) => tracing::error!(error = %e, "the audit flush failed"),
+                }
             }
         }
         resp
