@@ -146,6 +146,8 @@ struct Controller {
     had_eligible: bool,
     /// Draining masters already reported `drained` in the audit trail.
     drained: HashSet<Arc<str>>,
+    /// The last save failed (logged once, until one works again).
+    save_failing: bool,
 }
 
 /// Runs one step of the controller; `None` when it panicked. The panic hook has logged
@@ -252,6 +254,7 @@ impl Controller {
             imbalance_checked: now,
             had_eligible: true,
             drained: HashSet::new(),
+            save_failing: false,
         };
         c.restore(now);
         c.sync_config(config, now);
@@ -341,6 +344,7 @@ impl Controller {
         if let Some(t) = w.machine.observe(signal, now, &self.settings) {
             self.transition(id.clone(), t, now);
             self.publish(now);
+            self.save();
         }
     }
 
@@ -377,6 +381,8 @@ impl Controller {
         } else {
             self.publish_view(now);
         }
+        // A reload may have ended failovers too (sync_config): compared, written if so.
+        self.save();
     }
 
     /// Records a transition and acts on it.
@@ -875,10 +881,6 @@ impl Controller {
         }
         self.had_eligible = eligible;
         self.publish_view(now);
-        // Saved once the table and the view agree (two fsyncs; failovers are rare).
-        if let Err(e) = self.persist() {
-            tracing::error!(error = %e, "cannot save the failovers in force; they will not survive a restart");
-        }
     }
 
     fn publish_view(&mut self, now: Instant) {

@@ -38,7 +38,27 @@ impl Controller {
         }
     }
 
-    /// Saves the pause and the failovers in force, when they changed.
+    /// [`Controller::persist`] at the end of a step that was no command: the step's
+    /// decisions stand either way; a failure is logged once, and tried again at every
+    /// step until a save works.
+    pub(super) fn save(&mut self) {
+        match self.persist() {
+            Ok(()) if self.save_failing => {
+                self.save_failing = false;
+                tracing::info!("the operator state is saved again");
+            }
+            Ok(()) => {}
+            Err(e) if !self.save_failing => {
+                self.save_failing = true;
+                tracing::error!(error = %e, "cannot save the failovers in force; they will not survive a restart until a save works");
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Saves the pause and the failovers in force, when they changed: at the end of
+    /// each step, once its table, view and audit events are out (two fsyncs; failovers
+    /// are rare).
     pub(super) fn persist(&self) -> std::io::Result<()> {
         let (paused, active) = (self.paused, &self.active);
         self.control.save_operator(|s| {
