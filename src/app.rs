@@ -56,7 +56,10 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
         shutdown.clone(),
     );
     let queue_config = config.queue.clone();
-    let control = Arc::new(Control::new(config, hash, path, Arc::new(audit)));
+    // Read before the first routing table: a master disabled, drained or failed over
+    // before the restart starts that way.
+    let operator = crate::control::operator::OperatorStore::open(&data_dir)?;
+    let control = Arc::new(Control::new(config, hash, path, Arc::new(audit), operator));
     let queue = if queue_config.enabled {
         let queue_path = queue_config.path.clone();
         let queue = tokio::task::spawn_blocking(move || Queue::open(&queue_config))

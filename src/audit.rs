@@ -70,6 +70,10 @@ pub enum EventKind {
     Resumed,
     ConfigReloaded,
     ConfigRejected,
+    /// A mutating admin route was called (with `route` and `caller`).
+    AdminAction,
+    /// A draining master has no exchange or queued delivery left.
+    Drained,
 }
 
 impl EventKind {
@@ -89,6 +93,8 @@ impl EventKind {
             EventKind::Resumed => "resumed",
             EventKind::ConfigReloaded => "config_reloaded",
             EventKind::ConfigRejected => "config_rejected",
+            EventKind::AdminAction => "admin_action",
+            EventKind::Drained => "drained",
         }
     }
 }
@@ -105,6 +111,13 @@ pub struct Event {
     pub backup: Option<String>,
     pub reason: String,
     pub duration_ms: Option<u64>,
+    /// For `admin_action`: the method and path called. Absent from other events (and
+    /// from lines written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// For `admin_action`: the peer address of the admin connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
 }
 
 /// What a caller fills; `id` and `at` are assigned by [`AuditLog::record`].
@@ -115,6 +128,8 @@ pub struct NewEvent {
     pub backup: Option<String>,
     pub reason: String,
     pub duration_ms: Option<u64>,
+    pub route: Option<String>,
+    pub caller: Option<String>,
 }
 
 impl NewEvent {
@@ -125,6 +140,21 @@ impl NewEvent {
             backup: None,
             reason: reason.into(),
             duration_ms: None,
+            route: None,
+            caller: None,
+        }
+    }
+
+    /// An admin route called by `caller`.
+    pub fn admin_action(
+        route: impl Into<String>,
+        caller: Option<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        NewEvent {
+            route: Some(route.into()),
+            caller,
+            ..NewEvent::new(EventKind::AdminAction, reason)
         }
     }
 
@@ -258,6 +288,8 @@ impl AuditLog {
             backup: event.backup,
             reason: event.reason,
             duration_ms: event.duration_ms,
+            route: event.route,
+            caller: event.caller,
         };
         state.next_id += 1;
         // Queued under the lock so that the file keeps id order.
@@ -649,6 +681,8 @@ mod tests {
             backup: Some("b1".into()),
             reason: "m1 healthy again".into(),
             duration_ms: Some(42),
+            route: None,
+            caller: None,
         };
         let line = serde_json::to_string(&event).expect("encode");
         fs::write(dir.path().join(FILE_NAME), line).expect("write");
@@ -820,6 +854,8 @@ mod tests {
             EventKind::Resumed,
             EventKind::ConfigReloaded,
             EventKind::ConfigRejected,
+            EventKind::AdminAction,
+            EventKind::Drained,
         ];
         for kind in kinds {
             let json = serde_json::to_value(kind).expect("encode");
@@ -845,6 +881,23 @@ mod tests {
         );
         assert_eq!(obj["kind"], "failover_started");
         assert_eq!(obj["backup"], serde_json::Value::Null);
+
+        let action = log.record(NewEvent::admin_action(
+            "POST /ha/pause",
+            Some("127.0.0.1:5000".into()),
+            "answered 200",
+        ));
+        let json = serde_json::to_value(&action).expect("encode");
+        assert_eq!(json["kind"], "admin_action");
+        assert_eq!(json["route"], "POST /ha/pause");
+        assert_eq!(json["caller"], "127.0.0.1:5000");
+    }
+
+    #[test]
+    fn audit_lines_written_before_route_and_caller_still_read() {
+        let old = r#"{"id":3,"at":"2026-11-24T19:54:09.123Z","kind":"paused","master":null,"backup":null,"reason":"r","duration_ms":null}"#;
+        let event: Event = serde_json::from_str(old).expect("an old line parses");
+        assert_eq!((event.route, event.caller), (None, None));
     }
 
     #[test]

@@ -164,7 +164,8 @@ enum MastersAction {
     Disable { id: String },
     /// Put the master back into rotation.
     Enable { id: String },
-    /// Give the master no new messages; those under way finish.
+    /// Give the master no new messages; those under way finish, and `status` shows it
+    /// `drained` once none is left.
     Drain { id: String },
     /// Put the master's best standby in its place.
     Failover { id: String },

@@ -147,6 +147,11 @@ pub fn bind(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReadDeadline(pub Instant);
 
+/// The peer address of the connection a request came on, put in its extensions by
+/// [`serve`] (the admin API audits it as the caller).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 /// `since + d`, or a year after `since` when that does not fit in an `Instant`.
 pub(crate) fn after(since: Instant, d: Duration) -> Instant {
     since
@@ -194,11 +199,11 @@ pub async fn serve_with<H, F, L, T>(
             }
             current = limits();
         }
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
                     errors.accepted();
-                    stream
+                    (stream, peer)
                 }
                 Err(e) => {
                     let pause = errors.failed(&e, std::time::Instant::now());
@@ -224,6 +229,7 @@ pub async fn serve_with<H, F, L, T>(
                 let started = clock.begin_request();
                 req.extensions_mut()
                     .insert(ReadDeadline(after(started, read_timeout)));
+                req.extensions_mut().insert(PeerAddr(peer));
                 let fut = crate::reply::unless_panic(handler(req));
                 let clock = clock.clone();
                 async move {

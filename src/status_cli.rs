@@ -24,6 +24,7 @@ pub fn render(status: &Value) -> String {
         "REGION",
         "STATE",
         "ADMIN",
+        "HELD",
         "SHARE",
         "IN-FLIGHT",
         "QUEUED",
@@ -44,8 +45,9 @@ pub fn render(status: &Value) -> String {
             s("id"),
             role,
             s("region"),
-            s("state"),
+            state(m),
             s("admin"),
+            held(m),
             format!("{:.1}%", m["share"].as_f64().unwrap_or(0.0) * 100.0),
             n("in_flight"),
             n("queued"),
@@ -56,6 +58,27 @@ pub fn render(status: &Value) -> String {
     }
     out.push_str(&table(&header, rows));
     out
+}
+
+/// The health state, with the slow-start progress while below full weight
+/// (`recovering 40%`).
+fn state(m: &Value) -> String {
+    let state = m["state"].as_str().unwrap_or("?");
+    match m["slow_start"].as_f64() {
+        Some(f) if f < 1.0 && matches!(state, "recovering" | "healthy") => {
+            format!("{state} {:.0}%", (f * 100.0).floor())
+        }
+        _ => state.to_string(),
+    }
+}
+
+/// For a master held out by a failover until failback: the standby in its place.
+fn held(m: &Value) -> String {
+    match (m["held"].as_bool(), m["held_for"].as_str()) {
+        (Some(true), Some(standby)) => format!("yes ({standby})"),
+        (Some(true), None) => "yes".into(),
+        _ => "-".into(),
+    }
 }
 
 #[cfg(test)]
@@ -88,5 +111,35 @@ mod tests {
             "{out}"
         );
         assert_eq!(lines.len(), 5, "{out}");
+    }
+
+    #[test]
+    fn held_masters_name_their_standby_and_slow_start_shows_progress() {
+        let status = json!({"strategy": "weighted", "masters": [
+            {"id": "a", "state": "recovering", "admin": "enabled", "held": true,
+             "held_for": "s", "slow_start": 0.4},
+            {"id": "b", "state": "recovering", "admin": "drained", "held": false,
+             "slow_start": 0.437},
+            {"id": "c", "state": "healthy", "admin": "enabled", "slow_start": 1.0},
+        ]});
+        let out = render(&status);
+        let cells = |i: usize| -> Vec<String> {
+            out.lines()
+                .nth(i)
+                .unwrap()
+                .split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        assert!(cells(2).contains(&"HELD".to_string()), "{out}");
+        assert_eq!(
+            cells(3)[1..4],
+            ["recovering 40%", "enabled", "yes (s)"],
+            "{out}"
+        );
+        assert_eq!(cells(4)[1..4], ["recovering 43%", "drained", "-"], "{out}");
+        assert_eq!(cells(5)[1..4], ["healthy", "enabled", "-"], "{out}");
     }
 }

@@ -74,7 +74,8 @@ async fn disable_enable_drain_and_unknown_master() {
             s["masters"][0]["admin"].as_str(),
             s["masters"][0]["eligible"].as_bool()
         ),
-        (Some("draining"), Some(false))
+        // Nothing was under way: drained at once.
+        (Some("drained"), Some(false))
     );
     let h = json(&http.get(&format!("{}/health", sy.admin)).await.2);
     assert_eq!(

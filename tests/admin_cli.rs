@@ -210,7 +210,12 @@ async fn events_show_the_audit_trail_newest_first() {
         .collect();
     assert!(out.starts_with("AT "), "{out}");
     let at = |kind: &str| kinds.iter().position(|k| *k == kind);
-    assert_eq!(at("paused"), Some(0), "{out}");
+    // The pause, then the admin action that asked for it.
+    assert_eq!(
+        (at("admin_action"), at("paused")),
+        (Some(0), Some(1)),
+        "{out}"
+    );
     assert!(at("failback") < at("failover_started"), "{out}");
     let failover = out
         .lines()
@@ -221,7 +226,7 @@ async fn events_show_the_audit_trail_newest_first() {
 
     let out = ok(&sy.admin, &["events", "--limit", "1"]).await;
     assert_eq!(out.lines().count(), 2, "{out}");
-    assert!(out.contains("paused by the admin API"), "{out}");
+    assert!(out.contains("POST /ha/pause from 127.0.0.1:"), "{out}");
 }
 
 #[tokio::test]

@@ -148,8 +148,12 @@ async fn a_backlog_survives_a_restart_and_drains() {
         })
     })
     .await;
-    // The admin state is not kept across a restart: `a` is enabled again after it.
+    // The admin state is kept across a restart: `a` stays disabled until enabled.
     let sy = sy.restart();
+    assert_eq!(status_of(&http, &sy, "a").await["admin"], "disabled");
+    assert_eq!(keys_received(&http, &a).await.len(), 0);
+    http.post(&format!("{}/ha/masters/a/enable", sy.admin), "")
+        .await;
     eventually(Duration::from_secs(20), "backlog delivered", || async {
         keys_received(&http, &a).await.len() == ids.len()
     })

@@ -7,12 +7,13 @@
 
 mod status;
 
+use crate::audit::NewEvent;
 use crate::control::failover::{self, Command};
-use crate::control::{reload, Control};
+use crate::control::{reload, AdminError, Control};
 use crate::queue::store::State;
 use crate::reply;
 use crate::routing::AdminState;
-use crate::server::Body;
+use crate::server::{Body, PeerAddr};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -71,20 +72,53 @@ impl Admin {
             return denied;
         }
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        match segments.as_slice() {
-            ["ha", "status"] => only(&method, "GET", || {
+        let caller = req.extensions().get::<PeerAddr>().map(|p| p.0.to_string());
+        let action = action(&segments);
+        let resp = self.route(&method, &segments, req.uri().query()).await;
+        if let Some((name, master)) = action {
+            // Every call of a mutating route that reached it (not a 405) is audited,
+            // refused or not.
+            if resp.status() != StatusCode::METHOD_NOT_ALLOWED {
+                let status = resp.status();
+                let route: String = format!("{method} {path}").chars().take(256).collect();
+                let mut event =
+                    NewEvent::admin_action(route, caller, format!("{name}: answered {status}"));
+                if let Some(id) = master.filter(|id| self.control.table().index_of(id).is_some()) {
+                    event = event.master(id);
+                }
+                self.control.audit.record(event);
+                // On disk before the answer, like the state change itself.
+                let audit = self.control.audit.clone();
+                match tokio::task::spawn_blocking(move || audit.flush()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "cannot write the audit trail"),
+                    Err(e) => tracing::error!(error = %e, "the audit flush failed"),
+                }
+            }
+        }
+        resp
+    }
+
+    async fn route(
+        &self,
+        method: &Method,
+        segments: &[&str],
+        query: Option<&str>,
+    ) -> Response<Body> {
+        match segments {
+            ["ha", "status"] => only(method, "GET", || {
                 status::ha_status(&self.control, &self.failover.view())
             }),
-            ["ha", "failover"] => only(&method, "GET", || status::failover(&self.failover.view())),
-            ["ha", "events"] => only(&method, "GET", || self.events(req.uri().query())),
-            ["ha", "pause"] => self.command(&method, Command::Pause).await,
-            ["ha", "resume"] => self.command(&method, Command::Resume).await,
+            ["ha", "failover"] => only(method, "GET", || status::failover(&self.failover.view())),
+            ["ha", "events"] => only(method, "GET", || self.events(query)),
+            ["ha", "pause"] => self.command(method, Command::Pause).await,
+            ["ha", "resume"] => self.command(method, Command::Resume).await,
             ["ha", "masters", id, "failover"] => {
-                self.command(&method, Command::Failover(id.to_string()))
+                self.command(method, Command::Failover(id.to_string()))
                     .await
             }
             ["ha", "masters", id, "failback"] => {
-                self.command(&method, Command::Failback(id.to_string()))
+                self.command(method, Command::Failback(id.to_string()))
                     .await
             }
             ["ha", "masters", id, action] => {
@@ -94,19 +128,16 @@ impl Admin {
                     "drain" => AdminState::Draining,
                     _ => return reply::not_found(),
                 };
-                only(&method, "POST", || self.set_admin(id, admin))
+                only(method, "POST", || self.set_admin(id, admin))
             }
-            ["admin", "reload"] => only(&method, "POST", || self.reload()),
-            ["admin", "queue"] => only(&method, "GET", || self.queue_status()),
-            ["admin", "dead-letters"] => {
-                let query = req.uri().query();
-                only(&method, "GET", || self.dead_letters(query))
-            }
-            ["admin", "dead-letters", id, "retry"] => match refuse(&method, "POST") {
+            ["admin", "reload"] => only(method, "POST", || self.reload()),
+            ["admin", "queue"] => only(method, "GET", || self.queue_status()),
+            ["admin", "dead-letters"] => only(method, "GET", || self.dead_letters(query)),
+            ["admin", "dead-letters", id, "retry"] => match refuse(method, "POST") {
                 Some(refused) => refused,
                 None => self.retry_dead(id).await,
             },
-            ["admin", "dead-letters", id] => match refuse(&method, "DELETE") {
+            ["admin", "dead-letters", id] => match refuse(method, "DELETE") {
                 Some(refused) => refused,
                 None => self.delete_dead(id).await,
             },
@@ -290,7 +321,17 @@ impl Admin {
                 StatusCode::OK,
                 &serde_json::json!({"id": id, "admin": admin.as_str(), "enabled": admin == AdminState::Enabled}),
             ),
-            Err(e) => reply::error(StatusCode::NOT_FOUND, "unknown_master", e.to_string()),
+            Err(e @ AdminError::Unknown(_)) => {
+                reply::error(StatusCode::NOT_FOUND, "unknown_master", e.to_string())
+            }
+            Err(e @ AdminError::NotSaved(_)) => {
+                tracing::error!(error = %e, "cannot save the operator state");
+                reply::error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "state_not_saved",
+                    e.to_string(),
+                )
+            }
         }
     }
 
@@ -317,6 +358,30 @@ impl Admin {
             }
         }
     }
+}
+
+/// The name of the mutating admin route `segments` is, with the master it names;
+/// `None` for a read-only or unknown route.
+fn action<'a>(segments: &[&'a str]) -> Option<(&'static str, Option<&'a str>)> {
+    Some(match segments {
+        ["ha", "pause"] => ("pause", None),
+        ["ha", "resume"] => ("resume", None),
+        ["ha", "masters", id, action] => {
+            let name = match *action {
+                "failover" => "failover",
+                "failback" => "failback",
+                "enable" => "enable",
+                "disable" => "disable",
+                "drain" => "drain",
+                _ => return None,
+            };
+            (name, Some(*id))
+        }
+        ["admin", "reload"] => ("reload", None),
+        ["admin", "dead-letters", _, "retry"] => ("dead-letter retry", None),
+        ["admin", "dead-letters", _] => ("dead-letter delete", None),
+        _ => return None,
+    })
 }
 
 /// The `limit` query parameter: 100 when absent, from 1 to 10,000.
@@ -368,4 +433,41 @@ fn only(
     f: impl FnOnce() -> Response<Body>,
 ) -> Response<Body> {
     refuse(method, allowed).unwrap_or_else(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::action;
+
+    #[test]
+    fn every_mutating_route_is_an_action_and_no_read_is() {
+        let of = |path: &str| {
+            let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+            action(&segments).map(|(name, master)| (name, master.map(str::to_string)))
+        };
+        for (path, name, master) in [
+            ("/ha/pause", "pause", None),
+            ("/ha/resume", "resume", None),
+            ("/ha/masters/a/disable", "disable", Some("a")),
+            ("/ha/masters/a/enable", "enable", Some("a")),
+            ("/ha/masters/a/drain", "drain", Some("a")),
+            ("/ha/masters/a/failover", "failover", Some("a")),
+            ("/ha/masters/a/failback", "failback", Some("a")),
+            ("/admin/reload", "reload", None),
+            ("/admin/dead-letters/x/retry", "dead-letter retry", None),
+            ("/admin/dead-letters/x", "dead-letter delete", None),
+        ] {
+            assert_eq!(of(path), Some((name, master.map(String::from))), "{path}");
+        }
+        for path in [
+            "/ha/status",
+            "/ha/failover",
+            "/ha/events",
+            "/admin/queue",
+            "/admin/dead-letters",
+            "/ha/masters/a/other",
+        ] {
+            assert_eq!(of(path), None, "{path}");
+        }
+    }
 }

@@ -97,12 +97,17 @@ struct MasterStatus {
     promoted: bool,
     /// Failed over: out of rotation until failback, whatever its health.
     held: bool,
+    /// The standby serving in its place while `held`.
+    held_for: Option<String>,
+    /// The share of its weight it takes now, below 1 during a slow start (after a
+    /// recovery or a failback).
+    slow_start: f64,
     in_flight: u64,
     queued: u64,
     sent_total: u64,
     failed_total: u64,
     latency_ms: f64,
-    /// Share of the requests of the last 10 s window.
+    /// Share of the requests of the last 10 s (or since start, when sooner).
     share: f64,
     uptime_ratio: f64,
     mean_time_to_recovery_ms: Option<u64>,
@@ -123,11 +128,17 @@ pub fn ha_status(control: &Control, view: &View) -> Response<Body> {
                 weight: m.config.weight,
                 priority: m.config.priority,
                 state: m.health.as_str(),
-                admin: m.admin.as_str(),
+                admin: m.admin_shown(),
                 enabled: m.admin == crate::routing::AdminState::Enabled,
                 eligible: m.eligible,
                 promoted: m.promoted,
                 held: m.held,
+                held_for: view
+                    .active
+                    .iter()
+                    .find(|a| a.failed == m.id())
+                    .map(|a| a.backup.clone()),
+                slow_start: (m.effective_weight / m.config.weight).clamp(0.0, 1.0),
                 in_flight: m.stats.load.in_flight.load(Relaxed),
                 queued: m.stats.load.queued.load(Relaxed),
                 sent_total: m.stats.sent_total.load(Relaxed),

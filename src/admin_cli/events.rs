@@ -24,11 +24,21 @@ pub fn render(answer: &Value) -> String {
                 text_cell(&e["kind"]),
                 text_cell(&e["master"]),
                 text_cell(&e["backup"]),
-                text_cell(&e["reason"]),
+                text_cell(&reason(e)),
             ]
         })
         .collect();
     table(&["AT", "KIND", "MASTER", "BACKUP", "REASON"], rows)
+}
+
+/// The reason; for an admin action, led by the route called and who called it.
+fn reason(e: &Value) -> Value {
+    let reason = e["reason"].as_str().unwrap_or("");
+    match (e["route"].as_str(), e["caller"].as_str()) {
+        (Some(route), Some(caller)) => format!("{route} from {caller}: {reason}").into(),
+        (Some(route), None) => format!("{route}: {reason}").into(),
+        _ => e["reason"].clone(),
+    }
 }
 
 #[cfg(test)]
@@ -49,6 +59,21 @@ mod tests {
             "AT                        KIND              MASTER  BACKUP  REASON\n\
              2026-12-01T10:00:02.000Z  failover_started  a       b       a failed\n\
              2026-12-01T10:00:01.000Z  paused            -       -       paused by the admin API\n"
+        );
+    }
+
+    #[test]
+    fn admin_actions_show_the_route_and_the_caller() {
+        let answer = json!({"events": [
+            {"at": "t", "kind": "admin_action", "master": "a", "reason": "disable: answered 200 OK",
+             "route": "POST /ha/masters/a/disable", "caller": "127.0.0.1:50123"},
+        ]});
+        let out = render(&answer);
+        assert!(
+            out.contains(
+                "admin_action  a       -       POST /ha/masters/a/disable from 127.0.0.1:50123"
+            ),
+            "{out}"
         );
     }
 

@@ -6,6 +6,7 @@
 //!
 //! All transitions happen in this task, so decisions never race each other.
 
+use super::shares::Shares;
 use super::{Control, Ejection, MasterState};
 use crate::alerts::{Alerter, Severity};
 use crate::audit::{EventKind, NewEvent};
@@ -18,7 +19,7 @@ use crate::util::rfc3339;
 use arc_swap::ArcSwap;
 use http::{StatusCode, Uri};
 use serde::Serialize;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -28,8 +29,9 @@ use tokio::task::JoinHandle;
 /// How often slow-start steps, failback delays, empty places, the share window and
 /// the view are looked at. Machine deadlines wake the controller sooner.
 const TICK: Duration = Duration::from_millis(50);
-/// Window over which `share` of recent traffic is measured.
+/// Window over which `share` of recent traffic is measured (rolling, in steps).
 const SHARE_WINDOW: Duration = Duration::from_secs(10);
+const SHARE_STEP: Duration = Duration::from_secs(1);
 /// A master failing this often inside [`FLAP_WINDOW`] raises a warning.
 const FLAPS: usize = 3;
 const FLAP_WINDOW: Duration = Duration::from_secs(30 * 60);
@@ -71,7 +73,7 @@ pub struct ActiveView {
 pub struct MasterView {
     pub uptime_ratio: f64,
     pub mean_time_to_recovery_ms: Option<u64>,
-    /// Share of the requests of the last full window.
+    /// Share of the requests of the last 10 s (rolling; since start when sooner).
     pub share: f64,
 }
 
@@ -119,8 +121,6 @@ struct Watched {
     /// When it fell, for the flapping warning.
     falls: VecDeque<Instant>,
     slow_recovery_warned: bool,
-    /// Requests counted at the start of the share window.
-    window_start_count: u64,
     /// The slow-start factor in the published table.
     published_factor: f64,
     /// When it took its place back from a standby: slow start runs again from there.
@@ -142,8 +142,14 @@ struct Controller {
     probe_tx: mpsc::Sender<Report>,
     view: Arc<ArcSwap<View>>,
     shares: HashMap<Arc<str>, f64>,
-    window_started: Instant,
+    share_window: Shares,
+    /// When the shares were last checked for imbalance.
+    imbalance_checked: Instant,
     had_eligible: bool,
+    /// Draining masters already reported `drained` in the audit trail.
+    drained: HashSet<Arc<str>>,
+    /// The last save failed (logged once, until one works again).
+    save_failing: bool,
 }
 
 /// Runs one step of the controller; `None` when it panicked. The panic hook has logged
@@ -246,9 +252,13 @@ impl Controller {
             probe_tx,
             view,
             shares: HashMap::new(),
-            window_started: now,
+            share_window: Shares::new(SHARE_WINDOW, SHARE_STEP),
+            imbalance_checked: now,
             had_eligible: true,
+            drained: HashSet::new(),
+            save_failing: false,
         };
+        c.restore(now);
         c.sync_config(config, now);
         c
     }
@@ -276,7 +286,6 @@ impl Controller {
                 probe: None,
                 falls: VecDeque::new(),
                 slow_recovery_warned: false,
-                window_start_count: 0,
                 published_factor: 1.0,
                 failed_back_at: None,
             });
@@ -342,6 +351,7 @@ impl Controller {
         if let Some(t) = w.machine.observe(signal, now, &self.settings) {
             self.transition(id.clone(), t, now);
             self.publish(now);
+            self.save();
         }
     }
 
@@ -368,17 +378,18 @@ impl Controller {
         }
         changed |= self.auto_failback(now);
         changed |= self.fill_empty_places(now);
+        self.watch_drains();
         if self.breaker_open {
             self.prune_failovers(now);
         }
-        if now.duration_since(self.window_started) >= SHARE_WINDOW {
-            self.measure_shares(now);
-        }
+        self.measure_shares(now);
         if changed {
             self.publish(now);
         } else {
             self.publish_view(now);
         }
+        // A reload may have ended failovers too (sync_config): compared, written if so.
+        self.save();
     }
 
     /// Records a transition and acts on it.
@@ -427,9 +438,10 @@ impl Controller {
             }
             HealthState::Healthy => {
                 audit.record(NewEvent::new(EventKind::Healthy, &t.reason).master(m));
-                // Its last error belongs to the outage it is over.
+                // Its last error belongs to the outage it is over, and so do the
+                // errors of exchanges routed before this transition's table.
                 if let Some(stats) = self.stats(&id) {
-                    stats.clear_last_error();
+                    stats.clear_last_error(self.control.table().version + 1);
                 }
             }
         }
@@ -718,7 +730,21 @@ impl Controller {
         Some(a.backup)
     }
 
+    /// Runs an admin command; the state it leaves is saved before it answers.
     fn on_command(&mut self, command: Command, now: Instant) -> Answer {
+        let answer = self.run_command(command, now)?;
+        self.persist().map_err(|e| {
+            tracing::error!(error = %e, "cannot save the operator state");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "state_not_saved",
+                format!("the change is in force but could not be saved, so it will not survive a restart: {e}"),
+            )
+        })?;
+        Ok(answer)
+    }
+
+    fn run_command(&mut self, command: Command, now: Instant) -> Answer {
         let audit = self.control.audit.clone();
         match command {
             Command::Pause => {
@@ -794,36 +820,29 @@ impl Controller {
         Ok(serde_json::json!({"failover_paused": self.paused, "breaker_open": self.breaker_open}))
     }
 
+    /// Measures the shares over the rolling window; every [`SHARE_WINDOW`], checks
+    /// them for imbalance.
     fn measure_shares(&mut self, now: Instant) {
-        let table = self.control.table();
-        let mut counts = Vec::new();
-        for m in &table.masters {
-            let count = m.stats.sent_total.load(Relaxed) + m.stats.failed_total.load(Relaxed);
-            if let Some(w) = self.masters.get_mut(&m.config.id) {
-                counts.push((
-                    m.config.id.clone(),
-                    count.saturating_sub(w.window_start_count),
-                ));
-                w.window_start_count = count;
-            }
+        if !self.share_window.due(now) {
+            return;
         }
-        let total: u64 = counts.iter().map(|(_, n)| n).sum();
-        self.shares = counts
+        let table = self.control.table();
+        let counts: Vec<(Arc<str>, u64)> = table
+            .masters
             .iter()
-            .map(|(id, n)| {
-                (
-                    id.clone(),
-                    if total == 0 {
-                        0.0
-                    } else {
-                        *n as f64 / total as f64
-                    },
-                )
+            .map(|m| {
+                let count = m.stats.sent_total.load(Relaxed) + m.stats.failed_total.load(Relaxed);
+                (m.config.id.clone(), count)
             })
             .collect();
-        self.window_started = now;
+        let measured = self.share_window.measure(now, &counts);
+        self.shares = measured.shares;
+        if now.duration_since(self.imbalance_checked) < SHARE_WINDOW {
+            return;
+        }
+        self.imbalance_checked = now;
         let limit = self.config.alerts.imbalance_warning;
-        if total >= 100 && table.eligible_count() > 1 {
+        if measured.total >= 100 && table.eligible_count() > 1 {
             for (id, share) in &self.shares {
                 if *share > limit {
                     self.alerts.raise(
@@ -924,5 +943,8 @@ fn unknown(id: &str) -> (StatusCode, &'static str, String) {
     )
 }
 
+mod kept;
+#[cfg(test)]
+mod restart_tests;
 #[cfg(test)]
 mod tests;

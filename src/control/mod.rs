@@ -3,20 +3,24 @@
 //! Every change — a config reload, an admin command, a health transition or failover
 //! decided by [`failover`] — goes through [`Control`], which rebuilds a whole snapshot
 //! under one writer lock and swaps it in with one `ArcSwap::store`. Readers (the
-//! request path) never lock.
+//! request path) never lock. What an operator set (admin states, failovers, pause) is
+//! also saved through [`operator`] so that it survives a restart.
 //!
 //! May call: `config`, `routing`, `health`, `telemetry`, `audit`, `alerts`.
 
 pub mod failover;
+pub mod operator;
 pub mod reload;
+pub mod shares;
 
 use crate::alerts::{Alerter, Severity};
-use crate::config::{Config, MasterConfig};
+use crate::config::{Config, MasterConfig, Role};
 use crate::health::HealthState;
 use crate::pool::LocalFault;
 use crate::routing::stats::StatsRegistry;
 use crate::routing::{AdminState, MasterInput, RoutingTable};
 use arc_swap::{ArcSwap, ArcSwapOption};
+use operator::{OperatorState, OperatorStore};
 use rand::SeedableRng;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -81,6 +85,8 @@ pub struct Control {
     ejected: Mutex<Option<mpsc::UnboundedReceiver<Ejection>>>,
     /// Where [`Control::local_fault`] raises its alert; set by the failover controller.
     alerts: OnceLock<Arc<Alerter>>,
+    /// Operator state saved across restarts. Locked after `writer` when both are held.
+    operator: Mutex<OperatorStore>,
 }
 
 /// An admin command named a master the config does not have.
@@ -88,19 +94,53 @@ pub struct Control {
 #[error("no master with id `{0}`")]
 pub struct UnknownMaster(pub String);
 
+/// Why an admin state change failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Unknown(#[from] UnknownMaster),
+    /// The change is in force but could not be saved: it would not survive a restart.
+    #[error(
+        "the change is in force but could not be saved, so it will not survive a restart: {0}"
+    )]
+    NotSaved(#[source] std::io::Error),
+}
+
 impl Control {
+    /// A control publishing `config`, with the operator state saved in `operator`
+    /// (masters the config does not have are dropped from it with a warning) in force
+    /// from the first table on.
     pub fn new(
         config: Config,
         config_hash: u64,
         config_path: Option<PathBuf>,
         audit: Arc<crate::audit::AuditLog>,
+        mut operator: OperatorStore,
     ) -> Control {
+        let mut saved = operator.state().clone();
+        saved.retain_known(
+            |id| config.master(id).is_some(),
+            |id| config.master(id).is_some_and(|m| m.role == Role::Standby),
+        );
+        let masters = saved
+            .masters
+            .iter()
+            .map(|(id, m)| {
+                let state = MasterState {
+                    admin: m.admin,
+                    promoted_for: m.held.as_ref().map(|h| Arc::from(h.standby.as_str())),
+                    ..MasterState::default()
+                };
+                (Arc::from(id.as_str()), state)
+            })
+            .collect();
+        operator.reset(saved);
         let mut writer = Writer {
             config: Arc::new(config),
             config_version: 1,
             config_hash,
             table_version: 0,
-            masters: HashMap::new(),
+            masters,
         };
         let stats = StatsRegistry::default();
         let table = build(&mut writer, &stats);
@@ -117,7 +157,26 @@ impl Control {
             ejections,
             ejected: Mutex::new(Some(ejected)),
             alerts: OnceLock::new(),
+            operator: Mutex::new(operator),
         }
+    }
+
+    /// The operator state as last saved (read by the failover controller at start).
+    pub fn operator_state(&self) -> OperatorState {
+        self.operator().state().clone()
+    }
+
+    /// Changes the saved operator state and writes it (see [`operator`] for what
+    /// `Ok` promises). Blocks on two fsyncs when something changed.
+    pub fn save_operator(&self, f: impl FnOnce(&mut OperatorState)) -> std::io::Result<()> {
+        self.operator().update(f)
+    }
+
+    fn operator(&self) -> MutexGuard<'_, OperatorStore> {
+        // A panic mid-update leaves the last saved state, which is still valid.
+        self.operator
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Tells the failover controller that a master's live requests keep failing. Cheap
@@ -210,20 +269,25 @@ impl Control {
         self.table.store(Arc::new(table));
     }
 
-    /// Sets a master's admin state and publishes a new table.
-    pub fn set_admin(&self, id: &str, admin: AdminState) -> Result<(), UnknownMaster> {
+    /// Sets a master's admin state, publishes a new table and saves the state (a save
+    /// is tried again even when the state was already in force, so that a repeated
+    /// command after a failed save reports the truth).
+    pub fn set_admin(&self, id: &str, admin: AdminState) -> Result<(), AdminError> {
         let mut w = self.lock();
         if w.config.master(id).is_none() {
-            return Err(UnknownMaster(id.to_string()));
+            return Err(UnknownMaster(id.to_string()).into());
         }
         let entry = w.masters.entry(Arc::from(id)).or_default();
-        if entry.admin == admin {
-            return Ok(());
+        if entry.admin != admin {
+            entry.admin = admin;
+            tracing::info!(master = id, state = admin.as_str(), "admin state changed");
+            self.rebuild(&mut w);
         }
-        entry.admin = admin;
-        tracing::info!(master = id, state = admin.as_str(), "admin state changed");
-        self.rebuild(&mut w);
-        Ok(())
+        // Saved under the writer lock: two commands at once land in the file in the
+        // order they took effect.
+        let saved = self.save_operator(|s| s.master(id).admin = admin);
+        drop(w);
+        saved.map_err(AdminError::NotSaved)
     }
 
     /// Swaps in a validated config unless its content hash is the one already running.
@@ -254,6 +318,12 @@ impl Control {
         let ids: Vec<Arc<str>> = w.config.masters.iter().map(|m| m.id.clone()).collect();
         w.masters.retain(|id, _| ids.contains(id));
         self.rebuild(&mut w);
+        // A master that left forgets its saved state, as it forgets its running one.
+        let forgot =
+            self.save_operator(|s| s.masters.retain(|id, _| ids.iter().any(|k| **k == **id)));
+        if let Err(e) = forgot {
+            tracing::error!(error = %e, "cannot save the operator state after the reload");
+        }
         (w.config_version, true)
     }
 

@@ -24,7 +24,7 @@ impl Proxy {
                 .local_fault(*fault, master.id(), "an exchange with", detail);
             return false;
         }
-        let failures = master.stats.record_failure(text);
+        let failures = master.stats.record_failure(text, master.table_version);
         self.passive_check(master, failures);
         true
     }

@@ -518,7 +518,7 @@ impl Proxy {
     fn count_answer(&self, master: &crate::routing::MasterEntry, status: StatusCode) {
         let stats = &master.stats;
         if status.is_server_error() {
-            let failures = stats.record_failure(format!("answered {status}"));
+            let failures = stats.record_failure(format!("answered {status}"), master.table_version);
             self.passive_check(master, failures);
         } else {
             stats.record_success();

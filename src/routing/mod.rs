@@ -25,7 +25,8 @@ pub enum AdminState {
     Enabled,
     /// Takes no new traffic until enabled again.
     Disabled,
-    /// Takes no new traffic; in-flight exchanges finish. Shown apart from `Disabled`.
+    /// Takes no new traffic; in-flight exchanges and queued deliveries under way
+    /// finish. Shown as `drained` once none is left.
     Draining,
 }
 
@@ -40,6 +41,9 @@ impl AdminState {
         }
     }
 }
+
+/// Every value [`MasterEntry::admin_shown`] takes.
+pub const ADMIN_SHOWN: [&str; 4] = ["enabled", "disabled", "draining", "drained"];
 
 /// The state of one master, as the controller hands it to [`RoutingTable::build`].
 #[derive(Debug, Clone)]
@@ -67,11 +71,29 @@ pub struct MasterEntry {
     pub held: bool,
     pub eligible: bool,
     pub effective_weight: f64,
+    /// The version of the table this entry belongs to: exchanges it routed report it
+    /// with their failures.
+    pub table_version: u64,
 }
 
 impl MasterEntry {
     pub fn id(&self) -> &str {
         &self.config.id
+    }
+
+    /// Draining, with no exchange and no queued delivery under way.
+    pub fn drained(&self) -> bool {
+        self.admin == AdminState::Draining && self.stats.load.total() == 0
+    }
+
+    /// The admin state as `/ha/status` and `/metrics` show it: one of
+    /// [`ADMIN_SHOWN`], `drained` for a master [`MasterEntry::drained`].
+    pub fn admin_shown(&self) -> &'static str {
+        if self.drained() {
+            "drained"
+        } else {
+            self.admin.as_str()
+        }
     }
 }
 
@@ -115,6 +137,7 @@ impl RoutingTable {
                     promoted: m.promoted,
                     held: m.held,
                     eligible,
+                    table_version: version,
                 }
             })
             .collect();

@@ -74,6 +74,9 @@ pub struct MasterStats {
     pub failed_total: AtomicU64,
     pub consecutive_failures: AtomicU32,
     last_error: ArcSwapOption<String>,
+    /// The first routing table version whose exchanges may set `last_error` again
+    /// (see [`MasterStats::clear_last_error`]).
+    errors_from_table: AtomicU64,
     pub metrics: MasterMetrics,
 }
 
@@ -85,6 +88,7 @@ impl MasterStats {
             failed_total: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             last_error: ArcSwapOption::empty(),
+            errors_from_table: AtomicU64::new(0),
             metrics: MasterMetrics::new(id),
         }
     }
@@ -127,15 +131,21 @@ impl MasterStats {
         self.consecutive_failures.store(0, Relaxed);
     }
 
-    /// Counts a failed exchange; returns the failures in a row, this one included.
-    pub fn record_failure(&self, error: String) -> u32 {
+    /// Counts a failed exchange, routed by the table of version `routed_by`; returns
+    /// the failures in a row, this one included.
+    pub fn record_failure(&self, error: String, routed_by: u64) -> u32 {
         self.failed_total.fetch_add(1, Relaxed);
-        self.last_error.store(Some(Arc::new(error)));
+        if routed_by >= self.errors_from_table.load(Relaxed) {
+            self.last_error.store(Some(Arc::new(error)));
+        }
         self.consecutive_failures.fetch_add(1, Relaxed) + 1
     }
 
-    /// Forgets the last error: the master has fully recovered since.
-    pub fn clear_last_error(&self) {
+    /// Forgets the last error: the master has fully recovered. An exchange routed
+    /// before (by a table older than `from_table`) that fails later is still counted,
+    /// but its error belongs to the outage and does not come back as the last one.
+    pub fn clear_last_error(&self, from_table: u64) {
+        self.errors_from_table.fetch_max(from_table, Relaxed);
         self.last_error.store(None);
     }
 
@@ -192,6 +202,19 @@ mod tests {
         s.observe_latency(Duration::from_micros(800));
         s.observe_latency(Duration::from_micros(0));
         assert_eq!(s.latency_us(), 700);
+    }
+
+    #[test]
+    fn an_error_from_before_the_recovery_does_not_come_back() {
+        let s = StatsRegistry::default().get_or_create(&Arc::from("a"));
+        s.record_failure("503".into(), 4);
+        assert_eq!(s.last_error().as_deref().map(String::as_str), Some("503"));
+        s.clear_last_error(7);
+        // Routed by table 6, before the recovery: counted, not shown.
+        s.record_failure("timeout".into(), 6);
+        assert_eq!((s.last_error(), s.failed_total.load(Relaxed)), (None, 2));
+        s.record_failure("reset".into(), 7);
+        assert_eq!(s.last_error().as_deref().map(String::as_str), Some("reset"));
     }
 
     #[test]

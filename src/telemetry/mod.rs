@@ -8,7 +8,7 @@
 mod histogram;
 
 use crate::health::HealthState;
-use crate::routing::{AdminState, RoutingTable};
+use crate::routing::{RoutingTable, ADMIN_SHOWN};
 use metrics::{describe_counter, describe_gauge, Counter};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -106,7 +106,8 @@ fn describe() {
     );
     describe_gauge!(
         "switchyard_master_admin_state",
-        "1 for the master's admin state (enabled, disabled, draining)."
+        "1 for the master's admin state (enabled, disabled, draining, or drained: \
+         draining with nothing under way)."
     );
     describe_gauge!(
         "switchyard_queue_dead_letters",
@@ -213,9 +214,10 @@ pub fn render(handle: &PrometheusHandle, table: &RoutingTable, now: &Mirrored) -
             metrics::gauge!("switchyard_master_state", "master" => id.clone(), "state" => state.as_str())
                 .set(f64::from(u8::from(m.health == state)));
         }
-        for admin in AdminState::ALL {
-            metrics::gauge!("switchyard_master_admin_state", "master" => id.clone(), "state" => admin.as_str())
-                .set(f64::from(u8::from(m.admin == admin)));
+        let admin = m.admin_shown();
+        for shown in ADMIN_SHOWN {
+            metrics::gauge!("switchyard_master_admin_state", "master" => id.clone(), "state" => shown)
+                .set(f64::from(u8::from(admin == shown)));
         }
         metrics::counter!("switchyard_failovers_total", "master" => id.clone()).increment(0);
     }

@@ -5,11 +5,12 @@
 
 use super::*;
 use crate::audit::AuditLog;
+use crate::control::operator::OperatorStore;
 use crate::server::{shutdown_pair, ShutdownTrigger};
 
-struct Rig {
-    c: Controller,
-    control: Arc<Control>,
+pub(super) struct Rig {
+    pub(super) c: Controller,
+    pub(super) control: Arc<Control>,
     t0: Instant,
     _shutdown: ShutdownTrigger,
 }
@@ -18,6 +19,11 @@ struct Rig {
 /// (region Y, priority 1). `a` is in region X. Health: 2 passes / 2 failures;
 /// failover: recovery wait 30 s, slow start 30 s, failback delay 60 s.
 fn rig(failover_extra: &str) -> Rig {
+    rig_with(failover_extra, OperatorStore::in_memory())
+}
+
+/// [`rig`] starting from the operator state in `store`, as after a restart.
+pub(super) fn rig_with(failover_extra: &str, store: OperatorStore) -> Rig {
     let mut text = format!(
         "[health]\nhealthy_threshold = 2\nunhealthy_threshold = 2\n[failover]\n{failover_extra}\n"
     );
@@ -37,6 +43,7 @@ fn rig(failover_extra: &str) -> Rig {
         0,
         None,
         Arc::new(AuditLog::in_memory()),
+        store,
     ));
     let (trigger, shutdown) = shutdown_pair();
     let (alerter, _webhook_task_not_run) = Alerter::new(None, Duration::ZERO, shutdown);
@@ -53,11 +60,11 @@ fn rig(failover_extra: &str) -> Rig {
 }
 
 impl Rig {
-    fn at(&self, secs: f64) -> Instant {
+    pub(super) fn at(&self, secs: f64) -> Instant {
         self.t0 + Duration::from_secs_f64(secs)
     }
 
-    fn probe(&mut self, id: &str, ok: bool, secs: f64) {
+    pub(super) fn probe(&mut self, id: &str, ok: bool, secs: f64) {
         let result = if ok {
             Ok(())
         } else {
@@ -71,34 +78,34 @@ impl Rig {
         self.c.on_probe(report, now);
     }
 
-    fn down(&mut self, id: &str, secs: f64) {
+    pub(super) fn down(&mut self, id: &str, secs: f64) {
         self.probe(id, false, secs);
         self.probe(id, false, secs);
     }
 
-    fn up(&mut self, id: &str, secs: f64) {
+    pub(super) fn up(&mut self, id: &str, secs: f64) {
         self.probe(id, true, secs);
         self.probe(id, true, secs);
     }
 
-    fn tick(&mut self, secs: f64) {
+    pub(super) fn tick(&mut self, secs: f64) {
         let now = self.at(secs);
         self.c.on_tick(now);
     }
 
-    fn command(&mut self, command: Command, secs: f64) -> Answer {
+    pub(super) fn command(&mut self, command: Command, secs: f64) -> Answer {
         let now = self.at(secs);
         self.c.on_command(command, now)
     }
 
     /// (state, eligible, promoted, effective weight) in the published table.
-    fn entry(&self, id: &str) -> (HealthState, bool, bool, f64) {
+    pub(super) fn entry(&self, id: &str) -> (HealthState, bool, bool, f64) {
         let table = self.control.table();
         let m = &table.masters[table.index_of(id).unwrap()];
         (m.health, m.eligible, m.promoted, m.effective_weight)
     }
 
-    fn kinds(&self) -> Vec<EventKind> {
+    pub(super) fn kinds(&self) -> Vec<EventKind> {
         let mut kinds: Vec<_> = self
             .control
             .audit
@@ -368,4 +375,29 @@ async fn probes_failing_for_local_reasons_leave_the_master_alone() {
     // Nor did they end the run: the next real failure is the second in a row.
     r.probe("a", false, 101.0);
     assert_eq!(r.entry("a").0, HealthState::Degraded);
+}
+
+#[tokio::test]
+async fn an_error_of_an_exchange_routed_before_the_recovery_does_not_come_back() {
+    let mut r = rig("");
+    r.down("a", 1.0);
+    r.up("a", 2.0);
+    assert_eq!(r.entry("a").0, HealthState::Recovering);
+    let during = r.control.table();
+    let a = &during.masters[during.index_of("a").unwrap()];
+    a.stats.record_failure("503".into(), a.table_version);
+    assert!(a.stats.last_error().is_some(), "shown while recovering");
+    r.tick(33.0);
+    assert_eq!(r.entry("a").0, HealthState::Healthy);
+    assert!(a.stats.last_error().is_none(), "cleared once healthy");
+    // An exchange routed while it was recovering fails late: counted, not shown.
+    a.stats.record_failure("timed out".into(), a.table_version);
+    assert!(a.stats.last_error().is_none());
+    let now = r.control.table();
+    let a = &now.masters[now.index_of("a").unwrap()];
+    a.stats.record_failure("reset".into(), a.table_version);
+    assert_eq!(
+        a.stats.last_error().as_deref().map(String::as_str),
+        Some("reset")
+    );
 }
