@@ -102,6 +102,14 @@ enum Command {
         /// `GET /received/keys` (tests: what arrived, and how often).
         #[arg(long)]
         record_keys: bool,
+        /// Answer 429 to a send that would make more than this many accepted in the
+        /// last second, as a provider that throttles an account does.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        rate_limit: Option<u32>,
+        /// Answer 403 {"error": "account banned"} to every send after this many
+        /// accepted, as a provider that bans an account does.
+        #[arg(long)]
+        ban_after: Option<u64>,
         /// PEM certificate chain: with --tls-key, the mock speaks HTTPS.
         #[arg(long, requires = "tls_key")]
         tls_cert: Option<PathBuf>,
@@ -329,6 +337,8 @@ async fn run(command: Command, loaded: Option<Loaded>) -> anyhow::Result<()> {
             latency_ms,
             fail_rate,
             record_keys,
+            rate_limit,
+            ban_after,
             tls_cert,
             tls_key,
         } => {
@@ -342,6 +352,12 @@ async fn run(command: Command, loaded: Option<Loaded>) -> anyhow::Result<()> {
             );
             if record_keys {
                 mock = mock.recording_keys();
+            }
+            if let Some(r) = rate_limit {
+                mock = mock.rate_limited(r);
+            }
+            if let Some(n) = ban_after {
+                mock = mock.banned_after(n);
             }
             let mock = Arc::new(mock);
             let (trigger, shutdown) = switchyard::server::shutdown_pair();

@@ -5,6 +5,13 @@
 //! `GET /received/keys` gives the Idempotency-Key of every accepted send (counts and
 //! order), and `GET /received/headers` the headers of the last accepted send, as
 //! `{"headers": {"name": "value", ...}}` (a repeated header shows its last value).
+//!
+//! It can act as a provider that protects its accounts (SPEC section 10), for tests
+//! and demos of pacing and bans: `--rate-limit R` answers 429 to a send that would
+//! make more than R accepted in the last second, `--ban-after N` answers every send
+//! after the first N accepted with 403 `{"error": "account banned"}` (its `/health`
+//! stays up, as a provider's status page would). `GET /received` gives the count of
+//! accepted sends and `max_per_second`, the most accepted in any one-second window.
 
 use crate::reply;
 use crate::server::{self, Body, Shutdown};
@@ -13,11 +20,11 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use rand::Rng;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 #[derive(Debug)]
@@ -31,6 +38,37 @@ pub struct MockMaster {
     keys: Option<Mutex<Vec<String>>>,
     /// When recording: the headers of the last accepted send.
     last_headers: Option<Mutex<http::HeaderMap>>,
+    /// Accepted sends of the last second, and the most there ever were.
+    window: Mutex<Window>,
+    /// `--rate-limit`: sends accepted per second at most.
+    rate_limit: Option<u32>,
+    /// `--ban-after`: sends accepted before the account is banned.
+    ban_after: Option<u64>,
+}
+
+/// Accepted sends of the last second.
+#[derive(Debug, Default)]
+struct Window {
+    times: VecDeque<Instant>,
+    max: usize,
+}
+
+impl Window {
+    /// Forgets sends more than one second before `now`.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&t) = self.times.front() {
+            if now.duration_since(t) <= Duration::from_secs(1) {
+                break;
+            }
+            self.times.pop_front();
+        }
+    }
+}
+
+/// Why the mock refuses a send that it would otherwise take.
+enum Refusal {
+    RateLimited,
+    Banned,
 }
 
 impl MockMaster {
@@ -43,7 +81,45 @@ impl MockMaster {
             received: AtomicU64::new(0),
             keys: None,
             last_headers: None,
+            window: Mutex::new(Window::default()),
+            rate_limit: None,
+            ban_after: None,
         }
+    }
+
+    /// Answers 429 to a send that would make more than `per_second` accepted in the
+    /// last second.
+    pub fn rate_limited(mut self, per_second: u32) -> Self {
+        self.rate_limit = Some(per_second);
+        self
+    }
+
+    /// Answers 403 "account banned" to every send after the first `n` accepted.
+    pub fn banned_after(mut self, n: u64) -> Self {
+        self.ban_after = Some(n);
+        self
+    }
+
+    /// Counts an accepted send, unless the account's limits refuse it.
+    fn accept(&self) -> Result<(), Refusal> {
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        if self.ban_after.is_some_and(|n| self.received() >= n) {
+            return Err(Refusal::Banned);
+        }
+        let now = Instant::now();
+        w.expire(now);
+        if self.rate_limit.is_some_and(|r| w.times.len() >= r as usize) {
+            return Err(Refusal::RateLimited);
+        }
+        w.times.push_back(now);
+        w.max = w.max.max(w.times.len());
+        self.received.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// The most sends accepted in any one-second window so far.
+    pub fn max_per_second(&self) -> usize {
+        self.window.lock().unwrap_or_else(|p| p.into_inner()).max
     }
 
     /// Remembers every accepted send's Idempotency-Key for `GET /received/keys`, and
@@ -82,7 +158,10 @@ impl MockMaster {
             }
             (&Method::GET, "/received") => reply::json(
                 StatusCode::OK,
-                &serde_json::json!({"count": self.received()}),
+                &serde_json::json!({
+                    "count": self.received(),
+                    "max_per_second": self.max_per_second(),
+                }),
             ),
             (&Method::GET, "/received/keys") => match &self.keys {
                 Some(keys) => {
@@ -151,7 +230,27 @@ impl MockMaster {
                 {
                     return unavailable();
                 }
-                self.received.fetch_add(1, Relaxed);
+                match self.accept() {
+                    Ok(()) => {}
+                    Err(Refusal::RateLimited) => {
+                        let mut resp = reply::error(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            "rate_limited",
+                            "too many messages this second",
+                        );
+                        resp.headers_mut().insert(
+                            http::header::RETRY_AFTER,
+                            http::HeaderValue::from_static("1"),
+                        );
+                        return resp;
+                    }
+                    Err(Refusal::Banned) => {
+                        return reply::json(
+                            StatusCode::FORBIDDEN,
+                            &serde_json::json!({"error": "account banned"}),
+                        )
+                    }
+                }
                 if let (Some(keys), Some(key)) = (&self.keys, &key) {
                     keys.lock()
                         .unwrap_or_else(|p| p.into_inner())
