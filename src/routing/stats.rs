@@ -78,6 +78,9 @@ pub struct MasterStats {
     /// (see [`MasterStats::clear_last_error`]).
     errors_from_table: AtomicU64,
     pub metrics: MasterMetrics,
+    /// When its warm-up began ([`super::budget::now_ns`]; 0 = none): it was added,
+    /// promoted or reinstated, and its pace ramps up over `warmup_ms` (SPEC section 10).
+    warmup_since_ns: AtomicU64,
 }
 
 impl MasterStats {
@@ -90,7 +93,25 @@ impl MasterStats {
             last_error: ArcSwapOption::empty(),
             errors_from_table: AtomicU64::new(0),
             metrics: MasterMetrics::new(id),
+            warmup_since_ns: AtomicU64::new(0),
         }
+    }
+
+    /// Starts its warm-up now (added, promoted or reinstated).
+    pub fn start_warmup(&self) {
+        self.warmup_since_ns
+            .store(super::budget::now_ns().max(1), Relaxed);
+    }
+
+    /// Its pace's share at `now_ns`: from 0.1 when the warm-up starts to 1 after
+    /// `warmup`; 1 without a warm-up.
+    pub fn warmup_factor(&self, now_ns: u64, warmup: Duration) -> f64 {
+        let since = self.warmup_since_ns.load(Relaxed);
+        if since == 0 || warmup.is_zero() {
+            return 1.0;
+        }
+        let done = now_ns.saturating_sub(since) as f64 / warmup.as_nanos() as f64;
+        0.1 + 0.9 * done.min(1.0)
     }
 
     /// Marks one exchange of a forwarded request as started; the guard ends it when
@@ -202,6 +223,19 @@ mod tests {
         s.observe_latency(Duration::from_micros(800));
         s.observe_latency(Duration::from_micros(0));
         assert_eq!(s.latency_us(), 700);
+    }
+
+    #[test]
+    fn warm_up_ramps_from_a_tenth_to_full() {
+        let s = StatsRegistry::default().get_or_create(&Arc::from("a"));
+        let ten_s = Duration::from_secs(10);
+        assert_eq!(s.warmup_factor(0, ten_s), 1.0, "no warm-up started");
+        s.start_warmup();
+        let since = s.warmup_since_ns.load(Relaxed);
+        assert!((s.warmup_factor(since, ten_s) - 0.1).abs() < 1e-9);
+        assert!((s.warmup_factor(since + 5_000_000_000, ten_s) - 0.55).abs() < 1e-9);
+        assert_eq!(s.warmup_factor(since + 60_000_000_000, ten_s), 1.0);
+        assert_eq!(s.warmup_factor(since, Duration::ZERO), 1.0);
     }
 
     #[test]
