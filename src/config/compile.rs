@@ -1,7 +1,7 @@
 //! Stage two: raw values to a checked [`Config`], collecting every error with its path.
 
 use super::bounds::*;
-use super::raw::{RawConfig, RawMaster};
+use super::raw::{RawClient, RawConfig, RawMaster};
 use super::*;
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -106,6 +106,12 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
     );
     errs.within("server.max_key_bytes", sv.max_key_bytes, 1, MAX_KEY_BYTES);
     errs.length("server.admin_token", &sv.admin_token, MAX_TOKEN_BYTES);
+    errs.within(
+        "server.max_status_records",
+        sv.max_status_records,
+        1,
+        MAX_STATUS_RECORDS,
+    );
 
     let strategy = match raw.routing.strategy.as_str() {
         "round_robin" => Some(StrategyKind::RoundRobin),
@@ -226,6 +232,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
         ),
     };
 
+    let clients = compile_clients(&raw.clients, &mut errs);
     let masters = compile_masters(&raw.masters, &mut errs);
 
     if !errs.0.is_empty() {
@@ -259,6 +266,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
             idle_timeout: ms(raw.server.idle_timeout_ms),
             max_connections: raw.server.max_connections as usize,
             max_key_bytes: raw.server.max_key_bytes as usize,
+            max_status_records: raw.server.max_status_records as usize,
         },
         routing: RoutingConfig {
             strategy,
@@ -302,8 +310,63 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
             imbalance_warning: a.imbalance_warning,
         },
         log,
+        access_log: raw.log.access,
+        clients: Arc::new(clients),
         masters,
     })
+}
+
+/// `[[clients]]`: ids match the pattern and are unique; keys are set, fit a header,
+/// are bounded and unique (one key naming two clients could not tell them apart).
+fn compile_clients(raw: &[RawClient], errs: &mut Errors) -> crate::clients::Clients {
+    use crate::clients::{valid_id, valid_key, MAX_CLIENTS, MAX_CLIENT_KEY_BYTES};
+    if raw.len() > MAX_CLIENTS {
+        errs.push(
+            "clients",
+            format!("at most {MAX_CLIENTS} [[clients]] entries are allowed"),
+        );
+    }
+    let mut ids = HashSet::new();
+    let mut keys = HashSet::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, c) in raw.iter().enumerate() {
+        let path = |key: &str| format!("clients[{i}].{key}");
+        let id = match c.id.as_deref() {
+            None => errs.fail(&path("id"), "is required"),
+            Some(id) if !valid_id(id) => errs.fail(
+                &path("id"),
+                format!(
+                    "`{}` is not a client id: 1 to 64 of A-Z a-z 0-9 _ . - (and not `anonymous`)",
+                    shown(id)
+                ),
+            ),
+            Some(id) if !ids.insert(id) => {
+                errs.fail(&path("id"), format!("duplicate client id `{id}`"))
+            }
+            Some(id) => Some(id),
+        };
+        // Never quoted: it is a secret.
+        let key = match c.key.as_deref() {
+            None | Some("") => errs.fail(&path("key"), "is required and may not be empty"),
+            Some(k) if k.len() > MAX_CLIENT_KEY_BYTES => errs.fail(
+                &path("key"),
+                format!("is {} bytes long: at most {MAX_CLIENT_KEY_BYTES}", k.len()),
+            ),
+            Some(k) if !valid_key(k) => errs.fail(
+                &path("key"),
+                "must be visible ASCII without spaces, to fit a header",
+            ),
+            Some(k) if !keys.insert(k) => errs.fail(
+                &path("key"),
+                "is the key of another client: each client needs its own",
+            ),
+            Some(k) => Some(k),
+        };
+        if let (Some(id), Some(key)) = (id, key) {
+            out.push((id.to_string(), key.to_string()));
+        }
+    }
+    crate::clients::Clients::new(out)
 }
 
 fn compile_masters(raw: &[RawMaster], errs: &mut Errors) -> Vec<Arc<MasterConfig>> {

@@ -132,6 +132,10 @@ pub struct Config {
     pub queue: QueueConfig,
     pub alerts: AlertsConfig,
     pub log: LogFormat,
+    /// `log.access`: one access log line per message outcome.
+    pub access_log: bool,
+    /// `[[clients]]`: none means `/v1/*` is open.
+    pub clients: Arc<crate::clients::Clients>,
     pub masters: Vec<Arc<MasterConfig>>,
 }
 
@@ -151,6 +155,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// The longest `Idempotency-Key`, routing key or region accepted, in bytes.
     pub max_key_bytes: usize,
+    /// The most status records kept in memory for messages answered at once (see
+    /// `crate::proxy::status`).
+    pub max_status_records: usize,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -165,6 +172,7 @@ impl fmt::Debug for ServerConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("max_connections", &self.max_connections)
             .field("max_key_bytes", &self.max_key_bytes)
+            .field("max_status_records", &self.max_status_records)
             .finish()
     }
 }

@@ -17,6 +17,7 @@ pub struct RawConfig {
     pub queue: RawQueue,
     pub alerts: RawAlerts,
     pub log: RawLog,
+    pub clients: Vec<RawClient>,
     pub masters: Vec<RawMaster>,
 }
 
@@ -32,6 +33,7 @@ pub struct RawServer {
     pub idle_timeout_ms: u64,
     pub max_connections: u64,
     pub max_key_bytes: u64,
+    pub max_status_records: u64,
 }
 
 impl Default for RawServer {
@@ -46,6 +48,7 @@ impl Default for RawServer {
             idle_timeout_ms: 60_000,
             max_connections: 10_000,
             max_key_bytes: 255,
+            max_status_records: 500_000,
         }
     }
 }
@@ -178,14 +181,24 @@ impl Default for RawAlerts {
 #[serde(default)]
 pub struct RawLog {
     pub format: String,
+    pub access: bool,
 }
 
 impl Default for RawLog {
     fn default() -> Self {
         Self {
             format: "text".into(),
+            access: true,
         }
     }
+}
+
+/// One `[[clients]]` entry: an API key and the id it is known by.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawClient {
+    pub id: Option<String>,
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
