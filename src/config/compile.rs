@@ -755,6 +755,61 @@ bogus = 1
     }
 
     #[test]
+    fn clients_need_valid_unique_ids_and_keys() {
+        let ok = parse_with(&format!(
+            "[[clients]]\nid = \"billing\"\nkey = \"${{LINDA_TOKEN}}\"\n[[clients]]\nid = \"crm.eu-1\"\nkey = \"k2\"\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(ok.clients.identify(b"tok").as_deref(), Some("billing"));
+        assert_eq!(ok.clients.identify(b"k2").as_deref(), Some("crm.eu-1"));
+        assert!(parse_with(MINIMAL).unwrap().clients.is_open());
+        assert!(format!("{:?}", ok.clients).contains("billing"));
+        assert!(!format!("{ok:?}").contains("k2"), "keys never in Debug");
+
+        let long = "k".repeat(257);
+        let text = format!(
+            r#"
+[[clients]]
+id = "a b"
+key = "k1"
+[[clients]]
+key = "k2"
+[[clients]]
+id = "x"
+key = ""
+[[clients]]
+id = "x"
+key = "k1"
+[[clients]]
+id = "y"
+key = "{long}"
+[[clients]]
+id = "anonymous"
+key = "has space"
+[[clients]]
+id = "z"
+key = "${{NOT_SET}}"
+{MINIMAL}"#
+        );
+        assert_eq!(
+            paths(&text),
+            vec![
+                "clients[6].key",
+                "clients[0].id",
+                "clients[1].id",
+                "clients[2].key",
+                "clients[3].id",
+                "clients[3].key",
+                "clients[4].key",
+                "clients[5].id",
+                "clients[5].key",
+            ]
+        );
+        let e = parse_with(&text).unwrap_err().to_string();
+        assert!(!e.contains(&long), "a key is never quoted: {e}");
+    }
+
+    #[test]
     fn log_format_is_text_or_json() {
         assert_eq!(parse_with(MINIMAL).unwrap().log, LogFormat::Text);
         let json = parse_with(&format!("[log]\nformat = \"json\"\n{MINIMAL}")).unwrap();
