@@ -10,9 +10,13 @@ Rounds alternate the proxies and the report gives the median of each figure.
 
 `--baseline PATH` adds another switchyard binary (an earlier build) as a fourth proxy
 in the same rounds, reported as `baseline`, to measure a change against its peers.
+`--rust-log LEVEL` sets both switchyard builds' RUST_LOG (default warn; `info` writes
+the access log, to /dev/null); `--extra TOML` is appended to the config of the build
+under test only (an older baseline may not know its keys).
 
 Needs: nginx (Debian nginx-light), haproxy, wrk, taskset; a release build is made.
     python3 benches/peer_load.py [--duration 10] [--connections 50] [--rounds 3] [--baseline PATH]
+                                 [--rust-log LEVEL] [--extra TOML]
 """
 import argparse
 import os
@@ -65,7 +69,9 @@ def start_proxies(tmp, upstreams, args):
             f.write(f'[queue]\npath = "{tmp}/{name}/queue"\n')
             for i, port in enumerate(upstreams):
                 f.write(f'[[masters]]\nid = "m{i}"\nsend_url = "http://127.0.0.1:{port}/send"\n')
-        env = dict(os.environ, TOKIO_WORKER_THREADS="1", RUST_LOG="warn")
+            if name == "switchyard" and args.extra:
+                f.write(args.extra.replace("\\n", "\n") + "\n")
+        env = dict(os.environ, TOKIO_WORKER_THREADS="1", RUST_LOG=args.rust_log)
         p = subprocess.Popen(pin + [binary, "run", "--config", cfg], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs[name] = (p, sy_port, "/v1/messages")
@@ -143,6 +149,8 @@ def main():
     rest = f"1-{ncpu - 1}" if ncpu > 2 else "1"
     ap.add_argument("--client-cores", default=rest, help="cores for wrk and the upstreams")
     ap.add_argument("--baseline", help="another switchyard binary to run in the same rounds")
+    ap.add_argument("--rust-log", default="warn", help="RUST_LOG of the switchyard builds")
+    ap.add_argument("--extra", default="", help="TOML appended to the tested build's config (\\n for newlines)")
     args = ap.parse_args()
     for tool in ["nginx", "haproxy", "wrk", "taskset"]:
         if not shutil.which(tool):

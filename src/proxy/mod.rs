@@ -177,7 +177,6 @@ impl Proxy {
         client: &Arc<str>,
         request_id: &mut Option<HeaderValue>,
     ) -> Response<Body> {
-        let accepted = Instant::now();
         let table = self.control.table();
         let cfg = &table.config;
         let limit = cfg.server.max_body_bytes;
@@ -295,7 +294,6 @@ impl Proxy {
             claim: claim.as_ref(),
             client,
             request_id: &request_id_text,
-            accepted,
         };
         let asked_async = hints::prefers_async(&parts.headers);
         if let Some(queue) = &self.queue {
@@ -366,7 +364,8 @@ impl Proxy {
                         self.keep_answer(claim, stored, msg, message, attempts, last_error.clone())
                             .await;
                     }
-                    self.record_answer(message, master, answer.status, attempts, last_error);
+                    let max = cfg.server.max_status_records;
+                    self.record_answer(message, master, answer.status, attempts, last_error, max);
                     let master_value = master.config.id_header.clone();
                     let mut resp = delivered(answer, master_value, id_value.clone());
                     if pick.region_fallback {
@@ -473,7 +472,8 @@ impl Proxy {
                     // The store answers repeats from now on.
                     self.messages.settle(claim);
                 }
-                message.log_access("", "queued", attempts, StatusCode::ACCEPTED);
+                let now = crate::queue::now_ms();
+                message.log_access("", "queued", attempts, StatusCode::ACCEPTED, now);
                 kept_answer(message.id, &answer)
             }
             Err(QueueError::Full(max)) => unavailable(
@@ -503,19 +503,23 @@ struct Message<'a> {
     client: &'a Arc<str>,
     /// Its `x-request-id`: the client's, or `id`.
     request_id: &'a str,
-    accepted: Instant,
 }
 
 impl Message<'_> {
+    /// Milliseconds from its acceptance (the time in its UUIDv7) to `now_ms`.
+    fn took_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(status::millis_of(&self.uuid))
+    }
+
     /// Its access log line (see [`crate::telemetry::access`]).
-    fn log_access(&self, master: &str, status: &str, attempts: u32, sent: StatusCode) {
+    fn log_access(&self, master: &str, status: &str, attempts: u32, sent: StatusCode, now_ms: u64) {
         crate::telemetry::access::log(&crate::telemetry::access::Line {
             id: self.id,
             client: self.client,
             master,
             status,
             attempts,
-            duration_ms: self.accepted.elapsed().as_millis() as u64,
+            duration_ms: self.took_ms(now_ms),
             request_id: self.request_id,
             http_status: sent.as_u16(),
         });
@@ -584,6 +588,7 @@ impl Proxy {
         status: StatusCode,
         attempts: u32,
         last_error: Option<String>,
+        max: usize,
     ) {
         let now = crate::queue::now_ms();
         let last_error = if status.is_success() {
@@ -597,12 +602,10 @@ impl Proxy {
             attempts,
             http_status: status.as_u16(),
             last_error: last_error.map(String::into_boxed_str),
-            created_ms: now.saturating_sub(message.accepted.elapsed().as_millis() as u64),
-            updated_ms: now,
+            took_ms: message.took_ms(now).min(u64::from(u32::MAX)) as u32,
         };
-        let max = self.control.table().config.server.max_status_records;
         self.statuses.insert(&message.uuid, entry, max);
-        message.log_access(master.id(), "delivered", attempts, status);
+        message.log_access(master.id(), "delivered", attempts, status, now);
     }
 
     /// One exchange with `master`, counted in its load (`start`: which counter, see
