@@ -51,7 +51,15 @@ async fn a_key_is_required_and_a_client_sees_only_its_own_messages() {
         assert_eq!(code, 401, "{headers:?}");
         assert_eq!(json(&body)["error"]["code"], "unauthorized");
         assert_eq!(header(&h, "www-authenticate"), "Bearer");
+        assert!(!header(&h, "x-request-id").is_empty(), "{headers:?}");
     }
+    let (code, h, _) = http
+        .post_with(&sy.messages(), MESSAGE, &[("x-request-id", "req-401")])
+        .await;
+    assert_eq!(
+        (code.as_u16(), header(&h, "x-request-id")),
+        (401, "req-401")
+    );
     assert_eq!(
         a.received(&http).await,
         0,

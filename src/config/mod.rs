@@ -156,7 +156,7 @@ pub struct ServerConfig {
     /// The longest `Idempotency-Key`, routing key or region accepted, in bytes.
     pub max_key_bytes: usize,
     /// The most status records kept in memory for messages answered at once (see
-    /// `crate::proxy::status`).
+    /// `crate::proxy::status`); read at each insert, so a reload applies it.
     pub max_status_records: usize,
 }
 

@@ -68,7 +68,20 @@ impl Proxy {
         let clients = self.control.table().config.clients.clone();
         let client = match clients.authenticate(req.headers()) {
             Ok(client) => client,
-            Err(e) => return unauthorized(&e),
+            Err(e) => {
+                let mut resp = unauthorized(&e);
+                if path == "/v1/messages" && req.method() == Method::POST {
+                    // Every answer to a send carries one, this refusal too.
+                    let id = trace::request_id(req.headers())
+                        .ok()
+                        .flatten()
+                        .or_else(|| HeaderValue::from_str(&uuid::Uuid::now_v7().to_string()).ok());
+                    if let Some(id) = id {
+                        resp.headers_mut().insert(trace::X_REQUEST_ID, id);
+                    }
+                }
+                return resp;
+            }
         };
         if path == "/v1/messages" {
             return match *req.method() {
