@@ -6,7 +6,7 @@
 //! minute is in the id itself. Records sit in a ring of [`SLOTS`] buckets, one per
 //! minute: a write locks only the current minute's bucket, a read goes straight to the
 //! bucket its id names, and expiry clears a whole bucket (when its slot is reused, or
-//! by [`StatusIndex::sweep`]) without a scan, its memory freed off the request path. A record lives from 61 to 62 minutes. It
+//! by [`StatusIndex::sweep`]) without a scan. A record lives from 61 to 62 minutes. It
 //! costs one hash map insert per message and no disk write; the price is that these
 //! records (unlike the store's) do not survive a restart.
 //!
@@ -98,47 +98,20 @@ struct Kept {
     took_ms: u32,
 }
 
-/// Tables per minute. A hash table grows by moving every entry to one twice its size,
-/// and is freed whole: split 16 ways, the largest move is a sixteenth of a minute's
-/// records, so the worker it runs on stalls that much less.
-const SHARDS: usize = 16;
-
-#[derive(Debug, Default)]
-struct Tables {
-    records: [ById<Kept>; SHARDS],
-    errors: ById<Box<str>>,
-}
-
 #[derive(Debug, Default)]
 struct Slot {
     minute: u64,
-    len: usize,
-    tables: Tables,
+    records: ById<Kept>,
+    errors: ById<Box<str>>,
 }
 
 impl Slot {
-    fn shard(&self, key: u128) -> &ById<Kept> {
-        &self.tables.records[(key >> 8) as usize % SHARDS]
-    }
-
-    fn shard_mut(&mut self, key: u128) -> &mut ById<Kept> {
-        &mut self.tables.records[(key >> 8) as usize % SHARDS]
-    }
-
-    /// Empties it; returns how many records it held, and its tables, to be freed off
-    /// the lock (see [`free`]).
-    fn clear(&mut self) -> (usize, Tables) {
-        let n = std::mem::take(&mut self.len);
-        (n, std::mem::take(&mut self.tables))
-    }
-}
-
-/// Frees a minute's tables: on a blocking thread when a runtime is there, so that the
-/// request that crossed the bound does not pay for dropping a minute of records.
-fn free(tables: Tables) {
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => drop(runtime.spawn_blocking(move || drop(tables))),
-        Err(_) => drop(tables),
+    /// Empties it, giving its memory back; returns how many records it held.
+    fn clear(&mut self) -> usize {
+        let n = self.records.len();
+        self.records = ById::default();
+        self.errors = ById::default();
+        n
     }
 }
 
@@ -176,13 +149,10 @@ impl StatusIndex {
     /// Records `id`'s outcome; then, past `max` records, drops the oldest minutes.
     pub fn insert(&self, id: &uuid::Uuid, entry: Entry, max: usize) {
         let minute = minute_of(id);
-        let mut freed = None;
         {
             let mut slot = self.slot(minute);
             if slot.minute < minute {
-                let (n, tables) = slot.clear();
-                self.len.fetch_sub(n, Relaxed);
-                freed = Some(tables);
+                self.len.fetch_sub(slot.clear(), Relaxed);
                 slot.minute = minute;
             } else if slot.minute > minute {
                 // Its minute's bucket has been reused: older than the ring.
@@ -197,16 +167,12 @@ impl StatusIndex {
                 took_ms: entry.took_ms,
             };
             match entry.last_error {
-                Some(e) => slot.tables.errors.insert(key, e),
-                None => slot.tables.errors.remove(&key),
+                Some(e) => slot.errors.insert(key, e),
+                None => slot.errors.remove(&key),
             };
-            if slot.shard_mut(key).insert(key, kept).is_none() {
-                slot.len += 1;
+            if slot.records.insert(key, kept).is_none() {
                 self.len.fetch_add(1, Relaxed);
             }
-        }
-        if let Some(tables) = freed {
-            free(tables);
         }
         while self.len.load(Relaxed) > max {
             if !self.drop_oldest() {
@@ -220,17 +186,15 @@ impl StatusIndex {
         let oldest = (0..SLOTS)
             .filter_map(|i| {
                 let slot = self.slot(i);
-                (slot.len > 0).then_some(slot.minute)
+                (!slot.records.is_empty()).then_some(slot.minute)
             })
             .min();
         let Some(minute) = oldest else {
             return false;
         };
         let mut slot = self.slot(minute);
-        if slot.minute == minute && slot.len > 0 {
-            let (n, tables) = slot.clear();
-            drop(slot);
-            free(tables);
+        if slot.minute == minute && !slot.records.is_empty() {
+            let n = slot.clear();
             self.len.fetch_sub(n, Relaxed);
             metrics::counter!("switchyard_status_records_evicted_total").increment(n as u64);
             tracing::debug!(
@@ -248,12 +212,12 @@ impl StatusIndex {
             return None;
         }
         let key = id.as_u128();
-        slot.shard(key).get(&key).map(|k| Entry {
+        slot.records.get(&key).map(|k| Entry {
             client: k.client.clone(),
             master: k.master.clone(),
             attempts: u32::from(k.attempts),
             http_status: k.http_status,
-            last_error: slot.tables.errors.get(&key).cloned(),
+            last_error: slot.errors.get(&key).cloned(),
             took_ms: k.took_ms,
         })
     }
@@ -263,10 +227,8 @@ impl StatusIndex {
         let now = now_ms / MINUTE_MS;
         for i in 0..SLOTS {
             let mut slot = self.slot(i);
-            if slot.minute + SLOTS <= now && slot.len > 0 {
-                let (n, tables) = slot.clear();
-                drop(slot);
-                free(tables);
+            if slot.minute + SLOTS <= now && !slot.records.is_empty() {
+                let n = slot.clear();
                 self.len.fetch_sub(n, Relaxed);
             }
         }
