@@ -10,6 +10,9 @@ Rounds alternate the proxies and the report gives the median of each figure.
 
 `--baseline PATH` adds another switchyard binary (an earlier build) as a fourth proxy
 in the same rounds, reported as `baseline`, to measure a change against its peers.
+`--rust-log LEVEL` sets both switchyard builds' RUST_LOG (default warn; `info` writes
+the access log, to /dev/null); `--extra TOML` is appended to the config of the build
+under test only (an older baseline may not know its keys).
 
 `--tls` adds `switchyard-tls` and `haproxy-tls` to the same rounds: wrk speaks HTTPS
 to them and they speak HTTPS to three more mock masters (`--tls-cert`), verifying the
@@ -19,6 +22,7 @@ one's TLS-to-plain ratios of CPU per request and p99.
 Needs: nginx (Debian nginx-light), haproxy, wrk, taskset (and openssl for --tls); a
 release build is made.
     python3 benches/peer_load.py [--duration 10] [--connections 50] [--rounds 3] [--baseline PATH] [--tls]
+                                 [--rust-log LEVEL] [--extra TOML]
 """
 import argparse
 import os
@@ -86,7 +90,7 @@ def run_wrk(port, path, args, script, scheme="http"):
     return parse_wrk(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
 
 
-def start_switchyard(tmp, name, binary, upstreams, pin, certs=None):
+def start_switchyard(tmp, name, binary, upstreams, pin, certs=None, extra="", rust_log="warn"):
     sy_port, sy_admin = free_port(), free_port()
     cfg = os.path.join(tmp, f"{name}.toml")
     with open(cfg, "w") as f:
@@ -99,7 +103,9 @@ def start_switchyard(tmp, name, binary, upstreams, pin, certs=None):
             f.write(f'[[masters]]\nid = "m{i}"\nsend_url = "{scheme}://127.0.0.1:{port}/send"\n')
             if certs:
                 f.write(f'tls_ca = "{certs["ca"]}"\n')
-    env = dict(os.environ, TOKIO_WORKER_THREADS="1", RUST_LOG="warn")
+        if extra:
+            f.write(extra.replace("\\n", "\n") + "\n")
+    env = dict(os.environ, TOKIO_WORKER_THREADS="1", RUST_LOG=rust_log)
     p = subprocess.Popen(pin + [binary, "run", "--config", cfg], env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return (p, sy_port, "/v1/messages", scheme)
@@ -148,7 +154,8 @@ def start_proxies(tmp, upstreams, args, tls_upstreams=None, certs=None):
 
     builds = [("switchyard", BIN)] + ([("baseline", args.baseline)] if args.baseline else [])
     for name, binary in builds:
-        procs[name] = start_switchyard(tmp, name, binary, upstreams, pin)
+        extra = args.extra if name == "switchyard" else ""
+        procs[name] = start_switchyard(tmp, name, binary, upstreams, pin, extra=extra, rust_log=args.rust_log)
 
     ng_port = free_port()
     servers = "\n".join(f"    server 127.0.0.1:{port};" for port in upstreams)
@@ -200,6 +207,8 @@ def main():
     ap.add_argument("--client-cores", default=rest, help="cores for wrk and the upstreams")
     ap.add_argument("--baseline", help="another switchyard binary to run in the same rounds")
     ap.add_argument("--tls", action="store_true", help="also run switchyard and haproxy with TLS on both sides")
+    ap.add_argument("--rust-log", default="warn", help="RUST_LOG of the switchyard builds")
+    ap.add_argument("--extra", default="", help="TOML appended to the tested build's config (\\n for newlines)")
     args = ap.parse_args()
     for tool in ["nginx", "haproxy", "wrk", "taskset"] + (["openssl"] if args.tls else []):
         if not shutil.which(tool):

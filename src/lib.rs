@@ -11,13 +11,14 @@
 //!   [`audit`] trail and raises [`alerts`]; [`admin`] exposes it all; [`telemetry`]
 //!   holds metrics.
 //!
-//! [`config`] parses and validates the TOML file; [`app`] wires a running instance.
+//! [`clients`] knows the API keys of `/v1/*`; [`config`] parses and validates the TOML file; [`app`] wires a running instance.
 
 pub mod admin;
 pub mod admin_cli;
 pub mod alerts;
 pub mod app;
 pub mod audit;
+pub mod clients;
 pub mod config;
 pub mod control;
 pub mod demo;

@@ -158,7 +158,7 @@ async fn metrics_contract_passes_promtool() {
     assert!(header(&h, "content-type").starts_with("text/plain"));
     let text = String::from_utf8(body.to_vec()).unwrap();
     for name in [
-        "switchyard_requests_total{master=\"a\",outcome=\"success\"} 2",
+        "switchyard_requests_total{master=\"a\",outcome=\"success\",client=\"anonymous\"} 2",
         "switchyard_request_duration_seconds_bucket{master=\"a\"",
         "switchyard_master_up{master=\"b\"} 1",
         "switchyard_master_state{master=\"a\",state=\"healthy\"} 1",

@@ -37,6 +37,7 @@ const SERVER: &[(&str, Kind)] = &[
     ("idle_timeout_ms", Kind::Int),
     ("max_connections", Kind::Int),
     ("max_key_bytes", Kind::Int),
+    ("max_status_records", Kind::Int),
 ];
 const ROUTING: &[(&str, Kind)] = &[
     (
@@ -252,6 +253,7 @@ fn int_max(key: &str) -> u64 {
         "max_body_bytes" => MAX_BODY_BYTES,
         "max_connections" => MAX_CONNECTIONS,
         "max_key_bytes" => MAX_KEY_BYTES,
+        "max_status_records" => MAX_STATUS_RECORDS,
         "retry_attempts" => MAX_RETRY_ATTEMPTS,
         "healthy_threshold" | "unhealthy_threshold" | "passive_failures" => MAX_THRESHOLD,
         "max_failovers" => MAX_FAILOVERS,
@@ -485,6 +487,7 @@ fn within_bounds(c: &Config) {
     assert!((1..=MAX_BODY_BYTES as usize).contains(&c.server.max_body_bytes));
     assert!((1..=MAX_CONNECTIONS as usize).contains(&c.server.max_connections));
     assert!((1..=MAX_KEY_BYTES as usize).contains(&c.server.max_key_bytes));
+    assert!((1..=MAX_STATUS_RECORDS as usize).contains(&c.server.max_status_records));
     assert!(u64::from(c.routing.retry_attempts) <= MAX_RETRY_ATTEMPTS);
     for t in [
         c.health.healthy_threshold,

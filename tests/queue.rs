@@ -89,6 +89,12 @@ async fn dead_letters_after_max_attempts_can_be_listed_retried_and_deleted() {
         .proc
         .wait_line("a message became a dead letter", Duration::from_secs(5));
     assert!(line.contains("WARN") && line.contains("503"), "{line}");
+    // And it has its access log line, with the attempts it took.
+    let access = sy.proc.wait_line("status=\"dead\"", Duration::from_secs(5));
+    assert!(
+        access.contains("switchyard::access") && access.contains("attempts=3"),
+        "{access}"
+    );
     let admin = |path: &str| format!("{}{path}", sy.admin);
     let queue = json(&http.get(&admin("/admin/queue")).await.2);
     assert_eq!(

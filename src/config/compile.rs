@@ -1,7 +1,7 @@
 //! Stage two: raw values to a checked [`Config`], collecting every error with its path.
 
 use super::bounds::*;
-use super::raw::{RawConfig, RawMaster};
+use super::raw::{RawClient, RawConfig, RawMaster};
 use super::*;
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -108,6 +108,12 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
     );
     errs.within("server.max_key_bytes", sv.max_key_bytes, 1, MAX_KEY_BYTES);
     errs.length("server.admin_token", &sv.admin_token, MAX_TOKEN_BYTES);
+    errs.within(
+        "server.max_status_records",
+        sv.max_status_records,
+        1,
+        MAX_STATUS_RECORDS,
+    );
     let tls = tls::listener(&mut errs, "server.", &sv.tls_cert, &sv.tls_key);
     let admin_tls = tls::listener(
         &mut errs,
@@ -238,6 +244,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
         ),
     };
 
+    let clients = compile_clients(&raw.clients, &mut errs);
     let masters = compile_masters(&raw.masters, &mut errs);
 
     if !errs.0.is_empty() {
@@ -288,6 +295,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
             max_key_bytes: raw.server.max_key_bytes as usize,
             tls,
             admin_tls,
+            max_status_records: raw.server.max_status_records as usize,
         },
         routing: RoutingConfig {
             strategy,
@@ -331,8 +339,63 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
             imbalance_warning: a.imbalance_warning,
         },
         log,
+        access_log: raw.log.access,
+        clients: Arc::new(clients),
         masters,
     })
+}
+
+/// `[[clients]]`: ids match the pattern and are unique; keys are set, fit a header,
+/// are bounded and unique (one key naming two clients could not tell them apart).
+fn compile_clients(raw: &[RawClient], errs: &mut Errors) -> crate::clients::Clients {
+    use crate::clients::{valid_id, valid_key, MAX_CLIENTS, MAX_CLIENT_KEY_BYTES};
+    if raw.len() > MAX_CLIENTS {
+        errs.push(
+            "clients",
+            format!("at most {MAX_CLIENTS} [[clients]] entries are allowed"),
+        );
+    }
+    let mut ids = HashSet::new();
+    let mut keys = HashSet::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, c) in raw.iter().enumerate() {
+        let path = |key: &str| format!("clients[{i}].{key}");
+        let id = match c.id.as_deref() {
+            None => errs.fail(&path("id"), "is required"),
+            Some(id) if !valid_id(id) => errs.fail(
+                &path("id"),
+                format!(
+                    "`{}` is not a client id: 1 to 64 of A-Z a-z 0-9 _ . - (and not `anonymous`)",
+                    shown(id)
+                ),
+            ),
+            Some(id) if !ids.insert(id) => {
+                errs.fail(&path("id"), format!("duplicate client id `{id}`"))
+            }
+            Some(id) => Some(id),
+        };
+        // Never quoted: it is a secret.
+        let key = match c.key.as_deref() {
+            None | Some("") => errs.fail(&path("key"), "is required and may not be empty"),
+            Some(k) if k.len() > MAX_CLIENT_KEY_BYTES => errs.fail(
+                &path("key"),
+                format!("is {} bytes long: at most {MAX_CLIENT_KEY_BYTES}", k.len()),
+            ),
+            Some(k) if !valid_key(k) => errs.fail(
+                &path("key"),
+                "must be visible ASCII without spaces, to fit a header",
+            ),
+            Some(k) if !keys.insert(k) => errs.fail(
+                &path("key"),
+                "is the key of another client: each client needs its own",
+            ),
+            Some(k) => Some(k),
+        };
+        if let (Some(id), Some(key)) = (id, key) {
+            out.push((id.to_string(), key.to_string()));
+        }
+    }
+    crate::clients::Clients::new(out)
 }
 
 fn compile_masters(raw: &[RawMaster], errs: &mut Errors) -> Vec<Arc<MasterConfig>> {
@@ -734,6 +797,61 @@ bogus = 1
         assert!(p.contains(&"server.listen_addr".to_string()), "{p:?}");
         assert!(p.contains(&"nope".to_string()), "{p:?}");
         assert!(p.contains(&"masters".to_string()), "{p:?}");
+    }
+
+    #[test]
+    fn clients_need_valid_unique_ids_and_keys() {
+        let ok = parse_with(&format!(
+            "[[clients]]\nid = \"billing\"\nkey = \"${{LINDA_TOKEN}}\"\n[[clients]]\nid = \"crm.eu-1\"\nkey = \"k2\"\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(ok.clients.identify(b"tok").as_deref(), Some("billing"));
+        assert_eq!(ok.clients.identify(b"k2").as_deref(), Some("crm.eu-1"));
+        assert!(parse_with(MINIMAL).unwrap().clients.is_open());
+        assert!(format!("{:?}", ok.clients).contains("billing"));
+        assert!(!format!("{ok:?}").contains("k2"), "keys never in Debug");
+
+        let long = "k".repeat(257);
+        let text = format!(
+            r#"
+[[clients]]
+id = "a b"
+key = "k1"
+[[clients]]
+key = "k2"
+[[clients]]
+id = "x"
+key = ""
+[[clients]]
+id = "x"
+key = "k1"
+[[clients]]
+id = "y"
+key = "{long}"
+[[clients]]
+id = "anonymous"
+key = "has space"
+[[clients]]
+id = "z"
+key = "${{NOT_SET}}"
+{MINIMAL}"#
+        );
+        assert_eq!(
+            paths(&text),
+            vec![
+                "clients[6].key",
+                "clients[0].id",
+                "clients[1].id",
+                "clients[2].key",
+                "clients[3].id",
+                "clients[3].key",
+                "clients[4].key",
+                "clients[5].id",
+                "clients[5].key",
+            ]
+        );
+        let e = parse_with(&text).unwrap_err().to_string();
+        assert!(!e.contains(&long), "a key is never quoted: {e}");
     }
 
     #[test]

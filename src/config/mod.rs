@@ -134,6 +134,10 @@ pub struct Config {
     pub queue: QueueConfig,
     pub alerts: AlertsConfig,
     pub log: LogFormat,
+    /// `log.access`: one access log line per message outcome.
+    pub access_log: bool,
+    /// `[[clients]]`: none means `/v1/*` is open.
+    pub clients: Arc<crate::clients::Clients>,
     pub masters: Vec<Arc<MasterConfig>>,
 }
 
@@ -157,6 +161,9 @@ pub struct ServerConfig {
     pub tls: Option<Acceptor>,
     /// `admin_tls_cert` and `admin_tls_key`, loaded.
     pub admin_tls: Option<Acceptor>,
+    /// The most status records kept in memory for messages answered at once (see
+    /// `crate::proxy::status`); read at each insert, so a reload applies it.
+    pub max_status_records: usize,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -173,6 +180,7 @@ impl fmt::Debug for ServerConfig {
             .field("max_key_bytes", &self.max_key_bytes)
             .field("tls", &self.tls.is_some())
             .field("admin_tls", &self.admin_tls.is_some())
+            .field("max_status_records", &self.max_status_records)
             .finish()
     }
 }

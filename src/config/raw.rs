@@ -17,6 +17,7 @@ pub struct RawConfig {
     pub queue: RawQueue,
     pub alerts: RawAlerts,
     pub log: RawLog,
+    pub clients: Vec<RawClient>,
     pub masters: Vec<RawMaster>,
 }
 
@@ -36,6 +37,7 @@ pub struct RawServer {
     pub tls_key: String,
     pub admin_tls_cert: String,
     pub admin_tls_key: String,
+    pub max_status_records: u64,
 }
 
 impl Default for RawServer {
@@ -54,6 +56,7 @@ impl Default for RawServer {
             tls_key: String::new(),
             admin_tls_cert: String::new(),
             admin_tls_key: String::new(),
+            max_status_records: 500_000,
         }
     }
 }
@@ -186,14 +189,24 @@ impl Default for RawAlerts {
 #[serde(default)]
 pub struct RawLog {
     pub format: String,
+    pub access: bool,
 }
 
 impl Default for RawLog {
     fn default() -> Self {
         Self {
             format: "text".into(),
+            access: true,
         }
     }
+}
+
+/// One `[[clients]]` entry: an API key and the id it is known by.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawClient {
+    pub id: Option<String>,
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

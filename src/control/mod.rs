@@ -135,6 +135,7 @@ impl Control {
             })
             .collect();
         operator.reset(saved);
+        crate::telemetry::access::set_enabled(config.access_log);
         let mut writer = Writer {
             config: Arc::new(config),
             config_version: 1,
@@ -312,6 +313,7 @@ impl Control {
         if hash == w.config_hash {
             return (w.config_version, false);
         }
+        crate::telemetry::access::set_enabled(config.access_log);
         w.config = Arc::new(config);
         w.config_hash = hash;
         w.config_version += 1;

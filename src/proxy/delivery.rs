@@ -182,6 +182,7 @@ async fn attempt(proxy: &Proxy, queue: &Arc<Queue>, record: Record) -> Result<()
         forward: super::trace::from_text(&config.routing.forward_headers, &record.forward_headers),
     };
     let stats = &master.stats;
+    let client: Arc<str> = Arc::from(record.client.as_str());
     match proxy
         .exchange(
             master,
@@ -193,19 +194,34 @@ async fn attempt(proxy: &Proxy, queue: &Arc<Queue>, record: Record) -> Result<()
     {
         Ok(answer) if answer.status.is_success() => {
             proxy.count_answer(master, answer.status);
-            stats.metrics.request(crate::telemetry::Outcome::Success);
+            stats
+                .metrics
+                .request(crate::telemetry::Outcome::Success, &client);
+            let id = record.uuid().to_string();
+            crate::telemetry::access::log(&crate::telemetry::access::Line {
+                id: &id,
+                client: &record.client,
+                master: master.id(),
+                status: "delivered",
+                attempts: record.attempts + 1,
+                duration_ms: crate::queue::now_ms().saturating_sub(record.created_ms),
+                request_id: record.request_id.as_deref().unwrap_or_default(),
+                http_status: answer.status.as_u16(),
+            });
             queue.delivered(record, master.id()).await
         }
         Ok(answer) => {
             // A final refusal: the master will not take this message; retrying it
             // elsewhere is what the backoff does, up to max_attempts.
             proxy.count_answer(master, answer.status);
-            stats.metrics.request(crate::telemetry::Outcome::Rejected);
+            stats
+                .metrics
+                .request(crate::telemetry::Outcome::Rejected, &client);
             let error = format!("{} answered {}", master.id(), answer.status);
             queue.failed(record, error, true, &config.queue).await
         }
         Err(e) => {
-            stats.metrics.request(e.outcome());
+            stats.metrics.request(e.outcome(), &client);
             // A local fault was no real attempt: it counts only against the TTL.
             let attempted = proxy.count_failure(master, &e, format!("{}: {e}", master.id()));
             // What the message's record shows its client: no OS text.

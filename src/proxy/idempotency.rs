@@ -1,5 +1,8 @@
 //! Idempotency keys of messages in flight, in memory.
 //!
+//! Keys are scoped by client (`crate::queue::record::scoped_key`): a key repeated by
+//! another client is that client's first use, never a replay of the other's answer.
+//!
 //! A repeat of a key inside the window is not sent again: it waits for the first
 //! message's outcome (if still in flight) and gets its id and answer.
 //!
@@ -40,6 +43,9 @@ pub struct MessageRecord {
     pub last_error: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// Who sent it: only that client may see it.
+    #[serde(skip)]
+    pub client: Arc<str>,
 }
 
 #[derive(Debug)]
@@ -185,6 +191,7 @@ impl MessageLog {
         &self,
         key: &str,
         id: &str,
+        client: &Arc<str>,
         window: Duration,
         stored: impl FnOnce() -> Result<Option<(String, StoredAnswer)>, E>,
     ) -> Result<Begin<'_>, E> {
@@ -194,7 +201,7 @@ impl MessageLog {
                     || o.get().is(|a| matches!(a, Answer::Abandoned)) =>
             {
                 self.by_id.remove(&o.get().id);
-                let entry = new_entry(key, id);
+                let entry = new_entry(key, id, client);
                 o.insert(entry.clone());
                 self.by_id.insert(id.to_string(), entry.clone());
                 Begin::New(Claim { log: self, entry })
@@ -216,7 +223,7 @@ impl MessageLog {
             MapEntry::Vacant(v) => match stored()? {
                 Some((first_id, answer)) => Begin::Stored(first_id, answer),
                 None => {
-                    let entry = new_entry(key, id);
+                    let entry = new_entry(key, id, client);
                     v.insert(entry.clone());
                     self.by_id.insert(id.to_string(), entry.clone());
                     Begin::New(Claim { log: self, entry })
@@ -257,7 +264,7 @@ impl MessageLog {
     }
 }
 
-fn new_entry(key: &str, id: &str) -> Arc<Entry> {
+fn new_entry(key: &str, id: &str, client: &Arc<str>) -> Arc<Entry> {
     let now = rfc3339(SystemTime::now());
     Arc::new(Entry {
         id: id.to_string(),
@@ -271,6 +278,7 @@ fn new_entry(key: &str, id: &str) -> Arc<Entry> {
             last_error: None,
             created_at: now.clone(),
             updated_at: now,
+            client: client.clone(),
         }),
         answer: watch::channel(Answer::Pending).0,
         handed: AtomicBool::new(false),
@@ -284,8 +292,10 @@ mod tests {
     const WINDOW: Duration = Duration::from_secs(60);
 
     fn begin<'a>(log: &'a MessageLog, id: &str) -> Begin<'a> {
-        log.begin("key", id, WINDOW, || Ok::<_, ()>(None))
-            .expect("no store")
+        log.begin("key", id, &crate::clients::ANONYMOUS, WINDOW, || {
+            Ok::<_, ()>(None)
+        })
+        .expect("no store")
     }
 
     fn queued() -> StoredAnswer {
@@ -315,7 +325,9 @@ mod tests {
         // Nobody settled it, so the next repeat asks the store, which knows where the
         // message stands now, and the entry leaves memory.
         let from_store = || Ok::<_, ()>(Some(("1".to_string(), queued())));
-        let again = log.begin("key", "3", WINDOW, from_store).expect("no error");
+        let again = log
+            .begin("key", "3", &crate::clients::ANONYMOUS, WINDOW, from_store)
+            .expect("no error");
         assert!(matches!(again, Begin::Stored(id, _) if id == "1"));
         assert!(log.get("1").is_none());
     }

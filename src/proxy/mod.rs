@@ -12,6 +12,7 @@ pub mod delivery;
 mod fault;
 pub mod hints;
 pub mod idempotency;
+pub mod status;
 pub mod trace;
 pub mod upstream;
 
@@ -39,6 +40,8 @@ pub struct Proxy {
     pub messages: MessageLog,
     /// `None` when `queue.enabled = false`.
     pub queue: Option<Arc<Queue>>,
+    /// Outcomes of messages answered at once, for an hour (see [`status`]).
+    pub statuses: status::StatusIndex,
 }
 
 const MESSAGE_ID: &str = "x-switchyard-message-id";
@@ -51,15 +54,38 @@ impl Proxy {
             pool: crate::pool::ConnPool::default(),
             messages: MessageLog::default(),
             queue,
+            statuses: status::StatusIndex::default(),
         }
     }
 
-    /// Routes one client request.
+    /// Routes one client request. Everything under `/v1/` needs a client key once
+    /// `[[clients]]` are configured.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path();
+        if !(path == "/v1" || path.starts_with("/v1/")) {
+            return reply::not_found();
+        }
+        let clients = self.control.table().config.clients.clone();
+        let client = match clients.authenticate(req.headers()) {
+            Ok(client) => client,
+            Err(e) => {
+                let mut resp = unauthorized(&e);
+                if path == "/v1/messages" && req.method() == Method::POST {
+                    // Every answer to a send carries one, this refusal too.
+                    let id = trace::request_id(req.headers())
+                        .ok()
+                        .flatten()
+                        .or_else(|| HeaderValue::from_str(&uuid::Uuid::now_v7().to_string()).ok());
+                    if let Some(id) = id {
+                        resp.headers_mut().insert(trace::X_REQUEST_ID, id);
+                    }
+                }
+                return resp;
+            }
+        };
         if path == "/v1/messages" {
             return match *req.method() {
-                Method::POST => self.post_message(req).await,
+                Method::POST => self.post_message(req, &client).await,
                 _ => reply::method_not_allowed("POST"),
             };
         }
@@ -68,7 +94,7 @@ impl Proxy {
                 return reply::not_found();
             }
             return match *req.method() {
-                Method::GET => self.message_status(id),
+                Method::GET => self.message_status(id, &client, clients.is_open()),
                 _ => reply::method_not_allowed("GET"),
             };
         }
@@ -102,36 +128,49 @@ impl Proxy {
         Ok(Some((id, answer)))
     }
 
-    fn message_status(&self, id: &str) -> Response<Body> {
-        if let (Some(queue), Ok(uuid)) = (&self.queue, uuid::Uuid::parse_str(id)) {
-            match queue.get(&uuid) {
-                Ok(Some(r)) => return reply::json(StatusCode::OK, &r.status_json()),
+    /// A message's status: from the records of messages answered at once, else the
+    /// store (queued and keyed ones), else the keys in flight. With clients configured
+    /// (`open` false), a client sees only its own messages: another's is a 404, as an
+    /// unknown id is, so that its existence does not show.
+    fn message_status(&self, id: &str, client: &Arc<str>, open: bool) -> Response<Body> {
+        let visible = |owner: &str| open || owner == &**client;
+        let uuid = uuid::Uuid::parse_str(id).ok();
+        if let Some(uuid) = &uuid {
+            if let Some(entry) = self.statuses.get(uuid) {
+                if visible(&entry.client) {
+                    return reply::json(StatusCode::OK, &entry.status_json(uuid));
+                }
+                return message_not_found(id);
+            }
+        }
+        if let (Some(queue), Some(uuid)) = (&self.queue, &uuid) {
+            match queue.get(uuid) {
+                Ok(Some(r)) if visible(&r.client) => {
+                    return reply::json(StatusCode::OK, &r.status_json())
+                }
+                Ok(Some(_)) => return message_not_found(id),
                 Ok(None) => {}
                 // A status read: no message was being stored.
                 Err(e) => return reply::queue_storage(&e),
             }
         }
         match self.messages.get(id) {
-            Some(record) => reply::json(StatusCode::OK, &record),
-            None => reply::error(
-                StatusCode::NOT_FOUND,
-                "message_not_found",
-                format!("no message with id `{id}` is known"),
-            ),
+            Some(record) if visible(&record.client) => reply::json(StatusCode::OK, &record),
+            _ => message_not_found(id),
         }
     }
 
     /// `POST /v1/messages`: every answer carries an `x-request-id`, the client's or,
     /// when it sent none, the message's id (a fresh UUID when the request was refused
     /// before it had one).
-    async fn post_message(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn post_message(&self, req: Request<Incoming>, client: &Arc<str>) -> Response<Body> {
         let mut request_id = None;
         let mut resp = match trace::request_id(req.headers()) {
-            Ok(client) => {
-                request_id = client;
+            Ok(given) => {
+                request_id = given;
                 // Caught here too (the listener catches it anyway), so that a 500 for
                 // a bug still carries the request id.
-                reply::unless_panic(self.send(req, &mut request_id)).await
+                reply::unless_panic(self.send(req, client, &mut request_id)).await
             }
             Err(e) => reply::error(StatusCode::BAD_REQUEST, e.code(), e.to_string()),
         };
@@ -148,6 +187,7 @@ impl Proxy {
     async fn send(
         &self,
         req: Request<Incoming>,
+        client: &Arc<str>,
         request_id: &mut Option<HeaderValue>,
     ) -> Response<Body> {
         let table = self.control.table();
@@ -198,14 +238,19 @@ impl Proxy {
             }
             *request_id = Some(id_value.clone());
         }
-        // Checked above: visible ASCII.
-        let claim = match client_key.as_ref().and_then(|k| k.to_str().ok()) {
+        // Checked above: visible ASCII. Scoped by client: a repeat of another
+        // client's key is a new message, never that client's answer.
+        let scoped = client_key
+            .as_ref()
+            .and_then(|k| k.to_str().ok())
+            .map(|k| crate::queue::record::scoped_key(client, k));
+        let claim = match scoped.as_deref() {
             None => None,
             Some(key) => {
                 let window = cfg.queue.idempotency_window;
                 let begin = || {
                     self.messages
-                        .begin(key, &id, window, || self.stored(key, window))
+                        .begin(key, &id, client, window, || self.stored(key, window))
                 };
                 let mut waited = false;
                 loop {
@@ -245,6 +290,12 @@ impl Proxy {
             forward,
         };
         let region = hints.region.as_deref();
+        // Visible ASCII: the client's header was checked, or it is the id.
+        let request_id_text = request_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(&id)
+            .to_string();
         let message = Message {
             uuid,
             id: &id,
@@ -254,6 +305,8 @@ impl Proxy {
             // Visible ASCII: the client's key was checked above, the id is a UUID.
             idempotency_key: msg.idempotency_key.to_str().unwrap_or(&id),
             claim: claim.as_ref(),
+            client,
+            request_id: &request_id_text,
         };
         let asked_async = hints::prefers_async(&parts.headers);
         if let Some(queue) = &self.queue {
@@ -313,7 +366,7 @@ impl Proxy {
                     } else {
                         crate::telemetry::Outcome::Rejected
                     };
-                    stats.metrics.request(outcome);
+                    stats.metrics.request(outcome, message.client);
                     if let Some(claim) = claim {
                         let stored = StoredAnswer {
                             status: answer.status,
@@ -321,9 +374,11 @@ impl Proxy {
                             body: answer.body.clone(),
                             master: master.config.id.clone(),
                         };
-                        self.keep_answer(claim, stored, msg, message, attempts, last_error)
+                        self.keep_answer(claim, stored, msg, message, attempts, last_error.clone())
                             .await;
                     }
+                    let max = cfg.server.max_status_records;
+                    self.record_answer(message, master, answer.status, attempts, last_error, max);
                     let master_value = master.config.id_header.clone();
                     let mut resp = delivered(answer, master_value, id_value.clone());
                     if pick.region_fallback {
@@ -335,7 +390,7 @@ impl Proxy {
                     return resp;
                 }
                 Err(e) => {
-                    stats.metrics.request(e.outcome());
+                    stats.metrics.request(e.outcome(), message.client);
                     let text = e.to_string();
                     tracing::warn!(master = master.id(), message_id = id, error = %text, "exchange with master failed");
                     if self.count_failure(master, &e, text) {
@@ -430,6 +485,8 @@ impl Proxy {
                     // The store answers repeats from now on.
                     self.messages.settle(claim);
                 }
+                let now = crate::queue::now_ms();
+                message.log_access("", "queued", attempts, StatusCode::ACCEPTED, now);
                 kept_answer(message.id, &answer)
             }
             Err(QueueError::Full(max)) => unavailable(
@@ -455,6 +512,31 @@ struct Message<'a> {
     /// The `Idempotency-Key` sent to masters: the client's, or `id`.
     idempotency_key: &'a str,
     claim: Option<&'a Claim<'a>>,
+    /// Who sent it (see `crate::clients`).
+    client: &'a Arc<str>,
+    /// Its `x-request-id`: the client's, or `id`.
+    request_id: &'a str,
+}
+
+impl Message<'_> {
+    /// Milliseconds from its acceptance (the time in its UUIDv7) to `now_ms`.
+    fn took_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(status::millis_of(&self.uuid))
+    }
+
+    /// Its access log line (see [`crate::telemetry::access`]).
+    fn log_access(&self, master: &str, status: &str, attempts: u32, sent: StatusCode, now_ms: u64) {
+        crate::telemetry::access::log(&crate::telemetry::access::Line {
+            id: self.id,
+            client: self.client,
+            master,
+            status,
+            attempts,
+            duration_ms: self.took_ms(now_ms),
+            request_id: self.request_id,
+            http_status: sent.as_u16(),
+        });
+    }
 }
 
 /// The message as the queue keeps it.
@@ -475,7 +557,25 @@ fn new_message(
         last_error,
         attempts,
         forward_headers: trace::to_text(&msg.forward),
+        client: message.client.to_string(),
+        request_id: Some(message.request_id.to_string()),
     }
+}
+
+/// 401 for a request to `/v1/*` without a valid client key.
+fn unauthorized(e: &crate::clients::AuthError) -> Response<Body> {
+    let mut resp = reply::error(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string());
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}
+
+fn message_not_found(id: &str) -> Response<Body> {
+    reply::error(
+        StatusCode::NOT_FOUND,
+        "message_not_found",
+        format!("no message with id `{id}` is known"),
+    )
 }
 
 /// 507 for a message the queue could not take. The store's writer logs a failed
@@ -491,6 +591,36 @@ fn storage_error(e: &StoreError) -> Response<Body> {
 }
 
 impl Proxy {
+    /// A master answered `message` at once: its status record (for an hour) and its
+    /// access log line. A non-2xx answer is the master's refusal, kept as its
+    /// `last_error` with the status in `http_status`.
+    fn record_answer(
+        &self,
+        message: &Message<'_>,
+        master: &crate::routing::MasterEntry,
+        status: StatusCode,
+        attempts: u32,
+        last_error: Option<String>,
+        max: usize,
+    ) {
+        let now = crate::queue::now_ms();
+        let last_error = if status.is_success() {
+            last_error
+        } else {
+            Some(format!("{} answered {status}", master.id()))
+        };
+        let entry = status::Entry {
+            client: message.client.clone(),
+            master: master.config.id.clone(),
+            attempts,
+            http_status: status.as_u16(),
+            last_error: last_error.map(String::into_boxed_str),
+            took_ms: message.took_ms(now).min(u64::from(u32::MAX)) as u32,
+        };
+        self.statuses.insert(&message.uuid, entry, max);
+        message.log_access(master.id(), "delivered", attempts, status, now);
+    }
+
     /// One exchange with `master`, counted in its load (`start`: which counter, see
     /// [`MasterStats::start`]), latency and duration histogram. Success and failure
     /// are for the caller to count.
@@ -649,6 +779,7 @@ pub async fn sweep_messages(proxy: Arc<Proxy>, mut shutdown: crate::server::Shut
             _ = tick.tick() => {
                 let window = proxy.control.table().config.queue.idempotency_window;
                 proxy.messages.sweep(window);
+                proxy.statuses.sweep(crate::queue::now_ms());
                 if let Some(queue) = &proxy.queue {
                     match queue.sweep(window).await {
                         Ok(0) => {}

@@ -5,7 +5,8 @@
 //! gets its 202) once it is durable in the [`store`]. Each message is handed to at most
 //! one delivery at a time; the outcome is written back before the next attempt.
 //!
-//! May call: `config`.
+//! May call: `config`, `clients` (the anonymous label), `telemetry` (the access log
+//! line of a dead letter).
 
 pub mod record;
 pub mod store;
@@ -49,6 +50,9 @@ pub struct NewMessage {
     pub attempts: u32,
     /// The client headers passed on to masters (see [`Record::forward_headers`]).
     pub forward_headers: Vec<(String, String)>,
+    /// Who sent it, and its request id (see [`Record::client`]).
+    pub client: String,
+    pub request_id: Option<String>,
 }
 
 impl NewMessage {
@@ -69,6 +73,8 @@ impl NewMessage {
             body: self.body,
             answer: None,
             forward_headers: self.forward_headers,
+            client: self.client,
+            request_id: self.request_id,
         }
     }
 }
@@ -494,6 +500,7 @@ impl Queue {
                 reason = record.last_error.as_deref().unwrap_or_default(),
                 "a message became a dead letter"
             );
+            crate::telemetry::access::log_record(&record, 0);
             None
         } else {
             let due = self.register_due(backoff(record.attempts, attempted, config));
@@ -696,6 +703,8 @@ pub(crate) mod tests {
             last_error: None,
             attempts: 0,
             forward_headers: Vec::new(),
+            client: String::new(),
+            request_id: None,
         }
     }
 

@@ -67,6 +67,12 @@ pub struct Record {
     /// The client's headers named in `routing.forward_headers` (and a generated
     /// `x-request-id`), as (lower-case name, value): passed on at each delivery.
     pub forward_headers: Vec<(String, String)>,
+    /// The client that sent it (`crate::clients`): only it may see the message's
+    /// status. Empty in records written before clients were kept.
+    pub client: String,
+    /// The request's `x-request-id` (the client's, or the message id), for the access
+    /// log line of its final outcome.
+    pub request_id: Option<String>,
 }
 
 /// What a master answered, as kept for repeats.
@@ -77,10 +83,10 @@ pub struct MasterAnswer {
     pub body: Bytes,
 }
 
-/// Version 2 added `routing_key`, version 3 the answer and version 4 the forwarded
-/// headers (a big-endian `u16` count, then each name and value), each at the end;
-/// older records are still read.
-const VERSION: u8 = 4;
+/// Version 2 added `routing_key`, version 3 the answer, version 4 the forwarded
+/// headers (a big-endian `u16` count, then each name and value) and version 5 the
+/// client and the request id, each at the end; older records are still read.
+const VERSION: u8 = 5;
 
 impl Record {
     pub fn encode(&self) -> Vec<u8> {
@@ -118,6 +124,8 @@ impl Record {
             put_optional(&mut out, Some(name.as_bytes()));
             put_optional(&mut out, Some(value.as_bytes()));
         }
+        put_optional(&mut out, Some(self.client.as_bytes()));
+        put_optional(&mut out, self.request_id.as_deref().map(str::as_bytes));
         out
     }
 
@@ -155,6 +163,11 @@ impl Record {
             let value = r.string()?.ok_or("missing header value")?;
             forward_headers.push((name, value));
         }
+        let (client, request_id) = if version >= 5 {
+            (r.string()?.ok_or("missing client")?, r.string()?)
+        } else {
+            (String::new(), None)
+        };
         if !r.0.is_empty() {
             return Err("trailing bytes");
         }
@@ -174,7 +187,25 @@ impl Record {
             body,
             answer,
             forward_headers,
+            client,
+            request_id,
         })
+    }
+
+    /// The key the `Idempotency-Key` is filed under: scoped by the client, so that
+    /// clients never share keys (an anonymous or older record's key stands alone).
+    pub fn idempotency_scope(&self) -> std::borrow::Cow<'_, str> {
+        scoped_key(&self.client, &self.idempotency_key)
+    }
+}
+
+/// An `Idempotency-Key` as filed for `client`: the key itself for anonymous requests,
+/// else the client id, a unit separator and the key.
+pub fn scoped_key<'a>(client: &str, key: &'a str) -> std::borrow::Cow<'a, str> {
+    if client.is_empty() || client == &**crate::clients::ANONYMOUS {
+        std::borrow::Cow::Borrowed(key)
+    } else {
+        std::borrow::Cow::Owned(format!("{client}\u{1f}{key}"))
     }
 }
 
@@ -289,6 +320,8 @@ mod tests {
                 ),
                 ("x-request-id".into(), "r-1".into()),
             ],
+            client: "billing".into(),
+            request_id: Some("r-1".into()),
         }
     }
 
@@ -354,11 +387,29 @@ mod tests {
             old,
             Record {
                 forward_headers: Vec::new(),
+                client: String::new(),
+                request_id: None,
                 ..sample()
             }
         );
-        // Written again, it is a version 4 record.
-        assert_eq!(old.encode()[0], 4);
+        // Written again, it is a version 5 record.
+        assert_eq!(old.encode()[0], 5);
         assert_eq!(Record::decode(&old.encode()), Ok(old));
+    }
+
+    /// A version 4 record (forwarded headers, no client): spelled out by hand.
+    #[test]
+    fn a_version_4_record_still_decodes_without_a_client() {
+        let mut v5 = sample().encode();
+        // Drop the client and the request id at the end, and say version 4.
+        let tail = 4 + "billing".len() + 4 + "r-1".len();
+        v5.truncate(v5.len() - tail);
+        v5[0] = 4;
+        let old = Record::decode(&v5).unwrap();
+        assert_eq!(old.client, "");
+        assert_eq!(old.request_id, None);
+        assert_eq!(old.forward_headers, sample().forward_headers);
+        assert_eq!(old.idempotency_scope(), "k");
+        assert_eq!(sample().idempotency_scope(), "billing\u{1f}k");
     }
 }

@@ -15,7 +15,7 @@
 //!   over messages that wait behind another. (0xff never occurs in UTF-8, so one
 //!   key's entries never interleave another's.)
 //! - `dead`: id → nothing: the dead letters;
-//! - `idem`: a client's `Idempotency-Key` → id (16 bytes) + accepted at (8 bytes,
+//! - `idem`: a client's `Idempotency-Key` (scoped by its client id) → id (16 bytes) + accepted at (8 bytes,
 //!   big-endian ms): the first message that carried it;
 //! - `done`: delivered at (8 bytes, big-endian ms) + id → nothing: delivered records,
 //!   oldest first, swept with their `idem` entry once the idempotency window passes.
@@ -86,7 +86,8 @@ pub enum Op {
     ///   becomes due at `next_due`; dead letters are filed in `dead`, delivered
     ///   records in `done`.
     ///
-    /// With `remember_key`, the record's `idempotency_key` is filed in `idem`.
+    /// With `remember_key`, the record's `idempotency_key` is filed in `idem`, scoped
+    /// by its client (see [`Record::idempotency_scope`]).
     Put {
         record: Box<Record>,
         old_due: Option<u64>,
@@ -657,7 +658,8 @@ impl<'a> Staging<'a> {
         remember_key: bool,
     ) -> Result<(), StoreError> {
         let id = record.id;
-        if remember_key && !storable(record.idempotency_key.as_bytes()) {
+        let scope = record.idempotency_scope();
+        if remember_key && !storable(scope.as_bytes()) {
             return Err(bad_key("Idempotency-Key", &record.idempotency_key));
         }
         if let Some(k) = &record.routing_key {
@@ -673,10 +675,8 @@ impl<'a> Staging<'a> {
                 id,
                 at_ms: record.created_ms,
             };
-            self.idem.insert(
-                record.idempotency_key.clone().into_bytes(),
-                Some(first.encode()),
-            );
+            self.idem
+                .insert(scope.as_bytes().to_vec(), Some(first.encode()));
         }
         let key = record.routing_key.as_deref();
         match record.status {
@@ -755,12 +755,9 @@ impl<'a> Staging<'a> {
     /// Removes a record and the `idem` entry that names it (an unstorable key names
     /// none).
     fn forget(&mut self, record: &Record) -> Result<(), StoreError> {
-        if self
-            .first_use(&record.idempotency_key)?
-            .is_some_and(|f| f.id == record.id)
-        {
-            self.idem
-                .insert(record.idempotency_key.clone().into_bytes(), None);
+        let scope = record.idempotency_scope();
+        if self.first_use(&scope)?.is_some_and(|f| f.id == record.id) {
+            self.idem.insert(scope.as_bytes().to_vec(), None);
         }
         self.records.insert(record.id, None);
         Ok(())
@@ -1101,6 +1098,8 @@ mod tests {
             body: bytes::Bytes::from_static(b"m"),
             answer: None,
             forward_headers: Vec::new(),
+            client: String::new(),
+            request_id: None,
         }
     }
 

@@ -1,10 +1,11 @@
-//! Metrics (SPEC section 7) and logging setup.
+//! Metrics (SPEC section 7), logging setup and the [`access`] log.
 //!
 //! Hot-path metrics are pre-registered handles kept in each master's stats, so a
 //! request does no registry lookup. Gauges that mirror live state (in-flight, health,
 //! table version) are set from the current snapshot when `/metrics` is scraped.
 //! Labels are bounded: master ids come from the config, the rest from fixed sets.
 
+pub mod access;
 mod histogram;
 
 use crate::health::HealthState;
@@ -55,26 +56,53 @@ impl Outcome {
     }
 }
 
-/// Pre-registered metric handles of one master.
+/// Pre-registered metric handles of one master. The `client` label of the requests
+/// counter is bounded by the configured client ids (and `anonymous`): those of a
+/// client are registered at its first request through this master.
 #[derive(Debug)]
 pub struct MasterMetrics {
-    requests: [Counter; Outcome::ALL.len()],
+    id: String,
+    anonymous: [Counter; Outcome::ALL.len()],
+    by_client: dashmap::DashMap<std::sync::Arc<str>, [Counter; Outcome::ALL.len()]>,
     pub duration: histogram::Histogram,
 }
 
 impl MasterMetrics {
     pub fn new(id: &str) -> Self {
-        let id = id.to_string();
         Self {
-            requests: Outcome::ALL.map(|o| {
-                metrics::counter!("switchyard_requests_total", "master" => id.clone(), "outcome" => o.as_str())
-            }),
+            id: id.to_string(),
+            anonymous: Self::counters(id, &crate::clients::ANONYMOUS),
+            by_client: dashmap::DashMap::new(),
             duration: histogram::Histogram::default(),
         }
     }
 
-    pub fn request(&self, outcome: Outcome) {
-        self.requests[outcome as usize].increment(1);
+    fn counters(id: &str, client: &str) -> [Counter; Outcome::ALL.len()] {
+        Outcome::ALL.map(|o| {
+            metrics::counter!(
+                "switchyard_requests_total",
+                "master" => id.to_string(),
+                "outcome" => o.as_str(),
+                "client" => client.to_string()
+            )
+        })
+    }
+
+    /// Counts one exchange for `client` (empty: a message queued before clients were
+    /// recorded, counted as anonymous).
+    pub fn request(&self, outcome: Outcome, client: &std::sync::Arc<str>) {
+        let i = outcome as usize;
+        if client.is_empty() || **client == **crate::clients::ANONYMOUS {
+            self.anonymous[i].increment(1);
+            return;
+        }
+        if let Some(counters) = self.by_client.get(client) {
+            counters[i].increment(1);
+            return;
+        }
+        let counters = Self::counters(&self.id, client);
+        counters[i].increment(1);
+        self.by_client.insert(client.clone(), counters);
     }
 }
 
@@ -97,7 +125,12 @@ pub fn install() -> &'static PrometheusHandle {
 fn describe() {
     describe_counter!(
         "switchyard_requests_total",
-        "Exchanges with masters by outcome."
+        "Exchanges with masters by outcome and by the client that sent the message."
+    );
+    describe_counter!(
+        "switchyard_status_records_evicted_total",
+        "Status records of messages answered at once dropped before their hour because \
+         server.max_status_records was reached."
     );
     describe_gauge!(
         "switchyard_master_up",

@@ -77,6 +77,25 @@ impl Proc {
         }
     }
 
+    /// The lines up to and including the first containing `needle`.
+    pub fn lines_until(&self, needle: &str, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    seen.push(line);
+                    if found {
+                        return seen;
+                    }
+                }
+                Err(_) => panic!("no line containing {needle:?} within {within:?}: {seen:?}"),
+            }
+        }
+    }
+
     /// All lines printed so far (drains the channel).
     pub fn drain_lines(&self) -> Vec<String> {
         self.lines.try_iter().collect()
