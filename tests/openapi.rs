@@ -124,12 +124,17 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), Str
     Ok(())
 }
 
+/// The key of the one client the test configures.
+const CLIENT_KEY: &str = "k-billing-0123456789";
+
 struct Checker {
     doc: Value,
     http: Http,
     client: String,
     admin: String,
     called: BTreeSet<(String, String)>,
+    /// The headers of the last answer.
+    headers: http::HeaderMap,
 }
 
 impl Checker {
@@ -164,6 +169,13 @@ impl Checker {
             .uri(format!("{base}{path}"));
         for (k, v) in headers {
             req = req.header(*k, *v);
+        }
+        // The configured client's key, unless the call brings its own.
+        let keyed = headers.iter().any(|(k, _)| {
+            k.eq_ignore_ascii_case("authorization") || k.eq_ignore_ascii_case("x-api-key")
+        });
+        if base == &self.client && !keyed {
+            req = req.header("authorization", format!("Bearer {CLIENT_KEY}"));
         }
         let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
         let (status, h, bytes) = self.http.send(req).await;
@@ -209,7 +221,8 @@ async fn the_document_matches_the_server() {
     let standby = Mock::start("s", &[]);
     let refusing = Mock::start("bad", &["--fail-rate", "1"]);
     let sy = Switchyard::start(&format!(
-        "[routing]\nstrategy = \"region\"\n\
+        "[[clients]]\nid = \"billing\"\nkey = \"{CLIENT_KEY}\"\n\
+         [routing]\nstrategy = \"region\"\n\
          [queue]\nmax_attempts = 1\nbackoff_initial_ms = 1\nbackoff_max_ms = 2\n{}",
         masters_toml(&[
             (&a, "region = \"EU\""),
@@ -227,6 +240,7 @@ async fn the_document_matches_the_server() {
         client: sy.url.clone(),
         admin: sy.admin.clone(),
         called: BTreeSet::new(),
+        headers: http::HeaderMap::new(),
     };
 
     // The client listener.
@@ -277,8 +291,20 @@ async fn the_document_matches_the_server() {
             .await;
         dead.push(v["id"].as_str().unwrap().to_string());
     }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     for id in &dead {
-        until_status(&c.http, &sy, id, "dead", Duration::from_secs(20)).await;
+        loop {
+            let path = format!("/v1/messages/{id}");
+            let (_, v) = c.call("GET", "/v1/messages/{id}", &path, &[], "").await;
+            if v["status"] == "dead" {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{id} never became dead: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     // The admin listener.
