@@ -211,7 +211,15 @@ impl Checker {
             self.called
                 .insert((method.to_string(), template.to_string()));
         }
+        self.headers = h;
         (status, value)
+    }
+
+    /// [`Checker::call`] without headers or body, expecting `status`.
+    async fn expect(&mut self, method: &str, template: &str, path: &str, status: u16) -> Value {
+        let (got, value) = self.call(method, template, path, &[], "").await;
+        assert_eq!(got.as_u16(), status, "{method} {path}: {value}");
+        value
     }
 }
 
@@ -249,25 +257,48 @@ async fn the_document_matches_the_server() {
         .call("POST", "/v1/messages", "/v1/messages", &eu, "{}")
         .await;
     assert_eq!(st, 200);
+    let wrong = [("x-api-key", "not-a-key")];
+    let (st, _) = c
+        .call("POST", "/v1/messages", "/v1/messages", &wrong, "{}")
+        .await;
+    assert_eq!(st, 401);
+    let (st, _) = c
+        .call(
+            "POST",
+            "/v1/messages",
+            "/v1/messages",
+            &[("x-region", "EU")],
+            "{}",
+        )
+        .await;
+    assert_eq!(st, 200);
+    // A message answered at once has a status too.
+    let sync_id = header(&c.headers, "x-switchyard-message-id").to_string();
+    assert!(!sync_id.is_empty());
+    let status = c
+        .expect(
+            "GET",
+            "/v1/messages/{id}",
+            &format!("/v1/messages/{sync_id}"),
+            200,
+        )
+        .await;
+    assert_eq!(status["http_status"], 200);
     let async_eu = [("x-region", "EU"), ("prefer", "respond-async")];
     let (st, queued) = c
         .call("POST", "/v1/messages", "/v1/messages", &async_eu, "{}")
         .await;
     assert_eq!(st, 202);
     let id = queued["id"].as_str().unwrap().to_string();
-    let (st, _) = c
-        .call(
-            "GET",
-            "/v1/messages/{id}",
-            &format!("/v1/messages/{id}"),
-            &[],
-            "",
-        )
-        .await;
-    assert_eq!(st, 200);
+    c.expect(
+        "GET",
+        "/v1/messages/{id}",
+        &format!("/v1/messages/{id}"),
+        200,
+    )
+    .await;
     let unknown = "/v1/messages/0190e9b2-0000-7000-8000-000000000000";
-    let (st, _) = c.call("GET", "/v1/messages/{id}", unknown, &[], "").await;
-    assert_eq!(st, 404);
+    c.expect("GET", "/v1/messages/{id}", unknown, 404).await;
     let (st, _) = c
         .call(
             "POST",
@@ -278,8 +309,7 @@ async fn the_document_matches_the_server() {
         )
         .await;
     assert_eq!(st, 400);
-    let (st, _) = c.call("GET", "/v1/messages", "/v1/messages", &[], "").await;
-    assert_eq!(st, 405);
+    c.expect("GET", "/v1/messages", "/v1/messages", 405).await;
 
     // Two dead letters: the only master of region ZZ refuses everything, and one
     // attempt is all a message gets.
@@ -322,138 +352,97 @@ async fn the_document_matches_the_server() {
             "{path}: {st}"
         );
     }
-    let (st, _) = c.call("POST", "/health", "/health", &[], "").await;
-    assert_eq!(st, 405);
+    c.expect("POST", "/health", "/health", 405).await;
     for path in ["/ha/pause", "/ha/resume"] {
         let (st, _) = c.call("POST", path, path, &[], "").await;
         assert_eq!(st, 200);
     }
     for action in ["disable", "drain", "enable"] {
         let template = format!("/ha/masters/{{id}}/{action}");
-        let (st, _) = c
-            .call(
-                "POST",
-                &template,
-                &format!("/ha/masters/bad/{action}"),
-                &[],
-                "",
-            )
+        c.expect("POST", &template, &format!("/ha/masters/bad/{action}"), 200)
             .await;
-        assert_eq!(st, 200);
-        let (st, _) = c
-            .call(
-                "POST",
-                &template,
-                &format!("/ha/masters/nobody/{action}"),
-                &[],
-                "",
-            )
-            .await;
-        assert_eq!(st, 404);
+        c.expect(
+            "POST",
+            &template,
+            &format!("/ha/masters/nobody/{action}"),
+            404,
+        )
+        .await;
     }
-    let (st, _) = c
-        .call(
-            "POST",
-            "/ha/masters/{id}/failover",
-            "/ha/masters/a/failover",
-            &[],
-            "",
-        )
+    c.expect(
+        "POST",
+        "/ha/masters/{id}/failover",
+        "/ha/masters/a/failover",
+        200,
+    )
+    .await;
+    c.expect(
+        "POST",
+        "/ha/masters/{id}/failover",
+        "/ha/masters/a/failover",
+        409,
+    )
+    .await;
+    c.expect(
+        "POST",
+        "/ha/masters/{id}/failback",
+        "/ha/masters/a/failback",
+        200,
+    )
+    .await;
+    c.expect(
+        "POST",
+        "/ha/masters/{id}/failback",
+        "/ha/masters/a/failback",
+        409,
+    )
+    .await;
+    c.expect("POST", "/admin/reload", "/admin/reload", 200)
         .await;
-    assert_eq!(st, 200);
-    let (st, _) = c
-        .call(
-            "POST",
-            "/ha/masters/{id}/failover",
-            "/ha/masters/a/failover",
-            &[],
-            "",
-        )
+    c.expect("GET", "/admin/queue", "/admin/queue", 200).await;
+    let letters = c
+        .expect("GET", "/admin/dead-letters", "/admin/dead-letters", 200)
         .await;
-    assert_eq!(st, 409, "a second failover of one master is refused");
-    let (st, _) = c
-        .call(
-            "POST",
-            "/ha/masters/{id}/failback",
-            "/ha/masters/a/failback",
-            &[],
-            "",
-        )
-        .await;
-    assert_eq!(st, 200);
-    let (st, _) = c
-        .call(
-            "POST",
-            "/ha/masters/{id}/failback",
-            "/ha/masters/a/failback",
-            &[],
-            "",
-        )
-        .await;
-    assert_eq!(st, 409);
-    let (st, _) = c
-        .call("POST", "/admin/reload", "/admin/reload", &[], "")
-        .await;
-    assert_eq!(st, 200);
-    let (st, _) = c.call("GET", "/admin/queue", "/admin/queue", &[], "").await;
-    assert_eq!(st, 200);
-    let (st, letters) = c
-        .call("GET", "/admin/dead-letters", "/admin/dead-letters", &[], "")
-        .await;
-    assert_eq!(st, 200);
     assert_eq!(letters["dead_letters"].as_array().unwrap().len(), 2);
     let retry = "/admin/dead-letters/{id}/retry";
-    let (st, _) = c
-        .call(
-            "POST",
-            retry,
-            &format!("/admin/dead-letters/{}/retry", dead[0]),
-            &[],
-            "",
-        )
-        .await;
-    assert_eq!(st, 200);
+    c.expect(
+        "POST",
+        retry,
+        &format!("/admin/dead-letters/{}/retry", dead[0]),
+        200,
+    )
+    .await;
     let delete = "/admin/dead-letters/{id}";
-    let (st, _) = c
-        .call(
-            "DELETE",
-            delete,
-            &format!("/admin/dead-letters/{}", dead[1]),
-            &[],
-            "",
-        )
-        .await;
-    assert_eq!(st, 200);
-    let (st, _) = c
-        .call(
-            "DELETE",
-            delete,
-            &format!("/admin/dead-letters/{}", dead[1]),
-            &[],
-            "",
-        )
-        .await;
-    assert_eq!(st, 404);
+    c.expect(
+        "DELETE",
+        delete,
+        &format!("/admin/dead-letters/{}", dead[1]),
+        200,
+    )
+    .await;
+    c.expect(
+        "DELETE",
+        delete,
+        &format!("/admin/dead-letters/{}", dead[1]),
+        404,
+    )
+    .await;
     // A broken file: the reload is refused with every error and its key path.
     sy.rewrite_config(
         &sy.config_text()
             .replace("\"region\"\n[queue]", "\"fastest\"\n[queue]"),
     );
-    let (st, rejected) = c
-        .call("POST", "/admin/reload", "/admin/reload", &[], "")
+    let rejected = c
+        .expect("POST", "/admin/reload", "/admin/reload", 400)
         .await;
-    assert_eq!(st, 400);
     assert_eq!(rejected["error"]["errors"][0]["path"], "routing.strategy");
 
-    let (st, events) = c
-        .call("GET", "/ha/events", "/ha/events?limit=50", &[], "")
+    let events = c
+        .expect("GET", "/ha/events", "/ha/events?limit=50", 200)
         .await;
-    assert_eq!(st, 200);
     assert!(!events["events"].as_array().unwrap().is_empty());
-    let (st, _) = c
-        .call("GET", "/ha/events", "/ha/events?limit=0", &[], "")
+    c.expect("GET", "/ha/events", "/ha/events?limit=0", 400)
         .await;
-    assert_eq!(st, 400);
 
     // Every documented operation was called.
     let mut documented = BTreeSet::new();
