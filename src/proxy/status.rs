@@ -2,21 +2,22 @@
 //! section 9): every accepted message is findable for at least an hour, not only the
 //! queued and keyed ones the [`crate::queue`] store keeps.
 //!
-//! Why in memory, bucketed by minute: a message id is a UUIDv7, so its acceptance
-//! minute is in the id itself. Records sit in a ring of [`SLOTS`] buckets, one per
-//! minute: a write locks only the current minute's bucket, a read goes straight to the
+//! Why in memory, bucketed by ten seconds: a message id is a UUIDv7, so its acceptance
+//! time is in the id itself. Records sit in a ring of [`SLOTS`] buckets, one per
+//! [`TICK_MS`]: a write locks only the current bucket, a read goes straight to the
 //! bucket its id names, and expiry clears a whole bucket (when its slot is reused, or
-//! by [`StatusIndex::sweep`]) without a scan. A record lives from 61 to 62 minutes. It
-//! costs one hash map insert per message and no disk write; the price is that these
-//! records (unlike the store's) do not survive a restart.
+//! by [`StatusIndex::sweep`]) without a scan. A record lives from 60 minutes 10 s to
+//! 60 minutes 20 s. It costs one hash map insert per message and no disk write; the
+//! price is that these records (unlike the store's) do not survive a restart.
 //!
 //! Bound: `server.max_status_records` (a record takes 56 bytes in its table, which
 //! keeps from 1/8 to 1/2 of its room free: 64 to 112 bytes each, more for the rare
-//! one with an error text). Past it the oldest minute
-//! is dropped whole, earlier than an hour, and counted in
-//! `switchyard_status_records_evicted_total`: under more traffic than the bound covers
-//! for an hour, the oldest sync statuses go first; queued and keyed messages are not
-//! affected (the store keeps them).
+//! one with an error text). Past it the oldest ten seconds are dropped whole, earlier
+//! than an hour, and counted in `switchyard_status_records_evicted_total`: under more
+//! traffic than the bound covers for an hour, the oldest sync statuses go first, and
+//! the newest stay findable up to the bound's worth of ten seconds (50,000 messages a
+//! second at the default); queued and keyed messages are not affected (the store keeps
+//! them).
 //!
 //! May call: `util`.
 
@@ -25,10 +26,11 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Minutes in the ring: an hour, the minute being written, and one more so that a
-/// bucket is never reused while its records are younger than 61 minutes.
-pub const SLOTS: u64 = 62;
-const MINUTE_MS: u64 = 60_000;
+/// How much time one bucket holds.
+pub const TICK_MS: u64 = 10_000;
+/// Buckets in the ring: an hour's, the one being written, and one more so that a
+/// bucket is never reused while its records are younger than an hour and 10 s.
+pub const SLOTS: u64 = 3_600_000 / TICK_MS + 2;
 
 /// One message's outcome as `GET /v1/messages/{id}` shows it: a master answered it
 /// (`delivered`), with `http_status`.
@@ -100,7 +102,7 @@ struct Kept {
 
 #[derive(Debug, Default)]
 struct Slot {
-    minute: u64,
+    tick: u64,
     records: ById<Kept>,
     errors: ById<Box<str>>,
 }
@@ -135,27 +137,27 @@ pub fn millis_of(id: &uuid::Uuid) -> u64 {
     (id.as_u128() >> 80) as u64
 }
 
-fn minute_of(id: &uuid::Uuid) -> u64 {
-    millis_of(id) / MINUTE_MS
+fn tick_of(id: &uuid::Uuid) -> u64 {
+    millis_of(id) / TICK_MS
 }
 
 impl StatusIndex {
-    fn slot(&self, minute: u64) -> MutexGuard<'_, Slot> {
-        self.slots[(minute % SLOTS) as usize]
+    fn slot(&self, tick: u64) -> MutexGuard<'_, Slot> {
+        self.slots[(tick % SLOTS) as usize]
             .lock()
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records `id`'s outcome; then, past `max` records, drops the oldest minutes.
+    /// Records `id`'s outcome; then, past `max` records, drops the oldest buckets.
     pub fn insert(&self, id: &uuid::Uuid, entry: Entry, max: usize) {
-        let minute = minute_of(id);
+        let tick = tick_of(id);
         {
-            let mut slot = self.slot(minute);
-            if slot.minute < minute {
+            let mut slot = self.slot(tick);
+            if slot.tick < tick {
                 self.len.fetch_sub(slot.clear(), Relaxed);
-                slot.minute = minute;
-            } else if slot.minute > minute {
-                // Its minute's bucket has been reused: older than the ring.
+                slot.tick = tick;
+            } else if slot.tick > tick {
+                // Its bucket has been reused: older than the ring.
                 return;
             }
             let key = id.as_u128();
@@ -181,34 +183,34 @@ impl StatusIndex {
         }
     }
 
-    /// Clears the non-empty bucket of the oldest minute; false when all are empty.
+    /// Clears the oldest non-empty bucket; false when all are empty.
     fn drop_oldest(&self) -> bool {
         let oldest = (0..SLOTS)
             .filter_map(|i| {
                 let slot = self.slot(i);
-                (!slot.records.is_empty()).then_some(slot.minute)
+                (!slot.records.is_empty()).then_some(slot.tick)
             })
             .min();
-        let Some(minute) = oldest else {
+        let Some(tick) = oldest else {
             return false;
         };
-        let mut slot = self.slot(minute);
-        if slot.minute == minute && !slot.records.is_empty() {
+        let mut slot = self.slot(tick);
+        if slot.tick == tick && !slot.records.is_empty() {
             let n = slot.clear();
             self.len.fetch_sub(n, Relaxed);
             metrics::counter!("switchyard_status_records_evicted_total").increment(n as u64);
             tracing::debug!(
                 records = n,
-                "the oldest minute of status records was dropped: server.max_status_records reached"
+                "the oldest ten seconds of status records were dropped: server.max_status_records reached"
             );
         }
         true
     }
 
     pub fn get(&self, id: &uuid::Uuid) -> Option<Entry> {
-        let minute = minute_of(id);
-        let slot = self.slot(minute);
-        if slot.minute != minute {
+        let tick = tick_of(id);
+        let slot = self.slot(tick);
+        if slot.tick != tick {
             return None;
         }
         let key = id.as_u128();
@@ -222,12 +224,12 @@ impl StatusIndex {
         })
     }
 
-    /// Frees the buckets of minutes the ring no longer covers at `now_ms`.
+    /// Frees the buckets the ring no longer covers at `now_ms`.
     pub fn sweep(&self, now_ms: u64) {
-        let now = now_ms / MINUTE_MS;
+        let now = now_ms / TICK_MS;
         for i in 0..SLOTS {
             let mut slot = self.slot(i);
-            if slot.minute + SLOTS <= now && !slot.records.is_empty() {
+            if slot.tick + SLOTS <= now && !slot.records.is_empty() {
                 let n = slot.clear();
                 self.len.fetch_sub(n, Relaxed);
             }
@@ -273,18 +275,24 @@ mod tests {
         index.insert(&first, entry("a"), 1000);
         assert_eq!(index.get(&first).map(|e| e.client), Some(Arc::from("a")));
         assert_eq!(index.get(&id_at(T0, 2)), None);
-        // Every minute for an hour later: still there.
+        // Every ten seconds for an hour later: still there.
         for m in 1..SLOTS - 1 {
-            index.insert(&id_at(T0 + m * MINUTE_MS, 1), entry("b"), 1000);
-            index.sweep(T0 + m * MINUTE_MS);
+            index.insert(&id_at(T0 + m * TICK_MS, 1), entry("b"), 1000);
+            index.sweep(T0 + m * TICK_MS);
         }
-        index.sweep(T0 + SLOTS * MINUTE_MS - 1);
-        assert!(index.get(&first).is_some(), "kept for 61 minutes at least");
-        index.sweep(T0 + SLOTS * MINUTE_MS);
-        assert!(index.get(&first).is_none(), "swept at 62");
-        // A message of minute 62 reuses the first bucket.
+        index.sweep(T0 + SLOTS * TICK_MS - 1);
+        assert!(
+            index.get(&first).is_some(),
+            "kept for an hour and ten seconds at least"
+        );
+        index.sweep(T0 + SLOTS * TICK_MS);
+        assert!(
+            index.get(&first).is_none(),
+            "swept after an hour and twenty seconds"
+        );
+        // A message SLOTS ticks later reuses the first bucket.
         index.insert(&first, entry("a"), 1000);
-        index.insert(&id_at(T0 + SLOTS * MINUTE_MS, 1), entry("c"), 1000);
+        index.insert(&id_at(T0 + SLOTS * TICK_MS, 1), entry("c"), 1000);
         assert!(index.get(&first).is_none());
         // An id older than its reused bucket is not kept.
         index.insert(&first, entry("a"), 1000);
@@ -293,36 +301,40 @@ mod tests {
     }
 
     #[test]
-    fn past_the_bound_the_oldest_minute_goes_first() {
+    fn past_the_bound_the_oldest_bucket_goes_first() {
         let index = StatusIndex::default();
         for n in 0..3 {
             index.insert(&id_at(T0, n), entry("a"), 4);
         }
-        index.insert(&id_at(T0 + MINUTE_MS, 0), entry("a"), 4);
+        index.insert(&id_at(T0 + TICK_MS, 0), entry("a"), 4);
         assert_eq!(index.len(), 4);
-        index.insert(&id_at(T0 + MINUTE_MS, 1), entry("a"), 4);
-        assert_eq!(index.len(), 2, "minute 0 dropped whole");
+        index.insert(&id_at(T0 + TICK_MS, 1), entry("a"), 4);
+        assert_eq!(index.len(), 2, "the first ten seconds dropped whole");
         assert!(index.get(&id_at(T0, 0)).is_none());
-        assert!(index.get(&id_at(T0 + MINUTE_MS, 1)).is_some());
+        assert!(index.get(&id_at(T0 + TICK_MS, 1)).is_some());
         let refused = Entry {
             last_error: Some("a answered 422".into()),
             http_status: 422,
             ..entry("a")
         };
-        index.insert(&id_at(T0 + MINUTE_MS, 2), refused.clone(), 4);
-        assert_eq!(index.get(&id_at(T0 + MINUTE_MS, 2)), Some(refused));
-        index.insert(&id_at(T0 + MINUTE_MS, 2), entry("a"), 4);
-        assert_eq!(index.get(&id_at(T0 + MINUTE_MS, 2)), Some(entry("a")));
-        index.insert(&id_at(T0 + MINUTE_MS, 3), entry("a"), 4);
+        index.insert(&id_at(T0 + TICK_MS, 2), refused.clone(), 4);
+        assert_eq!(index.get(&id_at(T0 + TICK_MS, 2)), Some(refused));
+        index.insert(&id_at(T0 + TICK_MS, 2), entry("a"), 4);
+        assert_eq!(index.get(&id_at(T0 + TICK_MS, 2)), Some(entry("a")));
+        index.insert(&id_at(T0 + TICK_MS, 3), entry("a"), 4);
         assert_eq!(index.len(), 4);
-        index.insert(&id_at(T0 + MINUTE_MS, 4), entry("a"), 4);
-        assert_eq!(index.len(), 0, "minute 1 dropped whole, the newest with it");
-        index.insert(&id_at(T0 + MINUTE_MS, 1), entry("a"), 4);
+        index.insert(&id_at(T0 + TICK_MS, 4), entry("a"), 4);
+        assert_eq!(
+            index.len(),
+            0,
+            "the next ten seconds dropped whole, the newest with them"
+        );
+        index.insert(&id_at(T0 + TICK_MS, 1), entry("a"), 4);
         // A repeated id replaces its record, it does not count twice.
-        index.insert(&id_at(T0 + MINUTE_MS, 1), entry("b"), 4);
+        index.insert(&id_at(T0 + TICK_MS, 1), entry("b"), 4);
         assert_eq!(index.len(), 1);
         assert_eq!(
-            index.get(&id_at(T0 + MINUTE_MS, 1)).map(|e| e.client),
+            index.get(&id_at(T0 + TICK_MS, 1)).map(|e| e.client),
             Some(Arc::from("b"))
         );
     }
