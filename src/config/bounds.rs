@@ -35,6 +35,12 @@ pub const MAX_FORWARD_HEADERS: usize = 32;
 /// and W3C asks `tracestate` to fit in 512.
 pub const MAX_FORWARD_VALUE_BYTES: usize = 1024;
 
+/// `health.ban_patterns`: how many, and the longest one.
+pub const MAX_BAN_PATTERNS: usize = 32;
+pub const MAX_BAN_PATTERN_BYTES: usize = 256;
+/// How much of a master's answer body is searched for a ban pattern.
+pub const BAN_SCAN_BYTES: usize = 64 * 1024;
+
 /// A value as an error message quotes it: at most 64 characters.
 pub(super) fn shown(v: &str) -> String {
     const MAX: usize = 64;
