@@ -239,4 +239,50 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn ban_statuses_and_patterns_are_bounded_with_their_key_paths() {
+        let c = accepted(
+            "[health]\nban_statuses = [451, 403, 403]\nban_patterns = [\"account banned\"]\n",
+        );
+        assert_eq!(c.health.bans.statuses, [403, 451]);
+        assert_eq!(c.health.bans.patterns, ["account banned"]);
+        assert!(accepted("").health.bans.is_empty());
+        for (bad, says) in [
+            ("200", "took the message"),
+            ("101", "1xx"),
+            ("600", "not an HTTP status"),
+            ("-1", "not an HTTP status"),
+        ] {
+            let e = errors(&format!("[health]\nban_statuses = [403, {bad}]\n"));
+            assert!(
+                e.iter()
+                    .any(|e| e.path == "health.ban_statuses[1]" && e.message.contains(says)),
+                "{bad}: {e:?}"
+            );
+        }
+        let e = errors("[health]\nban_patterns = [\"ok\", \"\"]\n");
+        assert!(
+            e.iter()
+                .any(|e| e.path == "health.ban_patterns[1]" && e.message.contains("empty")),
+            "{e:?}"
+        );
+        let long = "x".repeat(MAX_BAN_PATTERN_BYTES + 1);
+        let e = errors(&format!("[health]\nban_patterns = [\"{long}\"]\n"));
+        assert!(
+            e.iter()
+                .any(|e| e.path == "health.ban_patterns[0]" && e.message.contains("at most 256")),
+            "{e:?}"
+        );
+        accepted(&format!("[health]\nban_patterns = [\"{}\"]\n", &long[1..]));
+        let many: Vec<String> = (0..=MAX_BAN_PATTERNS)
+            .map(|i| format!("\"p{i}\""))
+            .collect();
+        let e = errors(&format!("[health]\nban_patterns = [{}]\n", many.join(", ")));
+        assert!(
+            e.iter()
+                .any(|e| e.path == "health.ban_patterns" && e.message.contains("at most 32")),
+            "{e:?}"
+        );
+    }
 }
