@@ -208,13 +208,16 @@ async fn the_document_matches_the_server() {
     let a = Mock::start("a", &[]);
     let standby = Mock::start("s", &[]);
     let refusing = Mock::start("bad", &["--fail-rate", "1"]);
+    // Banned from its first send: suspended once a message of region BB reaches it.
+    let banned = Mock::start("banned", &["--ban-after", "0"]);
     let sy = Switchyard::start(&format!(
-        "[routing]\nstrategy = \"region\"\n\
+        "[routing]\nstrategy = \"region\"\n[health]\nban_statuses = [403]\n\
          [queue]\nmax_attempts = 1\nbackoff_initial_ms = 1\nbackoff_max_ms = 2\n{}",
         masters_toml(&[
             (&a, "region = \"EU\""),
             (&standby, "region = \"EU\"\nrole = \"standby\""),
             (&refusing, "region = \"ZZ\""),
+            (&banned, "region = \"BB\""),
         ])
     ));
     let http = Http::new();
@@ -408,10 +411,30 @@ async fn the_document_matches_the_server() {
         )
         .await;
     assert_eq!(st, 404);
+    // A suspended master (after the failover above: its standby takes the place).
+    let bb = [("x-region", "BB"), ("prefer", "respond-async")];
+    c.http.post_with(&sy.messages(), "{}", &bb).await;
+    eventually(Duration::from_secs(20), "banned suspended", || async {
+        status_of(&c.http, &sy, "banned").await["state"] == "suspended"
+    })
+    .await;
+
+    let (st, status) = c.call("GET", "/ha/status", "/ha/status", &[], "").await;
+    assert_eq!(st, 200);
+    assert!(status["masters"][3]["suspended_reason"].is_string(), "{status}");
+    let reinstate = "/ha/masters/{id}/reinstate";
+    for (path, expected) in [
+        ("/ha/masters/banned/reinstate", 200),
+        ("/ha/masters/banned/reinstate", 409),
+        ("/ha/masters/nobody/reinstate", 404),
+    ] {
+        let (st, _) = c.call("POST", reinstate, path, &[], "").await;
+        assert_eq!(st, expected, "{path}");
+    }
     // A broken file: the reload is refused with every error and its key path.
     sy.rewrite_config(
         &sy.config_text()
-            .replace("\"region\"\n[queue]", "\"fastest\"\n[queue]"),
+            .replace("\"region\"\n[health]", "\"fastest\"\n[health]"),
     );
     let (st, rejected) = c
         .call("POST", "/admin/reload", "/admin/reload", &[], "")
