@@ -421,7 +421,10 @@ async fn the_document_matches_the_server() {
 
     let (st, status) = c.call("GET", "/ha/status", "/ha/status", &[], "").await;
     assert_eq!(st, 200);
-    assert!(status["masters"][3]["suspended_reason"].is_string(), "{status}");
+    assert!(
+        status["masters"][3]["suspended_reason"].is_string(),
+        "{status}"
+    );
     let reinstate = "/ha/masters/{id}/reinstate";
     for (path, expected) in [
         ("/ha/masters/banned/reinstate", 200),
