@@ -651,7 +651,10 @@ impl Proxy {
             let _in_flight = start(stats);
             let result =
                 exchange(&self.pool, &master.config, msg, cfg.server.request_timeout).await;
-            upstream::screen(&cfg.health.bans, result)
+            match upstream::ban_reason(&cfg.health.bans, &result) {
+                Some(why) => Err(upstream::UpstreamError::Banned(why)),
+                None => result,
+            }
         };
         let elapsed = started.elapsed();
         stats.observe_latency(elapsed);

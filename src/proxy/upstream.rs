@@ -87,19 +87,15 @@ impl UpstreamError {
     }
 }
 
-/// `result` as the ban rules see it: an answer (final or retryable) that meets them
-/// becomes [`UpstreamError::Banned`].
-pub fn screen(
+/// Why `result`, an answer (final or retryable), meets the ban rules; the caller
+/// makes it an [`UpstreamError::Banned`].
+pub fn ban_reason(
     bans: &crate::config::ban::BanRules,
-    result: Result<Answer, UpstreamError>,
-) -> Result<Answer, UpstreamError> {
-    let answer = match &result {
-        Ok(a) | Err(UpstreamError::Status(a)) => a,
-        Err(_) => return result,
-    };
-    match bans.check(answer.status, &answer.body) {
-        Some(why) => Err(UpstreamError::Banned(why)),
-        None => result,
+    result: &Result<Answer, UpstreamError>,
+) -> Option<String> {
+    match result {
+        Ok(a) | Err(UpstreamError::Status(a)) => bans.check(a.status, &a.body),
+        Err(_) => None,
     }
 }
 
