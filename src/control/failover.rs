@@ -295,12 +295,16 @@ impl Controller {
         self.settings = settings(&config);
         self.alerts.set_webhook(config.alerts.webhook_url.clone());
         let ids: Vec<Arc<str>> = config.masters.iter().map(|m| m.id.clone()).collect();
+        let control = &self.control;
         self.masters.retain(|id, w| {
             let keep = ids.contains(id);
             if !keep {
                 if let Some((_, task)) = &w.probe {
                     task.abort();
                 }
+                // A master that left forgets its suspension, as its saved state does:
+                // added again, it starts afresh.
+                control.master_stats(id).reinstate();
             }
             keep
         });
@@ -372,6 +376,12 @@ impl Controller {
     }
 
     fn signal(&mut self, id: &Arc<str>, signal: Signal, now: Instant) {
+        // A master added by a reload the next tick has not followed yet is known
+        // first: a ban from its first answers must not be lost.
+        let config = self.control.table().config.clone();
+        if !Arc::ptr_eq(&config, &self.config) {
+            self.sync_config(config, now);
+        }
         let Some(w) = self.masters.get_mut(id) else {
             return;
         };

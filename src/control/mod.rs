@@ -222,6 +222,11 @@ impl Control {
         }
     }
 
+    /// The live counters of master `id` (kept across tables and reloads).
+    pub fn master_stats(&self, id: &Arc<str>) -> Arc<crate::routing::stats::MasterStats> {
+        self.stats.get_or_create(id)
+    }
+
     /// Gives [`Control::local_fault`] the alerter; the first call wins.
     pub fn set_alerter(&self, alerts: Arc<Alerter>) {
         let _first_one_kept = self.alerts.set(alerts);

@@ -142,3 +142,34 @@ async fn a_suspension_survives_a_restart_and_reinstatement_is_saved() {
         "reinstatement saved"
     );
 }
+
+#[tokio::test]
+async fn a_suspended_master_removed_by_a_reload_comes_back_afresh() {
+    let mut r = rig("");
+    ban(&mut r, "b", 1.0);
+    let full = (*r.control.table().config).clone();
+    let mut without = full.clone();
+    without.masters.retain(|m| &*m.id != "b");
+    r.control.apply_config(without, 1);
+    r.tick(2.0);
+    r.control.apply_config(full, 2);
+    r.tick(3.0);
+    let table = r.control.table();
+    let b = &table.masters[table.index_of("b").unwrap()];
+    assert_eq!(b.health, HealthState::Healthy);
+    assert!(b.eligible && !b.stats.is_suspended(), "no stale suspension");
+}
+
+#[tokio::test]
+async fn a_ban_from_a_master_just_added_by_a_reload_is_not_lost() {
+    let mut r = rig("");
+    let full = (*r.control.table().config).clone();
+    let mut without = full.clone();
+    without.masters.retain(|m| &*m.id != "b");
+    r.control.apply_config(without, 1);
+    r.tick(1.0);
+    // Added back; banned before the controller's next tick.
+    r.control.apply_config(full, 2);
+    ban(&mut r, "b", 2.0);
+    assert_eq!(r.entry("b").0, HealthState::Suspended);
+}
