@@ -516,6 +516,10 @@ impl Controller {
         let Some(w) = self.masters.get_mut(id) else {
             return;
         };
+        if w.machine.state() == HealthState::Suspended {
+            // Not a slow recovery: it waits for an operator, and said so (critical).
+            return;
+        }
         if let Some(outage) = w.machine.outage(now) {
             if outage > SLOW_RECOVERY && !w.slow_recovery_warned {
                 w.slow_recovery_warned = true;

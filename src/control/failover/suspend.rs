@@ -43,6 +43,26 @@ impl Controller {
         if self.config.failover.enabled && !self.paused {
             let _logged = self.fail_over(id, Cause::Ban, now);
         }
+        // A standby suspended in the place of a master that is back in good health:
+        // that master takes its place back now rather than after `failback_delay`
+        // (a manual failover still waits for the operator). One still down gets the
+        // next free standby on the next tick.
+        let give_back: Vec<Arc<str>> = self
+            .active
+            .iter()
+            .filter(|(failed, a)| {
+                a.backup == *id
+                    && !a.manual
+                    && self
+                        .masters
+                        .get(*failed)
+                        .is_some_and(|w| w.machine.state().routable())
+            })
+            .map(|(failed, _)| failed.clone())
+            .collect();
+        for failed in give_back {
+            self.fail_back(&failed, now);
+        }
     }
 
     /// `POST /ha/masters/{id}/reinstate`: 404 for an unknown master, 409 for one that

@@ -46,6 +46,10 @@ async fn a_ban_suspends_at_once_and_promotes_the_standby_without_waiting() {
     }
     assert_eq!(r.entry("a").0, HealthState::Suspended);
     assert!(!r.entry("a").1 && r.entry("s").2);
+    assert!(
+        !r.c.masters[&Arc::<str>::from("a")].slow_recovery_warned,
+        "waiting for an operator is no slow recovery"
+    );
 
     // Reinstated: recovering at a tenth, its warm-up started, then failback by config.
     let answer = r.command(Command::Reinstate("a".into()), 4000.0).unwrap();
@@ -172,4 +176,18 @@ async fn a_ban_from_a_master_just_added_by_a_reload_is_not_lost() {
     r.control.apply_config(full, 2);
     ban(&mut r, "b", 2.0);
     assert_eq!(r.entry("b").0, HealthState::Suspended);
+}
+
+#[tokio::test]
+async fn a_standby_banned_in_a_recovered_masters_place_gives_it_back_at_once() {
+    let mut r = rig("");
+    r.down("a", 1.0);
+    r.tick(31.0);
+    assert!(r.entry("s").2, "s in a's place");
+    r.up("a", 40.0);
+    assert!(!r.entry("a").1, "held until failback (60 s)");
+    ban(&mut r, "s", 41.0);
+    assert_eq!(r.entry("s").0, HealthState::Suspended);
+    assert!(!r.entry("s").1 && !r.entry("s").2);
+    assert!(r.entry("a").1, "a back in its place at once");
 }
