@@ -110,6 +110,27 @@ async fn a_ban_status_suspends_the_master_for_good_across_a_restart_until_reinst
         "nothing reached a after the restart"
     );
     assert_eq!(status_of(&http, &sy, "s").await["promoted"], true);
+    let (_, _, metrics) = http.get(&format!("{}/metrics", sy.admin)).await;
+    let metrics = String::from_utf8_lossy(&metrics).to_string();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchyard_master_state")
+                && l.contains("master=\"a\"")
+                && l.contains("state=\"suspended\"")
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    // And a `kill -9`: it was saved when it happened.
+    let sy = sy.kill_and_restart();
+    assert_eq!(status_of(&http, &sy, "a").await["state"], "suspended");
+    let out = cli(&sy, &["status"]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    let row = table.lines().find(|l| l.starts_with("a ")).unwrap();
+    assert!(
+        row.contains("suspended") && row.contains("suspended: answered 403"),
+        "{table}"
+    );
 
     // Reinstated from the command line: recovering, still held until failback.
     let out = cli(&sy, &["masters", "reinstate", "a"]);
