@@ -74,6 +74,10 @@ pub enum EventKind {
     AdminAction,
     /// A draining master has no exchange or queued delivery left.
     Drained,
+    /// A master answered what the ban rules name: out of rotation until reinstated.
+    Suspended,
+    /// An operator lifted a suspension.
+    Reinstated,
 }
 
 impl EventKind {
@@ -95,6 +99,8 @@ impl EventKind {
             EventKind::ConfigRejected => "config_rejected",
             EventKind::AdminAction => "admin_action",
             EventKind::Drained => "drained",
+            EventKind::Suspended => "suspended",
+            EventKind::Reinstated => "reinstated",
         }
     }
 }
@@ -856,6 +862,8 @@ mod tests {
             EventKind::ConfigRejected,
             EventKind::AdminAction,
             EventKind::Drained,
+            EventKind::Suspended,
+            EventKind::Reinstated,
         ];
         for kind in kinds {
             let json = serde_json::to_value(kind).expect("encode");

@@ -179,6 +179,9 @@ enum MastersAction {
     Failover { id: String },
     /// Give the master its place back from the standby that took it.
     Failback { id: String },
+    /// Lift a suspension after a ban answer: the master comes back through slow start
+    /// and warm-up.
+    Reinstate { id: String },
 }
 
 impl MastersAction {
@@ -189,6 +192,7 @@ impl MastersAction {
             MastersAction::Drain { id } => (Action::Drain, id),
             MastersAction::Failover { id } => (Action::Failover, id),
             MastersAction::Failback { id } => (Action::Failback, id),
+            MastersAction::Reinstate { id } => (Action::Reinstate, id),
         }
     }
 }

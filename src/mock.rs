@@ -11,7 +11,8 @@
 //! make more than R accepted in the last second, `--ban-after N` answers every send
 //! after the first N accepted with 403 `{"error": "account banned"}` (its `/health`
 //! stays up, as a provider's status page would). `GET /received` gives the count of
-//! accepted sends and `max_per_second`, the most accepted in any one-second window.
+//! accepted sends, `max_per_second`, the most accepted in any one-second window, and
+//! `banned`, the sends answered with the ban.
 
 use crate::reply;
 use crate::server::{self, Body, Shutdown};
@@ -34,6 +35,8 @@ pub struct MockMaster {
     pub fail_rate: f64,
     down: AtomicBool,
     received: AtomicU64,
+    /// Sends answered 403 "account banned".
+    banned: AtomicU64,
     /// When recording: the Idempotency-Key of every accepted send, in arrival order.
     keys: Option<Mutex<Vec<String>>>,
     /// When recording: the headers of the last accepted send.
@@ -79,6 +82,7 @@ impl MockMaster {
             fail_rate,
             down: AtomicBool::new(false),
             received: AtomicU64::new(0),
+            banned: AtomicU64::new(0),
             keys: None,
             last_headers: None,
             window: Mutex::new(Window::default()),
@@ -161,6 +165,7 @@ impl MockMaster {
                 &serde_json::json!({
                     "count": self.received(),
                     "max_per_second": self.max_per_second(),
+                    "banned": self.banned.load(Relaxed),
                 }),
             ),
             (&Method::GET, "/received/keys") => match &self.keys {
@@ -245,10 +250,11 @@ impl MockMaster {
                         return resp;
                     }
                     Err(Refusal::Banned) => {
+                        self.banned.fetch_add(1, Relaxed);
                         return reply::json(
                             StatusCode::FORBIDDEN,
                             &serde_json::json!({"error": "account banned"}),
-                        )
+                        );
                     }
                 }
                 if let (Some(keys), Some(key)) = (&self.keys, &key) {

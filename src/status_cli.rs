@@ -53,7 +53,7 @@ pub fn render(status: &Value) -> String {
             n("queued"),
             n("sent_total"),
             n("failed_total"),
-            text_cell(&m["last_error"]),
+            last_error(m),
         ]);
     }
     out.push_str(&table(&header, rows));
@@ -69,6 +69,14 @@ fn state(m: &Value) -> String {
             format!("{state} {:.0}%", (f * 100.0).floor())
         }
         _ => state.to_string(),
+    }
+}
+
+/// Its last error; for a suspended master, why it is suspended.
+fn last_error(m: &Value) -> String {
+    match m["suspended_reason"].as_str() {
+        Some(why) => text_cell(&Value::String(format!("suspended: {why}"))),
+        None => text_cell(&m["last_error"]),
     }
 }
 
@@ -141,5 +149,21 @@ mod tests {
         );
         assert_eq!(cells(4)[1..4], ["recovering 43%", "drained", "-"], "{out}");
         assert_eq!(cells(5)[1..4], ["healthy", "enabled", "-"], "{out}");
+    }
+
+    #[test]
+    fn a_suspended_master_shows_why_in_place_of_its_last_error() {
+        let status = json!({"strategy": "weighted", "masters": [
+            {"id": "a", "state": "suspended", "admin": "enabled", "held": true,
+             "held_for": "s", "last_error": "answered 503",
+             "suspended_reason": "answered 403 Forbidden, a ban status"},
+        ]});
+        let out = render(&status);
+        let row = out.lines().nth(3).unwrap();
+        assert!(row.contains("suspended  "), "{out}");
+        assert!(
+            row.ends_with("suspended: answered 403 Forbidden, a ban status"),
+            "{out}"
+        );
     }
 }

@@ -258,6 +258,7 @@ fn every_admin_command_has_help() {
     for cmd in [
         &["masters", "--help"][..],
         &["masters", "disable", "--help"],
+        &["masters", "reinstate", "--help"],
         &["dead-letters", "--help"],
         &["dead-letters", "retry", "--help"],
         &["events", "--help"],
@@ -270,9 +271,9 @@ fn every_admin_command_has_help() {
             "{cmd:?}"
         );
     }
-    // `reinstate` is not a command (yet); `retry` needs an id or --all, not both.
+    // `reinstate` needs an id; `retry` needs an id or --all, not both.
     for cmd in [
-        &["masters", "reinstate", "a"][..],
+        &["masters", "reinstate"][..],
         &["dead-letters", "retry"],
         &["dead-letters", "retry", "x", "--all"],
         &["events", "--limit", "0"],

@@ -48,6 +48,8 @@ async fn ban_after_refuses_every_later_send_but_stays_up() {
         }
     }
     assert_eq!(mock.received(&http).await, 3);
+    let (_, _, body) = http.get(&format!("{}/received", mock.url)).await;
+    assert_eq!(json(&body)["banned"], 3);
     let (status, _, _) = http.get(&format!("{}/health", mock.url)).await;
     assert_eq!(status, 200, "a banned account's provider is still up");
 }

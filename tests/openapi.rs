@@ -228,14 +228,17 @@ async fn the_document_matches_the_server() {
     let a = Mock::start("a", &[]);
     let standby = Mock::start("s", &[]);
     let refusing = Mock::start("bad", &["--fail-rate", "1"]);
+    // Banned from its first send: suspended once a message of region BB reaches it.
+    let banned = Mock::start("banned", &["--ban-after", "0"]);
     let sy = Switchyard::start(&format!(
         "[[clients]]\nid = \"billing\"\nkey = \"{CLIENT_KEY}\"\n\
-         [routing]\nstrategy = \"region\"\n\
+         [routing]\nstrategy = \"region\"\n[health]\nban_statuses = [403]\n\
          [queue]\nmax_attempts = 1\nbackoff_initial_ms = 1\nbackoff_max_ms = 2\n{}",
         masters_toml(&[
             (&a, "region = \"EU\""),
             (&standby, "region = \"EU\"\nrole = \"standby\""),
             (&refusing, "region = \"ZZ\""),
+            (&banned, "region = \"BB\""),
         ])
     ));
     let http = Http::new();
@@ -427,10 +430,32 @@ async fn the_document_matches_the_server() {
         404,
     )
     .await;
+    // A suspended master (after the failover above: its standby takes the place).
+    let bb = [("x-region", "BB"), ("prefer", "respond-async")];
+    c.call("POST", "/v1/messages", "/v1/messages", &bb, "{}")
+        .await;
+    eventually(Duration::from_secs(20), "banned suspended", || async {
+        status_of(&c.http, &sy, "banned").await["state"] == "suspended"
+    })
+    .await;
+
+    let status = c.expect("GET", "/ha/status", "/ha/status", 200).await;
+    assert!(
+        status["masters"][3]["suspended_reason"].is_string(),
+        "{status}"
+    );
+    let reinstate = "/ha/masters/{id}/reinstate";
+    for (path, expected) in [
+        ("/ha/masters/banned/reinstate", 200),
+        ("/ha/masters/banned/reinstate", 409),
+        ("/ha/masters/nobody/reinstate", 404),
+    ] {
+        c.expect("POST", reinstate, path, expected).await;
+    }
     // A broken file: the reload is refused with every error and its key path.
     sy.rewrite_config(
         &sy.config_text()
-            .replace("\"region\"\n[queue]", "\"fastest\"\n[queue]"),
+            .replace("\"region\"\n[health]", "\"fastest\"\n[health]"),
     );
     let rejected = c
         .expect("POST", "/admin/reload", "/admin/reload", 400)

@@ -121,6 +121,10 @@ impl Admin {
                 self.command(method, Command::Failback(id.to_string()))
                     .await
             }
+            ["ha", "masters", id, "reinstate"] => {
+                self.command(method, Command::Reinstate(id.to_string()))
+                    .await
+            }
             ["ha", "masters", id, action] => {
                 let admin = match *action {
                     "enable" => AdminState::Enabled,
@@ -370,6 +374,7 @@ fn action<'a>(segments: &[&'a str]) -> Option<(&'static str, Option<&'a str>)> {
             let name = match *action {
                 "failover" => "failover",
                 "failback" => "failback",
+                "reinstate" => "reinstate",
                 "enable" => "enable",
                 "disable" => "disable",
                 "drain" => "drain",
@@ -453,6 +458,7 @@ mod tests {
             ("/ha/masters/a/drain", "drain", Some("a")),
             ("/ha/masters/a/failover", "failover", Some("a")),
             ("/ha/masters/a/failback", "failback", Some("a")),
+            ("/ha/masters/a/reinstate", "reinstate", Some("a")),
             ("/admin/reload", "reload", None),
             ("/admin/dead-letters/x/retry", "dead-letter retry", None),
             ("/admin/dead-letters/x", "dead-letter delete", None),

@@ -112,6 +112,8 @@ struct MasterStatus {
     uptime_ratio: f64,
     mean_time_to_recovery_ms: Option<u64>,
     last_error: Option<String>,
+    /// Why it is suspended (SPEC section 10), while it is.
+    suspended_reason: Option<String>,
 }
 
 pub fn ha_status(control: &Control, view: &View) -> Response<Body> {
@@ -148,6 +150,7 @@ pub fn ha_status(control: &Control, view: &View) -> Response<Body> {
                 uptime_ratio: seen.uptime_ratio,
                 mean_time_to_recovery_ms: seen.mean_time_to_recovery_ms,
                 last_error: m.stats.last_error().map(|e| e.to_string()),
+                suspended_reason: seen.suspended_reason,
             }
         })
         .collect();

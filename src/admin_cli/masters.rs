@@ -12,6 +12,7 @@ pub enum Action {
     Drain,
     Failover,
     Failback,
+    Reinstate,
 }
 
 impl Action {
@@ -23,6 +24,7 @@ impl Action {
             Action::Drain => "drain",
             Action::Failover => "failover",
             Action::Failback => "failback",
+            Action::Reinstate => "reinstate",
         }
     }
 }
@@ -61,6 +63,16 @@ pub fn describe(action: Action, id: &str, answer: &Value) -> String {
                 None => format!("{master}: back in its place"),
             }
         }
+        Action::Reinstate => {
+            let master = cell(answer["id"].as_str().unwrap_or(id), MAX_CELL);
+            match answer["held_for"].as_str() {
+                Some(standby) => format!(
+                    "{master}: reinstated, recovering; {} keeps its place until failback",
+                    cell(standby, MAX_CELL)
+                ),
+                None => format!("{master}: reinstated, recovering"),
+            }
+        }
     }
 }
 
@@ -90,6 +102,16 @@ mod tests {
         assert_eq!(
             describe(Action::Failback, "b", &answer),
             "a: back in its place; b demoted"
+        );
+        let answer = json!({"id": "a", "state": "recovering", "held_for": "s"});
+        assert_eq!(
+            describe(Action::Reinstate, "a", &answer),
+            "a: reinstated, recovering; s keeps its place until failback"
+        );
+        let answer = json!({"id": "a", "state": "recovering", "held_for": null});
+        assert_eq!(
+            describe(Action::Reinstate, "a", &answer),
+            "a: reinstated, recovering"
         );
         let answer = json!({"master": "a", "demoted": null});
         assert_eq!(

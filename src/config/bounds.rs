@@ -35,6 +35,12 @@ pub const MAX_FORWARD_HEADERS: usize = 32;
 /// and W3C asks `tracestate` to fit in 512.
 pub const MAX_FORWARD_VALUE_BYTES: usize = 1024;
 
+/// `health.ban_patterns`: how many, and the longest one.
+pub const MAX_BAN_PATTERNS: usize = 32;
+pub const MAX_BAN_PATTERN_BYTES: usize = 256;
+/// How much of a master's answer body is searched for a ban pattern.
+pub const BAN_SCAN_BYTES: usize = 64 * 1024;
+
 /// A value as an error message quotes it: at most 64 characters.
 pub(super) fn shown(v: &str) -> String {
     const MAX: usize = 64;
@@ -231,6 +237,52 @@ mod tests {
                 "routing.retry_attempts",
                 "queue.ttl_ms"
             ]
+        );
+    }
+
+    #[test]
+    fn ban_statuses_and_patterns_are_bounded_with_their_key_paths() {
+        let c = accepted(
+            "[health]\nban_statuses = [451, 403, 403]\nban_patterns = [\"account banned\"]\n",
+        );
+        assert_eq!(c.health.bans.statuses, [403, 451]);
+        assert_eq!(c.health.bans.patterns, ["account banned"]);
+        assert!(accepted("").health.bans.is_empty());
+        for (bad, says) in [
+            ("200", "took the message"),
+            ("101", "1xx"),
+            ("600", "not an HTTP status"),
+            ("-1", "not an HTTP status"),
+        ] {
+            let e = errors(&format!("[health]\nban_statuses = [403, {bad}]\n"));
+            assert!(
+                e.iter()
+                    .any(|e| e.path == "health.ban_statuses[1]" && e.message.contains(says)),
+                "{bad}: {e:?}"
+            );
+        }
+        let e = errors("[health]\nban_patterns = [\"ok\", \"\"]\n");
+        assert!(
+            e.iter()
+                .any(|e| e.path == "health.ban_patterns[1]" && e.message.contains("empty")),
+            "{e:?}"
+        );
+        let long = "x".repeat(MAX_BAN_PATTERN_BYTES + 1);
+        let e = errors(&format!("[health]\nban_patterns = [\"{long}\"]\n"));
+        assert!(
+            e.iter()
+                .any(|e| e.path == "health.ban_patterns[0]" && e.message.contains("at most 256")),
+            "{e:?}"
+        );
+        accepted(&format!("[health]\nban_patterns = [\"{}\"]\n", &long[1..]));
+        let many: Vec<String> = (0..=MAX_BAN_PATTERNS)
+            .map(|i| format!("\"p{i}\""))
+            .collect();
+        let e = errors(&format!("[health]\nban_patterns = [{}]\n", many.join(", ")));
+        assert!(
+            e.iter()
+                .any(|e| e.path == "health.ban_patterns" && e.message.contains("at most 32")),
+            "{e:?}"
         );
     }
 }

@@ -6,6 +6,7 @@ use super::*;
 use serde::Deserialize;
 use std::collections::HashSet;
 
+mod ban;
 mod tls;
 
 /// Parses TOML text into a [`Config`]: syntax, `${NAME}` interpolation, unknown keys,
@@ -168,6 +169,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
         1,
         MAX_THRESHOLD,
     );
+    let bans = ban::rules(&mut errs, &h.ban_statuses, &h.ban_patterns);
 
     let f = &raw.failover;
     let failback = match f.failback.as_str() {
@@ -312,6 +314,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
             healthy_threshold: h.healthy_threshold,
             unhealthy_threshold: h.unhealthy_threshold,
             passive_failures: h.passive_failures,
+            bans,
         },
         failover: FailoverConfig {
             enabled: f.enabled,

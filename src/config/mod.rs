@@ -5,6 +5,7 @@
 //! path. Nothing outside this module sees raw values. Reloading lives in
 //! `crate::control::reload`; this module only parses and validates.
 
+pub mod ban;
 pub mod bounds;
 mod compile;
 mod env;
@@ -214,6 +215,8 @@ pub struct HealthConfig {
     pub healthy_threshold: u32,
     pub unhealthy_threshold: u32,
     pub passive_failures: u32,
+    /// `ban_statuses` and `ban_patterns` (SPEC section 10).
+    pub bans: ban::BanRules,
 }
 
 #[derive(Debug, Clone)]

@@ -97,6 +97,9 @@ pub struct RawHealth {
     pub healthy_threshold: u32,
     pub unhealthy_threshold: u32,
     pub passive_failures: u32,
+    /// Read wide so that an out-of-range number gets its key path, not a parse error.
+    pub ban_statuses: Vec<i64>,
+    pub ban_patterns: Vec<String>,
 }
 
 impl Default for RawHealth {
@@ -107,6 +110,8 @@ impl Default for RawHealth {
             healthy_threshold: 2,
             unhealthy_threshold: 3,
             passive_failures: 5,
+            ban_statuses: Vec::new(),
+            ban_patterns: Vec::new(),
         }
     }
 }

@@ -45,6 +45,23 @@ pub enum Command {
     Resume,
     Failover(String),
     Failback(String),
+    /// Lifts a master's suspension (SPEC section 10).
+    Reinstate(String),
+}
+
+/// What started a failover: it decides the breaker's part and the audit reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// The master failed its health checks or live requests past `recovery_wait`.
+    Health,
+    /// The master was suspended after a ban answer. It neither waits for the breaker
+    /// nor counts toward it: the breaker guards against health readings that may be
+    /// wrong (a network split makes every master look down), while a ban is the
+    /// provider's own verdict, and the master is out of rotation either way, so
+    /// refusing its standby would only take capacity away.
+    Ban,
+    /// Asked for through the admin API.
+    Manual,
 }
 
 /// The controller's answer to a command: a JSON body, or an HTTP error.
@@ -75,6 +92,8 @@ pub struct MasterView {
     pub mean_time_to_recovery_ms: Option<u64>,
     /// Share of the requests of the last 10 s (rolling; since start when sooner).
     pub share: f64,
+    /// Why it is suspended, while it is.
+    pub suspended_reason: Option<String>,
 }
 
 /// The handle the admin API holds.
@@ -125,6 +144,8 @@ struct Watched {
     published_factor: f64,
     /// When it took its place back from a standby: slow start runs again from there.
     failed_back_at: Option<Instant>,
+    /// While suspended: since when, for the saved state.
+    suspended_at: Option<SystemTime>,
 }
 
 struct Controller {
@@ -190,8 +211,13 @@ pub fn spawn(
                 Some(report) = probe_rx.recv() => {
                     survive(|| c.on_probe(report, Instant::now()));
                 }
-                Some(Ejection { master, reason }) = ejections.recv() => {
-                    survive(|| c.signal(&master, Signal::Ejected(reason), Instant::now()));
+                Some(Ejection { master, reason, banned }) = ejections.recv() => {
+                    let signal = if banned {
+                        Signal::Banned(reason)
+                    } else {
+                        Signal::Ejected(reason)
+                    };
+                    survive(|| c.signal(&master, signal, Instant::now()));
                 }
                 Some((command, reply)) = command_rx.recv() => {
                     // A panicked command drops `reply`: the admin API answers an error.
@@ -269,12 +295,16 @@ impl Controller {
         self.settings = settings(&config);
         self.alerts.set_webhook(config.alerts.webhook_url.clone());
         let ids: Vec<Arc<str>> = config.masters.iter().map(|m| m.id.clone()).collect();
+        let control = &self.control;
         self.masters.retain(|id, w| {
             let keep = ids.contains(id);
             if !keep {
                 if let Some((_, task)) = &w.probe {
                     task.abort();
                 }
+                // A master that left forgets its suspension, as its saved state does:
+                // added again, it starts afresh.
+                control.master_stats(id).reinstate();
             }
             keep
         });
@@ -288,6 +318,7 @@ impl Controller {
                 slow_recovery_warned: false,
                 published_factor: 1.0,
                 failed_back_at: None,
+                suspended_at: None,
             });
             w.machine.set_probed(m.health_url.is_some());
             let target = m
@@ -345,6 +376,12 @@ impl Controller {
     }
 
     fn signal(&mut self, id: &Arc<str>, signal: Signal, now: Instant) {
+        // A master added by a reload the next tick has not followed yet is known
+        // first: a ban from its first answers must not be lost.
+        let config = self.control.table().config.clone();
+        if !Arc::ptr_eq(&config, &self.config) {
+            self.sync_config(config, now);
+        }
         let Some(w) = self.masters.get_mut(id) else {
             return;
         };
@@ -413,9 +450,10 @@ impl Controller {
             HealthState::Failed => {
                 audit.record(NewEvent::new(EventKind::Failed, &t.reason).master(m));
                 if self.config.failover.enabled && !self.paused {
-                    let _logged = self.fail_over(&id, false, now);
+                    let _logged = self.fail_over(&id, Cause::Health, now);
                 }
             }
+            HealthState::Suspended => self.suspended(&id, t, now),
             HealthState::Recovering => {
                 // Counts toward the passive limit start again.
                 if let Some(stats) = self.stats(&id) {
@@ -478,6 +516,10 @@ impl Controller {
         let Some(w) = self.masters.get_mut(id) else {
             return;
         };
+        if w.machine.state() == HealthState::Suspended {
+            // Not a slow recovery: it waits for an operator, and said so (critical).
+            return;
+        }
         if let Some(outage) = w.machine.outage(now) {
             if outage > SLOW_RECOVERY && !w.slow_recovery_warned {
                 w.slow_recovery_warned = true;
@@ -495,9 +537,10 @@ impl Controller {
     fn fail_over(
         &mut self,
         failed: &Arc<str>,
-        manual: bool,
+        cause: Cause,
         now: Instant,
     ) -> Result<Arc<str>, String> {
+        let manual = cause == Cause::Manual;
         let Some(failed_cfg) = self.config.master(failed).cloned() else {
             return Err(format!("no master with id `{failed}`"));
         };
@@ -509,7 +552,7 @@ impl Controller {
         if let Some(a) = self.active.get(failed) {
             return Err(format!("{failed} is already failed over to {}", a.backup));
         }
-        if !manual {
+        if cause == Cause::Health {
             self.prune_failovers(now);
             if self.breaker_open {
                 return Err("the failover breaker is open".into());
@@ -531,10 +574,10 @@ impl Controller {
         audit.record(
             NewEvent::new(
                 EventKind::FailoverStarted,
-                if manual {
-                    "manual failover"
-                } else {
-                    "master failed"
+                match cause {
+                    Cause::Manual => "manual failover",
+                    Cause::Ban => "master suspended",
+                    Cause::Health => "master failed",
                 },
             )
             .master(failed)
@@ -548,7 +591,10 @@ impl Controller {
                 Severity::Critical,
                 "failover_started",
                 Some(failed),
-                format!("{failed} failed; promoting standby {backup}"),
+                match cause {
+                    Cause::Ban => format!("{failed} is suspended; promoting standby {backup}"),
+                    _ => format!("{failed} failed; promoting standby {backup}"),
+                },
             );
         }
         self.active.insert(
@@ -560,7 +606,9 @@ impl Controller {
                 manual,
             },
         );
-        self.recent_failovers.push_back(now);
+        if cause != Cause::Ban {
+            self.recent_failovers.push_back(now);
+        }
         self.failovers_total += 1;
         self.last_failover_at = Some(SystemTime::now());
         metrics::counter!("switchyard_failovers_total", "master" => failed.to_string())
@@ -653,13 +701,15 @@ impl Controller {
     /// A failed master whose place is empty — no standby was free when it failed, or
     /// its standby went down or left the config — gets the best standby free now.
     fn fill_empty_places(&mut self, now: Instant) -> bool {
+        // A suspended master's place is filled even with the breaker open (see
+        // [`Cause::Ban`]); a failed one's is not.
+        let breaker_open = self.breaker_open;
+        let out = |state: HealthState| {
+            state == HealthState::Suspended || (state == HealthState::Failed && !breaker_open)
+        };
         if !self.config.failover.enabled
             || self.paused
-            || self.breaker_open
-            || !self
-                .masters
-                .values()
-                .any(|w| w.machine.state() == HealthState::Failed)
+            || !self.masters.values().any(|w| out(w.machine.state()))
         {
             return false;
         }
@@ -677,7 +727,7 @@ impl Controller {
             .masters
             .iter()
             .filter(|(id, w)| {
-                w.machine.state() == HealthState::Failed
+                out(w.machine.state())
                     && self
                         .active
                         .get(*id)
@@ -696,7 +746,14 @@ impl Controller {
             if let Some(stale) = self.active.remove(&id) {
                 tracing::warn!(master = %id, backup = %stale.backup, "the standby in a failed master's place is down; choosing another");
             }
-            changed |= self.fail_over(&id, false, now).is_ok();
+            let cause = if self.masters.get(&id).map(|w| w.machine.state())
+                == Some(HealthState::Suspended)
+            {
+                Cause::Ban
+            } else {
+                Cause::Health
+            };
+            changed |= self.fail_over(&id, cause, now).is_ok();
         }
         changed
     }
@@ -777,10 +834,11 @@ impl Controller {
                     return Err(unknown(&id));
                 };
                 let backup = self
-                    .fail_over(&failed, true, now)
+                    .fail_over(&failed, Cause::Manual, now)
                     .map_err(|why| (StatusCode::CONFLICT, "failover_refused", why))?;
                 return Ok(serde_json::json!({"failed": id, "backup": backup.as_ref()}));
             }
+            Command::Reinstate(id) => return self.reinstate(&id, now),
             Command::Failback(id) => {
                 let Some(failed) = self
                     .active
@@ -902,6 +960,7 @@ impl Controller {
                         .mean_time_to_recovery()
                         .map(|d| d.as_millis() as u64),
                     share: self.shares.get(id).copied().unwrap_or(0.0),
+                    suspended_reason: w.machine.suspended_reason().map(str::to_string),
                 };
                 (id.to_string(), v)
             })
@@ -946,5 +1005,8 @@ fn unknown(id: &str) -> (StatusCode, &'static str, String) {
 mod kept;
 #[cfg(test)]
 mod restart_tests;
+mod suspend;
+#[cfg(test)]
+mod suspend_tests;
 #[cfg(test)]
 mod tests;

@@ -52,11 +52,13 @@ impl Default for MasterState {
     }
 }
 
-/// A master whose live requests failed `passive_failures` times in a row.
+/// A master whose live requests failed `passive_failures` times in a row, or (with
+/// `banned`) whose answer met the ban rules (SPEC section 10).
 #[derive(Debug)]
 pub struct Ejection {
     pub master: Arc<str>,
     pub reason: String,
+    pub banned: bool,
 }
 
 /// Everything the single writer owns.
@@ -117,6 +119,8 @@ impl Control {
         audit: Arc<crate::audit::AuditLog>,
         mut operator: OperatorStore,
     ) -> Control {
+        let stats = StatsRegistry::default();
+        let stats_of = |id: &Arc<str>| stats.get_or_create(id);
         let mut saved = operator.state().clone();
         saved.retain_known(
             |id| config.master(id).is_some(),
@@ -126,8 +130,17 @@ impl Control {
             .masters
             .iter()
             .map(|(id, m)| {
+                if m.suspended.is_some() {
+                    // No message reaches it before the controller takes over.
+                    stats_of(&id.as_str().into()).suspend();
+                }
                 let state = MasterState {
                     admin: m.admin,
+                    health: if m.suspended.is_some() {
+                        HealthState::Suspended
+                    } else {
+                        HealthState::Healthy
+                    },
                     promoted_for: m.held.as_ref().map(|h| Arc::from(h.standby.as_str())),
                     ..MasterState::default()
                 };
@@ -143,7 +156,6 @@ impl Control {
             table_version: 0,
             masters,
         };
-        let stats = StatsRegistry::default();
         let table = build(&mut writer, &stats);
         let (ejections, ejected) = mpsc::unbounded_channel();
         Control {
@@ -183,7 +195,36 @@ impl Control {
     /// Tells the failover controller that a master's live requests keep failing. Cheap
     /// and never blocks: called from the request path, once per threshold crossing.
     pub fn eject(&self, master: Arc<str>, reason: String) {
-        let _controller_gone_at_shutdown = self.ejections.send(Ejection { master, reason });
+        let ejection = Ejection {
+            master,
+            reason,
+            banned: false,
+        };
+        let _controller_gone_at_shutdown = self.ejections.send(ejection);
+    }
+
+    /// A master answered what the ban rules say means a blocked account: from this
+    /// call on, no exchange starts with it ([`MasterStats::suspend`], checked before
+    /// every send, even through a table published before the controller acts), and the
+    /// failover controller suspends it. Cheap and never blocks; only the first call per
+    /// suspension reaches the controller.
+    ///
+    /// [`MasterStats::suspend`]: crate::routing::stats::MasterStats::suspend
+    pub fn ban(&self, master: &crate::routing::MasterEntry, reason: String) {
+        if master.stats.suspend() {
+            tracing::error!(master = master.id(), reason = %reason, "ban answer: suspending the master");
+            let ejection = Ejection {
+                master: master.config.id.clone(),
+                reason,
+                banned: true,
+            };
+            let _controller_gone_at_shutdown = self.ejections.send(ejection);
+        }
+    }
+
+    /// The live counters of master `id` (kept across tables and reloads).
+    pub fn master_stats(&self, id: &Arc<str>) -> Arc<crate::routing::stats::MasterStats> {
+        self.stats.get_or_create(id)
     }
 
     /// Gives [`Control::local_fault`] the alerter; the first call wins.

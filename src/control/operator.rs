@@ -1,6 +1,7 @@
-//! Operator state that survives a restart (SPEC section 9): each master's admin state
-//! (disabled, draining), the masters held out by a failover with the standby in their
-//! place (automatic or manual), and whether automatic failover is paused.
+//! Operator state that survives a restart (SPEC sections 9 and 10): each master's admin
+//! state (disabled, draining), the masters held out by a failover with the standby in
+//! their place (automatic or manual), the masters suspended after a ban answer, and
+//! whether automatic failover is paused.
 //!
 //! It lives in one small JSON file, `operator.json` in the data dir, rewritten whole
 //! on every change. It is read once at start, before the first routing table is
@@ -61,6 +62,10 @@ pub struct MasterOperator {
     /// until failback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<Held>,
+    /// Suspended after a ban answer (SPEC section 10): out of rotation until
+    /// reinstated through the admin API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended: Option<Suspension>,
 }
 
 impl Default for MasterOperator {
@@ -68,6 +73,7 @@ impl Default for MasterOperator {
         Self {
             admin: AdminState::Enabled,
             held: None,
+            suspended: None,
         }
     }
 }
@@ -85,6 +91,16 @@ pub struct Held {
     #[serde(default)]
     pub manual: bool,
     /// When the failover happened, milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub since_unix_ms: u64,
+}
+
+/// A suspension in force.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Suspension {
+    /// The answer that met the ban rules, in words.
+    pub reason: String,
+    /// When it was suspended, milliseconds since the Unix epoch.
     #[serde(default)]
     pub since_unix_ms: u64,
 }
@@ -267,6 +283,10 @@ mod tests {
                 s.master("a").admin = AdminState::Disabled;
                 s.master("b").admin = AdminState::Draining;
                 s.master("p").held = held("s");
+                s.master("banned").suspended = Some(Suspension {
+                    reason: "answered 403".into(),
+                    since_unix_ms: 9,
+                });
                 s.master("quiet").admin = AdminState::Enabled;
             })
             .unwrap();
@@ -277,6 +297,8 @@ mod tests {
         assert_eq!(s.masters["a"].admin, AdminState::Disabled);
         assert_eq!(s.masters["b"].admin, AdminState::Draining);
         assert_eq!(s.masters["p"].held, held("s"));
+        let suspension = s.masters["banned"].suspended.as_ref().unwrap();
+        assert_eq!(suspension.reason, "answered 403");
         assert!(!s.masters.contains_key("quiet"), "defaults are left out");
         assert!(!dir.path().join("operator.json.tmp").exists());
     }

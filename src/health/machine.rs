@@ -9,7 +9,12 @@
 //! failed ──(healthy_threshold passes | trial after backoff)──▶ recovering
 //! recovering ──(slow_start elapsed)──▶ healthy
 //! recovering ──(failures again)──▶ back to degraded or failed, as before
+//! any state ──(a ban answer)──▶ suspended ──(reinstated by an operator)──▶ recovering
 //! ```
+//!
+//! `suspended` (SPEC section 10) is left only by [`Machine::reinstate`]: probes, live
+//! outcomes and the clock leave it alone. A master that fails again while recovering
+//! from a suspension falls to `failed`.
 //!
 //! A master without a `health_url` has no probes: it is re-admitted by a trial (a
 //! `recovering` spell at a small share) after a backoff that doubles on each failed
@@ -51,6 +56,8 @@ pub enum Signal {
     ProbeFail(String),
     /// Live requests failed in a row past the passive limit.
     Ejected(String),
+    /// An answer said the master's sender account is blocked.
+    Banned(String),
 }
 
 /// A change of state, for the audit trail and the routing table.
@@ -85,6 +92,8 @@ pub struct Machine {
     /// summed length up to the return to rotation, for mean time to recovery.
     recoveries: u32,
     recovery_time: Duration,
+    /// While `suspended`: why.
+    suspended_reason: Option<String>,
 }
 
 impl Machine {
@@ -104,7 +113,13 @@ impl Machine {
             accounted: now,
             recoveries: 0,
             recovery_time: Duration::ZERO,
+            suspended_reason: None,
         }
+    }
+
+    /// Why it is `suspended`, while it is.
+    pub fn suspended_reason(&self) -> Option<&str> {
+        self.suspended_reason.as_deref()
     }
 
     pub fn state(&self) -> HealthState {
@@ -130,7 +145,7 @@ impl Machine {
             })),
             HealthState::Failed => trial,
             HealthState::Recovering => Some(self.since + s.slow_start),
-            HealthState::Healthy => None,
+            HealthState::Healthy | HealthState::Suspended => None,
         }
     }
 
@@ -144,7 +159,12 @@ impl Machine {
 
     pub fn observe(&mut self, signal: Signal, now: Instant, s: &Settings) -> Option<Transition> {
         use HealthState::*;
+        if self.state == Suspended {
+            // Only an operator brings it back: nothing it does or answers counts.
+            return None;
+        }
         match signal {
+            Signal::Banned(why) => Some(self.suspend(why, now)),
             Signal::ProbePass => {
                 self.fails = 0;
                 self.passes = self.passes.saturating_add(1);
@@ -203,6 +223,30 @@ impl Machine {
         }
     }
 
+    /// Suspends the master (a ban answer, or a suspension kept from before a restart):
+    /// out of rotation at once, whatever its state.
+    pub fn suspend(&mut self, reason: String, now: Instant) -> Transition {
+        self.routable_since = None;
+        self.next_trial = None;
+        // An outage already under way goes on; a relapse after reinstatement falls
+        // to `failed`, where a standby takes its place.
+        let down_at = self.down.map_or(now, |(at, _)| at);
+        self.down = Some((down_at, HealthState::Failed));
+        self.suspended_reason = Some(reason.clone());
+        self.enter(HealthState::Suspended, reason, now)
+    }
+
+    /// An operator lifts the suspension: the master comes back through `recovering`
+    /// (slow start). `None` when it is not suspended.
+    pub fn reinstate(&mut self, now: Instant) -> Option<Transition> {
+        if self.state != HealthState::Suspended {
+            return None;
+        }
+        self.suspended_reason = None;
+        self.trial_wait = Duration::ZERO;
+        Some(self.recover("reinstated by an operator".into(), now))
+    }
+
     /// Out of rotation. From `recovering`, back to the state the master fell to before,
     /// keeping how long it has been down.
     fn fall(&mut self, reason: String, now: Instant, s: &Settings) -> Transition {
@@ -231,7 +275,11 @@ impl Machine {
     fn recover(&mut self, reason: String, now: Instant) -> Transition {
         let outage = self.outage(now);
         if let Some((at, _)) = self.down {
-            self.down = Some((at, self.state));
+            let fell_to = match self.state {
+                HealthState::Suspended => HealthState::Failed,
+                other => other,
+            };
+            self.down = Some((at, fell_to));
         }
         self.next_trial = None;
         self.routable_since = Some(now);

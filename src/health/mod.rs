@@ -12,14 +12,18 @@ pub enum HealthState {
     Degraded,
     Failed,
     Recovering,
+    /// The master's answer said its sender account is blocked (SPEC section 10): out
+    /// of rotation until an operator reinstates it; probes never bring it back.
+    Suspended,
 }
 
 impl HealthState {
-    pub const ALL: [HealthState; 4] = [
+    pub const ALL: [HealthState; 5] = [
         HealthState::Healthy,
         HealthState::Degraded,
         HealthState::Failed,
         HealthState::Recovering,
+        HealthState::Suspended,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -28,6 +32,7 @@ impl HealthState {
             Self::Degraded => "degraded",
             Self::Failed => "failed",
             Self::Recovering => "recovering",
+            Self::Suspended => "suspended",
         }
     }
 

@@ -184,12 +184,7 @@ async fn attempt(proxy: &Proxy, queue: &Arc<Queue>, record: Record) -> Result<()
     let stats = &master.stats;
     let client: Arc<str> = Arc::from(record.client.as_str());
     match proxy
-        .exchange(
-            master,
-            &msg,
-            config.server.request_timeout,
-            MasterStats::start_delivery,
-        )
+        .exchange(master, &msg, config, MasterStats::start_delivery)
         .await
     {
         Ok(answer) if answer.status.is_success() => {
@@ -219,6 +214,13 @@ async fn attempt(proxy: &Proxy, queue: &Arc<Queue>, record: Record) -> Result<()
                 .request(crate::telemetry::Outcome::Rejected, &client);
             let error = format!("{} answered {}", master.id(), answer.status);
             queue.failed(record, error, true, &config.queue).await
+        }
+        Err(e) if e.is_ban() => {
+            // Not counted against max_attempts: the account was refused, not the
+            // message. The next attempt goes to another master (this one is out).
+            proxy.count_ban(master, &e, &client);
+            let error = format!("{}: {}", master.id(), e.reason());
+            queue.failed(record, error, false, &config.queue).await
         }
         Err(e) => {
             stats.metrics.request(e.outcome(), &client);

@@ -340,12 +340,16 @@ impl Proxy {
         } = *message;
         let cfg = &table.config;
         let max_tries = 1 + cfg.routing.retry_attempts as usize;
+        // Masters passed over for a ban: they use up no try (SPEC section 10: the
+        // message that met the ban is retried on another master). At most one per
+        // master, as `select` skips those tried.
+        let mut banned = 0usize;
         let mut tried: Vec<usize> = Vec::with_capacity(max_tries);
         // Real delivery attempts: an exchange this machine could not start (a local
         // fault) is tried elsewhere but is no attempt.
         let mut attempts = 0u32;
         let mut last_error: Option<String> = None;
-        while tried.len() < max_tries {
+        while tried.len() < max_tries + banned {
             let Some(pick) = table.select(region, &tried) else {
                 break;
             };
@@ -353,7 +357,7 @@ impl Proxy {
             let master = &table.masters[pick.index];
             let stats = &master.stats;
             let result = self
-                .exchange(master, msg, cfg.server.request_timeout, MasterStats::start)
+                .exchange(master, msg, cfg, MasterStats::start)
                 .instrument(tracing::debug_span!("forward", master = master.id()))
                 .await;
             match result {
@@ -388,6 +392,11 @@ impl Proxy {
                         );
                     }
                     return resp;
+                }
+                Err(e) if e.is_ban() => {
+                    banned += 1;
+                    self.count_ban(master, &e, message.client);
+                    last_error = Some(format!("{}: {}", master.id(), e.reason()));
                 }
                 Err(e) => {
                     stats.metrics.request(e.outcome(), message.client);
@@ -628,19 +637,45 @@ impl Proxy {
         &self,
         master: &crate::routing::MasterEntry,
         msg: &Outgoing,
-        timeout: std::time::Duration,
+        cfg: &crate::config::Config,
         start: fn(&Arc<MasterStats>) -> InFlight,
     ) -> Result<Answer, upstream::UpstreamError> {
         let stats = &master.stats;
+        // The last check before anything is sent: a master suspended after this
+        // table was published takes nothing more.
+        if stats.is_suspended() {
+            return Err(upstream::UpstreamError::Suspended);
+        }
         let started = Instant::now();
         let result = {
             let _in_flight = start(stats);
-            exchange(&self.pool, &master.config, msg, timeout).await
+            let result =
+                exchange(&self.pool, &master.config, msg, cfg.server.request_timeout).await;
+            match upstream::ban_reason(&cfg.health.bans, &result) {
+                Some(why) => Err(upstream::UpstreamError::Banned(why)),
+                None => result,
+            }
         };
         let elapsed = started.elapsed();
         stats.observe_latency(elapsed);
         stats.metrics.duration.record(elapsed);
         result
+    }
+
+    /// A ban answer suspends `master` (through the controller; no later exchange
+    /// starts with it); it counts in no failure run, since suspension already takes
+    /// the master out. A master found suspended before sending is only passed over.
+    fn count_ban(
+        &self,
+        master: &crate::routing::MasterEntry,
+        e: &upstream::UpstreamError,
+        client: &Arc<str>,
+    ) {
+        if let upstream::UpstreamError::Banned(why) = e {
+            master.stats.metrics.request(e.outcome(), client);
+            tracing::warn!(master = master.id(), error = %e, "ban answer");
+            self.control.ban(master, why.clone());
+        }
     }
 
     /// Counts a master's answer for its health: a 5xx counts against it (and may take

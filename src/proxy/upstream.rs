@@ -39,6 +39,15 @@ pub enum UpstreamError {
     /// not to a client.
     #[error("this proxy is out of {}", .0.what())]
     Local(LocalFault, String),
+    /// The answer met `health.ban_statuses` or `ban_patterns` (SPEC section 10): the
+    /// master's account is blocked. Never passed to the client; the message is tried
+    /// on another master.
+    #[error("the master's account is blocked: it {0}")]
+    Banned(String),
+    /// The master was suspended after an earlier ban answer, after this message's
+    /// routing table was published: nothing was sent.
+    #[error("the master is suspended")]
+    Suspended,
 }
 
 impl UpstreamError {
@@ -50,7 +59,11 @@ impl UpstreamError {
             Self::Connect(_) => "could not connect".into(),
             Self::Tls(_) => "TLS handshake failed".into(),
             Self::Io(_) => "the connection broke before a response".into(),
-            Self::Timeout(_) | Self::Status(_) | Self::Local(..) => self.to_string(),
+            Self::Timeout(_)
+            | Self::Status(_)
+            | Self::Local(..)
+            | Self::Banned(_)
+            | Self::Suspended => self.to_string(),
         }
     }
 
@@ -62,7 +75,27 @@ impl UpstreamError {
             Self::Io(_) => Outcome::IoError,
             Self::Status(_) => Outcome::RetryableStatus,
             Self::Local(..) => Outcome::LocalError,
+            Self::Banned(_) | Self::Suspended => Outcome::Banned,
         }
+    }
+
+    /// A ban answer, or a master suspended before the exchange began: the message is
+    /// tried elsewhere, and it counts as no delivery attempt (the account's state, not
+    /// the message, was refused).
+    pub fn is_ban(&self) -> bool {
+        matches!(self, Self::Banned(_) | Self::Suspended)
+    }
+}
+
+/// Why `result`, an answer (final or retryable), meets the ban rules; the caller
+/// makes it an [`UpstreamError::Banned`].
+pub fn ban_reason(
+    bans: &crate::config::ban::BanRules,
+    result: &Result<Answer, UpstreamError>,
+) -> Option<String> {
+    match result {
+        Ok(a) | Err(UpstreamError::Status(a)) => bans.check(a.status, &a.body),
+        Err(_) => None,
     }
 }
 

@@ -11,7 +11,7 @@
 use crate::telemetry::MasterMetrics;
 use arc_swap::ArcSwapOption;
 use dashmap::DashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -81,6 +81,9 @@ pub struct MasterStats {
     /// When its warm-up began ([`super::budget::now_ns`]; 0 = none): it was added,
     /// promoted or reinstated, and its pace ramps up over `warmup_ms` (SPEC section 10).
     warmup_since_ns: AtomicU64,
+    /// Suspended after a ban answer: no exchange starts with it, whatever table routed
+    /// the message, until it is reinstated (SPEC section 10).
+    suspended: AtomicBool,
 }
 
 impl MasterStats {
@@ -94,7 +97,24 @@ impl MasterStats {
             errors_from_table: AtomicU64::new(0),
             metrics: MasterMetrics::new(id),
             warmup_since_ns: AtomicU64::new(0),
+            suspended: AtomicBool::new(false),
         }
+    }
+
+    /// Marks it suspended; `true` when it was not already.
+    pub fn suspend(&self) -> bool {
+        !self.suspended.swap(true, SeqCst)
+    }
+
+    /// Lifts the suspension (reinstated).
+    pub fn reinstate(&self) {
+        self.suspended.store(false, SeqCst);
+    }
+
+    /// Whether it is suspended: checked before every exchange.
+    #[inline]
+    pub fn is_suspended(&self) -> bool {
+        self.suspended.load(SeqCst)
     }
 
     /// Starts its warm-up now (added, promoted or reinstated).

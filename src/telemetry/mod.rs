@@ -30,10 +30,13 @@ pub enum Outcome {
     /// This machine ran out of file descriptors, memory or ports: nothing was sent,
     /// and the master is not blamed.
     LocalError,
+    /// The answer met the ban rules: the master is suspended, the message tried
+    /// elsewhere.
+    Banned,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Success,
         Outcome::Rejected,
         Outcome::RetryableStatus,
@@ -41,6 +44,7 @@ impl Outcome {
         Outcome::ConnectError,
         Outcome::IoError,
         Outcome::LocalError,
+        Outcome::Banned,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +56,7 @@ impl Outcome {
             Self::ConnectError => "connect_error",
             Self::IoError => "io_error",
             Self::LocalError => "local_error",
+            Self::Banned => "banned",
         }
     }
 }

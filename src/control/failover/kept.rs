@@ -1,11 +1,12 @@
-//! What the controller keeps across a restart and reports of drains: the saved pause
-//! and failovers taken back at start and written on every change (through
+//! What the controller keeps across a restart and reports of drains: the saved pause,
+//! failovers and suspensions taken back at start and written on every change (through
 //! [`Control::save_operator`](crate::control::Control::save_operator)), and the
 //! `drained` audit event.
 
 use super::Controller;
-use super::{Active, EventKind, NewEvent};
-use crate::control::operator::Held;
+use super::{Active, EventKind, NewEvent, Watched};
+use crate::control::operator::{Held, Suspension};
+use crate::health::machine::Machine;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -18,6 +19,9 @@ impl Controller {
         let saved = self.control.operator_state();
         self.paused = saved.failover_paused;
         for (id, m) in &saved.masters {
+            if let Some(s) = &m.suspended {
+                self.restore_suspension(id, s, now);
+            }
             let Some(held) = &m.held else { continue };
             tracing::info!(master = %id, standby = %held.standby, manual = held.manual, "failover kept from before the restart");
             self.active.insert(
@@ -36,6 +40,27 @@ impl Controller {
         if self.paused {
             tracing::info!("automatic failover stays paused, as before the restart");
         }
+    }
+
+    /// A master suspended before the restart stays suspended: its machine starts in
+    /// `suspended` (no alert or audit event again: nothing new happened).
+    fn restore_suspension(&mut self, id: &str, s: &Suspension, now: Instant) {
+        tracing::warn!(master = %id, reason = %s.reason, "suspension kept from before the restart");
+        let config = self.control.table().config.clone();
+        let Some(m) = config.master(id) else { return };
+        let w = self.masters.entry(m.id.clone()).or_insert_with(|| Watched {
+            machine: Machine::new(m.health_url.is_some(), now),
+            probe: None,
+            falls: Default::default(),
+            slow_recovery_warned: false,
+            published_factor: 1.0,
+            failed_back_at: None,
+            suspended_at: None,
+        });
+        w.machine.suspend(s.reason.clone(), now);
+        w.suspended_at = SystemTime::UNIX_EPOCH
+            .checked_add(Duration::from_millis(s.since_unix_ms))
+            .map(|t| t.min(SystemTime::now()));
     }
 
     /// [`Controller::persist`] at the end of a step that was no command: the step's
@@ -60,12 +85,29 @@ impl Controller {
     /// each step, once its table, view and audit events are out (two fsyncs; failovers
     /// are rare).
     pub(super) fn persist(&self) -> std::io::Result<()> {
-        let (paused, active) = (self.paused, &self.active);
+        let (paused, active, masters) = (self.paused, &self.active, &self.masters);
         self.control.save_operator(|s| {
             s.failover_paused = paused;
             for (id, m) in s.masters.iter_mut() {
                 if !active.contains_key(id.as_str()) {
                     m.held = None;
+                }
+                let suspended = masters
+                    .get(id.as_str())
+                    .is_some_and(|w| w.machine.suspended_reason().is_some());
+                if !suspended {
+                    m.suspended = None;
+                }
+            }
+            for (id, w) in masters {
+                if let Some(reason) = w.machine.suspended_reason() {
+                    let since = w
+                        .suspended_at
+                        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok());
+                    s.master(id).suspended = Some(Suspension {
+                        reason: reason.to_string(),
+                        since_unix_ms: since.map_or(0, |d| d.as_millis() as u64),
+                    });
                 }
             }
             for (failed, a) in active {

@@ -181,3 +181,63 @@ fn deadlines_name_the_next_time_driven_transition() {
     m.observe(Signal::ProbePass, t0 + ms(32_000), &s);
     assert_eq!(m.deadline(&s), Some(t0 + ms(42_000)));
 }
+
+#[test]
+fn a_ban_suspends_from_any_state_and_nothing_but_reinstate_lifts_it() {
+    let s = settings();
+    for probed in [true, false] {
+        let t0 = Instant::now();
+        let mut m = Machine::new(probed, t0);
+        let t = m
+            .observe(Signal::Banned("answered 403".into()), t0, &s)
+            .unwrap();
+        assert_eq!((t.from, t.to), (Healthy, Suspended));
+        assert!(!m.state().routable());
+        assert_eq!(m.suspended_reason(), Some("answered 403"));
+        assert_eq!(m.deadline(&s), None, "no time-driven way out");
+        // Probes, live outcomes, a second ban and hours of ticks leave it suspended.
+        for i in 1..=20u64 {
+            let now = t0 + Duration::from_secs(i * 600);
+            assert_eq!(m.observe(Signal::ProbePass, now, &s), None);
+            assert_eq!(m.observe(Signal::Ejected("x".into()), now, &s), None);
+            assert_eq!(m.observe(Signal::Banned("again".into()), now, &s), None);
+            assert_eq!(m.tick(now, &s), None);
+        }
+        assert_eq!(m.state(), Suspended);
+        assert_eq!(m.suspended_reason(), Some("answered 403"));
+        let back = t0 + Duration::from_secs(12_001);
+        let t = m.reinstate(back).unwrap();
+        assert_eq!((t.from, t.to), (Suspended, Recovering));
+        assert_eq!(t.outage, Some(Duration::from_secs(12_001)));
+        assert_eq!(m.suspended_reason(), None);
+        assert_eq!(
+            m.reinstate(back),
+            None,
+            "only a suspended master is reinstated"
+        );
+        // Slow start from a tenth, then healthy.
+        assert!((m.factor(back, &s) - 0.1).abs() < 1e-9);
+        assert_eq!(m.tick(back + ms(10_000), &s).unwrap().to, Healthy);
+    }
+}
+
+#[test]
+fn a_ban_while_down_suspends_and_a_relapse_after_reinstating_fails() {
+    let s = settings();
+    let t0 = Instant::now();
+    let mut m = Machine::new(true, t0);
+    m.observe(Signal::Ejected("down".into()), t0, &s);
+    assert_eq!(m.state(), Degraded);
+    let t = m
+        .observe(Signal::Banned("banned".into()), t0 + ms(1_000), &s)
+        .unwrap();
+    assert_eq!((t.from, t.to), (Degraded, Suspended));
+    // recovery_wait passes: it stays suspended, not failed.
+    assert_eq!(m.tick(t0 + ms(60_000), &s), None);
+    m.reinstate(t0 + ms(61_000)).unwrap();
+    let t = m
+        .observe(Signal::Ejected("again".into()), t0 + ms(62_000), &s)
+        .unwrap();
+    assert_eq!((t.from, t.to), (Recovering, Failed));
+    assert_eq!(m.outage(t0 + ms(63_000)), Some(ms(63_000)));
+}
