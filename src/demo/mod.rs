@@ -1,7 +1,11 @@
 //! `switchyard demo`: three in-process mock masters (two regions, one standby) and the
 //! proxy, with a built-in config and a temporary data directory. Health checks and
 //! failover timings are short so that a failover plays out in seconds; the audit trail
-//! is printed as it grows. `--chaos` takes the primary down and back, in a loop.
+//! is printed as it grows. `--chaos` takes the primary down and back, in a loop, and
+//! sends traffic ([`traffic`]): a steady trickle, and every minute a burst of queued
+//! messages; `omar-master` is an account its provider bans after a while.
+
+mod traffic;
 
 use crate::config::Config;
 use crate::mock::{self, MockMaster};
@@ -10,8 +14,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The demo's `[health]` and `[failover]`: a failover within seconds.
-const TIMINGS: &str = "[health]\ninterval_ms = 500\ntimeout_ms = 400\nunhealthy_threshold = 2\nhealthy_threshold = 2\n\n[failover]\nrecovery_wait_ms = 3000\nfailback_delay_ms = 3000\nslow_start_ms = 3000\n";
+/// The demo's `[health]` and `[failover]`: a failover within seconds; the provider's
+/// ban answer (the mock's) is recognised.
+const TIMINGS: &str = "[health]\ninterval_ms = 500\ntimeout_ms = 400\nunhealthy_threshold = 2\nhealthy_threshold = 2\nban_patterns = [\"account banned\"]\n\n[failover]\nrecovery_wait_ms = 3000\nfailback_delay_ms = 3000\nslow_start_ms = 3000\n";
+
+/// With `--chaos`, the account `omar-master`'s provider bans it after this many sends.
+const BAN_AFTER: u64 = 120;
 
 pub async fn run(listen: SocketAddr, admin_listen: SocketAddr, chaos: bool) -> anyhow::Result<()> {
     let data = tempfile::Builder::new()
@@ -27,9 +35,15 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr, chaos: bool) -> a
     let mut addrs = Vec::new();
     // The first one, which --chaos takes down and brings back.
     let mut primary = None;
+    let mut mocks = Vec::new();
     for (id, region, role, weight) in specs {
-        let m = Arc::new(MockMaster::new(id, Duration::from_millis(5), 0.0));
+        let mut m = MockMaster::new(id, Duration::from_millis(5), 0.0);
+        if chaos && id == "omar-master" {
+            m = m.banned_after(BAN_AFTER);
+        }
+        let m = Arc::new(m);
         primary.get_or_insert_with(|| m.clone());
+        mocks.push((id, m.clone()));
         let (addr, _task) = mock::start(m, "127.0.0.1:0".parse()?, mock_shutdown.clone()).await?;
         addrs.push((id, addr));
         masters.push_str(&format!(
@@ -59,9 +73,18 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr, chaos: bool) -> a
     println!("  data dir:   {}", data.path().display());
     if chaos {
         println!(
-            "\n  chaos: {} goes down every 40 s and comes back 15 s later",
-            specs[0].0
+            "\n  chaos: {} goes down every 40 s and comes back 15 s later;\n         {} messages a second are sent, and every {} s a burst of {} queued ones;\n         omar-master's provider bans it after {BAN_AFTER} messages (reinstate it with\n         `switchyard masters reinstate omar-master --admin http://{a}`)",
+            specs[0].0,
+            traffic::TRICKLE_PER_SEC,
+            traffic::BURST_EVERY.as_secs(),
+            traffic::BURST,
         );
+        tokio::spawn(traffic::run(l));
+        let queue = running.proxy.queue.clone();
+        tokio::spawn(traffic::watch(
+            move || queue.as_ref().map_or(0, |q| q.depth()),
+            mocks,
+        ));
     }
     println!("\nevents:");
     let audit = running.control.audit.clone();
