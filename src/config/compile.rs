@@ -459,6 +459,18 @@ fn compile_masters(raw: &[RawMaster], errs: &mut Errors) -> Vec<Arc<MasterConfig
             );
         }
         errs.length(&at("region"), &m.region, MAX_REGION_BYTES);
+        if !(m.rate_per_sec.is_finite()
+            && m.rate_per_sec >= 0.0
+            && m.rate_per_sec <= MAX_RATE_PER_SEC)
+        {
+            errs.push(
+                &at("rate_per_sec"),
+                format!("must be a number from 0 (no limit) up to {MAX_RATE_PER_SEC}"),
+            );
+        }
+        errs.within(&at("burst"), m.burst, 1, MAX_BURST);
+        errs.within(&at("daily_limit"), m.daily_limit, 0, MAX_DAILY_LIMIT);
+        errs.duration(&at("warmup_ms"), m.warmup_ms, 0);
         if m.headers.len() > MAX_HEADERS {
             errs.push(
                 &at("headers"),
@@ -523,6 +535,10 @@ fn compile_masters(raw: &[RawMaster], errs: &mut Errors) -> Vec<Arc<MasterConfig
                 region: m.region.clone(),
                 region_key: m.region.to_ascii_lowercase(),
                 headers,
+                rate_per_sec: m.rate_per_sec,
+                burst: m.burst.clamp(1, MAX_BURST) as u32,
+                daily_limit: m.daily_limit,
+                warmup: Duration::from_millis(m.warmup_ms),
             }));
         }
     }

@@ -221,6 +221,10 @@ pub struct RawMaster {
     pub region: String,
     pub headers: BTreeMap<String, String>,
     pub tls_ca: String,
+    pub rate_per_sec: f64,
+    pub burst: u64,
+    pub daily_limit: u64,
+    pub warmup_ms: u64,
 }
 
 impl Default for RawMaster {
@@ -235,6 +239,10 @@ impl Default for RawMaster {
             region: String::new(),
             headers: BTreeMap::new(),
             tls_ca: String::new(),
+            rate_per_sec: 0.0,
+            burst: 1,
+            daily_limit: 0,
+            warmup_ms: 0,
         }
     }
 }

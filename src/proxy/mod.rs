@@ -345,8 +345,11 @@ impl Proxy {
         // fault) is tried elsewhere but is no attempt.
         let mut attempts = 0u32;
         let mut last_error: Option<String> = None;
+        // Set when eligible masters were left but none had budget (SPEC section 10).
+        let mut budget_wait = None;
         while tried.len() < max_tries {
             let Some(pick) = table.select(region, &tried) else {
+                budget_wait = table.budget_wait(&tried);
                 break;
             };
             tried.push(pick.index);
@@ -401,15 +404,19 @@ impl Proxy {
                 }
             }
         }
+        // Over budget means later, not lost: queued whatever `when_unavailable` says.
         let queue_takes_it = self.queue.is_some()
-            && (last_error.is_some() || cfg.queue.when_unavailable == WhenUnavailable::Queue);
+            && (last_error.is_some()
+                || budget_wait.is_some()
+                || cfg.queue.when_unavailable == WhenUnavailable::Queue);
         if queue_takes_it {
             return self.park(table, msg, message, attempts, last_error).await;
         }
         // A claim dropped unfinished frees its key (see `Claim`).
-        match last_error {
-            None => no_master(cfg),
-            Some(err) => unavailable(
+        match (last_error, budget_wait) {
+            (None, Some(wait)) => over_budget(wait),
+            (None, None) => no_master(cfg),
+            (Some(err), _) => unavailable(
                 cfg,
                 "masters_unavailable",
                 format!(
@@ -689,6 +696,23 @@ fn no_master(cfg: &crate::config::Config) -> Response<Body> {
         "no_eligible_master",
         "no master is eligible to take the message; retry later".into(),
     )
+}
+
+/// 429 when every eligible master is out of budget and the queue is off; the
+/// `Retry-After` is when the first of them has budget again, in whole seconds.
+fn over_budget(wait: std::time::Duration) -> Response<Body> {
+    let secs = wait.as_millis().div_ceil(1000).clamp(1, 86_400 + 60) as u64;
+    let mut resp = reply::error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "over_budget",
+        format!(
+            "every eligible master has used its sending budget (rate_per_sec, burst or \
+             daily_limit); retry after {secs} s"
+        ),
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    resp
 }
 
 fn unavailable(cfg: &crate::config::Config, code: &str, message: String) -> Response<Body> {

@@ -74,6 +74,8 @@ pub struct MasterEntry {
     /// The version of the table this entry belongs to: exchanges it routed report it
     /// with their failures.
     pub table_version: u64,
+    /// It has a pace or a daily cap: selection checks its budget.
+    pub limited: bool,
 }
 
 impl MasterEntry {
@@ -107,6 +109,8 @@ pub struct RoutingTable {
     pub config: Arc<Config>,
     pub masters: Vec<MasterEntry>,
     strategy: Strategy,
+    /// Some eligible master has a budget: selection checks budgets.
+    limited: bool,
 }
 
 impl RoutingTable {
@@ -128,7 +132,10 @@ impl RoutingTable {
                     && (m.config.role != Role::Standby || m.promoted);
                 // Slow start: after a recovery, or after a failback.
                 let factor = m.factor.clamp(0.1, 1.0);
+                // Counts live in the stats, so a changed budget keeps them.
+                m.stats.configure(&m.config);
                 MasterEntry {
+                    limited: m.config.limited(),
                     effective_weight: m.config.weight * factor,
                     config: m.config,
                     stats: m.stats,
@@ -155,20 +162,93 @@ impl RoutingTable {
             })
             .collect();
         let strategy = Strategy::build(config.routing.strategy, &candidates, rng);
+        let limited = masters.iter().any(|m| m.eligible && m.limited);
         RoutingTable {
             version,
             config_version,
             config,
             masters,
             strategy,
+            limited,
         }
     }
 
-    /// Chooses an eligible master that is not in `tried` (indexes into `masters`).
-    /// `region` must be lower-cased. Lock-free: a few atomic operations.
+    /// Chooses an eligible master that is not in `tried` (indexes into `masters`) and
+    /// has budget, and takes one message's budget from it (SPEC section 10): a master
+    /// without budget is passed over like an ineligible one. `region` must be
+    /// lower-cased. Lock-free: a few atomic operations, and no more when no master
+    /// has limits. `None` when no eligible master is left; [`RoutingTable::budget_wait`]
+    /// then tells whether budget is what was missing.
     #[inline]
     pub fn select(&self, region: Option<&str>, tried: &[usize]) -> Option<Pick> {
-        self.strategy.select(region, tried)
+        let pick = self.strategy.select(region, tried)?;
+        if !self.limited || !self.masters[pick.index].limited {
+            return Some(pick);
+        }
+        self.select_with_budget(pick, region, tried)
+    }
+
+    /// [`RoutingTable::select`] once its first pick has limits: takes its budget, else
+    /// passes it over and picks again among the others.
+    fn select_with_budget(
+        &self,
+        first: Pick,
+        region: Option<&str>,
+        tried: &[usize],
+    ) -> Option<Pick> {
+        let now = budget::now_ns();
+        let mut pick = first;
+        let mut skip: Vec<usize> = Vec::new();
+        loop {
+            let m = &self.masters[pick.index];
+            if !m.limited || m.stats.try_take_budget(now, m.config.warmup) {
+                return Some(pick);
+            }
+            if skip.is_empty() {
+                skip.extend_from_slice(tried);
+            }
+            // Each turn passes one more master over: at most one turn per master.
+            skip.push(pick.index);
+            pick = self.strategy.select(region, &skip)?;
+        }
+    }
+
+    /// When an eligible master not in `tried` will have budget again: zero when one has
+    /// now, `None` when no master is eligible.
+    pub fn budget_wait(&self, tried: &[usize]) -> Option<std::time::Duration> {
+        let now = budget::now_ns();
+        self.masters
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| m.eligible && !tried.contains(i))
+            .map(|(_, m)| {
+                if m.limited {
+                    m.stats.budget_wait(now, m.config.warmup)
+                } else {
+                    std::time::Duration::ZERO
+                }
+            })
+            .min()
+    }
+
+    /// Messages the eligible masters could take at once now, all together
+    /// (`u64::MAX` when one has no limits).
+    pub fn budget_available(&self) -> u64 {
+        if !self.limited {
+            return u64::MAX;
+        }
+        let now = budget::now_ns();
+        self.masters
+            .iter()
+            .filter(|m| m.eligible)
+            .map(|m| {
+                if m.limited {
+                    m.stats.budget_available(now, m.config.warmup)
+                } else {
+                    u64::MAX
+                }
+            })
+            .fold(0u64, u64::saturating_add)
     }
 
     pub fn eligible_count(&self) -> usize {

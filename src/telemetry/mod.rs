@@ -65,11 +65,18 @@ pub struct MasterMetrics {
     anonymous: [Counter; Outcome::ALL.len()],
     by_client: dashmap::DashMap<std::sync::Arc<str>, [Counter; Outcome::ALL.len()]>,
     pub duration: histogram::Histogram,
+    /// Selections that passed this master over because its pace or daily cap had no
+    /// budget left.
+    pub budget_exhausted: Counter,
 }
 
 impl MasterMetrics {
     pub fn new(id: &str) -> Self {
         Self {
+            budget_exhausted: metrics::counter!(
+                "switchyard_master_budget_exhausted_total",
+                "master" => id.to_string()
+            ),
             id: id.to_string(),
             anonymous: Self::counters(id, &crate::clients::ANONYMOUS),
             by_client: dashmap::DashMap::new(),
@@ -123,6 +130,15 @@ pub fn install() -> &'static PrometheusHandle {
 }
 
 fn describe() {
+    describe_counter!(
+        "switchyard_master_budget_exhausted_total",
+        "Times a master was passed over because its pace (rate_per_sec, burst) or its \
+         daily_limit left it no budget at that moment."
+    );
+    describe_gauge!(
+        "switchyard_master_sent_24h",
+        "Messages sent to the master over the last 24 hours, as its daily_limit counts them."
+    );
     describe_counter!(
         "switchyard_requests_total",
         "Exchanges with masters by outcome and by the client that sent the message."
