@@ -113,3 +113,44 @@ async fn a_sync_client_over_budget_is_queued_and_delivered_later() {
     );
     assert_eq!(received(&http, &mock).await.0, 2);
 }
+
+#[tokio::test]
+async fn the_daily_count_survives_a_restart_and_warns_at_90_percent() {
+    let mock = Mock::start("capped", &[]);
+    let sy = Switchyard::start(&format!(
+        "[queue]\nenabled = false\n{}",
+        masters_toml(&[(&mock, "daily_limit = 3")])
+    ));
+    let http = Http::new();
+    for _ in 0..2 {
+        assert_eq!(http.post(&sy.messages(), "{}").await.0, 200);
+    }
+    let sy = sy.restart();
+    let status = status_of(&http, &sy, "capped").await;
+    assert_eq!(
+        (status["sent_24h"].as_u64(), status["daily_limit"].as_u64()),
+        (Some(2), Some(3))
+    );
+    assert_eq!(status["rate_per_sec"], 0.0);
+    assert_eq!(
+        http.post(&sy.messages(), "{}").await.0,
+        200,
+        "the third of three"
+    );
+    sy.proc
+        .wait_line("daily_budget_90", Duration::from_secs(20));
+    let (status, headers, _) = http.post(&sy.messages(), "{}").await;
+    assert_eq!(status, 429, "the cap counts the sends before the restart");
+    // The first counted minute leaves the window in about 24 hours.
+    let retry: u64 = header(&headers, "retry-after").parse().unwrap();
+    assert!(retry > 23 * 3600, "Retry-After {retry}");
+    assert_eq!(status_of(&http, &sy, "capped").await["budget_available"], 0);
+    assert_eq!(received(&http, &mock).await.0, 3);
+    let (_, _, metrics) = http.get(&format!("{}/metrics", sy.admin)).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("switchyard_master_sent_24h{master=\"capped\"} 3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("switchyard_master_budget_exhausted_total{master=\"capped\"} 1"));
+}

@@ -208,6 +208,10 @@ impl MasterStats {
 
     pub fn record_success(&self) {
         self.sent_total.fetch_add(1, Relaxed);
+        if self.daily.limit() == 0 {
+            // Counted for `sent_24h` only: with a cap, selection counted it already.
+            self.daily.try_take(super::budget::unix_ms());
+        }
         self.consecutive_failures.store(0, Relaxed);
     }
 
