@@ -34,6 +34,7 @@ fn table(strategy: &str, n: usize) -> RoutingTable {
             promoted: false,
             held: false,
             factor: 1.0,
+            stands_for: None,
         })
         .collect();
     RoutingTable::build(1, 1, config, inputs, &mut StdRng::seed_from_u64(1))

@@ -154,3 +154,54 @@ async fn the_daily_count_survives_a_restart_and_warns_at_90_percent() {
     );
     assert!(metrics.contains("switchyard_master_budget_exhausted_total{master=\"capped\"} 1"));
 }
+
+#[tokio::test]
+async fn a_recipient_stays_on_one_master_and_waits_for_its_budget() {
+    let (a, b) = (Mock::start("a", &[]), Mock::start("b", &[]));
+    let sy = Switchyard::start(&format!(
+        "[routing]\nsticky = true\nrecipient_field = \"/to\"\n{}",
+        masters_toml(&[
+            (&a, "rate_per_sec = 1\nburst = 1"),
+            (&b, "rate_per_sec = 1\nburst = 1")
+        ])
+    ));
+    let http = Http::new();
+    // Two messages to one recipient at once: the second waits for the same master.
+    let (status, first, _) = http
+        .post(&sy.messages(), r#"{"to": "+971500000001"}"#)
+        .await;
+    assert_eq!(status, 200);
+    let owner = header(&first, "x-switchyard-master").to_string();
+    let (status, headers, _) = http
+        .post_with(&sy.messages(), "{}", &[("x-recipient", "+971500000001")])
+        .await;
+    assert_eq!(status, 202, "its master has no budget now: it waits");
+    let id = header(&headers, "x-switchyard-message-id").to_string();
+    until_status(&http, &sy, &id, "delivered", Duration::from_secs(20)).await;
+    assert_eq!(message(&http, &sy, &id).await["master"], owner.as_str());
+    // Recipients spread over both masters, each on one.
+    let mut seen = std::collections::HashMap::new();
+    let mut n = 2;
+    while seen
+        .values()
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+        < 2
+    {
+        assert!(n < 60, "every recipient on one master: {seen:?}");
+        let to = format!("+97150000{n:04}");
+        let (status, headers, _) = http
+            .post_with(&sy.messages(), "{}", &[("x-recipient", &to)])
+            .await;
+        let id = header(&headers, "x-switchyard-message-id").to_string();
+        if status == 202 {
+            until_status(&http, &sy, &id, "delivered", Duration::from_secs(20)).await;
+        }
+        let master = message(&http, &sy, &id).await["master"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        seen.insert(to, master);
+        n += 1;
+    }
+}

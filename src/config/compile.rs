@@ -139,6 +139,14 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let key_header = errs.header_name("routing.key_header", &raw.routing.key_header);
     let region_field = errs.pointer("routing.region_field", &raw.routing.region_field);
     let key_field = errs.pointer("routing.key_field", &raw.routing.key_field);
+    let recipient_header =
+        errs.header_name("routing.recipient_header", &raw.routing.recipient_header);
+    let recipient_field = errs.pointer("routing.recipient_field", &raw.routing.recipient_field);
+    errs.duration(
+        "routing.sticky_max_wait_ms",
+        raw.routing.sticky_max_wait_ms,
+        0,
+    );
     errs.within(
         "routing.retry_attempts",
         raw.routing.retry_attempts.into(),
@@ -251,6 +259,13 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
         return Err(ConfigErrors(errs.0));
     }
     // Every Option below is Some: a None always pushed an error above.
+    let (Some(recipient_header), Some(recipient_field)) = (recipient_header, recipient_field)
+    else {
+        return Err(ConfigErrors(vec![ConfigError::new(
+            "",
+            "internal: missing value",
+        )]));
+    };
     let (Some(listen), Some(admin_listen), Some(strategy), Some(region_header), Some(key_header)) =
         (listen, admin_listen, strategy, region_header, key_header)
     else {
@@ -305,6 +320,10 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
             key_field,
             retry_attempts: raw.routing.retry_attempts,
             forward_headers,
+            sticky: raw.routing.sticky,
+            recipient_header,
+            recipient_field,
+            sticky_max_wait: ms(raw.routing.sticky_max_wait_ms),
         },
         health: HealthConfig {
             interval: ms(h.interval_ms),

@@ -205,6 +205,14 @@ pub struct RoutingConfig {
     /// Client request headers passed on to masters with the message (lower-case,
     /// no duplicates, none that switchyard sets itself).
     pub forward_headers: Vec<HeaderName>,
+    /// The same recipient goes to the same master while it is eligible (SPEC
+    /// section 10).
+    pub sticky: bool,
+    pub recipient_header: HeaderName,
+    /// JSON pointer into the body, read when the recipient header is absent.
+    pub recipient_field: Option<String>,
+    /// How long a message waits for its recipient's master to have budget.
+    pub sticky_max_wait: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -71,6 +71,10 @@ pub struct RawRouting {
     pub key_field: String,
     pub retry_attempts: u32,
     pub forward_headers: Vec<String>,
+    pub sticky: bool,
+    pub recipient_header: String,
+    pub recipient_field: String,
+    pub sticky_max_wait_ms: u64,
 }
 
 impl Default for RawRouting {
@@ -85,6 +89,10 @@ impl Default for RawRouting {
             forward_headers: ["traceparent", "tracestate", "x-request-id"]
                 .map(String::from)
                 .into(),
+            sticky: false,
+            recipient_header: "x-recipient".into(),
+            recipient_field: String::new(),
+            sticky_max_wait_ms: 60_000,
         }
     }
 }

@@ -383,6 +383,7 @@ fn build(w: &mut Writer, stats: &StatsRegistry) -> RoutingTable {
                 health: c.health,
                 admin: c.admin,
                 promoted: promoted_for.is_some(),
+                stands_for: promoted_for.map(|failed| failed.id.clone()),
                 held: c.promoted_for.is_some(),
                 factor: c.factor,
             }

@@ -184,8 +184,27 @@ async fn attempt(proxy: &Proxy, queue: &Arc<Queue>, record: Record) -> Result<()
         }
         return queue.failed(record, error, false, &config.queue).await;
     }
+    // Sticky recipients: its own master, waited for up to sticky_max_wait_ms from
+    // its acceptance while it has no budget, then any master.
+    let mut sticky = None;
+    if let Some(recipient) = &record.recipient {
+        match table.select_sticky(recipient, &[]) {
+            Some(Ok(pick)) => sticky = Some(pick),
+            Some(Err(wait)) => {
+                let max_wait = config.routing.sticky_max_wait.as_millis() as u64;
+                let left = max_wait.saturating_sub(age);
+                if left > 0 {
+                    let wait = wait.min(Duration::from_millis(left));
+                    return queue.wait_budget(record, wait, &config.queue).await;
+                }
+                crate::telemetry::sticky_move();
+            }
+            None => {}
+        }
+    }
     // Stored as the request gave it to the routing hints: lower-cased.
-    let Some(pick) = table.select(record.region.as_deref(), &[]) else {
+    let picked = sticky.or_else(|| table.select(record.region.as_deref(), &[]));
+    let Some(pick) = picked else {
         if let Some(wait) = table.budget_wait(&[]) {
             // Masters are eligible but out of budget: later, not lost, no attempt.
             return queue.wait_budget(record, wait, &config.queue).await;

@@ -307,6 +307,7 @@ impl Proxy {
             claim: claim.as_ref(),
             client,
             request_id: &request_id_text,
+            recipient: hints.recipient.as_deref(),
         };
         let asked_async = hints::prefers_async(&parts.headers);
         if let Some(queue) = &self.queue {
@@ -347,11 +348,33 @@ impl Proxy {
         let mut last_error: Option<String> = None;
         // Set when eligible masters were left but none had budget (SPEC section 10).
         let mut budget_wait = None;
+        // Sticky recipients (SPEC section 10): the recipient's own master first; with
+        // no budget there, the message waits for it (queued, or 429 with the queue
+        // off) unless that would take longer than sticky_max_wait_ms.
+        let mut sticky = None;
+        if let Some(recipient) = message.recipient {
+            match table.select_sticky(recipient, &tried) {
+                Some(Ok(pick)) => sticky = Some(pick),
+                Some(Err(wait)) if wait <= cfg.routing.sticky_max_wait => {
+                    if self.queue.is_some() {
+                        return self.park(table, msg, message, attempts, None).await;
+                    }
+                    return over_budget(wait);
+                }
+                Some(Err(_)) => crate::telemetry::sticky_move(),
+                None => {}
+            }
+        }
         while tried.len() < max_tries {
-            let Some(pick) = table.select(region, &tried) else {
+            let picked = sticky.take().or_else(|| table.select(region, &tried));
+            let Some(pick) = picked else {
                 budget_wait = table.budget_wait(&tried);
                 break;
             };
+            if message.recipient.is_some() && tried.len() == 1 && table.sticky() {
+                // Its own master failed it: this one takes it instead.
+                crate::telemetry::sticky_move();
+            }
             tried.push(pick.index);
             let master = &table.masters[pick.index];
             let stats = &master.stats;
@@ -523,6 +546,8 @@ struct Message<'a> {
     client: &'a Arc<str>,
     /// Its `x-request-id`: the client's, or `id`.
     request_id: &'a str,
+    /// Its recipient, with `routing.sticky`.
+    recipient: Option<&'a str>,
 }
 
 impl Message<'_> {
@@ -566,6 +591,7 @@ fn new_message(
         forward_headers: trace::to_text(&msg.forward),
         client: message.client.to_string(),
         request_id: Some(message.request_id.to_string()),
+        recipient: message.recipient.map(str::to_string),
     }
 }
 

@@ -53,6 +53,8 @@ pub struct NewMessage {
     /// Who sent it, and its request id (see [`Record::client`]).
     pub client: String,
     pub request_id: Option<String>,
+    /// The sticky recipient (see [`Record::recipient`]).
+    pub recipient: Option<String>,
 }
 
 impl NewMessage {
@@ -75,6 +77,7 @@ impl NewMessage {
             forward_headers: self.forward_headers,
             client: self.client,
             request_id: self.request_id,
+            recipient: self.recipient,
         }
     }
 }
@@ -735,6 +738,7 @@ pub(crate) mod tests {
             forward_headers: Vec::new(),
             client: String::new(),
             request_id: None,
+            recipient: None,
         }
     }
 

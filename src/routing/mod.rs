@@ -58,6 +58,9 @@ pub struct MasterInput {
     pub held: bool,
     /// Slow-start share in [0.1, 1] (1 for a master at full share).
     pub factor: f64,
+    /// For a promoted standby: the failed master whose place (and so whose sticky
+    /// recipients) it takes.
+    pub stands_for: Option<Arc<str>>,
 }
 
 /// One master in a table snapshot.
@@ -111,6 +114,8 @@ pub struct RoutingTable {
     strategy: Strategy,
     /// Some eligible master has a budget: selection checks budgets.
     limited: bool,
+    /// With `routing.sticky`: the eligible masters' places (see [`sticky`]).
+    places: Option<sticky::Places>,
 }
 
 impl RoutingTable {
@@ -123,6 +128,8 @@ impl RoutingTable {
         inputs: Vec<MasterInput>,
         rng: &mut impl Rng,
     ) -> RoutingTable {
+        let stands_for: Vec<Option<Arc<str>>> =
+            inputs.iter().map(|m| m.stands_for.clone()).collect();
         let masters: Vec<MasterEntry> = inputs
             .into_iter()
             .map(|m| {
@@ -163,6 +170,21 @@ impl RoutingTable {
             .collect();
         let strategy = Strategy::build(config.routing.strategy, &candidates, rng);
         let limited = masters.iter().any(|m| m.eligible && m.limited);
+        let places = config.routing.sticky.then(|| {
+            let places: Vec<sticky::Place> = masters
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.eligible)
+                .map(|(index, m)| sticky::Place {
+                    // A promoted standby serves its failed master's place; its
+                    // config already carries that master's weight.
+                    id: stands_for[index].as_deref().unwrap_or(m.id()).to_string(),
+                    weight: m.config.weight,
+                    master: index,
+                })
+                .collect();
+            sticky::Places::new(&places)
+        });
         RoutingTable {
             version,
             config_version,
@@ -170,6 +192,7 @@ impl RoutingTable {
             masters,
             strategy,
             limited,
+            places,
         }
     }
 
@@ -213,6 +236,32 @@ impl RoutingTable {
         }
     }
 
+    /// The recipient's own master (SPEC section 10), with one message's budget taken
+    /// from it: `Some(Ok)`; `Some(Err(wait))` when it has no budget for `wait`; `None`
+    /// without sticky routing, with no eligible master, or when its master is in
+    /// `tried` (it failed this message): the caller then selects as usual.
+    pub fn select_sticky(
+        &self,
+        recipient: &str,
+        tried: &[usize],
+    ) -> Option<Result<Pick, std::time::Duration>> {
+        let index = self.places.as_ref()?.pick(sticky::bucket(recipient))?;
+        if tried.contains(&index) {
+            return None;
+        }
+        let m = &self.masters[index];
+        let now = budget::now_ns();
+        let pick = Pick {
+            index,
+            region_fallback: false,
+        };
+        if !m.limited || m.stats.try_take_budget(now, m.config.warmup) {
+            Some(Ok(pick))
+        } else {
+            Some(Err(m.stats.budget_wait(now, m.config.warmup)))
+        }
+    }
+
     /// When an eligible master not in `tried` will have budget again: zero when one has
     /// now, `None` when no master is eligible.
     pub fn budget_wait(&self, tried: &[usize]) -> Option<std::time::Duration> {
@@ -251,6 +300,11 @@ impl RoutingTable {
             .fold(0u64, u64::saturating_add)
     }
 
+    /// Whether `routing.sticky` is on.
+    pub fn sticky(&self) -> bool {
+        self.places.is_some()
+    }
+
     pub fn eligible_count(&self) -> usize {
         self.masters.iter().filter(|m| m.eligible).count()
     }
@@ -260,5 +314,7 @@ impl RoutingTable {
     }
 }
 
+#[cfg(test)]
+mod budget_table_tests;
 #[cfg(test)]
 mod tests;

@@ -131,6 +131,11 @@ pub fn install() -> &'static PrometheusHandle {
 
 fn describe() {
     describe_counter!(
+        "switchyard_sticky_moves_total",
+        "Messages with a recipient sent to another master than the recipient's own \
+         (its master failed the message, or had no budget within sticky_max_wait_ms)."
+    );
+    describe_counter!(
         "switchyard_master_budget_exhausted_total",
         "Times a master was passed over because its pace (rate_per_sec, burst) or its \
          daily_limit left it no budget at that moment."
@@ -291,6 +296,11 @@ pub fn render(handle: &PrometheusHandle, table: &RoutingTable, now: &Mirrored) -
         m.stats.metrics.duration.render(&mut out, NAME, &labels);
     }
     out
+}
+
+/// Counts a message sent away from its recipient's own master.
+pub fn sticky_move() {
+    metrics::counter!("switchyard_sticky_moves_total").increment(1);
 }
 
 /// Logs every panic, wherever it happens, at error with its thread and place, and
