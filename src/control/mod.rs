@@ -13,6 +13,8 @@ pub mod failover;
 pub mod operator;
 pub mod reload;
 pub mod shares;
+#[cfg(test)]
+mod warmup_tests;
 
 use crate::alerts::{Alerter, Severity};
 use crate::config::{Config, MasterConfig, Role};
