@@ -12,7 +12,8 @@ Rounds alternate the proxies and the report gives the median of each figure.
 in the same rounds, reported as `baseline`, to measure a change against its peers.
 `--rust-log LEVEL` sets both switchyard builds' RUST_LOG (default warn; `info` writes
 the access log, to /dev/null); `--extra TOML` is appended to the config of the build
-under test only (an older baseline may not know its keys).
+under test only (an older baseline may not know its keys), and `--master-extra TOML`
+to each of its `[[masters]]` tables (e.g. a budget: `rate_per_sec = 1000000`).
 
 `--tls` adds `switchyard-tls` and `haproxy-tls` to the same rounds: wrk speaks HTTPS
 to them and they speak HTTPS to three more mock masters (`--tls-cert`), verifying the
@@ -22,7 +23,7 @@ one's TLS-to-plain ratios of CPU per request and p99.
 Needs: nginx (Debian nginx-light), haproxy, wrk, taskset (and openssl for --tls); a
 release build is made.
     python3 benches/peer_load.py [--duration 10] [--connections 50] [--rounds 3] [--baseline PATH] [--tls]
-                                 [--rust-log LEVEL] [--extra TOML]
+                                 [--rust-log LEVEL] [--extra TOML] [--master-extra TOML]
 """
 import argparse
 import os
@@ -90,7 +91,8 @@ def run_wrk(port, path, args, script, scheme="http"):
     return parse_wrk(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
 
 
-def start_switchyard(tmp, name, binary, upstreams, pin, certs=None, extra="", rust_log="warn"):
+def start_switchyard(tmp, name, binary, upstreams, pin, certs=None, extra="", rust_log="warn",
+                     master_extra=""):
     sy_port, sy_admin = free_port(), free_port()
     cfg = os.path.join(tmp, f"{name}.toml")
     with open(cfg, "w") as f:
@@ -103,6 +105,8 @@ def start_switchyard(tmp, name, binary, upstreams, pin, certs=None, extra="", ru
             f.write(f'[[masters]]\nid = "m{i}"\nsend_url = "{scheme}://127.0.0.1:{port}/send"\n')
             if certs:
                 f.write(f'tls_ca = "{certs["ca"]}"\n')
+            if master_extra:
+                f.write(master_extra.replace("\\n", "\n") + "\n")
         if extra:
             f.write(extra.replace("\\n", "\n") + "\n")
     env = dict(os.environ, TOKIO_WORKER_THREADS="1", RUST_LOG=rust_log)
@@ -155,7 +159,9 @@ def start_proxies(tmp, upstreams, args, tls_upstreams=None, certs=None):
     builds = [("switchyard", BIN)] + ([("baseline", args.baseline)] if args.baseline else [])
     for name, binary in builds:
         extra = args.extra if name == "switchyard" else ""
-        procs[name] = start_switchyard(tmp, name, binary, upstreams, pin, extra=extra, rust_log=args.rust_log)
+        master_extra = args.master_extra if name == "switchyard" else ""
+        procs[name] = start_switchyard(tmp, name, binary, upstreams, pin, extra=extra, rust_log=args.rust_log,
+                                       master_extra=master_extra)
 
     ng_port = free_port()
     servers = "\n".join(f"    server 127.0.0.1:{port};" for port in upstreams)
@@ -209,6 +215,8 @@ def main():
     ap.add_argument("--tls", action="store_true", help="also run switchyard and haproxy with TLS on both sides")
     ap.add_argument("--rust-log", default="warn", help="RUST_LOG of the switchyard builds")
     ap.add_argument("--extra", default="", help="TOML appended to the tested build's config (\\n for newlines)")
+    ap.add_argument("--master-extra", default="",
+                    help="TOML appended to each [[masters]] table of the tested build's config")
     args = ap.parse_args()
     for tool in ["nginx", "haproxy", "wrk", "taskset"] + (["openssl"] if args.tls else []):
         if not shutil.which(tool):

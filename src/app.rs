@@ -60,6 +60,8 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
     // before the restart starts that way.
     let operator = crate::control::operator::OperatorStore::open(&data_dir)?;
     let control = Arc::new(Control::new(config, hash, path, Arc::new(audit), operator));
+    // Before any traffic: daily_limit counts the 24 hours before the restart too.
+    crate::control::daily::restore(&control, &data_dir);
     let queue = if queue_config.enabled {
         let queue_path = queue_config.path.clone();
         let queue = tokio::task::spawn_blocking(move || Queue::open(&queue_config))
@@ -124,6 +126,12 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
             crate::proxy::delivery::run(p.clone(), q.clone(), s.clone())
         }));
     }
+    tasks.spawn(crate::control::daily::run(
+        control.clone(),
+        alerts.clone(),
+        data_dir.clone(),
+        shutdown.clone(),
+    ));
     let (p, s) = (proxy.clone(), shutdown.clone());
     tasks.spawn(supervise("idempotency sweep", move || {
         crate::proxy::sweep_messages(p.clone(), s.clone())
@@ -216,6 +224,14 @@ impl Running {
             if let Err(e) = res {
                 tracing::error!(error = %e, "a task failed during shutdown");
             }
+        }
+        let control = self.control.clone();
+        let saved = tokio::task::spawn_blocking(move || {
+            let dir = control.table().config.data_dir();
+            crate::control::daily::save_clean(&control, &dir);
+        });
+        if let Err(e) = saved.await {
+            tracing::error!(error = %e, "the daily counts save failed");
         }
         let audit = self.control.audit.clone();
         match tokio::task::spawn_blocking(move || audit.flush()).await {

@@ -30,6 +30,8 @@ pub fn render(status: &Value) -> String {
         "QUEUED",
         "SENT",
         "FAILED",
+        "BUDGET",
+        "24H",
         "LAST ERROR",
     ];
     let mut rows = Vec::new();
@@ -53,6 +55,8 @@ pub fn render(status: &Value) -> String {
             n("queued"),
             n("sent_total"),
             n("failed_total"),
+            budget(m),
+            day(m),
             last_error(m),
         ]);
     }
@@ -77,6 +81,25 @@ fn last_error(m: &Value) -> String {
     match m["suspended_reason"].as_str() {
         Some(why) => text_cell(&Value::String(format!("suspended: {why}"))),
         None => text_cell(&m["last_error"]),
+    }
+}
+
+/// Its pace and what it could take now (`3/s, 2 free`); `-` without limits.
+fn budget(m: &Value) -> String {
+    let rate = m["rate_per_sec"].as_f64().unwrap_or(0.0);
+    match (rate > 0.0, m["budget_available"].as_u64()) {
+        (true, Some(free)) => format!("{rate}/s, {free} free"),
+        (false, Some(free)) => format!("{free} free"),
+        _ => "-".into(),
+    }
+}
+
+/// Sent over the last 24 hours, against its daily limit when it has one (`120/1000`).
+fn day(m: &Value) -> String {
+    let sent = m["sent_24h"].as_u64().unwrap_or(0);
+    match m["daily_limit"].as_u64() {
+        Some(limit) if limit > 0 => format!("{sent}/{limit}"),
+        _ => sent.to_string(),
     }
 }
 
@@ -112,13 +135,39 @@ mod tests {
             "strategy: weighted   routing table: v3   failover paused: false   breaker open: false"
         );
         assert!(lines[2].starts_with("MASTER  ROLE"), "{out}");
-        assert!(lines[3].ends_with("10    2       -"), "{out}");
+        assert!(lines[3].ends_with("10    2       -       0    -"), "{out}");
         assert!(lines[4].contains("standby (promoted)"), "{out}");
         assert!(
             lines[4].contains("503 xxx") && lines[4].ends_with('…'),
             "{out}"
         );
         assert_eq!(lines.len(), 5, "{out}");
+    }
+
+    #[test]
+    fn budgets_show_the_pace_what_is_free_and_the_day() {
+        let status = json!({"strategy": "round_robin", "masters": [
+            {"id": "a", "rate_per_sec": 3.0, "budget_available": 2, "sent_24h": 120,
+             "daily_limit": 1000},
+            {"id": "b", "rate_per_sec": 0.0, "budget_available": null, "sent_24h": 7,
+             "daily_limit": 0},
+        ]});
+        let out = render(&status);
+        assert!(
+            out.lines().nth(2).unwrap().contains("FAILED  BUDGET"),
+            "{out}"
+        );
+        assert!(
+            out.lines()
+                .nth(3)
+                .unwrap()
+                .contains("3/s, 2 free  120/1000"),
+            "{out}"
+        );
+        assert!(
+            out.lines().nth(4).unwrap().contains("-            7 "),
+            "{out}"
+        );
     }
 
     #[test]

@@ -114,6 +114,14 @@ struct MasterStatus {
     last_error: Option<String>,
     /// Why it is suspended (SPEC section 10), while it is.
     suspended_reason: Option<String>,
+    /// Its pace; 0 = no limit (SPEC section 10).
+    rate_per_sec: f64,
+    /// Messages it could take at once now; `None` without any limit.
+    budget_available: Option<u64>,
+    /// Messages sent to it over the last 24 hours (restarts included).
+    sent_24h: u64,
+    /// 0 = no limit.
+    daily_limit: u64,
 }
 
 pub fn ha_status(control: &Control, view: &View) -> Response<Body> {
@@ -151,6 +159,13 @@ pub fn ha_status(control: &Control, view: &View) -> Response<Body> {
                 mean_time_to_recovery_ms: seen.mean_time_to_recovery_ms,
                 last_error: m.stats.last_error().map(|e| e.to_string()),
                 suspended_reason: seen.suspended_reason,
+                rate_per_sec: m.config.rate_per_sec,
+                budget_available: m.limited.then(|| {
+                    let now = crate::routing::budget::now_ns();
+                    m.stats.budget_available(now, m.config.warmup)
+                }),
+                sent_24h: m.stats.daily.sent_24h(crate::routing::budget::unix_ms()),
+                daily_limit: m.config.daily_limit,
             }
         })
         .collect();

@@ -25,6 +25,12 @@ pub const MAX_PATH_BYTES: usize = 4096;
 pub const MAX_MASTERS: usize = 1000;
 pub const MAX_WEIGHT: f64 = 1_000_000.0;
 pub const MAX_PRIORITY: u32 = 1_000_000;
+/// `masters[].rate_per_sec`: a million messages a second is far above any account.
+pub const MAX_RATE_PER_SEC: f64 = 1_000_000.0;
+/// `masters[].burst`.
+pub const MAX_BURST: u64 = 1_000_000;
+/// `masters[].daily_limit`.
+pub const MAX_DAILY_LIMIT: u64 = 1_000_000_000_000;
 pub const MAX_REGION_BYTES: usize = 255;
 pub const MAX_HEADERS: usize = 64;
 pub const MAX_URL_BYTES: usize = 2048;
@@ -160,6 +166,34 @@ mod tests {
         // Too large for the type: the key is still named.
         let e = errors("[routing]\nretry_attempts = 9999999999999\n");
         assert_eq!(e[0].path, "routing.retry_attempts", "{e:?}");
+    }
+
+    #[test]
+    fn budgets_are_bounded() {
+        let master = |kv: &str| format!("{MASTER}{kv}\n");
+        let c = check(&master(
+            "rate_per_sec = 2.5\nburst = 3\ndaily_limit = 100\nwarmup_ms = 10",
+        ))
+        .unwrap();
+        let m = &c.masters[0];
+        assert_eq!((m.rate_per_sec, m.burst, m.daily_limit), (2.5, 3, 100));
+        assert!(m.limited());
+        let c = check(MASTER).unwrap();
+        assert!(!c.masters[0].limited(), "no limit by default");
+        assert_eq!(c.masters[0].burst, 1);
+        for (kv, path) in [
+            ("rate_per_sec = -1", "masters[0].rate_per_sec"),
+            ("rate_per_sec = nan", "masters[0].rate_per_sec"),
+            ("rate_per_sec = 1000001", "masters[0].rate_per_sec"),
+            ("burst = 0", "masters[0].burst"),
+            ("burst = 1000001", "masters[0].burst"),
+            ("daily_limit = 1000000000001", "masters[0].daily_limit"),
+            ("warmup_ms = 604800001", "masters[0].warmup_ms"),
+        ] {
+            let e = check(&master(kv)).map_or_else(|e| e.0, |_| Vec::new());
+            assert_eq!(e.len(), 1, "{kv}: {e:?}");
+            assert_eq!(e[0].path, path, "{kv}");
+        }
     }
 
     #[test]

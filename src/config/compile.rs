@@ -140,6 +140,14 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let key_header = errs.header_name("routing.key_header", &raw.routing.key_header);
     let region_field = errs.pointer("routing.region_field", &raw.routing.region_field);
     let key_field = errs.pointer("routing.key_field", &raw.routing.key_field);
+    let recipient_header =
+        errs.header_name("routing.recipient_header", &raw.routing.recipient_header);
+    let recipient_field = errs.pointer("routing.recipient_field", &raw.routing.recipient_field);
+    errs.duration(
+        "routing.sticky_max_wait_ms",
+        raw.routing.sticky_max_wait_ms,
+        0,
+    );
     errs.within(
         "routing.retry_attempts",
         raw.routing.retry_attempts.into(),
@@ -253,6 +261,13 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
         return Err(ConfigErrors(errs.0));
     }
     // Every Option below is Some: a None always pushed an error above.
+    let (Some(recipient_header), Some(recipient_field)) = (recipient_header, recipient_field)
+    else {
+        return Err(ConfigErrors(vec![ConfigError::new(
+            "",
+            "internal: missing value",
+        )]));
+    };
     let (Some(listen), Some(admin_listen), Some(strategy), Some(region_header), Some(key_header)) =
         (listen, admin_listen, strategy, region_header, key_header)
     else {
@@ -307,6 +322,10 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
             key_field,
             retry_attempts: raw.routing.retry_attempts,
             forward_headers,
+            sticky: raw.routing.sticky,
+            recipient_header,
+            recipient_field,
+            sticky_max_wait: ms(raw.routing.sticky_max_wait_ms),
         },
         health: HealthConfig {
             interval: ms(h.interval_ms),
@@ -462,6 +481,18 @@ fn compile_masters(raw: &[RawMaster], errs: &mut Errors) -> Vec<Arc<MasterConfig
             );
         }
         errs.length(&at("region"), &m.region, MAX_REGION_BYTES);
+        if !(m.rate_per_sec.is_finite()
+            && m.rate_per_sec >= 0.0
+            && m.rate_per_sec <= MAX_RATE_PER_SEC)
+        {
+            errs.push(
+                &at("rate_per_sec"),
+                format!("must be a number from 0 (no limit) up to {MAX_RATE_PER_SEC}"),
+            );
+        }
+        errs.within(&at("burst"), m.burst, 1, MAX_BURST);
+        errs.within(&at("daily_limit"), m.daily_limit, 0, MAX_DAILY_LIMIT);
+        errs.duration(&at("warmup_ms"), m.warmup_ms, 0);
         if m.headers.len() > MAX_HEADERS {
             errs.push(
                 &at("headers"),
@@ -526,6 +557,10 @@ fn compile_masters(raw: &[RawMaster], errs: &mut Errors) -> Vec<Arc<MasterConfig
                 region: m.region.clone(),
                 region_key: m.region.to_ascii_lowercase(),
                 headers,
+                rate_per_sec: m.rate_per_sec,
+                burst: m.burst.clamp(1, MAX_BURST) as u32,
+                daily_limit: m.daily_limit,
+                warmup: Duration::from_millis(m.warmup_ms),
             }));
         }
     }

@@ -206,6 +206,14 @@ pub struct RoutingConfig {
     /// Client request headers passed on to masters with the message (lower-case,
     /// no duplicates, none that switchyard sets itself).
     pub forward_headers: Vec<HeaderName>,
+    /// The same recipient goes to the same master while it is eligible (SPEC
+    /// section 10).
+    pub sticky: bool,
+    pub recipient_header: HeaderName,
+    /// JSON pointer into the body, read when the recipient header is absent.
+    pub recipient_field: Option<String>,
+    /// How long a message waits for its recipient's master to have budget.
+    pub sticky_max_wait: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -335,6 +343,21 @@ pub struct MasterConfig {
     /// Lower-cased, for matching.
     pub region_key: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Sustained messages per second; 0 = no limit (SPEC section 10).
+    pub rate_per_sec: f64,
+    /// Messages allowed at once above the pace (at least 1).
+    pub burst: u32,
+    /// Messages per rolling 24 hours; 0 = no limit.
+    pub daily_limit: u64,
+    /// After it is added, promoted or reinstated, its pace ramps up over this.
+    pub warmup: Duration,
+}
+
+impl MasterConfig {
+    /// Whether it has a pace or a daily cap: only then does selection check a budget.
+    pub fn limited(&self) -> bool {
+        self.rate_per_sec > 0.0 || self.daily_limit > 0
+    }
 }
 
 impl fmt::Debug for MasterConfig {
@@ -349,6 +372,10 @@ impl fmt::Debug for MasterConfig {
             .field("weight", &self.weight)
             .field("priority", &self.priority)
             .field("region", &self.region)
+            .field("rate_per_sec", &self.rate_per_sec)
+            .field("burst", &self.burst)
+            .field("daily_limit", &self.daily_limit)
+            .field("warmup", &self.warmup)
             .field("header_names", &names)
             .finish()
     }

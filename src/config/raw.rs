@@ -71,6 +71,10 @@ pub struct RawRouting {
     pub key_field: String,
     pub retry_attempts: u32,
     pub forward_headers: Vec<String>,
+    pub sticky: bool,
+    pub recipient_header: String,
+    pub recipient_field: String,
+    pub sticky_max_wait_ms: u64,
 }
 
 impl Default for RawRouting {
@@ -85,6 +89,10 @@ impl Default for RawRouting {
             forward_headers: ["traceparent", "tracestate", "x-request-id"]
                 .map(String::from)
                 .into(),
+            sticky: false,
+            recipient_header: "x-recipient".into(),
+            recipient_field: String::new(),
+            sticky_max_wait_ms: 60_000,
         }
     }
 }
@@ -226,6 +234,10 @@ pub struct RawMaster {
     pub region: String,
     pub headers: BTreeMap<String, String>,
     pub tls_ca: String,
+    pub rate_per_sec: f64,
+    pub burst: u64,
+    pub daily_limit: u64,
+    pub warmup_ms: u64,
 }
 
 impl Default for RawMaster {
@@ -240,6 +252,10 @@ impl Default for RawMaster {
             region: String::new(),
             headers: BTreeMap::new(),
             tls_ca: String::new(),
+            rate_per_sec: 0.0,
+            burst: 1,
+            daily_limit: 0,
+            warmup_ms: 0,
         }
     }
 }

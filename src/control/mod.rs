@@ -8,10 +8,13 @@
 //!
 //! May call: `config`, `routing`, `health`, `telemetry`, `audit`, `alerts`.
 
+pub mod daily;
 pub mod failover;
 pub mod operator;
 pub mod reload;
 pub mod shares;
+#[cfg(test)]
+mod warmup_tests;
 
 use crate::alerts::{Alerter, Severity};
 use crate::config::{Config, MasterConfig, Role};
@@ -308,7 +311,23 @@ impl Control {
 
     fn rebuild(&self, writer: &mut Writer) {
         let table = build(writer, &self.stats);
+        let old = self.table.load();
+        // Warm-up (SPEC section 10): a master added by this config, or a standby
+        // promoted by this table, starts its pace at 10%. Masters there at start do not.
+        for m in &table.masters {
+            let before = old.masters.iter().find(|o| o.config.id == m.config.id);
+            let added = before.is_none() && writer.config_version > 1;
+            let promoted = m.promoted && !before.is_some_and(|o| o.promoted);
+            if added || promoted {
+                m.stats.start_warmup();
+            }
+        }
         self.table.store(Arc::new(table));
+    }
+
+    /// The live counters of master `id` (created if it has none yet).
+    pub fn stats_of(&self, id: &Arc<str>) -> Arc<crate::routing::stats::MasterStats> {
+        self.stats.get_or_create(id)
     }
 
     /// Sets a master's admin state, publishes a new table and saves the state (a save
@@ -407,6 +426,7 @@ fn build(w: &mut Writer, stats: &StatsRegistry) -> RoutingTable {
                 health: c.health,
                 admin: c.admin,
                 promoted: promoted_for.is_some(),
+                stands_for: promoted_for.map(|failed| failed.id.clone()),
                 held: c.promoted_for.is_some(),
                 factor: c.factor,
             }

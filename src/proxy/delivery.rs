@@ -38,8 +38,20 @@ pub async fn run(proxy: Arc<Proxy>, queue: Arc<Queue>, mut shutdown: Shutdown) {
         // With no eligible master, messages wait where they are: taking them would
         // only rewrite each one per backoff. While the store cannot write, no outcome
         // could be written either.
-        let free = slots.available_permits();
-        let blocked = proxy.control.table().eligible_count() == 0 || queue.state() != State::Open;
+        // Without budget at any eligible master they wait too, until budget frees;
+        // no more are taken than the masters can take now (SPEC section 10).
+        let table = proxy.control.table();
+        let budget = table.budget_available();
+        let free = slots
+            .available_permits()
+            .min(usize::try_from(budget).unwrap_or(usize::MAX));
+        let blocked = table.eligible_count() == 0 || queue.state() != State::Open;
+        let budget_wait = if budget == 0 && !blocked {
+            table.budget_wait(&[])
+        } else {
+            None
+        };
+        drop(table);
         let batch = if free == 0 || blocked {
             Vec::new()
         } else {
@@ -59,6 +71,16 @@ pub async fn run(proxy: Arc<Proxy>, queue: Arc<Queue>, mut shutdown: Shutdown) {
                 deliver(&proxy, &queue, record).await;
                 drop(permit);
             });
+        }
+        if let Some(wait) = budget_wait {
+            // Sleeps until the first master has budget again (or a slot frees, or
+            // the table changes at the next poll).
+            tokio::select! {
+                _ = tokio::time::sleep(wait.clamp(Duration::from_millis(1), POLL)) => {}
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+                _ = shutdown.wait() => {}
+            }
+            continue;
         }
         if took > 0 && took == free {
             // There may be more due: look again as soon as a slot frees up.
@@ -162,8 +184,31 @@ async fn attempt(proxy: &Proxy, queue: &Arc<Queue>, record: Record) -> Result<()
         }
         return queue.failed(record, error, false, &config.queue).await;
     }
+    // Sticky recipients: its own master, waited for up to sticky_max_wait_ms from
+    // its acceptance while it has no budget, then any master.
+    let mut sticky = None;
+    if let Some(recipient) = &record.recipient {
+        match table.select_sticky(recipient, &[]) {
+            Some(Ok(pick)) => sticky = Some(pick),
+            Some(Err(wait)) => {
+                let max_wait = config.routing.sticky_max_wait.as_millis() as u64;
+                let left = max_wait.saturating_sub(age);
+                if left > 0 {
+                    let wait = wait.min(Duration::from_millis(left));
+                    return queue.wait_budget(record, wait, &config.queue).await;
+                }
+                crate::telemetry::sticky_move();
+            }
+            None => {}
+        }
+    }
     // Stored as the request gave it to the routing hints: lower-cased.
-    let Some(pick) = table.select(record.region.as_deref(), &[]) else {
+    let picked = sticky.or_else(|| table.select(record.region.as_deref(), &[]));
+    let Some(pick) = picked else {
+        if let Some(wait) = table.budget_wait(&[]) {
+            // Masters are eligible but out of budget: later, not lost, no attempt.
+            return queue.wait_budget(record, wait, &config.queue).await;
+        }
         let error = "no master is eligible".to_string();
         return queue.failed(record, error, false, &config.queue).await;
     };

@@ -15,6 +15,8 @@ pub struct Hints {
     pub region: Option<String>,
     /// The recipient key, for per-key ordering.
     pub key: Option<String>,
+    /// The recipient sticky routing keeps on one master (only with `routing.sticky`).
+    pub recipient: Option<String>,
 }
 
 /// An input a request carries that switchyard reads.
@@ -26,6 +28,9 @@ pub enum Input {
     /// The routing key, read from the body at `routing.key_field`.
     Recipient,
     Region,
+    /// The recipient of sticky routing (`routing.recipient_header`, else
+    /// `routing.recipient_field`).
+    StickyRecipient,
     ContentType,
     /// A header forwarded to masters, or `x-request-id` (see [`super::trace`]).
     Header,
@@ -39,6 +44,7 @@ impl Input {
             Self::RoutingKey => "invalid_routing_key",
             Self::Recipient => "invalid_recipient",
             Self::Region => "invalid_region",
+            Self::StickyRecipient => "invalid_recipient",
             Self::ContentType => "invalid_content_type",
             Self::Header => "invalid_header",
         }
@@ -55,6 +61,12 @@ impl Input {
             Self::Region => match &cfg.region_field {
                 Some(field) => format!("the region ({} header or {field})", cfg.region_header),
                 None => format!("the {} header", cfg.region_header),
+            },
+            Self::StickyRecipient => match &cfg.recipient_field {
+                Some(field) => {
+                    format!("the recipient ({} header or {field})", cfg.recipient_header)
+                }
+                None => format!("the {} header", cfg.recipient_header),
             },
             Self::ContentType => "the Content-Type header".into(),
             Self::Header => "a forwarded header".into(),
@@ -202,9 +214,22 @@ pub fn extract(
         Some(k) => Some(k.to_string()),
         None => from_body(&cfg.key_field, "key_field", Input::Recipient)?,
     };
+    let recipient = if !cfg.sticky {
+        None
+    } else {
+        match text(&cfg.recipient_header, Input::StickyRecipient)? {
+            Some(r) => Some(r.to_string()),
+            None => from_body(
+                &cfg.recipient_field,
+                "recipient_field",
+                Input::StickyRecipient,
+            )?,
+        }
+    };
     Ok(Hints {
         region: region.map(|r| r.to_ascii_lowercase()),
         key,
+        recipient,
     })
 }
 

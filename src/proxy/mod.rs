@@ -307,6 +307,7 @@ impl Proxy {
             claim: claim.as_ref(),
             client,
             request_id: &request_id_text,
+            recipient: hints.recipient.as_deref(),
         };
         let asked_async = hints::prefers_async(&parts.headers);
         if let Some(queue) = &self.queue {
@@ -349,10 +350,35 @@ impl Proxy {
         // fault) is tried elsewhere but is no attempt.
         let mut attempts = 0u32;
         let mut last_error: Option<String> = None;
+        // Set when eligible masters were left but none had budget (SPEC section 10).
+        let mut budget_wait = None;
+        // Sticky recipients (SPEC section 10): the recipient's own master first; with
+        // no budget there, the message waits for it (queued, or 429 with the queue
+        // off) unless that would take longer than sticky_max_wait_ms.
+        let mut sticky = None;
+        if let Some(recipient) = message.recipient {
+            match table.select_sticky(recipient, &tried) {
+                Some(Ok(pick)) => sticky = Some(pick),
+                Some(Err(wait)) if wait <= cfg.routing.sticky_max_wait => {
+                    if self.queue.is_some() {
+                        return self.park(table, msg, message, attempts, None).await;
+                    }
+                    return over_budget(wait);
+                }
+                Some(Err(_)) => crate::telemetry::sticky_move(),
+                None => {}
+            }
+        }
         while tried.len() < max_tries + banned {
-            let Some(pick) = table.select(region, &tried) else {
+            let picked = sticky.take().or_else(|| table.select(region, &tried));
+            let Some(pick) = picked else {
+                budget_wait = table.budget_wait(&tried);
                 break;
             };
+            if message.recipient.is_some() && tried.len() == 1 && table.sticky() {
+                // Its own master failed it: this one takes it instead.
+                crate::telemetry::sticky_move();
+            }
             tried.push(pick.index);
             let master = &table.masters[pick.index];
             let stats = &master.stats;
@@ -410,15 +436,19 @@ impl Proxy {
                 }
             }
         }
+        // Over budget means later, not lost: queued whatever `when_unavailable` says.
         let queue_takes_it = self.queue.is_some()
-            && (last_error.is_some() || cfg.queue.when_unavailable == WhenUnavailable::Queue);
+            && (last_error.is_some()
+                || budget_wait.is_some()
+                || cfg.queue.when_unavailable == WhenUnavailable::Queue);
         if queue_takes_it {
             return self.park(table, msg, message, attempts, last_error).await;
         }
         // A claim dropped unfinished frees its key (see `Claim`).
-        match last_error {
-            None => no_master(cfg),
-            Some(err) => unavailable(
+        match (last_error, budget_wait) {
+            (None, Some(wait)) => over_budget(wait),
+            (None, None) => no_master(cfg),
+            (Some(err), _) => unavailable(
                 cfg,
                 "masters_unavailable",
                 format!(
@@ -525,6 +555,8 @@ struct Message<'a> {
     client: &'a Arc<str>,
     /// Its `x-request-id`: the client's, or `id`.
     request_id: &'a str,
+    /// Its recipient, with `routing.sticky`.
+    recipient: Option<&'a str>,
 }
 
 impl Message<'_> {
@@ -568,6 +600,7 @@ fn new_message(
         forward_headers: trace::to_text(&msg.forward),
         client: message.client.to_string(),
         request_id: Some(message.request_id.to_string()),
+        recipient: message.recipient.map(str::to_string),
     }
 }
 
@@ -724,6 +757,23 @@ fn no_master(cfg: &crate::config::Config) -> Response<Body> {
         "no_eligible_master",
         "no master is eligible to take the message; retry later".into(),
     )
+}
+
+/// 429 when every eligible master is out of budget and the queue is off; the
+/// `Retry-After` is when the first of them has budget again, in whole seconds.
+fn over_budget(wait: std::time::Duration) -> Response<Body> {
+    let secs = wait.as_millis().div_ceil(1000).clamp(1, 86_400 + 60) as u64;
+    let mut resp = reply::error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "over_budget",
+        format!(
+            "every eligible master has used its sending budget (rate_per_sec, burst or \
+             daily_limit); retry after {secs} s"
+        ),
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    resp
 }
 
 fn unavailable(cfg: &crate::config::Config, code: &str, message: String) -> Response<Body> {

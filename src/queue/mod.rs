@@ -53,6 +53,8 @@ pub struct NewMessage {
     /// Who sent it, and its request id (see [`Record::client`]).
     pub client: String,
     pub request_id: Option<String>,
+    /// The sticky recipient (see [`Record::recipient`]).
+    pub recipient: Option<String>,
 }
 
 impl NewMessage {
@@ -75,6 +77,7 @@ impl NewMessage {
             forward_headers: self.forward_headers,
             client: self.client,
             request_id: self.request_id,
+            recipient: self.recipient,
         }
     }
 }
@@ -477,9 +480,39 @@ impl Queue {
     /// exponential backoff and jitter, or makes it a dead letter.
     pub async fn failed(
         self: &Arc<Self>,
+        record: Record,
+        error: String,
+        attempted: bool,
+        config: &QueueConfig,
+    ) -> Result<(), StoreError> {
+        let delay = backoff(record.attempts + u32::from(attempted), attempted, config);
+        self.requeue(record, error, attempted, delay, config).await
+    }
+
+    /// No eligible master had budget for it (SPEC section 10): it waits, without an
+    /// attempt counted, until `wait` from now, when budget frees (at least 1 ms, so
+    /// that the delivery loop never spins on it). Counts against the TTL only.
+    pub async fn wait_budget(
+        self: &Arc<Self>,
+        record: Record,
+        wait: Duration,
+        config: &QueueConfig,
+    ) -> Result<(), StoreError> {
+        let error = record
+            .last_error
+            .clone()
+            .unwrap_or_else(|| "waiting for a master's sending budget".to_string());
+        let wait = wait.max(Duration::from_millis(1));
+        self.requeue(record, error, false, wait, config).await
+    }
+
+    /// Puts a message back, due after `delay`, or makes it a dead letter.
+    async fn requeue(
+        self: &Arc<Self>,
         mut record: Record,
         error: String,
         attempted: bool,
+        delay: Duration,
         config: &QueueConfig,
     ) -> Result<(), StoreError> {
         let now = self.pending().now();
@@ -503,7 +536,7 @@ impl Queue {
             crate::telemetry::access::log_record(&record, 0);
             None
         } else {
-            let due = self.register_due(backoff(record.attempts, attempted, config));
+            let due = self.register_due(delay);
             record.due_ms = due;
             Some(due)
         };
@@ -705,6 +738,7 @@ pub(crate) mod tests {
             forward_headers: Vec::new(),
             client: String::new(),
             request_id: None,
+            recipient: None,
         }
     }
 

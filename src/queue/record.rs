@@ -73,6 +73,8 @@ pub struct Record {
     /// The request's `x-request-id` (the client's, or the message id), for the access
     /// log line of its final outcome.
     pub request_id: Option<String>,
+    /// The recipient sticky routing keeps on one master (`routing.sticky`).
+    pub recipient: Option<String>,
 }
 
 /// What a master answered, as kept for repeats.
@@ -85,8 +87,9 @@ pub struct MasterAnswer {
 
 /// Version 2 added `routing_key`, version 3 the answer, version 4 the forwarded
 /// headers (a big-endian `u16` count, then each name and value) and version 5 the
-/// client and the request id, each at the end; older records are still read.
-const VERSION: u8 = 5;
+/// client and the request id, version 6 the sticky recipient, each at the end; older
+/// records are still read.
+const VERSION: u8 = 6;
 
 impl Record {
     pub fn encode(&self) -> Vec<u8> {
@@ -126,6 +129,7 @@ impl Record {
         }
         put_optional(&mut out, Some(self.client.as_bytes()));
         put_optional(&mut out, self.request_id.as_deref().map(str::as_bytes));
+        put_optional(&mut out, self.recipient.as_deref().map(str::as_bytes));
         out
     }
 
@@ -168,6 +172,7 @@ impl Record {
         } else {
             (String::new(), None)
         };
+        let recipient = if version >= 6 { r.string()? } else { None };
         if !r.0.is_empty() {
             return Err("trailing bytes");
         }
@@ -189,6 +194,7 @@ impl Record {
             forward_headers,
             client,
             request_id,
+            recipient,
         })
     }
 
@@ -322,6 +328,7 @@ mod tests {
             ],
             client: "billing".into(),
             request_id: Some("r-1".into()),
+            recipient: Some("+971500000001".into()),
         }
     }
 
@@ -389,11 +396,12 @@ mod tests {
                 forward_headers: Vec::new(),
                 client: String::new(),
                 request_id: None,
+                recipient: None,
                 ..sample()
             }
         );
-        // Written again, it is a version 5 record.
-        assert_eq!(old.encode()[0], 5);
+        // Written again, it is a version 6 record.
+        assert_eq!(old.encode()[0], 6);
         assert_eq!(Record::decode(&old.encode()), Ok(old));
     }
 
@@ -401,8 +409,9 @@ mod tests {
     #[test]
     fn a_version_4_record_still_decodes_without_a_client() {
         let mut v5 = sample().encode();
-        // Drop the client and the request id at the end, and say version 4.
-        let tail = 4 + "billing".len() + 4 + "r-1".len();
+        // Drop the client, the request id and the recipient at the end, and say
+        // version 4.
+        let tail = 4 + "billing".len() + 4 + "r-1".len() + 4 + "+971500000001".len();
         v5.truncate(v5.len() - tail);
         v5[0] = 4;
         let old = Record::decode(&v5).unwrap();
@@ -411,5 +420,16 @@ mod tests {
         assert_eq!(old.forward_headers, sample().forward_headers);
         assert_eq!(old.idempotency_scope(), "k");
         assert_eq!(sample().idempotency_scope(), "billing\u{1f}k");
+    }
+
+    /// A version 5 record (no recipient) decodes with none.
+    #[test]
+    fn a_version_5_record_still_decodes_without_a_recipient() {
+        let mut v6 = sample().encode();
+        v6.truncate(v6.len() - (4 + "+971500000001".len()));
+        v6[0] = 5;
+        let old = Record::decode(&v6).unwrap();
+        assert_eq!(old.recipient, None);
+        assert_eq!(old.client, "billing");
     }
 }

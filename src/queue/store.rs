@@ -1100,6 +1100,7 @@ mod tests {
             forward_headers: Vec::new(),
             client: String::new(),
             request_id: None,
+            recipient: None,
         }
     }
 

@@ -27,7 +27,7 @@
 //! masters with a cap pay for its mutex; it is held for a few instructions.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -37,11 +37,20 @@ pub fn now_ns() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
-/// The pace of one master. `rate = 0` means no limit.
+/// Wall-clock milliseconds since the Unix epoch: the daily cap's clock.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The pace of one master. `rate = 0` means no limit. A reload may change the rate
+/// and burst ([`Pace::set`]) without losing what was spent.
 #[derive(Debug)]
 pub struct Pace {
-    rate: f64,
-    burst: u32,
+    /// `f64` bits of the rate.
+    rate: AtomicU64,
+    burst: AtomicU32,
     /// Theoretical arrival time of the next message, in [`now_ns`] nanoseconds.
     tat: AtomicU64,
 }
@@ -49,19 +58,33 @@ pub struct Pace {
 impl Pace {
     pub fn new(rate: f64, burst: u32) -> Pace {
         Pace {
-            rate,
-            burst: burst.max(1),
+            rate: AtomicU64::new(rate.max(0.0).to_bits()),
+            burst: AtomicU32::new(burst.max(1)),
             tat: AtomicU64::new(0),
         }
     }
 
+    /// Changes the rate and burst; the budget already spent stays spent.
+    pub fn set(&self, rate: f64, burst: u32) {
+        self.rate.store(rate.max(0.0).to_bits(), Ordering::Relaxed);
+        self.burst.store(burst.max(1), Ordering::Relaxed);
+    }
+
+    pub fn rate(&self) -> f64 {
+        f64::from_bits(self.rate.load(Ordering::Relaxed))
+    }
+
+    pub fn burst(&self) -> u32 {
+        self.burst.load(Ordering::Relaxed)
+    }
+
     pub fn unlimited(&self) -> bool {
-        self.rate <= 0.0
+        self.rate() <= 0.0
     }
 
     /// The emission interval at `factor` of the full rate, in nanoseconds.
     fn interval(&self, factor: f64) -> u64 {
-        let rate = self.rate * factor.clamp(0.01, 1.0);
+        let rate = self.rate() * factor.clamp(0.01, 1.0);
         (1e9 / rate).ceil() as u64
     }
 
@@ -71,7 +94,7 @@ impl Pace {
             return Ok(());
         }
         let t = self.interval(factor);
-        let tolerance = t * (self.burst as u64 - 1);
+        let tolerance = t * (self.burst() as u64 - 1);
         let mut tat = self.tat.load(Ordering::Acquire);
         loop {
             let start = tat.max(now);
@@ -97,7 +120,7 @@ impl Pace {
             return u32::MAX;
         }
         let t = self.interval(factor);
-        let tolerance = t * (self.burst as u64 - 1);
+        let tolerance = t * (self.burst() as u64 - 1);
         let ahead = self.tat.load(Ordering::Acquire).saturating_sub(now);
         if ahead > tolerance {
             0
@@ -112,7 +135,7 @@ impl Pace {
             return Duration::ZERO;
         }
         let t = self.interval(factor);
-        let tolerance = t * (self.burst as u64 - 1);
+        let tolerance = t * (self.burst() as u64 - 1);
         let ahead = self.tat.load(Ordering::Acquire).saturating_sub(now);
         Duration::from_nanos(ahead.saturating_sub(tolerance))
     }
@@ -125,7 +148,7 @@ const DAY_MINUTES: u64 = 24 * 60;
 /// (nothing is counted then but the total sent, for display).
 #[derive(Debug)]
 pub struct DailyCap {
-    limit: u64,
+    limit: AtomicU64,
     window: Mutex<Window>,
 }
 
@@ -160,13 +183,38 @@ impl Window {
 impl DailyCap {
     pub fn new(limit: u64) -> DailyCap {
         DailyCap {
-            limit,
+            limit: AtomicU64::new(limit),
             window: Mutex::new(Window::default()),
         }
     }
 
     pub fn limit(&self) -> u64 {
-        self.limit
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Changes the cap; the counts stay.
+    pub fn set_limit(&self, limit: u64) {
+        self.limit.store(limit, Ordering::Relaxed);
+    }
+
+    /// Milliseconds from `unix_ms` until a message may go under the cap (0 when one
+    /// may go now): until the oldest counted minute leaves the window.
+    pub fn wait_ms(&self, unix_ms: u64) -> u64 {
+        let limit = self.limit();
+        let mut w = self.lock();
+        w.expire(unix_ms / 60_000);
+        if limit == 0 || w.total < limit {
+            return 0;
+        }
+        // Expired once `m + DAY_MINUTES < minute`, so at minute m + DAY_MINUTES + 1.
+        let mut left = w.total;
+        for &(m, n) in &w.minutes {
+            left -= n.min(left);
+            if left < limit {
+                return ((m + DAY_MINUTES + 1) * 60_000).saturating_sub(unix_ms);
+            }
+        }
+        0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Window> {
@@ -179,7 +227,8 @@ impl DailyCap {
         let minute = unix_ms / 60_000;
         let mut w = self.lock();
         w.expire(minute);
-        if self.limit > 0 && w.total >= self.limit {
+        let limit = self.limit();
+        if limit > 0 && w.total >= limit {
             return false;
         }
         w.add(minute, 1);
@@ -211,7 +260,8 @@ impl DailyCap {
 
     /// Whether the cap is reached at `unix_ms`.
     pub fn exhausted(&self, unix_ms: u64) -> bool {
-        self.limit > 0 && self.sent_24h(unix_ms) >= self.limit
+        let limit = self.limit();
+        limit > 0 && self.sent_24h(unix_ms) >= limit
     }
 
     /// The counts per minute, oldest first: what a restart needs to go on.

@@ -58,6 +58,9 @@ pub struct MasterInput {
     pub held: bool,
     /// Slow-start share in [0.1, 1] (1 for a master at full share).
     pub factor: f64,
+    /// For a promoted standby: the failed master whose place (and so whose sticky
+    /// recipients) it takes.
+    pub stands_for: Option<Arc<str>>,
 }
 
 /// One master in a table snapshot.
@@ -74,6 +77,8 @@ pub struct MasterEntry {
     /// The version of the table this entry belongs to: exchanges it routed report it
     /// with their failures.
     pub table_version: u64,
+    /// It has a pace or a daily cap: selection checks its budget.
+    pub limited: bool,
 }
 
 impl MasterEntry {
@@ -107,6 +112,10 @@ pub struct RoutingTable {
     pub config: Arc<Config>,
     pub masters: Vec<MasterEntry>,
     strategy: Strategy,
+    /// Some eligible master has a budget: selection checks budgets.
+    limited: bool,
+    /// With `routing.sticky`: the eligible masters' places (see [`sticky`]).
+    places: Option<sticky::Places>,
 }
 
 impl RoutingTable {
@@ -119,6 +128,8 @@ impl RoutingTable {
         inputs: Vec<MasterInput>,
         rng: &mut impl Rng,
     ) -> RoutingTable {
+        let stands_for: Vec<Option<Arc<str>>> =
+            inputs.iter().map(|m| m.stands_for.clone()).collect();
         let masters: Vec<MasterEntry> = inputs
             .into_iter()
             .map(|m| {
@@ -128,7 +139,10 @@ impl RoutingTable {
                     && (m.config.role != Role::Standby || m.promoted);
                 // Slow start: after a recovery, or after a failback.
                 let factor = m.factor.clamp(0.1, 1.0);
+                // Counts live in the stats, so a changed budget keeps them.
+                m.stats.configure(&m.config);
                 MasterEntry {
+                    limited: m.config.limited(),
                     effective_weight: m.config.weight * factor,
                     config: m.config,
                     stats: m.stats,
@@ -155,20 +169,140 @@ impl RoutingTable {
             })
             .collect();
         let strategy = Strategy::build(config.routing.strategy, &candidates, rng);
+        let limited = masters.iter().any(|m| m.eligible && m.limited);
+        let places = config.routing.sticky.then(|| {
+            let places: Vec<sticky::Place> = masters
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.eligible)
+                .map(|(index, m)| sticky::Place {
+                    // A promoted standby serves its failed master's place; its
+                    // config already carries that master's weight.
+                    id: stands_for[index].as_deref().unwrap_or(m.id()).to_string(),
+                    weight: m.config.weight,
+                    master: index,
+                })
+                .collect();
+            sticky::Places::new(&places)
+        });
         RoutingTable {
             version,
             config_version,
             config,
             masters,
             strategy,
+            limited,
+            places,
         }
     }
 
-    /// Chooses an eligible master that is not in `tried` (indexes into `masters`).
-    /// `region` must be lower-cased. Lock-free: a few atomic operations.
+    /// Chooses an eligible master that is not in `tried` (indexes into `masters`) and
+    /// has budget, and takes one message's budget from it (SPEC section 10): a master
+    /// without budget is passed over like an ineligible one. `region` must be
+    /// lower-cased. Lock-free: a few atomic operations, and no more when no master
+    /// has limits. `None` when no eligible master is left; [`RoutingTable::budget_wait`]
+    /// then tells whether budget is what was missing.
     #[inline]
     pub fn select(&self, region: Option<&str>, tried: &[usize]) -> Option<Pick> {
-        self.strategy.select(region, tried)
+        let pick = self.strategy.select(region, tried)?;
+        if !self.limited || !self.masters[pick.index].limited {
+            return Some(pick);
+        }
+        self.select_with_budget(pick, region, tried)
+    }
+
+    /// [`RoutingTable::select`] once its first pick has limits: takes its budget, else
+    /// passes it over and picks again among the others.
+    fn select_with_budget(
+        &self,
+        first: Pick,
+        region: Option<&str>,
+        tried: &[usize],
+    ) -> Option<Pick> {
+        let now = budget::now_ns();
+        let mut pick = first;
+        let mut skip: Vec<usize> = Vec::new();
+        loop {
+            let m = &self.masters[pick.index];
+            if !m.limited || m.stats.try_take_budget(now, m.config.warmup) {
+                return Some(pick);
+            }
+            if skip.is_empty() {
+                skip.extend_from_slice(tried);
+            }
+            // Each turn passes one more master over: at most one turn per master.
+            skip.push(pick.index);
+            pick = self.strategy.select(region, &skip)?;
+        }
+    }
+
+    /// The recipient's own master (SPEC section 10), with one message's budget taken
+    /// from it: `Some(Ok)`; `Some(Err(wait))` when it has no budget for `wait`; `None`
+    /// without sticky routing, with no eligible master, or when its master is in
+    /// `tried` (it failed this message): the caller then selects as usual.
+    pub fn select_sticky(
+        &self,
+        recipient: &str,
+        tried: &[usize],
+    ) -> Option<Result<Pick, std::time::Duration>> {
+        let index = self.places.as_ref()?.pick(sticky::bucket(recipient))?;
+        if tried.contains(&index) {
+            return None;
+        }
+        let m = &self.masters[index];
+        let now = budget::now_ns();
+        let pick = Pick {
+            index,
+            region_fallback: false,
+        };
+        if !m.limited || m.stats.try_take_budget(now, m.config.warmup) {
+            Some(Ok(pick))
+        } else {
+            Some(Err(m.stats.budget_wait(now, m.config.warmup)))
+        }
+    }
+
+    /// When an eligible master not in `tried` will have budget again: zero when one has
+    /// now, `None` when no master is eligible.
+    pub fn budget_wait(&self, tried: &[usize]) -> Option<std::time::Duration> {
+        let now = budget::now_ns();
+        self.masters
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| m.eligible && !tried.contains(i))
+            .map(|(_, m)| {
+                if m.limited {
+                    m.stats.budget_wait(now, m.config.warmup)
+                } else {
+                    std::time::Duration::ZERO
+                }
+            })
+            .min()
+    }
+
+    /// Messages the eligible masters could take at once now, all together
+    /// (`u64::MAX` when one has no limits).
+    pub fn budget_available(&self) -> u64 {
+        if !self.limited {
+            return u64::MAX;
+        }
+        let now = budget::now_ns();
+        self.masters
+            .iter()
+            .filter(|m| m.eligible)
+            .map(|m| {
+                if m.limited {
+                    m.stats.budget_available(now, m.config.warmup)
+                } else {
+                    u64::MAX
+                }
+            })
+            .fold(0u64, u64::saturating_add)
+    }
+
+    /// Whether `routing.sticky` is on.
+    pub fn sticky(&self) -> bool {
+        self.places.is_some()
     }
 
     pub fn eligible_count(&self) -> usize {
@@ -180,5 +314,7 @@ impl RoutingTable {
     }
 }
 
+#[cfg(test)]
+mod budget_table_tests;
 #[cfg(test)]
 mod tests;

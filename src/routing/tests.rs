@@ -47,6 +47,7 @@ fn table_with(
                 promoted,
                 held: false,
                 factor: 1.0,
+                stands_for: None,
             }
         })
         .collect();
@@ -216,6 +217,7 @@ fn slow_start_reduces_share() {
             promoted: false,
             held: false,
             factor: if i == 0 { 0.25 } else { 1.0 },
+            stands_for: None,
         })
         .collect();
     let t = RoutingTable::build(1, 1, config, inputs, &mut StdRng::seed_from_u64(1));

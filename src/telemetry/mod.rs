@@ -70,11 +70,18 @@ pub struct MasterMetrics {
     anonymous: [Counter; Outcome::ALL.len()],
     by_client: dashmap::DashMap<std::sync::Arc<str>, [Counter; Outcome::ALL.len()]>,
     pub duration: histogram::Histogram,
+    /// Selections that passed this master over because its pace or daily cap had no
+    /// budget left.
+    pub budget_exhausted: Counter,
 }
 
 impl MasterMetrics {
     pub fn new(id: &str) -> Self {
         Self {
+            budget_exhausted: metrics::counter!(
+                "switchyard_master_budget_exhausted_total",
+                "master" => id.to_string()
+            ),
             id: id.to_string(),
             anonymous: Self::counters(id, &crate::clients::ANONYMOUS),
             by_client: dashmap::DashMap::new(),
@@ -128,6 +135,20 @@ pub fn install() -> &'static PrometheusHandle {
 }
 
 fn describe() {
+    describe_counter!(
+        "switchyard_sticky_moves_total",
+        "Messages with a recipient sent to another master than the recipient's own \
+         (its master failed the message, or had no budget within sticky_max_wait_ms)."
+    );
+    describe_counter!(
+        "switchyard_master_budget_exhausted_total",
+        "Times a master was passed over because its pace (rate_per_sec, burst) or its \
+         daily_limit left it no budget at that moment."
+    );
+    describe_gauge!(
+        "switchyard_master_sent_24h",
+        "Messages sent to the master over the last 24 hours, as its daily_limit counts them."
+    );
     describe_counter!(
         "switchyard_requests_total",
         "Exchanges with masters by outcome and by the client that sent the message."
@@ -258,6 +279,9 @@ pub fn render(handle: &PrometheusHandle, table: &RoutingTable, now: &Mirrored) -
                 .set(f64::from(u8::from(admin == shown)));
         }
         metrics::counter!("switchyard_failovers_total", "master" => id.clone()).increment(0);
+        let sent = m.stats.daily.sent_24h(crate::routing::budget::unix_ms());
+        metrics::gauge!("switchyard_master_sent_24h", "master" => id.clone()).set(sent as f64);
+        m.stats.metrics.budget_exhausted.increment(0);
     }
     metrics::gauge!("switchyard_queue_depth").set(now.queue_depth as f64);
     metrics::gauge!("switchyard_queue_dead_letters").set(now.dead_letters as f64);
@@ -277,6 +301,11 @@ pub fn render(handle: &PrometheusHandle, table: &RoutingTable, now: &Mirrored) -
         m.stats.metrics.duration.render(&mut out, NAME, &labels);
     }
     out
+}
+
+/// Counts a message sent away from its recipient's own master.
+pub fn sticky_move() {
+    metrics::counter!("switchyard_sticky_moves_total").increment(1);
 }
 
 /// Logs every panic, wherever it happens, at error with its thread and place, and
