@@ -18,6 +18,10 @@ use std::time::Duration;
 /// ban answer (the mock's) is recognised.
 const TIMINGS: &str = "[health]\ninterval_ms = 500\ntimeout_ms = 400\nunhealthy_threshold = 2\nhealthy_threshold = 2\nban_patterns = [\"account banned\"]\n\n[failover]\nrecovery_wait_ms = 3000\nfailback_delay_ms = 3000\nslow_start_ms = 3000\n";
 
+/// With `--chaos`, every master's pace: the minute's burst of queued messages drains
+/// at it, never faster.
+const PACE: &str = "rate_per_sec = 5\nburst = 5\n";
+
 /// With `--chaos`, the account `omar-master`'s provider bans it after this many sends.
 const BAN_AFTER: u64 = 120;
 
@@ -49,6 +53,9 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr, chaos: bool) -> a
         masters.push_str(&format!(
             "\n[[masters]]\nid = \"{id}\"\nsend_url = \"http://{addr}/send\"\nhealth_url = \"http://{addr}/health\"\nrole = \"{role}\"\nweight = {weight}\nregion = \"{region}\"\n"
         ));
+        if chaos {
+            masters.push_str(PACE);
+        }
     }
     let text = format!(
         "[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin_listen}\"\n\n[routing]\nstrategy = \"weighted_priority\"\n\n{TIMINGS}\n[queue]\npath = \"{}\"\n{masters}",
@@ -73,7 +80,8 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr, chaos: bool) -> a
     println!("  data dir:   {}", data.path().display());
     if chaos {
         println!(
-            "\n  chaos: {} goes down every 40 s and comes back 15 s later;\n         {} messages a second are sent, and every {} s a burst of {} queued ones;\n         omar-master's provider bans it after {BAN_AFTER} messages (reinstate it with\n         `switchyard masters reinstate omar-master --admin http://{a}`)",
+            "\n  chaos: {} goes down every 40 s and comes back 15 s later;\n         {} messages a second are sent, and every {} s a burst of {} queued ones,
+         which drain at each master's pace (5 a second, 5 at once);\n         omar-master's provider bans it after {BAN_AFTER} messages (reinstate it with\n         `switchyard masters reinstate omar-master --admin http://{a}`)",
             specs[0].0,
             traffic::TRICKLE_PER_SEC,
             traffic::BURST_EVERY.as_secs(),
