@@ -148,6 +148,16 @@ async fn received(mock: &Mock, ca_pem: &str) -> u64 {
     json(&body)["count"].as_u64().unwrap()
 }
 
+/// `[[masters]]` for an https mock, its health checked, trusted through `bundle`.
+fn checked_with_ca(mock: &Mock, bundle: &std::path::Path) -> String {
+    let extra = format!(
+        "health_url = \"{}/health\"\ntls_ca = \"{}\"",
+        mock.url,
+        bundle.display()
+    );
+    masters_toml(&[(mock, &extra)])
+}
+
 fn https_mock(id: &str, cert: &(PathBuf, PathBuf)) -> Mock {
     let mock = Mock::start(
         id,
@@ -170,14 +180,7 @@ async fn https_master_with_its_ca_delivers_and_passes_health_checks() {
     let mock = https_mock("a", &ca.leaf(dir.path(), "a"));
     let sy = Switchyard::start(&format!(
         "[health]\ninterval_ms = 100\n{}",
-        masters_toml(&[(
-            &mock,
-            &format!(
-                "health_url = \"{}/health\"\ntls_ca = \"{}\"",
-                mock.url,
-                bundle.display()
-            ),
-        )])
+        checked_with_ca(&mock, &bundle)
     ));
     let http = Http::new();
     let (code, h, body) = http.post(&sy.messages(), MESSAGE).await;
@@ -207,14 +210,7 @@ async fn a_master_signed_by_another_ca_gets_nothing() {
     let mock = https_mock("a", &other.leaf(dir.path(), "a"));
     let sy = Switchyard::start(&format!(
         "[queue]\nenabled = false\n[health]\ninterval_ms = 100\n{}",
-        masters_toml(&[(
-            &mock,
-            &format!(
-                "health_url = \"{}/health\"\ntls_ca = \"{}\"",
-                mock.url,
-                bundle.display()
-            ),
-        )])
+        checked_with_ca(&mock, &bundle)
     ));
     let http = Http::new();
     let (code, _, body) = http.post(&sy.messages(), MESSAGE).await;
