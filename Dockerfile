@@ -4,6 +4,9 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
+# etcd-client's build needs protoc: .cargo/config.toml points it at tools/protoc.
+COPY .cargo ./.cargo
+COPY tools ./tools
 RUN cargo build --release --locked --bin switchyard
 
 FROM debian:bookworm-slim
