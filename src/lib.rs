@@ -19,6 +19,7 @@ pub mod alerts;
 pub mod app;
 pub mod audit;
 pub mod clients;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod demo;

@@ -1,0 +1,281 @@
+//! State primitives over etcd: get, put, delete, compare-and-swap, leases with a TTL,
+//! and a lock with a TTL, extension and a fencing token.
+//!
+//! Guarantees come from etcd: every read and write here is linearizable (reads are
+//! served through the raft leader, writes are committed by a quorum before they
+//! return), and every write gives the store a new, strictly greater revision. A call
+//! that returns `Ok` therefore saw, or made, the latest committed state at some instant
+//! between its start and its return; a call that fails with
+//! [`StateError::Unreachable`] may or may not have taken effect.
+
+use tonic::Code;
+
+use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
+
+/// Why a state call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// etcd could not be reached or did not answer in time. A write may or may not have
+    /// been applied: read again before acting on it.
+    #[error("etcd unreachable: {0}")]
+    Unreachable(String),
+    /// The lease is gone (it expired or was revoked): every key attached to it, such as
+    /// a lock, has been deleted. The holder must stop acting as the holder. The id is 0
+    /// where etcd's answer does not name the lease.
+    #[error("lease {0:x} lost")]
+    LeaseLost(i64),
+    /// A lock is held by someone else.
+    #[error("lock {0} is held by another holder")]
+    Conflict(String),
+    /// etcd refused the request (a bad argument, a compacted revision, ...).
+    #[error("etcd: {0}")]
+    Etcd(String),
+}
+
+impl From<etcd_client::Error> for StateError {
+    fn from(e: etcd_client::Error) -> Self {
+        use etcd_client::Error as E;
+        match e {
+            E::TransportError(_) | E::IoError(_) | E::EndpointError(_) => {
+                StateError::Unreachable(e.to_string())
+            }
+            E::GRpcStatus(ref s) => match s.code() {
+                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+                    StateError::Unreachable(e.to_string())
+                }
+                Code::NotFound if s.message().contains("lease not found") => {
+                    StateError::LeaseLost(0)
+                }
+                _ => StateError::Etcd(e.to_string()),
+            },
+            E::LeaseKeepAliveError(ref m) if m.contains("lease not found") => {
+                StateError::LeaseLost(0)
+            }
+            _ => StateError::Etcd(e.to_string()),
+        }
+    }
+}
+
+/// A value with the revisions etcd keeps for its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub value: Vec<u8>,
+    /// The revision of the last write to the key: what [`State::compare_and_swap`] expects.
+    pub mod_revision: i64,
+    /// The revision at which the key was created (it changes when it is deleted and put again).
+    pub create_revision: i64,
+}
+
+/// The outcome of [`State::compare_and_swap`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cas {
+    /// Whether this write was applied.
+    pub won: bool,
+    /// The key's mod revision now: the new write's revision when `won`, otherwise the
+    /// revision of the write that got there first (0 when the key is absent).
+    pub revision: i64,
+    /// When not `won`: the key's current value, to retry from (None when absent).
+    pub current: Option<Versioned>,
+}
+
+/// A held lock. Its key lives under its lease: it disappears when the lease is not kept
+/// alive for its TTL, whether or not the holder noticed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lock {
+    pub key: String,
+    pub lease: i64,
+    /// The fencing token: the revision at which this holder created the lock key. Every
+    /// later holder of the same lock has a strictly greater token. A resource guarded by
+    /// the lock must remember the greatest token it has seen and refuse a smaller one:
+    /// a holder may be paused past its TTL and act after its lock went to another.
+    pub token: i64,
+}
+
+/// A handle on one etcd cluster. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct State {
+    client: Client,
+}
+
+impl State {
+    /// Connects to the etcd cluster behind `endpoints` (`http://host:port`).
+    pub async fn connect(endpoints: &[String]) -> Result<State, StateError> {
+        let client = Client::connect(endpoints, None).await?;
+        Ok(State { client })
+    }
+
+    /// The key's value and revisions, or None when it is absent. Linearizable: any write
+    /// acknowledged before this call started is visible.
+    pub async fn get(&self, key: &str) -> Result<Option<Versioned>, StateError> {
+        let resp = self.client.clone().get(key, None).await?;
+        Ok(resp.kvs().first().map(versioned))
+    }
+
+    /// Writes the value unconditionally and returns its mod revision. Durable on a
+    /// quorum when it returns. Prefer [`State::compare_and_swap`] for anything read,
+    /// changed and written back.
+    pub async fn put(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<i64, StateError> {
+        let resp = self.client.clone().put(key, value, None).await?;
+        Ok(revision_of(resp.header()))
+    }
+
+    /// Deletes the key; returns whether it existed.
+    pub async fn delete(&self, key: &str) -> Result<bool, StateError> {
+        let resp = self.client.clone().delete(key, None).await?;
+        Ok(resp.deleted() > 0)
+    }
+
+    /// Writes `value` only if the key's mod revision is still `expected` (`None`: only
+    /// if the key is absent), atomically. Exactly one of several writers expecting the
+    /// same revision wins; the others get `won: false` with the value that beat them,
+    /// and must re-read (or use `current`) and decide again.
+    pub async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<i64>,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<Cas, StateError> {
+        let cmp = match expected {
+            Some(rev) => Compare::mod_revision(key, CompareOp::Equal, rev),
+            None => Compare::create_revision(key, CompareOp::Equal, 0),
+        };
+        let txn = Txn::new()
+            .when([cmp])
+            .and_then([TxnOp::put(key, value, None)])
+            .or_else([TxnOp::get(key, None)]);
+        let resp = self.client.clone().txn(txn).await?;
+        if resp.succeeded() {
+            return Ok(Cas {
+                won: true,
+                revision: revision_of(resp.header()),
+                current: None,
+            });
+        }
+        let current = resp.op_responses().into_iter().find_map(|op| match op {
+            TxnOpResponse::Get(g) => g.kvs().first().map(versioned),
+            _ => None,
+        });
+        Ok(Cas {
+            won: false,
+            revision: current.as_ref().map_or(0, |v| v.mod_revision),
+            current,
+        })
+    }
+
+    /// Grants a lease of `ttl_secs` seconds (etcd may round a very short TTL up; its
+    /// minimum is about 2 s by default) and returns its id. Keys put under it are
+    /// deleted when it is revoked or not kept alive for its TTL.
+    pub async fn grant(&self, ttl_secs: i64) -> Result<i64, StateError> {
+        let resp = self.client.clone().lease_grant(ttl_secs, None).await?;
+        Ok(resp.id())
+    }
+
+    /// Renews the lease once, for its full TTL from now, and returns that TTL in
+    /// seconds. [`StateError::LeaseLost`] when it already expired: keys under it are
+    /// gone and stay gone. Call it well within the TTL (a third of it is usual).
+    pub async fn keep_alive(&self, lease: i64) -> Result<i64, StateError> {
+        let lost = |e: StateError| match e {
+            StateError::LeaseLost(_) => StateError::LeaseLost(lease),
+            other => other,
+        };
+        let (mut keeper, mut stream) = self
+            .client
+            .clone()
+            .lease_keep_alive(lease)
+            .await
+            .map_err(|e| lost(e.into()))?;
+        keeper.keep_alive().await.map_err(|e| lost(e.into()))?;
+        match stream.message().await.map_err(|e| lost(e.into()))? {
+            Some(resp) if resp.ttl() > 0 => Ok(resp.ttl()),
+            Some(_) => Err(StateError::LeaseLost(lease)),
+            None => Err(StateError::Unreachable("keep-alive stream closed".into())),
+        }
+    }
+
+    /// Revokes the lease: every key under it is deleted at once. Revoking a lease that
+    /// is already gone is not an error.
+    pub async fn revoke(&self, lease: i64) -> Result<(), StateError> {
+        match self.client.clone().lease_revoke(lease).await {
+            Ok(_) => Ok(()),
+            Err(e) => match StateError::from(e) {
+                StateError::LeaseLost(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Takes the lock at `key` if nobody holds it, under a fresh lease of `ttl_secs`.
+    /// On `Ok` the caller is the only holder until the lease runs out: it must
+    /// [`extend`](State::extend) it within the TTL for as long as it needs it, and pass
+    /// [`Lock::token`] to whatever it guards. [`StateError::Conflict`] when another
+    /// holder has it. When the write's outcome is unknown (etcd unreachable) the lease is
+    /// revoked, best effort, so that a lock taken unknowingly does not outlive its TTL.
+    pub async fn try_lock(&self, key: &str, ttl_secs: i64) -> Result<Lock, StateError> {
+        let lease = self.grant(ttl_secs).await?;
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key,
+                lease.to_string(),
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        let won = match self.client.clone().txn(txn).await {
+            Ok(resp) => resp.succeeded().then(|| revision_of(resp.header())),
+            Err(e) => {
+                let _ = self.revoke(lease).await;
+                return Err(e.into());
+            }
+        };
+        match won {
+            Some(token) => Ok(Lock {
+                key: key.to_string(),
+                lease,
+                token,
+            }),
+            None => {
+                self.revoke(lease).await?;
+                Err(StateError::Conflict(key.to_string()))
+            }
+        }
+    }
+
+    /// Keeps the lock for another full TTL from now. [`StateError::LeaseLost`] when it
+    /// had already expired (or the key was taken from under it): the caller is no longer
+    /// the holder and must stop.
+    pub async fn extend(&self, lock: &Lock) -> Result<(), StateError> {
+        self.keep_alive(lock.lease).await?;
+        if self.holds(lock).await? {
+            Ok(())
+        } else {
+            Err(StateError::LeaseLost(lock.lease))
+        }
+    }
+
+    /// Whether this lock is still held by this holder at the moment of the read.
+    /// Advisory only: it can be lost right after; fencing tokens are what make a stale
+    /// holder harmless.
+    pub async fn holds(&self, lock: &Lock) -> Result<bool, StateError> {
+        Ok(self
+            .get(&lock.key)
+            .await?
+            .is_some_and(|v| v.create_revision == lock.token))
+    }
+
+    /// Releases the lock: revokes its lease, which deletes the key if it is still ours
+    /// (a key some later holder created lives under that holder's lease and is kept).
+    pub async fn release(&self, lock: Lock) -> Result<(), StateError> {
+        self.revoke(lock.lease).await
+    }
+}
+
+fn versioned(kv: &etcd_client::KeyValue) -> Versioned {
+    Versioned {
+        value: kv.value().to_vec(),
+        mod_revision: kv.mod_revision(),
+        create_revision: kv.create_revision(),
+    }
+}
+
+fn revision_of(header: Option<&etcd_client::ResponseHeader>) -> i64 {
+    header.map_or(0, |h| h.revision())
+}

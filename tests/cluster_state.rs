@@ -1,0 +1,237 @@
+//! The cluster state primitives against a real etcd (`/usr/bin/etcd`, Debian's
+//! `etcd-server`; `tests/run.sh` installs it): compare-and-swap conflicts, lock expiry
+//! and extension, many tasks contending for one lock, and a counter kept by CAS.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use switchyard::cluster::{State, StateError};
+
+/// One etcd member on free loopback ports with a temporary data dir; killed on drop.
+struct Etcd {
+    child: Child,
+    client_url: String,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+impl Etcd {
+    fn start() -> Etcd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (client, peer) = (free_port(), free_port());
+        let client_url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = Command::new("/usr/bin/etcd")
+            .args(["--name", "t", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("t={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start /usr/bin/etcd (apt-get install etcd-server, or tests/run.sh)");
+        let etcd = Etcd {
+            child,
+            client_url,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !healthy(client) {
+            assert!(Instant::now() < deadline, "etcd not healthy within 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        etcd
+    }
+
+    async fn state(&self) -> State {
+        State::connect(std::slice::from_ref(&self.client_url))
+            .await
+            .expect("connect to etcd")
+    }
+}
+
+fn healthy(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let req = "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    let mut body = String::new();
+    s.write_all(req.as_bytes()).is_ok()
+        && s.read_to_string(&mut body).is_ok()
+        && body.replace(' ', "").contains("\"health\":\"true\"")
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn compare_and_swap_lets_one_of_two_writers_win() {
+    let etcd = Etcd::start();
+    let (a, b) = (etcd.state().await, etcd.state().await);
+
+    let created = a.compare_and_swap("k", None, "v0").await.unwrap();
+    assert!(created.won);
+    let again = b.compare_and_swap("k", None, "other").await.unwrap();
+    assert!(!again.won, "put-if-absent on a present key must lose");
+    assert_eq!(again.revision, created.revision);
+
+    let seen = a.get("k").await.unwrap().expect("present");
+    assert_eq!(seen.mod_revision, created.revision);
+    let first = a
+        .compare_and_swap("k", Some(seen.mod_revision), "a")
+        .await
+        .unwrap();
+    let second = b
+        .compare_and_swap("k", Some(seen.mod_revision), "b")
+        .await
+        .unwrap();
+    assert!(first.won);
+    assert!(
+        !second.won,
+        "the second writer expected a revision that is gone"
+    );
+    assert_eq!(second.revision, first.revision);
+    assert_eq!(second.current.unwrap().value, b"a");
+    assert_eq!(b.get("k").await.unwrap().unwrap().value, b"a");
+
+    assert!(a.delete("k").await.unwrap());
+    assert_eq!(b.get("k").await.unwrap(), None);
+    assert!(!a.delete("k").await.unwrap());
+}
+
+#[tokio::test]
+async fn a_lock_expires_without_keep_alive_and_is_kept_by_extension() {
+    let etcd = Etcd::start();
+    let (a, b) = (etcd.state().await, etcd.state().await);
+
+    // Extended every 500 ms, a 2 s lock is still held well past 2 s.
+    let kept = a.try_lock("kept", 2).await.unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        a.extend(&kept).await.unwrap();
+        assert!(matches!(
+            b.try_lock("kept", 2).await,
+            Err(StateError::Conflict(_))
+        ));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(a.holds(&kept).await.unwrap());
+
+    // Not extended, it expires: another holder gets it with a greater token, and the
+    // first one's extension reports the loss.
+    let lapsed = a.try_lock("lapsed", 2).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let taken = loop {
+        match b.try_lock("lapsed", 2).await {
+            Ok(lock) => break lock,
+            Err(StateError::Conflict(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+        assert!(Instant::now() < deadline, "the lock never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(taken.token > lapsed.token);
+    assert!(!a.holds(&lapsed).await.unwrap());
+    let lost = a.extend(&lapsed).await;
+    assert!(
+        matches!(lost, Err(StateError::LeaseLost(l)) if l == lapsed.lease),
+        "{lost:?}"
+    );
+
+    // Releasing hands it over at once.
+    a.release(kept).await.unwrap();
+    b.try_lock("kept", 2).await.unwrap();
+}
+
+#[tokio::test]
+async fn twenty_tasks_contending_never_hold_the_lock_together() {
+    let etcd = Etcd::start();
+    let holders = Arc::new(AtomicUsize::new(0));
+    let last_token = Arc::new(AtomicI64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let state = etcd.state().await;
+        let (holders, last_token) = (holders.clone(), last_token.clone());
+        tasks.push(tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let lock = loop {
+                match state.try_lock("contended", 10).await {
+                    Ok(lock) => break lock,
+                    Err(StateError::Conflict(_)) => {}
+                    Err(e) => panic!("{e}"),
+                }
+                assert!(Instant::now() < deadline, "never got the lock");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            };
+            assert_eq!(holders.fetch_add(1, Ordering::SeqCst), 0, "two holders");
+            let previous = last_token.swap(lock.token, Ordering::SeqCst);
+            assert!(
+                lock.token > previous,
+                "token {} after {previous}",
+                lock.token
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            assert!(state.holds(&lock).await.unwrap());
+            holders.fetch_sub(1, Ordering::SeqCst);
+            state.release(lock).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(holders.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_counter_kept_by_compare_and_swap_loses_no_increment() {
+    let etcd = Etcd::start();
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let state = etcd.state().await;
+        tasks.push(tokio::spawn(async move {
+            let mut conflicts = 0u32;
+            for _ in 0..20 {
+                let mut seen = state.get("counter").await.unwrap();
+                loop {
+                    let n: u64 = seen.as_ref().map_or(0, |v| {
+                        std::str::from_utf8(&v.value).unwrap().parse().unwrap()
+                    });
+                    let expected = seen.as_ref().map(|v| v.mod_revision);
+                    let cas = state
+                        .compare_and_swap("counter", expected, (n + 1).to_string())
+                        .await
+                        .unwrap();
+                    if cas.won {
+                        break;
+                    }
+                    conflicts += 1;
+                    seen = cas.current;
+                }
+            }
+            conflicts
+        }));
+    }
+    let mut conflicts = 0;
+    for t in tasks {
+        conflicts += t.await.unwrap();
+    }
+    let state = etcd.state().await;
+    let end = state.get("counter").await.unwrap().unwrap();
+    assert_eq!(end.value, b"200", "{conflicts} conflicts on the way");
+}
