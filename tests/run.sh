@@ -12,6 +12,7 @@ declare -A needs=(
   [mount]=mount         # the full-disk tests mount a small tmpfs
   [docker-compose]=docker-compose # validates deploy/compose.yaml (no container engine needed)
   [systemd-analyze]=systemd       # verifies deploy/switchyard.service
+  [etcd]=etcd-server              # tests/cluster_state.rs runs a real etcd
 )
 missing=()
 for tool in "${!needs[@]}"; do
