@@ -235,3 +235,21 @@ async fn a_counter_kept_by_compare_and_swap_loses_no_increment() {
     let end = state.get("counter").await.unwrap().unwrap();
     assert_eq!(end.value, b"200", "{conflicts} conflicts on the way");
 }
+
+#[tokio::test]
+async fn a_stopped_etcd_is_reported_unreachable() {
+    let etcd = Etcd::start();
+    let state = etcd.state().await;
+    state.put("k", "v").await.unwrap();
+    drop(etcd);
+    // The first call finds the connection broken, a later one cannot connect.
+    for _ in 0..2 {
+        let answer = tokio::time::timeout(Duration::from_secs(30), state.get("k"))
+            .await
+            .expect("a call to a stopped etcd must fail, not hang");
+        assert!(
+            matches!(answer, Err(StateError::Unreachable(_))),
+            "{answer:?}"
+        );
+    }
+}

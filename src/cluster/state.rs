@@ -43,6 +43,10 @@ impl From<etcd_client::Error> for StateError {
                 Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
                     StateError::Unreachable(e.to_string())
                 }
+                // How tonic reports a connection that broke under a call.
+                Code::Unknown if s.message() == "transport error" => {
+                    StateError::Unreachable(e.to_string())
+                }
                 Code::NotFound if s.message().contains("lease not found") => {
                     StateError::LeaseLost(0)
                 }
