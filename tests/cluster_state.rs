@@ -55,9 +55,12 @@ impl Etcd {
     }
 
     async fn state(&self) -> State {
-        State::connect(std::slice::from_ref(&self.client_url))
-            .await
-            .expect("connect to etcd")
+        State::connect(
+            std::slice::from_ref(&self.client_url),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("connect to etcd")
     }
 }
 
@@ -252,4 +255,26 @@ async fn a_stopped_etcd_is_reported_unreachable() {
             "{answer:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn an_etcd_that_stops_answering_is_reported_unreachable_and_then_recovers() {
+    let etcd = Etcd::start();
+    let state = etcd.state().await;
+    state.put("k", "v").await.unwrap();
+    let signal = |sig: &str| {
+        let pid = etcd.child.id().to_string();
+        let ok = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(ok.success());
+    };
+    signal("-STOP");
+    let answer = tokio::time::timeout(Duration::from_secs(30), state.get("k"))
+        .await
+        .expect("the call timeout bounds a call to a frozen etcd");
+    signal("-CONT");
+    assert!(
+        matches!(answer, Err(StateError::Unreachable(_))),
+        "{answer:?}"
+    );
+    assert_eq!(state.get("k").await.unwrap().unwrap().value, b"v");
 }

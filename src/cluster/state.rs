@@ -10,7 +10,11 @@
 
 use tonic::Code;
 
-use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+};
 
 /// Why a state call failed.
 #[derive(Debug, thiserror::Error)]
@@ -99,13 +103,26 @@ pub struct Lock {
 #[derive(Clone)]
 pub struct State {
     client: Client,
+    call_timeout: Duration,
 }
 
 impl State {
-    /// Connects to the etcd cluster behind `endpoints` (`http://host:port`).
-    pub async fn connect(endpoints: &[String]) -> Result<State, StateError> {
-        let client = Client::connect(endpoints, None).await?;
-        Ok(State { client })
+    /// Connects to the etcd cluster behind `endpoints` (`http://host:port`). Every
+    /// connection attempt and every call is bounded by `call_timeout`: past it the call
+    /// fails with [`StateError::Unreachable`] (an etcd that stopped answering, not only
+    /// one that refuses connections).
+    pub async fn connect(
+        endpoints: &[String],
+        call_timeout: Duration,
+    ) -> Result<State, StateError> {
+        let options = ConnectOptions::new()
+            .with_timeout(call_timeout)
+            .with_connect_timeout(call_timeout);
+        let client = Client::connect(endpoints, Some(options)).await?;
+        Ok(State {
+            client,
+            call_timeout,
+        })
     }
 
     /// The key's value and revisions, or None when it is absent. Linearizable: any write
@@ -189,7 +206,10 @@ impl State {
             .await
             .map_err(|e| lost(e.into()))?;
         keeper.keep_alive().await.map_err(|e| lost(e.into()))?;
-        match stream.message().await.map_err(|e| lost(e.into()))? {
+        let answer = tokio::time::timeout(self.call_timeout, stream.message())
+            .await
+            .map_err(|_| StateError::Unreachable("keep-alive unanswered".into()))?;
+        match answer.map_err(|e| lost(e.into()))? {
             Some(resp) if resp.ttl() > 0 => Ok(resp.ttl()),
             Some(_) => Err(StateError::LeaseLost(lease)),
             None => Err(StateError::Unreachable("keep-alive stream closed".into())),
