@@ -78,23 +78,23 @@ impl Pace {
         self.burst.load(Ordering::Relaxed)
     }
 
-    pub fn unlimited(&self) -> bool {
-        self.rate() <= 0.0
-    }
-
-    /// The emission interval at `factor` of the full rate, in nanoseconds.
-    fn interval(&self, factor: f64) -> u64 {
-        let rate = self.rate() * factor.clamp(0.01, 1.0);
-        (1e9 / rate).ceil() as u64
+    /// The emission interval `T` at `factor` of the full rate and the tolerance
+    /// `(burst - 1) * T`, in nanoseconds, from one read of the rate; `None` when
+    /// unlimited.
+    fn timing(&self, factor: f64) -> Option<(u64, u64)> {
+        let rate = self.rate();
+        if rate <= 0.0 {
+            return None;
+        }
+        let t = (1e9 / (rate * factor.clamp(0.01, 1.0))).ceil() as u64;
+        Some((t, t * (self.burst() as u64 - 1)))
     }
 
     /// Takes one message's budget at `now`, or says how long until one is free.
     pub fn try_take(&self, now: u64, factor: f64) -> Result<(), Duration> {
-        if self.unlimited() {
+        let Some((t, tolerance)) = self.timing(factor) else {
             return Ok(());
-        }
-        let t = self.interval(factor);
-        let tolerance = t * (self.burst() as u64 - 1);
+        };
         let mut tat = self.tat.load(Ordering::Acquire);
         loop {
             let start = tat.max(now);
@@ -116,11 +116,9 @@ impl Pace {
     /// Messages that could go at once at `now`, without taking any (`u32::MAX`
     /// when unlimited).
     pub fn available(&self, now: u64, factor: f64) -> u32 {
-        if self.unlimited() {
+        let Some((t, tolerance)) = self.timing(factor) else {
             return u32::MAX;
-        }
-        let t = self.interval(factor);
-        let tolerance = t * (self.burst() as u64 - 1);
+        };
         let ahead = self.tat.load(Ordering::Acquire).saturating_sub(now);
         if ahead > tolerance {
             0
@@ -131,11 +129,9 @@ impl Pace {
 
     /// How long until the next message may go at `now` (zero when one may go now).
     pub fn wait(&self, now: u64, factor: f64) -> Duration {
-        if self.unlimited() {
+        let Some((_, tolerance)) = self.timing(factor) else {
             return Duration::ZERO;
-        }
-        let t = self.interval(factor);
-        let tolerance = t * (self.burst() as u64 - 1);
+        };
         let ahead = self.tat.load(Ordering::Acquire).saturating_sub(now);
         Duration::from_nanos(ahead.saturating_sub(tolerance))
     }
