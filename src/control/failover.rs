@@ -148,6 +148,21 @@ struct Watched {
     suspended_at: Option<SystemTime>,
 }
 
+impl Watched {
+    /// A master the controller starts watching at `now`: no probe yet, nothing seen.
+    fn new(master: &MasterConfig, now: Instant) -> Watched {
+        Watched {
+            machine: Machine::new(master.health_url.is_some(), now),
+            probe: None,
+            falls: VecDeque::new(),
+            slow_recovery_warned: false,
+            published_factor: 1.0,
+            failed_back_at: None,
+            suspended_at: None,
+        }
+    }
+}
+
 struct Controller {
     control: Arc<Control>,
     alerts: Arc<Alerter>,
@@ -311,15 +326,10 @@ impl Controller {
         let timing_changed = config.health.interval != self.config.health.interval
             || config.health.timeout != self.config.health.timeout;
         for m in &config.masters {
-            let w = self.masters.entry(m.id.clone()).or_insert_with(|| Watched {
-                machine: Machine::new(m.health_url.is_some(), now),
-                probe: None,
-                falls: VecDeque::new(),
-                slow_recovery_warned: false,
-                published_factor: 1.0,
-                failed_back_at: None,
-                suspended_at: None,
-            });
+            let w = self
+                .masters
+                .entry(m.id.clone())
+                .or_insert_with(|| Watched::new(m, now));
             w.machine.set_probed(m.health_url.is_some());
             let target = m
                 .health_url

@@ -6,7 +6,6 @@
 use super::Controller;
 use super::{Active, EventKind, NewEvent, Watched};
 use crate::control::operator::{Held, Suspension};
-use crate::health::machine::Machine;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -48,15 +47,10 @@ impl Controller {
         tracing::warn!(master = %id, reason = %s.reason, "suspension kept from before the restart");
         let config = self.control.table().config.clone();
         let Some(m) = config.master(id) else { return };
-        let w = self.masters.entry(m.id.clone()).or_insert_with(|| Watched {
-            machine: Machine::new(m.health_url.is_some(), now),
-            probe: None,
-            falls: Default::default(),
-            slow_recovery_warned: false,
-            published_factor: 1.0,
-            failed_back_at: None,
-            suspended_at: None,
-        });
+        let w = self
+            .masters
+            .entry(m.id.clone())
+            .or_insert_with(|| Watched::new(m, now));
         w.machine.suspend(s.reason.clone(), now);
         w.suspended_at = SystemTime::UNIX_EPOCH
             .checked_add(Duration::from_millis(s.since_unix_ms))
