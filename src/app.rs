@@ -80,13 +80,36 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
     let alerts = Arc::new(alerter);
     let (failover, controller) =
         crate::control::failover::spawn(control.clone(), alerts.clone(), shutdown.clone());
+    let mut tasks = JoinSet::new();
+    let cluster = match control.table().config.cluster.clone() {
+        Some(config) => {
+            let advertised = config
+                .advertise_admin
+                .clone()
+                .unwrap_or_else(|| admin_listen.to_string());
+            let q = queue.clone();
+            let depth = Box::new(move || q.as_ref().map_or(0, |q| q.depth()));
+            let cluster = crate::cluster::Cluster::new(
+                config,
+                advertised,
+                control.audit.clone(),
+                alerts.clone(),
+                depth,
+            )
+            .await
+            .context("cannot set up the etcd client ([cluster] etcd)")?;
+            tasks.spawn(cluster.clone().run(shutdown.clone()));
+            Some(cluster)
+        }
+        None => None,
+    };
     let admin = Arc::new(Admin {
         control: control.clone(),
         failover,
         queue: queue.clone(),
         metrics,
+        cluster,
     });
-    let mut tasks = JoinSet::new();
     tasks.spawn(webhook);
     // Both listeners read their limits from the current config before each accept: a
     // reload changes them for the connections accepted after it.

@@ -78,6 +78,20 @@ pub enum EventKind {
     Suspended,
     /// An operator lifted a suspension.
     Reinstated,
+    /// Cluster mode: a new leader and term, as this node saw it.
+    LeaderChanged,
+    /// Cluster mode: this node gave leadership up.
+    LeaderResigned,
+    /// Cluster mode: a node appeared, or came back.
+    NodeJoined,
+    /// Cluster mode: a node left cleanly.
+    NodeLeft,
+    /// Cluster mode: a node's lease ran out without a clean leave.
+    NodeUnreachable,
+    /// Cluster mode: this node lost etcd and serves with its last state.
+    ClusterIsolated,
+    /// Cluster mode: this node reaches etcd again.
+    ClusterRejoined,
 }
 
 impl EventKind {
@@ -101,6 +115,13 @@ impl EventKind {
             EventKind::Drained => "drained",
             EventKind::Suspended => "suspended",
             EventKind::Reinstated => "reinstated",
+            EventKind::LeaderChanged => "leader_changed",
+            EventKind::LeaderResigned => "leader_resigned",
+            EventKind::NodeJoined => "node_joined",
+            EventKind::NodeLeft => "node_left",
+            EventKind::NodeUnreachable => "node_unreachable",
+            EventKind::ClusterIsolated => "cluster_isolated",
+            EventKind::ClusterRejoined => "cluster_rejoined",
         }
     }
 }

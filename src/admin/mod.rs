@@ -30,6 +30,8 @@ pub struct Admin {
     pub failover: failover::Handle,
     pub queue: Option<Arc<crate::queue::Queue>>,
     pub metrics: &'static PrometheusHandle,
+    /// Set in cluster mode.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Admin {
@@ -134,6 +136,11 @@ impl Admin {
                 };
                 only(method, "POST", || self.set_admin(id, admin))
             }
+            ["cluster", "status"] => only(method, "GET", || self.cluster_status()),
+            ["cluster", "leader", "resign"] => match refuse(method, "POST") {
+                Some(refused) => refused,
+                None => self.resign().await,
+            },
             ["admin", "reload"] => only(method, "POST", || self.reload()),
             ["admin", "queue"] => only(method, "GET", || self.queue_status()),
             ["admin", "dead-letters"] => only(method, "GET", || self.dead_letters(query)),
@@ -146,6 +153,54 @@ impl Admin {
                 None => self.delete_dead(id).await,
             },
             _ => reply::not_found(),
+        }
+    }
+
+    /// `GET /cluster/status`.
+    fn cluster_status(&self) -> Response<Body> {
+        match &self.cluster {
+            Some(cluster) => reply::json(StatusCode::OK, &*cluster.view()),
+            None => cluster_disabled(),
+        }
+    }
+
+    /// `POST /cluster/leader/resign`: answers once the next leader is known (or a
+    /// lease TTL later), with the cluster as it is then.
+    async fn resign(&self) -> Response<Body> {
+        use crate::cluster::agent::ResignError;
+        let Some(cluster) = &self.cluster else {
+            return cluster_disabled();
+        };
+        match cluster.resign().await {
+            Ok(view) => reply::json(StatusCode::OK, &*view),
+            Err(ResignError::NotLeader { leader }) => {
+                let mut resp = reply::error(
+                    StatusCode::CONFLICT,
+                    "not_leader",
+                    match &leader {
+                        Some(l) => format!("this node is not the leader: {l} is; ask it"),
+                        None => "this node is not the leader, and there is none now".into(),
+                    },
+                );
+                if let Some(admin) = leader.and_then(|l| {
+                    cluster
+                        .view()
+                        .nodes
+                        .iter()
+                        .find(|n| n.id == l)
+                        .map(|n| n.admin.clone())
+                }) {
+                    if let Ok(v) = HeaderValue::from_str(&admin) {
+                        resp.headers_mut().insert("x-switchyard-leader", v);
+                    }
+                }
+                resp
+            }
+            Err(ResignError::Isolated) => reply::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster_isolated",
+                "this node cannot reach etcd, so it cannot hand leadership on",
+            ),
         }
     }
 
@@ -383,10 +438,19 @@ fn action<'a>(segments: &[&'a str]) -> Option<(&'static str, Option<&'a str>)> {
             (name, Some(*id))
         }
         ["admin", "reload"] => ("reload", None),
+        ["cluster", "leader", "resign"] => ("leader resign", None),
         ["admin", "dead-letters", _, "retry"] => ("dead-letter retry", None),
         ["admin", "dead-letters", _] => ("dead-letter delete", None),
         _ => return None,
     })
+}
+
+fn cluster_disabled() -> Response<Body> {
+    reply::error(
+        StatusCode::NOT_FOUND,
+        "cluster_disabled",
+        "this node runs alone: cluster mode is off ([cluster] enabled = false)",
+    )
 }
 
 /// The `limit` query parameter: 100 when absent, from 1 to 10,000.

@@ -1,9 +1,17 @@
 //! Cluster mode (SPEC section 11): several nodes acting as one through etcd.
 //!
-//! Cluster mode is being built and nothing uses it yet. What is here is its storage
-//! layer: [`state`], typed key-value, compare-and-swap, lease and lock primitives over
-//! an etcd v3 cluster, on which membership, leadership and shared decisions will sit.
+//! [`state`] holds the storage primitives (key-value, compare-and-swap, leases,
+//! locks); [`member`] what each node publishes and how the cluster looks from here;
+//! [`election`] who leads, with terms and fencing; [`agent`] the task that keeps this
+//! node's membership, campaigns and watches the others.
+//!
+//! Static stability: nothing on the request path waits on etcd. A node that cannot
+//! reach it goes on serving with what it last applied and reports `isolated`.
 
+pub mod agent;
+pub mod election;
+pub mod member;
 pub mod state;
 
+pub use agent::Cluster;
 pub use state::{Cas, Lock, State, StateError, Versioned};

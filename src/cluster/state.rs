@@ -13,7 +13,8 @@ use tonic::Code;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+    TxnResponse,
 };
 
 /// Why a state call failed.
@@ -138,6 +139,42 @@ impl State {
     pub async fn put(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<i64, StateError> {
         let resp = self.client.clone().put(key, value, None).await?;
         Ok(revision_of(resp.header()))
+    }
+
+    /// Writes the value under `lease`: the key is deleted when the lease ends.
+    pub async fn put_leased(
+        &self,
+        key: &str,
+        value: impl Into<Vec<u8>>,
+        lease: i64,
+    ) -> Result<i64, StateError> {
+        let options = PutOptions::new().with_lease(lease);
+        let resp = self.client.clone().put(key, value, Some(options)).await?;
+        Ok(revision_of(resp.header()))
+    }
+
+    /// Every key under `prefix` with its value, in key order, all read at one
+    /// revision, which is returned too. Linearizable, like [`State::get`].
+    pub async fn list(&self, prefix: &str) -> Result<(Vec<(String, Versioned)>, i64), StateError> {
+        let options = GetOptions::new().with_prefix();
+        let resp = self.client.clone().get(prefix, Some(options)).await?;
+        let kvs = resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    versioned(kv),
+                )
+            })
+            .collect();
+        Ok((kvs, revision_of(resp.header())))
+    }
+
+    /// Runs a transaction as written: for the cluster's own multi-key writes (a
+    /// campaign that also bumps the term, a write fenced by leadership).
+    pub(crate) async fn txn(&self, txn: Txn) -> Result<TxnResponse, StateError> {
+        Ok(self.client.clone().txn(txn).await?)
     }
 
     /// Deletes the key; returns whether it existed.
@@ -300,6 +337,6 @@ fn versioned(kv: &etcd_client::KeyValue) -> Versioned {
     }
 }
 
-fn revision_of(header: Option<&etcd_client::ResponseHeader>) -> i64 {
+pub(crate) fn revision_of(header: Option<&etcd_client::ResponseHeader>) -> i64 {
     header.map_or(0, |h| h.revision())
 }

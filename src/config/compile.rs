@@ -7,6 +7,7 @@ use serde::Deserialize;
 use std::collections::HashSet;
 
 mod ban;
+mod cluster;
 mod tls;
 
 /// Parses TOML text into a [`Config`]: syntax, `${NAME}` interpolation, unknown keys,
@@ -255,6 +256,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
     };
 
     let clients = compile_clients(&raw.clients, &mut errs);
+    let cluster = cluster::compile(&raw.cluster, &mut errs);
     let masters = compile_masters(&raw.masters, &mut errs);
 
     if !errs.0.is_empty() {
@@ -364,6 +366,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, ConfigErrors> {
         access_log: raw.log.access,
         clients: Arc::new(clients),
         masters,
+        cluster,
     })
 }
 
@@ -620,7 +623,7 @@ fn forward_headers(raw: &[String], errs: &mut Errors) -> Vec<HeaderName> {
     out
 }
 
-fn valid_id(id: &str) -> bool {
+pub(super) fn valid_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
             .bytes()

@@ -140,6 +140,26 @@ pub struct Config {
     /// `[[clients]]`: none means `/v1/*` is open.
     pub clients: Arc<crate::clients::Clients>,
     pub masters: Vec<Arc<MasterConfig>>,
+    /// `[cluster]` when `enabled`: this node is one of several (SPEC section 11).
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`, read once at start: a node joins one cluster for its whole life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Unique in the cluster; the host name when the file leaves it empty.
+    pub node_id: String,
+    /// `http://host:port` endpoints of one etcd cluster.
+    pub etcd: Vec<String>,
+    /// Every key of this switchyard cluster lives under it (no trailing `/`).
+    pub prefix: String,
+    pub priority: u32,
+    /// How long a node that stops renewing stays a member (etcd counts whole seconds,
+    /// so it is rounded up to one).
+    pub lease_ttl: Duration,
+    /// How peers reach this node's admin API (`host:port`); `None`: the address the
+    /// admin listener is bound to.
+    pub advertise_admin: Option<String>,
 }
 
 #[derive(Clone)]

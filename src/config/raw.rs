@@ -17,6 +17,7 @@ pub struct RawConfig {
     pub queue: RawQueue,
     pub alerts: RawAlerts,
     pub log: RawLog,
+    pub cluster: RawCluster,
     pub clients: Vec<RawClient>,
     pub masters: Vec<RawMaster>,
 }
@@ -210,6 +211,32 @@ impl Default for RawLog {
         Self {
             format: "text".into(),
             access: true,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RawCluster {
+    pub enabled: bool,
+    pub node_id: String,
+    pub etcd: Vec<String>,
+    pub prefix: String,
+    pub priority: u64,
+    pub lease_ttl_ms: u64,
+    pub advertise_admin: String,
+}
+
+impl Default for RawCluster {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            node_id: String::new(),
+            etcd: vec!["http://127.0.0.1:2379".into()],
+            prefix: "/switchyard/default".into(),
+            priority: 100,
+            lease_ttl_ms: 3_000,
+            advertise_admin: String::new(),
         }
     }
 }

@@ -107,6 +107,9 @@ pub fn keep_start_only(running: &Config, new: &mut Config) -> Vec<NeedsRestart> 
     // The log writer is set up once, before the first line.
     keep("log.format", new.log != running.log);
     new.log = running.log;
+    // A node joins one cluster, under one id, for its whole life.
+    keep("cluster", new.cluster != running.cluster);
+    new.cluster.clone_from(&running.cluster);
     kept
 }
 

@@ -1,0 +1,549 @@
+//! The cluster agent: one task per node that keeps its membership record and lease,
+//! campaigns for leadership, watches the other nodes, and notices when etcd is gone.
+//!
+//! It works in ticks (a fifteenth of the lease TTL, 100 to 250 ms). Each tick renews
+//! the lease when a third of the TTL has passed, reads every node record and the
+//! leader key, steps up or down, and rewrites this node's record when it changed. A
+//! tick that cannot reach etcd changes nothing that was applied; when etcd has not
+//! answered for a third of the TTL the node is `isolated` (audited, and a critical
+//! `cluster_isolated` alert) until a tick succeeds again.
+//!
+//! The flags others read ([`Cluster::is_leader`], [`Cluster::view`]) are a snapshot
+//! taken at the end of a tick: a node paused past its lease may believe it leads for
+//! one more tick. Anything that needs leadership to be true when it takes effect
+//! writes through [`election::Leadership::fence`].
+
+use super::election::{self, Leadership};
+use super::member::{self, NodeRecord, NodeState, Roster, View};
+use super::state::{State, StateError};
+use crate::alerts::{Alerter, Severity};
+use crate::audit::{AuditLog, EventKind, NewEvent};
+use crate::config::ClusterConfig;
+use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long a node that resigned stays out of the running (unless no other node can
+/// lead): long enough for the next one to settle in, short enough that a higher
+/// priority node that resigned for maintenance takes over again by itself.
+pub const STAND_DOWN: Duration = Duration::from_secs(60);
+
+/// This node's place in the cluster. Shared as `Arc<Cluster>`.
+pub struct Cluster {
+    pub config: ClusterConfig,
+    /// Where peers reach this node's admin API.
+    pub admin: String,
+    state: State,
+    view: ArcSwap<View>,
+    leader: AtomicBool,
+    term: AtomicU64,
+    isolated: AtomicBool,
+    resign: AtomicBool,
+    queue_depth: Box<dyn Fn() -> u64 + Send + Sync>,
+    audit: Arc<AuditLog>,
+    alerts: Arc<Alerter>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node", &self.config.node_id)
+            .field("leader", &self.is_leader())
+            .field("term", &self.term())
+            .field("isolated", &self.is_isolated())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why `POST /cluster/leader/resign` did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ResignError {
+    #[error("this node is not the leader")]
+    NotLeader { leader: Option<String> },
+    #[error("this node cannot reach etcd")]
+    Isolated,
+}
+
+impl Cluster {
+    /// A node of the cluster `config` names. Connecting is lazy: a node whose etcd is
+    /// down at start starts anyway, isolated, and joins when etcd answers.
+    pub async fn new(
+        config: ClusterConfig,
+        admin: String,
+        audit: Arc<AuditLog>,
+        alerts: Arc<Alerter>,
+        queue_depth: Box<dyn Fn() -> u64 + Send + Sync>,
+    ) -> Result<Arc<Cluster>, StateError> {
+        let state = State::connect(&config.etcd, call_timeout(&config)).await?;
+        let view = View {
+            cluster_state: member::ClusterState::Forming,
+            leader: None,
+            term: 0,
+            node: config.node_id.clone(),
+            state: NodeState::Joining,
+            nodes: Vec::new(),
+        };
+        Ok(Arc::new(Cluster {
+            config,
+            admin,
+            state,
+            view: ArcSwap::from_pointee(view),
+            leader: AtomicBool::new(false),
+            term: AtomicU64::new(0),
+            isolated: AtomicBool::new(false),
+            resign: AtomicBool::new(false),
+            queue_depth,
+            audit,
+            alerts,
+        }))
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.config.node_id
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.config.prefix
+    }
+
+    /// The etcd handle, for the other cluster-wide features.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The cluster as of the last tick.
+    pub fn view(&self) -> Arc<View> {
+        self.view.load_full()
+    }
+
+    /// Whether this node led, and reached etcd, at the last tick.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Relaxed)
+    }
+
+    pub fn term(&self) -> u64 {
+        self.term.load(Relaxed)
+    }
+
+    pub fn is_isolated(&self) -> bool {
+        self.isolated.load(Relaxed)
+    }
+
+    /// Hands leadership on: the agent gives it up at its next tick and stays out of
+    /// the running for [`STAND_DOWN`]. Waits (at most a lease TTL and a second) for
+    /// the next leader and returns the view then.
+    pub async fn resign(&self) -> Result<Arc<View>, ResignError> {
+        if self.is_isolated() {
+            return Err(ResignError::Isolated);
+        }
+        if !self.is_leader() {
+            return Err(ResignError::NotLeader {
+                leader: self.view().leader.clone(),
+            });
+        }
+        self.resign.store(true, Relaxed);
+        let deadline = Instant::now() + self.config.lease_ttl + Duration::from_secs(1);
+        while Instant::now() < deadline {
+            tokio::time::sleep(self.tick()).await;
+            let view = self.view();
+            if view.leader.as_deref().is_some_and(|l| l != self.node_id()) {
+                return Ok(view);
+            }
+        }
+        Ok(self.view())
+    }
+
+    fn tick(&self) -> Duration {
+        (self.config.lease_ttl / 15).clamp(Duration::from_millis(100), Duration::from_millis(250))
+    }
+
+    /// Runs the agent until `shutdown`, then leaves: the record says `leaving` for a
+    /// moment, leadership and the lease are given up at once.
+    pub async fn run(self: Arc<Self>, mut shutdown: crate::server::Shutdown) {
+        let mut agent = Agent::new();
+        let mut tick = tokio::time::interval(self.tick());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait() => break,
+            }
+            let outcome = agent.step(&self).await;
+            agent.settle(&self, outcome);
+        }
+        agent.leave(&self).await;
+    }
+
+    fn record(&self, state: NodeState, candidate: bool) -> NodeRecord {
+        NodeRecord {
+            id: self.config.node_id.clone(),
+            admin: self.admin.clone(),
+            priority: self.config.priority,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            state,
+            queue_depth: (self.queue_depth)(),
+            candidate,
+            updated_ms: crate::routing::budget::unix_ms(),
+        }
+    }
+
+    fn event(&self, kind: EventKind, reason: String) {
+        tracing::info!(kind = kind.as_str(), "{reason}");
+        self.audit.record(NewEvent::new(kind, reason));
+    }
+
+    fn nodes_key(&self) -> String {
+        format!("{}/nodes/", self.config.prefix)
+    }
+}
+
+/// Each call to etcd is bounded by a third of the lease TTL: a node learns it is cut
+/// off well before its lease can run out.
+fn call_timeout(config: &ClusterConfig) -> Duration {
+    config.lease_ttl / 3
+}
+
+/// The agent's own memory between ticks.
+struct Agent {
+    /// The lease and the time of its last renewal; `None` until registered.
+    lease: Option<(i64, Instant)>,
+    joined: bool,
+    won: Option<Leadership>,
+    last_ok: Instant,
+    isolated: bool,
+    /// Since when this node has seen no leader.
+    absent_since: Option<Instant>,
+    stand_down_until: Option<Instant>,
+    roster: Roster,
+    /// The last leader and term this node saw, to audit each change once.
+    seen_leader: Option<(String, u64)>,
+    term: u64,
+    /// The record as last written, without its time.
+    written: Option<NodeRecord>,
+}
+
+impl Agent {
+    fn new() -> Agent {
+        Agent {
+            lease: None,
+            joined: false,
+            won: None,
+            last_ok: Instant::now(),
+            isolated: false,
+            absent_since: None,
+            stand_down_until: None,
+            roster: Roster::default(),
+            seen_leader: None,
+            term: 0,
+            written: None,
+        }
+    }
+
+    fn my_state(&self) -> NodeState {
+        if self.isolated {
+            NodeState::Isolated
+        } else if !self.joined {
+            NodeState::Joining
+        } else if self.won.is_some() {
+            NodeState::Leader
+        } else {
+            NodeState::Active
+        }
+    }
+
+    fn candidate(&self, now: Instant) -> bool {
+        self.stand_down_until.is_none_or(|t| now >= t)
+    }
+
+    async fn step(&mut self, c: &Cluster) -> Result<(), StateError> {
+        let ttl = c.config.lease_ttl;
+        let lease = match self.lease {
+            Some((lease, renewed)) if renewed.elapsed() < ttl / 3 => lease,
+            Some((lease, _)) => match c.state.keep_alive(lease).await {
+                Ok(_) => {
+                    self.lease = Some((lease, Instant::now()));
+                    lease
+                }
+                Err(StateError::LeaseLost(_)) => {
+                    self.lost_lease(c);
+                    return Err(StateError::LeaseLost(lease));
+                }
+                Err(e) => return Err(e),
+            },
+            None => {
+                let lease = c.state.grant(ttl.as_secs().max(1) as i64).await?;
+                self.lease = Some((lease, Instant::now()));
+                self.written = None;
+                lease
+            }
+        };
+        if !self.joined {
+            // Registered as joining first; the shared state a node must apply before
+            // it serves as a full member is read here, before it turns active.
+            self.write_record(c, lease, NodeState::Joining).await?;
+            self.joined = true;
+        }
+        let (kvs, _) = c.state.list(&c.nodes_key()).await?;
+        let mut live: Vec<NodeRecord> = kvs
+            .iter()
+            .filter_map(|(_, v)| serde_json::from_slice(&v.value).ok())
+            .filter(|r: &NodeRecord| r.id != c.config.node_id)
+            .collect();
+        let current = election::read(&c.state, &c.config.prefix).await?;
+        let now = Instant::now();
+        let me = c.record(self.my_state(), self.candidate(now));
+        live.push(me);
+        self.elect(c, lease, &live, &current).await?;
+        self.term = self.term.max(current.term);
+        if let Some(won) = self.won {
+            self.term = self.term.max(won.term);
+        }
+        let me = c.record(self.my_state(), self.candidate(now));
+        self.write_record(c, lease, me.state).await?;
+        if let Some(mine) = live.last_mut() {
+            *mine = me;
+        }
+        let changes = self.roster.update(&live, SystemTime::now());
+        self.report(c, changes);
+        let leader = match self.won {
+            Some(won) => Some((c.config.node_id.clone(), won.term)),
+            None => current.leader.map(|(r, _)| (r.id, r.term)),
+        };
+        if leader.is_some() && leader != self.seen_leader {
+            if let Some((id, term)) = &leader {
+                c.event(EventKind::LeaderChanged, format!("{id} leads, term {term}"));
+            }
+            self.seen_leader = leader;
+        } else if leader.is_none() {
+            self.seen_leader = None;
+        }
+        Ok(())
+    }
+
+    /// Steps up, keeps, or gives up leadership, from what this tick read.
+    async fn elect(
+        &mut self,
+        c: &Cluster,
+        lease: i64,
+        live: &[NodeRecord],
+        current: &election::Current,
+    ) -> Result<(), StateError> {
+        let prefix = &c.config.prefix;
+        let me = live
+            .last()
+            .expect("this node's own record is always in live");
+        let now = Instant::now();
+        match (&current.leader, self.won) {
+            (Some((_, token)), Some(won)) if *token == won.token => {
+                self.absent_since = None;
+                let asked = c.resign.swap(false, Relaxed);
+                let higher = election::outranked(me, live);
+                if asked || higher {
+                    election::resign(&c.state, prefix, won).await?;
+                    self.won = None;
+                    let reason = if asked {
+                        self.stand_down_until = Some(now + STAND_DOWN);
+                        format!("{} resigned term {} on request", me.id, won.term)
+                    } else {
+                        format!(
+                            "{} resigned term {} for a node of higher priority",
+                            me.id, won.term
+                        )
+                    };
+                    c.event(EventKind::LeaderResigned, reason);
+                }
+                return Ok(());
+            }
+            (Some(_), _) => {
+                self.absent_since = None;
+                self.deposed(c);
+                c.resign.store(false, Relaxed);
+                return Ok(());
+            }
+            (None, _) => self.deposed(c),
+        }
+        let absent = now.duration_since(*self.absent_since.get_or_insert(now));
+        let waited = absent >= c.config.lease_ttl;
+        let best = election::best(live);
+        let may = me.state == NodeState::Active && (me.candidate || (waited && best.is_none()));
+        if may && (waited || best.is_some_and(|b| b.id == me.id)) {
+            if let Some(won) = election::campaign(&c.state, prefix, &me.id, lease, current).await? {
+                self.won = Some(won);
+                self.absent_since = None;
+            }
+        }
+        Ok(())
+    }
+
+    fn deposed(&mut self, c: &Cluster) {
+        if let Some(won) = self.won.take() {
+            tracing::warn!(
+                term = won.term,
+                "{} is no longer the leader: its lease or key is gone",
+                c.config.node_id
+            );
+        }
+    }
+
+    fn lost_lease(&mut self, c: &Cluster) {
+        self.deposed(c);
+        self.lease = None;
+        self.joined = false;
+        self.written = None;
+    }
+
+    /// Writes this node's record under `lease` when anything but its time changed.
+    async fn write_record(
+        &mut self,
+        c: &Cluster,
+        lease: i64,
+        state: NodeState,
+    ) -> Result<(), StateError> {
+        let record = c.record(state, self.candidate(Instant::now()));
+        let same = self.written.as_ref().is_some_and(|w| {
+            NodeRecord {
+                updated_ms: record.updated_ms,
+                ..w.clone()
+            } == record
+        });
+        if same {
+            return Ok(());
+        }
+        let key = format!("{}{}", c.nodes_key(), c.config.node_id);
+        c.state
+            .put_leased(&key, serde_json::to_vec(&record).unwrap_or_default(), lease)
+            .await?;
+        self.written = Some(record);
+        Ok(())
+    }
+
+    /// Audits who joined, left or went away; the leader raises `stranded_messages`
+    /// for a node gone with messages queued.
+    fn report(&self, c: &Cluster, changes: member::Changes) {
+        let me = &c.config.node_id;
+        for id in changes.joined.iter().chain(&changes.returned) {
+            if id != me {
+                c.event(EventKind::NodeJoined, format!("{id} joined"));
+            }
+        }
+        for id in &changes.left {
+            c.event(EventKind::NodeLeft, format!("{id} left"));
+        }
+        for (id, depth) in &changes.unreachable {
+            c.event(
+                EventKind::NodeUnreachable,
+                format!("{id} stopped renewing its lease with {depth} messages queued"),
+            );
+            if *depth > 0 && self.won.is_some() {
+                c.alerts.raise(
+                    Severity::Critical,
+                    "stranded_messages",
+                    None,
+                    format!("node {id} is gone with {depth} messages queued on its disk"),
+                );
+            }
+        }
+    }
+
+    /// Takes in a tick's outcome: isolation, flags, metrics, the published view.
+    fn settle(&mut self, c: &Cluster, outcome: Result<(), StateError>) {
+        let now = Instant::now();
+        match outcome {
+            Ok(()) => {
+                self.last_ok = now;
+                if self.isolated {
+                    self.isolated = false;
+                    c.event(
+                        EventKind::ClusterRejoined,
+                        format!("{} reaches etcd again", c.config.node_id),
+                    );
+                }
+            }
+            Err(e) => {
+                metrics::counter!("switchyard_cluster_etcd_errors_total").increment(1);
+                tracing::debug!(error = %e, "cluster tick failed");
+                let cut_off = now.duration_since(self.last_ok) >= call_timeout(&c.config);
+                if cut_off && !matches!(e, StateError::LeaseLost(_)) {
+                    if !self.isolated {
+                        self.isolated = true;
+                        self.roster.forget_gone();
+                        tracing::warn!(error = %e, "etcd unreachable");
+                        c.event(
+                            EventKind::ClusterIsolated,
+                            format!(
+                                "{} cannot reach etcd: serving with its last state",
+                                c.config.node_id
+                            ),
+                        );
+                    }
+                    c.alerts.raise(
+                        Severity::Critical,
+                        "cluster_isolated",
+                        None,
+                        format!(
+                            "node {} cannot reach etcd: it serves with its last state and decides nothing",
+                            c.config.node_id
+                        ),
+                    );
+                }
+            }
+        }
+        self.publish(c);
+    }
+
+    fn publish(&self, c: &Cluster) {
+        let state = self.my_state();
+        let leading = self.won.is_some() && !self.isolated;
+        c.leader.store(leading, Relaxed);
+        c.term.store(self.term, Relaxed);
+        c.isolated.store(self.isolated, Relaxed);
+        let mut nodes = self.roster.nodes();
+        if let Some(me) = nodes.iter_mut().find(|n| n.id == c.config.node_id) {
+            me.state = state;
+        }
+        let leader = self.seen_leader.as_ref().map(|(id, _)| id.clone());
+        let view = View {
+            cluster_state: member::cluster_state(leader.as_deref(), &nodes, state),
+            leader,
+            term: self.term,
+            node: c.config.node_id.clone(),
+            state,
+            nodes,
+        };
+        metrics::gauge!("switchyard_cluster_leader").set(if leading { 1.0 } else { 0.0 });
+        metrics::gauge!("switchyard_cluster_term").set(self.term as f64);
+        for s in NodeState::ALL {
+            let n = view.nodes.iter().filter(|n| n.state == s).count();
+            metrics::gauge!("switchyard_cluster_nodes", "state" => s.as_str()).set(n as f64);
+        }
+        c.view.store(Arc::new(view));
+    }
+
+    /// A clean leave: the record says `leaving` (under a short lease of its own, so
+    /// peers see it go as a leave, not a loss), then the node's lease is revoked,
+    /// which frees leadership at once.
+    async fn leave(&mut self, c: &Cluster) {
+        let Some((lease, _)) = self.lease else {
+            return;
+        };
+        let bounded = async {
+            let record = c.record(NodeState::Leaving, false);
+            let key = format!("{}{}", c.nodes_key(), c.config.node_id);
+            let short = c.state.grant(2).await?;
+            c.state
+                .put_leased(&key, serde_json::to_vec(&record).unwrap_or_default(), short)
+                .await?;
+            c.state.revoke(lease).await
+        };
+        match tokio::time::timeout(c.config.lease_ttl, bounded).await {
+            Ok(Ok(())) => tracing::info!("{} left the cluster", c.config.node_id),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not leave the cluster cleanly: peers will see this node's lease run out")
+            }
+            Err(_) => tracing::warn!(
+                "etcd did not answer the leave in time: peers will see this node's lease run out"
+            ),
+        }
+    }
+}
