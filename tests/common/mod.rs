@@ -2,6 +2,8 @@
 //! 127.0.0.1:0, with conditions awaited under deadlines.
 #![allow(dead_code)]
 
+pub mod etcd;
+
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
