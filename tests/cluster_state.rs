@@ -278,3 +278,42 @@ async fn an_etcd_that_stops_answering_is_reported_unreachable_and_then_recovers(
     );
     assert_eq!(state.get("k").await.unwrap().unwrap().value, b"v");
 }
+
+#[tokio::test]
+async fn a_watch_from_a_listed_revision_misses_nothing_and_sees_leases_end() {
+    let etcd = Etcd::start();
+    let state = etcd.state().await;
+    state.put("/w/before", "1").await.unwrap();
+    let (listed, revision) = state.list("/w/").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    // Written between the read and the watch: still seen.
+    state.put("/w/a", "2").await.unwrap();
+    let mut watch = state.watch("/w/", revision + 1).await.unwrap();
+    let lease = state.grant(5).await.unwrap();
+    state.put_leased("/w/leased", "3", lease).await.unwrap();
+    state.put("/other", "x").await.unwrap();
+    state.delete("/w/a").await.unwrap();
+    state.revoke(lease).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let batch = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("changes arrive")
+            .unwrap();
+        seen.extend(batch);
+    }
+    let summary: Vec<(&str, Option<&[u8]>)> = seen
+        .iter()
+        .map(|c| (c.key.as_str(), c.value.as_ref().map(|v| v.value.as_slice())))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("/w/a", Some(&b"2"[..])),
+            ("/w/leased", Some(&b"3"[..])),
+            ("/w/a", None),
+            ("/w/leased", None),
+        ]
+    );
+    assert!(seen.windows(2).all(|w| w[0].revision < w[1].revision));
+}

@@ -14,4 +14,4 @@ pub mod member;
 pub mod state;
 
 pub use agent::Cluster;
-pub use state::{Cas, Lock, State, StateError, Versioned};
+pub use state::{Cas, Change, Lock, State, StateError, Versioned, Watch};

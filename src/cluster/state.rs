@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
-    TxnResponse,
+    TxnResponse, WatchOptions,
 };
 
 /// Why a state call failed.
@@ -169,6 +169,24 @@ impl State {
             })
             .collect();
         Ok((kvs, revision_of(resp.header())))
+    }
+
+    /// Watches every key under `prefix` from `from_revision` on (use the revision a
+    /// [`State::list`] returned, plus one, to miss nothing between the two). Changes
+    /// come in revision order. The stream does not notice a silent etcd by itself:
+    /// whoever waits on it should also check etcd some other way (the cluster agent's
+    /// ticks do) and watch again after an error.
+    pub async fn watch(&self, prefix: &str, from_revision: i64) -> Result<Watch, StateError> {
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(from_revision);
+        let stream = tokio::time::timeout(
+            self.call_timeout,
+            self.client.clone().watch(prefix, Some(options)),
+        )
+        .await
+        .map_err(|_| StateError::Unreachable("watch not started in time".into()))??;
+        Ok(Watch { stream })
     }
 
     /// Runs a transaction as written: for the cluster's own multi-key writes (a
@@ -326,6 +344,56 @@ impl State {
     /// (a key some later holder created lives under that holder's lease and is kept).
     pub async fn release(&self, lock: Lock) -> Result<(), StateError> {
         self.revoke(lock.lease).await
+    }
+}
+
+/// One change seen by a [`Watch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub key: String,
+    /// The new value; `None` when the key was deleted (or its lease ended).
+    pub value: Option<Versioned>,
+    /// The revision of the write or delete.
+    pub revision: i64,
+}
+
+/// A stream of the changes under one prefix.
+pub struct Watch {
+    stream: etcd_client::WatchStream,
+}
+
+impl Watch {
+    /// The next batch of changes (possibly empty: etcd also sends progress). An error
+    /// ends the watch: [`StateError::Etcd`] when the revision asked for was compacted
+    /// away (read everything again), [`StateError::Unreachable`] when the stream broke.
+    pub async fn next(&mut self) -> Result<Vec<Change>, StateError> {
+        let Some(resp) = self.stream.message().await? else {
+            return Err(StateError::Unreachable("watch stream closed".into()));
+        };
+        if resp.canceled() {
+            return Err(StateError::Etcd(format!(
+                "watch cancelled (compacted at {}): {}",
+                resp.compact_revision(),
+                resp.cancel_reason()
+            )));
+        }
+        Ok(resp
+            .events()
+            .iter()
+            .filter_map(|event| {
+                let kv = event.kv()?;
+                let revision = kv.mod_revision();
+                let value = match event.event_type() {
+                    etcd_client::EventType::Put => Some(versioned(kv)),
+                    etcd_client::EventType::Delete => None,
+                };
+                Some(Change {
+                    key: String::from_utf8_lossy(kv.key()).into_owned(),
+                    value,
+                    revision,
+                })
+            })
+            .collect())
     }
 }
 
