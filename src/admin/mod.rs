@@ -5,6 +5,7 @@
 //!
 //! May call: `control`, `routing`, `telemetry`, `reply`.
 
+mod cluster_admin;
 mod status;
 
 use crate::audit::NewEvent;
@@ -32,6 +33,9 @@ pub struct Admin {
     pub metrics: &'static PrometheusHandle,
     /// Set in cluster mode.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Cluster mode: admin actions are written to the shared document, and answered
+    /// once they are in force on this node.
+    pub shared: Option<Arc<crate::cluster::shared::Shared>>,
 }
 
 impl Admin {
@@ -134,7 +138,11 @@ impl Admin {
                     "drain" => AdminState::Draining,
                     _ => return reply::not_found(),
                 };
-                only(method, "POST", || self.set_admin(id, admin))
+                match refuse(method, "POST") {
+                    Some(refused) => refused,
+                    None if self.shared.is_some() => self.set_admin_shared(id, admin).await,
+                    None => self.set_admin(id, admin),
+                }
             }
             ["cluster", "status"] => only(method, "GET", || self.cluster_status()),
             ["cluster", "leader", "resign"] => match refuse(method, "POST") {
@@ -261,6 +269,9 @@ impl Admin {
         if let Some(refused) = refuse(method, "POST") {
             return refused;
         }
+        if let Some(shared) = &self.shared {
+            return cluster_admin::command(shared, &self.failover, command).await;
+        }
         match self.failover.command(command).await {
             Ok(body) => reply::json(StatusCode::OK, &body),
             Err((status, code, message)) => reply::error(status, code, message),
@@ -371,6 +382,31 @@ impl Admin {
             ),
             Ok(false) => not_dead(id),
             Err(e) => reply::queue_storage(&e),
+        }
+    }
+
+    /// Cluster mode: enable, disable, drain on every node.
+    async fn set_admin_shared(&self, id: &str, admin: AdminState) -> Response<Body> {
+        let Some(shared) = &self.shared else {
+            return self.set_admin(id, admin);
+        };
+        if self.control.table().index_of(id).is_none() {
+            return reply::error(
+                StatusCode::NOT_FOUND,
+                "unknown_master",
+                format!("no master with id `{id}`"),
+            );
+        }
+        let change = crate::cluster::shared::Mutation::Admin {
+            id: id.to_string(),
+            admin: admin.as_str().to_string(),
+        };
+        match cluster_admin::write(shared, &change).await {
+            Ok(()) => reply::json(
+                StatusCode::OK,
+                &serde_json::json!({"id": id, "admin": admin.as_str(), "enabled": admin == AdminState::Enabled}),
+            ),
+            Err(resp) => *resp,
         }
     }
 

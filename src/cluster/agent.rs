@@ -40,6 +40,12 @@ pub struct Cluster {
     term: AtomicU64,
     isolated: AtomicBool,
     resign: AtomicBool,
+    /// This node's hold on leadership while it leads and reaches etcd.
+    leadership: std::sync::Mutex<Option<Leadership>>,
+    /// The masters this node finds failed (set by the failover controller).
+    down: std::sync::Mutex<Vec<String>>,
+    /// Per master, how many live nodes report it failed; and how many nodes are live.
+    votes: ArcSwap<(std::collections::HashMap<String, usize>, usize)>,
     queue_depth: Box<dyn Fn() -> u64 + Send + Sync>,
     audit: Arc<AuditLog>,
     alerts: Arc<Alerter>,
@@ -93,6 +99,9 @@ impl Cluster {
             term: AtomicU64::new(0),
             isolated: AtomicBool::new(false),
             resign: AtomicBool::new(false),
+            leadership: std::sync::Mutex::new(None),
+            down: std::sync::Mutex::new(Vec::new()),
+            votes: ArcSwap::from_pointee((Default::default(), 0)),
             queue_depth,
             audit,
             alerts,
@@ -128,6 +137,25 @@ impl Cluster {
 
     pub fn is_isolated(&self) -> bool {
         self.isolated.load(Relaxed)
+    }
+
+    /// The fence of this node's leadership, while it leads.
+    pub fn leadership(&self) -> Option<Leadership> {
+        *self.leadership.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reports the masters this node's own checks find failed; written into its
+    /// record at the next tick.
+    pub fn report_down(&self, mut masters: Vec<String>) {
+        masters.sort_unstable();
+        *self.down.lock().unwrap_or_else(|p| p.into_inner()) = masters;
+    }
+
+    /// Whether more than half of the live nodes report `master` failed.
+    pub fn majority_down(&self, master: &str) -> bool {
+        let votes = self.votes.load();
+        let (down, live) = (votes.0.get(master).copied().unwrap_or(0), votes.1);
+        live > 0 && down * 2 > live
     }
 
     /// Hands leadership on: the agent gives it up at its next tick and stays out of
@@ -185,6 +213,7 @@ impl Cluster {
             queue_depth: (self.queue_depth)(),
             candidate,
             updated_ms: crate::routing::budget::unix_ms(),
+            down: self.down.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }
 
@@ -304,6 +333,13 @@ impl Agent {
         if let Some(mine) = live.last_mut() {
             *mine = me;
         }
+        let mut votes = std::collections::HashMap::new();
+        for r in &live {
+            for m in &r.down {
+                *votes.entry(m.clone()).or_insert(0) += 1;
+            }
+        }
+        c.votes.store(Arc::new((votes, live.len())));
         let changes = self.roster.update(&live, SystemTime::now());
         self.report(c, changes);
         let leader = match self.won {
@@ -496,6 +532,7 @@ impl Agent {
         let state = self.my_state();
         let leading = self.won.is_some() && !self.isolated;
         c.leader.store(leading, Relaxed);
+        *c.leadership.lock().unwrap_or_else(|p| p.into_inner()) = self.won.filter(|_| leading);
         c.term.store(self.term, Relaxed);
         c.isolated.store(self.isolated, Relaxed);
         let mut nodes = self.roster.nodes();

@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod election;
 pub mod member;
+pub mod shared;
 pub mod state;
 
 pub use agent::Cluster;
