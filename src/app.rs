@@ -96,6 +96,8 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
             )
             .await
             .context("cannot set up the etcd client ([cluster] etcd)")?;
+            let c = control.clone();
+            cluster.on_split(Box::new(move || c.reconfigure_budgets()));
             tasks.spawn(cluster.clone().run(shutdown.clone()));
             Some(cluster)
         }

@@ -351,6 +351,14 @@ impl Control {
         saved.map_err(AdminError::NotSaved)
     }
 
+    /// Applies each master's budget again (cluster mode: the split across live nodes
+    /// changed).
+    pub fn reconfigure_budgets(&self) {
+        for m in &self.table().masters {
+            m.stats.configure(&m.config);
+        }
+    }
+
     /// Swaps in a validated config unless its content hash is the one already running.
     /// Masters whose id is unchanged keep their state and counters. Returns the config
     /// version now in force and whether this call changed it (decided under the writer
