@@ -136,6 +136,13 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Cluster mode: the nodes and the leader, or hand leadership on.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Print the audit trail as a table, newest first.
     Events {
         /// How many events to show.
@@ -164,6 +171,14 @@ impl AdminArgs {
     fn client(&self) -> AdminClient {
         AdminClient::new(&self.admin, self.token.as_deref()).with_ca(self.ca.clone())
     }
+}
+
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Print the cluster as this node sees it: state, leader, term, every node.
+    Status,
+    /// Ask the leader (the node --admin names) to hand leadership on.
+    Resign,
 }
 
 #[derive(Subcommand)]
@@ -404,6 +419,10 @@ async fn run(command: Command, loaded: Option<Loaded>) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Cluster { action, admin } => match action {
+            ClusterAction::Status => admin_cli::cluster::status(&admin.client()).await,
+            ClusterAction::Resign => admin_cli::cluster::resign(&admin.client()).await,
+        },
         Command::Events { limit, admin } => admin_cli::events::run(&admin.client(), limit).await,
         // Answered in `main` before any runtime starts.
         Command::Check { .. } => Ok(()),

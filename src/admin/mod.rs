@@ -182,25 +182,27 @@ impl Admin {
         match cluster.resign().await {
             Ok(view) => reply::json(StatusCode::OK, &*view),
             Err(ResignError::NotLeader { leader }) => {
-                let mut resp = reply::error(
-                    StatusCode::CONFLICT,
-                    "not_leader",
-                    match &leader {
-                        Some(l) => format!("this node is not the leader: {l} is; ask it"),
-                        None => "this node is not the leader, and there is none now".into(),
-                    },
-                );
-                if let Some(admin) = leader.and_then(|l| {
+                let admin = leader.as_ref().and_then(|l| {
                     cluster
                         .view()
                         .nodes
                         .iter()
-                        .find(|n| n.id == l)
+                        .find(|n| &n.id == l)
                         .map(|n| n.admin.clone())
-                }) {
-                    if let Ok(v) = HeaderValue::from_str(&admin) {
-                        resp.headers_mut().insert("x-switchyard-leader", v);
-                    }
+                });
+                let mut resp = reply::error(
+                    StatusCode::CONFLICT,
+                    "not_leader",
+                    match (&leader, &admin) {
+                        (Some(l), Some(a)) => {
+                            format!("this node is not the leader: {l} is; ask it at {a}")
+                        }
+                        (Some(l), None) => format!("this node is not the leader: {l} is; ask it"),
+                        _ => "this node is not the leader, and there is none now".into(),
+                    },
+                );
+                if let Some(v) = admin.and_then(|a| HeaderValue::from_str(&a).ok()) {
+                    resp.headers_mut().insert("x-switchyard-leader", v);
                 }
                 resp
             }
