@@ -83,6 +83,11 @@ enum Command {
         /// again, to show degraded -> failover -> failback as it happens.
         #[arg(long)]
         chaos: bool,
+        /// Three nodes in cluster mode on one etcd, started here (needs `etcd`
+        /// installed: Debian's etcd-server). Nodes listen on the ports after --listen
+        /// and --admin-listen.
+        #[arg(long)]
+        cluster: bool,
     },
     /// Run a simulated master account.
     MockMaster {
@@ -349,6 +354,13 @@ async fn run(command: Command, loaded: Option<Loaded>) -> anyhow::Result<()> {
             listen,
             admin_listen,
             chaos,
+            cluster: true,
+        } => switchyard::demo::cluster::run(listen, admin_listen, chaos).await,
+        Command::Demo {
+            listen,
+            admin_listen,
+            chaos,
+            cluster: false,
         } => switchyard::demo::run(listen, admin_listen, chaos).await,
         Command::MockMaster {
             listen,
