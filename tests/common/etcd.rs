@@ -20,6 +20,8 @@ pub struct Member {
 
 pub struct Etcd {
     members: Vec<Member>,
+    /// More addresses the (single) member's client port listens on.
+    extra_ips: Vec<String>,
     initial_cluster: String,
     _dir: tempfile::TempDir,
 }
@@ -35,8 +37,18 @@ impl Etcd {
         Self::start_members(1)
     }
 
+    /// One member whose client port also listens on `ips` (e.g. the host end of a
+    /// veth pair, for a node in another network namespace).
+    pub fn start_also_on(ips: &[&str]) -> Etcd {
+        Self::start_with(1, ips)
+    }
+
     /// `n` members forming one etcd cluster.
     pub fn start_members(n: usize) -> Etcd {
+        Self::start_with(n, &[])
+    }
+
+    fn start_with(n: usize, ips: &[&str]) -> Etcd {
         let dir = tempfile::tempdir().expect("tempdir");
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
@@ -54,6 +66,7 @@ impl Etcd {
             .join(",");
         let mut etcd = Etcd {
             members,
+            extra_ips: ips.iter().map(|ip| ip.to_string()).collect(),
             initial_cluster,
             _dir: dir,
         };
@@ -70,10 +83,16 @@ impl Etcd {
         let m = &self.members[i];
         let client_url = format!("http://127.0.0.1:{}", m.client);
         let peer_url = format!("http://127.0.0.1:{}", m.peer);
+        let mut listen = vec![client_url.clone()];
+        listen.extend(
+            self.extra_ips
+                .iter()
+                .map(|ip| format!("http://{ip}:{}", m.client)),
+        );
         let child = Command::new("/usr/bin/etcd")
             .args(["--name", &m.name, "--data-dir"])
             .arg(&m.data)
-            .args(["--listen-client-urls", &client_url])
+            .args(["--listen-client-urls", &listen.join(",")])
             .args(["--advertise-client-urls", &client_url])
             .args(["--listen-peer-urls", &peer_url])
             .args(["--initial-advertise-peer-urls", &peer_url])
@@ -100,6 +119,11 @@ impl Etcd {
             .iter()
             .map(|m| format!("http://127.0.0.1:{}", m.client))
             .collect()
+    }
+
+    /// The client port of the first member.
+    pub fn client_port(&self) -> u16 {
+        self.members[0].client
     }
 
     /// The TOML array of [`Etcd::urls`].
