@@ -4,6 +4,7 @@
 //! layer: [`state`], typed key-value, compare-and-swap, lease and lock primitives over
 //! an etcd v3 cluster, on which membership, leadership and shared decisions will sit.
 
+pub mod keys;
 pub mod state;
 
 pub use state::{Cas, Lock, State, StateError, Versioned};
