@@ -1,0 +1,176 @@
+//! Two proxies in one process, sharing idempotency keys through a real etcd, in front
+//! of one mock master: each key sent to both nodes at once is delivered once, and the
+//! other node answers with the first message's id and answer; with etcd stopped, keyed
+//! sends still go through on each node's own idempotency.
+
+mod etcd_harness;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use switchyard::audit::AuditLog;
+use switchyard::config::Config;
+use switchyard::control::operator::OperatorStore;
+use switchyard::control::Control;
+use switchyard::mock::MockMaster;
+use switchyard::proxy::Proxy;
+use switchyard::server::{self, Shutdown};
+
+use etcd_harness::Etcd;
+
+type Http = Client<HttpConnector, Full<Bytes>>;
+
+/// One node: a proxy with no queue, its shared keys on `etcd`, serving on a free port.
+async fn node(etcd: &Etcd, id: &str, master: SocketAddr, shutdown: Shutdown) -> String {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+         [queue]\nenabled = false\n\
+         [[masters]]\nid = \"m1\"\nsend_url = \"http://{master}/send\"\n"
+    );
+    let config = Config::from_toml(&text).expect("valid config");
+    let control = Arc::new(Control::new(
+        config,
+        0,
+        None,
+        Arc::new(AuditLog::in_memory()),
+        OperatorStore::in_memory(),
+    ));
+    let proxy = Arc::new(Proxy::new(control, None));
+    assert!(proxy.set_shared_keys(etcd.keys(id).await));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "http://{}/v1/messages",
+        listener.local_addr().expect("addr")
+    );
+    tokio::spawn(server::serve(
+        listener,
+        move |req| proxy.clone().handle(req),
+        shutdown,
+        Duration::from_secs(1),
+    ));
+    url
+}
+
+async fn send(http: &Http, url: &str, key: &str) -> (StatusCode, HeaderMap, Bytes) {
+    let req = Request::post(url)
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .body(Full::new(Bytes::from_static(b"{\"to\":\"x\"}")))
+        .expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(60), http.request(req))
+        .await
+        .expect("answered")
+        .expect("exchange");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    (parts.status, parts.headers, body)
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+struct Cluster {
+    etcd: Etcd,
+    mock: Arc<MockMaster>,
+    nodes: [String; 2],
+    http: Http,
+    _trigger: server::ShutdownTrigger,
+}
+
+async fn cluster() -> Cluster {
+    let etcd = Etcd::start();
+    let (trigger, shutdown) = server::shutdown_pair();
+    // Slow enough that both copies of a key are in flight together.
+    let mock = Arc::new(MockMaster::new("m1", Duration::from_millis(100), 0.0));
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let (addr, _) = switchyard::mock::start(mock.clone(), any, shutdown.clone())
+        .await
+        .expect("mock master");
+    let nodes = [
+        node(&etcd, "a", addr, shutdown.clone()).await,
+        node(&etcd, "b", addr, shutdown.clone()).await,
+    ];
+    Cluster {
+        etcd,
+        mock,
+        nodes,
+        http: Client::builder(TokioExecutor::new()).build_http(),
+        _trigger: trigger,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_sent_to_two_nodes_at_once_is_delivered_once_and_both_get_its_answer() {
+    let c = cluster().await;
+    const KEYS: u64 = 30;
+    let mut pairs = Vec::new();
+    for i in 0..KEYS {
+        let key = format!("order-{i}");
+        let sends = c.nodes.clone().map(|url| {
+            let (http, key) = (c.http.clone(), key.clone());
+            tokio::spawn(async move { send(&http, &url, &key).await })
+        });
+        pairs.push(sends);
+    }
+    for [a, b] in pairs {
+        let (a, b) = (a.await.expect("task"), b.await.expect("task"));
+        assert_eq!((a.0, b.0), (StatusCode::OK, StatusCode::OK));
+        let duplicate = |h: &HeaderMap| header(h, "x-switchyard-duplicate") == "true";
+        assert!(
+            duplicate(&a.1) != duplicate(&b.1),
+            "exactly one of the two is the duplicate: {:?} / {:?}",
+            a.1,
+            b.1
+        );
+        let id = |h: &HeaderMap| header(h, "x-switchyard-message-id").to_string();
+        assert_eq!(id(&a.1), id(&b.1), "the duplicate names the first message");
+        assert_eq!(a.2, b.2, "the duplicate gets the master's answer");
+    }
+    assert_eq!(c.mock.received(), KEYS, "each key delivered once");
+    // Later repeats, on either node, are duplicates too.
+    for url in &c.nodes {
+        let (status, headers, _) = send(&c.http, url, "order-0").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(header(&headers, "x-switchyard-duplicate"), "true");
+    }
+    assert_eq!(c.mock.received(), KEYS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_etcd_stopped_keyed_sends_go_through_on_each_nodes_own_keys() {
+    let c = cluster().await;
+    let Cluster {
+        etcd,
+        mock,
+        nodes,
+        http,
+        ..
+    } = c;
+    drop(etcd);
+    for url in &nodes {
+        let (status, headers, _) = send(&http, url, "k").await;
+        assert_eq!(status, StatusCode::OK, "etcd down must not fail a send");
+        assert_eq!(header(&headers, "x-switchyard-duplicate"), "");
+        let (status, headers, _) = send(&http, url, "k").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            header(&headers, "x-switchyard-duplicate"),
+            "true",
+            "still a duplicate on the same node"
+        );
+    }
+    // Each node knew the key only locally.
+    assert_eq!(mock.received(), 2);
+}
