@@ -26,8 +26,9 @@ use etcd_harness::Etcd;
 
 type Http = Client<HttpConnector, Full<Bytes>>;
 
-/// One node: a proxy with no queue, its shared keys on `etcd`, serving on a free port.
-async fn node(etcd: &Etcd, id: &str, master: SocketAddr, shutdown: Shutdown) -> String {
+/// One node: a proxy with no queue, its shared keys on `etcd` (none without), serving
+/// on a free port.
+async fn node(etcd: Option<&Etcd>, id: &str, master: SocketAddr, shutdown: Shutdown) -> String {
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
          [queue]\nenabled = false\n\
@@ -42,7 +43,9 @@ async fn node(etcd: &Etcd, id: &str, master: SocketAddr, shutdown: Shutdown) -> 
         OperatorStore::in_memory(),
     ));
     let proxy = Arc::new(Proxy::new(control, None));
-    assert!(proxy.set_shared_keys(etcd.keys(id).await));
+    if let Some(etcd) = etcd {
+        assert!(proxy.set_shared_keys(etcd.keys(id).await));
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -90,17 +93,21 @@ struct Cluster {
 }
 
 async fn cluster() -> Cluster {
+    // Slow enough that both copies of a key are in flight together.
+    cluster_with(Duration::from_millis(100), [true, true]).await
+}
+
+async fn cluster_with(latency: Duration, shared: [bool; 2]) -> Cluster {
     let etcd = Etcd::start();
     let (trigger, shutdown) = server::shutdown_pair();
-    // Slow enough that both copies of a key are in flight together.
-    let mock = Arc::new(MockMaster::new("m1", Duration::from_millis(100), 0.0));
+    let mock = Arc::new(MockMaster::new("m1", latency, 0.0));
     let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
     let (addr, _) = switchyard::mock::start(mock.clone(), any, shutdown.clone())
         .await
         .expect("mock master");
     let nodes = [
-        node(&etcd, "a", addr, shutdown.clone()).await,
-        node(&etcd, "b", addr, shutdown.clone()).await,
+        node(shared[0].then_some(&etcd), "a", addr, shutdown.clone()).await,
+        node(shared[1].then_some(&etcd), "b", addr, shutdown.clone()).await,
     ];
     Cluster {
         etcd,
@@ -173,4 +180,43 @@ async fn with_etcd_stopped_keyed_sends_go_through_on_each_nodes_own_keys() {
     }
     // Each node knew the key only locally.
     assert_eq!(mock.received(), 2);
+}
+
+/// Not a check: prints what claiming a key in etcd adds to a keyed send, against a
+/// peer node without shared keys in the same run. Run with `cargo test --release
+/// --test cluster_idempotency -- --ignored --nocapture added_latency`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn added_latency_of_a_keyed_send() {
+    let c = cluster_with(Duration::ZERO, [true, false]).await;
+    const N: usize = 2000;
+    let mut times = [Vec::new(), Vec::new()];
+    for i in 0..N {
+        for (n, url) in c.nodes.iter().enumerate() {
+            let t = std::time::Instant::now();
+            let (status, _, _) = send(&c.http, url, &format!("n{n}-{i}")).await;
+            times[n].push(t.elapsed());
+            assert_eq!(status, StatusCode::OK);
+        }
+    }
+    let mut medians = Vec::new();
+    for (what, mut t) in ["shared keys (etcd)", "node-local keys only"]
+        .into_iter()
+        .zip(times)
+    {
+        t.sort();
+        let at = |q: f64| t[((t.len() - 1) as f64 * q) as usize].as_micros();
+        println!(
+            "{what:>21}: median {} us, p90 {} us, p99 {} us ({N} keyed sends)",
+            at(0.5),
+            at(0.9),
+            at(0.99)
+        );
+        medians.push(at(0.5));
+    }
+    println!(
+        "added by the etcd claim: {} us median ({:.2}x)",
+        medians[0] as i128 - medians[1] as i128,
+        medians[0] as f64 / medians[1] as f64
+    );
 }

@@ -340,3 +340,44 @@ async fn a_handle_connects_while_etcd_is_down_and_its_claims_fail_as_unreachable
         "{claim:?}"
     );
 }
+
+/// Not a check: prints what a claim costs against a local etcd. Run with
+/// `cargo test --release --test cluster_keys -- --ignored --nocapture claim_latency`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn claim_latency() {
+    let etcd = Etcd::start();
+    let (a, b) = (etcd.keys("a").await, etcd.keys("b").await);
+    const N: usize = 2000;
+    let (mut first, mut record, mut duplicate) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..N {
+        let key = format!("latency {i}");
+        let t = Instant::now();
+        let Claim::First(held) = a.claim(&key, "1", limits(Duration::ZERO)).await.unwrap() else {
+            panic!("a fresh key is a first");
+        };
+        first.push(t.elapsed());
+        let t = Instant::now();
+        a.record(&held, &ok_answer(b"{\"ok\":true}")).await.unwrap();
+        record.push(t.elapsed());
+        let t = Instant::now();
+        let claim = b.claim(&key, "2", limits(Duration::ZERO)).await.unwrap();
+        duplicate.push(t.elapsed());
+        assert!(matches!(claim, Claim::Duplicate(_)));
+    }
+    for (what, mut times) in [
+        ("claim, first", first),
+        ("record answer", record),
+        ("claim, answered duplicate", duplicate),
+    ] {
+        times.sort();
+        let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize].as_micros();
+        println!(
+            "{what:>26}: median {} us, p90 {} us, p99 {} us ({N} keys)",
+            at(0.5),
+            at(0.9),
+            at(0.99)
+        );
+    }
+    println!("leases granted: {} (node a)", a.leases_granted());
+}

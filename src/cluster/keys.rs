@@ -29,8 +29,8 @@
 //! - **etcd unreachable.** Every call is bounded by the claim timeout given at
 //!   [`SharedKeys::connect`]; a failure is counted in
 //!   `switchyard_cluster_etcd_errors_total`, logged, and returned as
-//!   [`StateError::Unreachable`], and for the next second claims fail at once without
-//!   asking etcd. The caller then falls back to its node-local idempotency: keys stay
+//!   [`StateError::Unreachable`]; for the next second claims fail at once without
+//!   asking etcd, then one claim at a time asks again until etcd answers. The caller then falls back to its node-local idempotency: keys stay
 //!   unique per node but not across nodes while etcd is away.
 
 use std::fmt::Write as _;
@@ -38,14 +38,18 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, PutOptions, Txn, TxnOp, TxnOpResponse,
     WatchOptions,
 };
-use serde::{Deserialize, Serialize};
 
 use super::StateError;
+use breaker::{Admit, Breaker};
+use record::{decode, encode};
+pub use record::{Answer, Record};
+
+mod breaker;
+mod record;
 
 /// A sensible bound on each etcd call of a claim: what a slow etcd may add to a send.
 pub const DEFAULT_CLAIM_TIMEOUT: Duration = Duration::from_millis(500);
@@ -57,8 +61,6 @@ const MIN_BUCKET: Duration = Duration::from_secs(1);
 const MAX_BUCKET: Duration = Duration::from_secs(3600);
 /// Added to `in_flight` before a pending record is taken over: clocks differ a little.
 const CLOCK_MARGIN: Duration = Duration::from_secs(2);
-/// After a failed call, claims do not ask etcd again for this long.
-const DOWN_FOR: Duration = Duration::from_secs(1);
 /// Rounds of claim, watch and claim again before a claim gives up waiting.
 const MAX_ROUNDS: u32 = 16;
 
@@ -72,34 +74,6 @@ pub struct Limits {
     /// The longest a first message can take to an outcome (all its tries): a pending
     /// record older than this (plus a margin) is taken over.
     pub in_flight: Duration,
-}
-
-/// The first message's answer as duplicates on other nodes get it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Answer {
-    pub status: u16,
-    pub content_type: Option<String>,
-    /// Empty when no master answered (a queued message's 202).
-    pub master: String,
-    /// `None` when the body was over [`MAX_ANSWER_BODY`] and not kept.
-    #[serde(skip)]
-    pub body: Option<Bytes>,
-}
-
-/// What a key's record says about its first message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    /// The first message's id.
-    pub id: String,
-    /// The node that took it.
-    pub node: String,
-    /// When it was claimed, in milliseconds since the Unix epoch (that node's clock).
-    pub at_ms: u64,
-    /// Its answer; `None` while it is in flight.
-    pub answer: Option<Answer>,
-    /// Whether the answer's body is kept (it follows the header in the value).
-    #[serde(default)]
-    body_kept: bool,
 }
 
 /// The outcome of [`SharedKeys::claim`].
@@ -147,8 +121,8 @@ pub struct SharedKeys {
     bucket: Mutex<Option<Bucket>>,
     granting: tokio::sync::Mutex<()>,
     leases_granted: AtomicU64,
-    /// Until when (ms since the epoch) claims skip etcd after a failure.
-    down_until_ms: AtomicU64,
+    /// Whether claims ask etcd, after failures.
+    breaker: Breaker,
 }
 
 impl std::fmt::Debug for SharedKeys {
@@ -184,7 +158,7 @@ impl SharedKeys {
             bucket: Mutex::new(None),
             granting: tokio::sync::Mutex::new(()),
             leases_granted: AtomicU64::new(0),
-            down_until_ms: AtomicU64::new(0),
+            breaker: Breaker::default(),
         })
     }
 
@@ -212,14 +186,23 @@ impl SharedKeys {
     /// is free or answered. An error means etcd could not be asked (see the module
     /// doc): the caller falls back to its own node's idempotency.
     pub async fn claim(&self, key: &str, id: &str, limits: Limits) -> Result<Claim, StateError> {
-        if now_ms() < self.down_until_ms.load(Relaxed) {
-            return Err(StateError::Unreachable(
-                "etcd failed within the last second; not asked again yet".into(),
-            ));
-        }
+        let probe = match self.breaker.admit(now_ms()) {
+            Admit::Skip => {
+                return Err(StateError::Unreachable(
+                    "etcd failed within the last second; not asked again yet".into(),
+                ))
+            }
+            Admit::Ask => None,
+            Admit::Probe(probe) => Some(probe),
+        };
         let result = self.claim_in_etcd(key, id, limits).await;
-        if let Err(e) = &result {
-            self.failed("claim", e);
+        match &result {
+            Err(e) => self.failed("claim", e),
+            Ok(_) => {
+                if let Some(probe) = probe {
+                    probe.succeeded();
+                }
+            }
         }
         result
     }
@@ -466,12 +449,11 @@ impl SharedKeys {
     }
 
     /// Counts and logs a failed call; after an unreachable etcd, claims skip it for a
-    /// while.
+    /// while (see [`breaker`]).
     fn failed(&self, what: &'static str, e: &StateError) {
         metrics::counter!("switchyard_cluster_etcd_errors_total").increment(1);
         if matches!(e, StateError::Unreachable(_)) {
-            let until = now_ms() + DOWN_FOR.as_millis() as u64;
-            self.down_until_ms.fetch_max(until, Relaxed);
+            self.breaker.failed(now_ms());
         }
         tracing::warn!(
             call = what,
@@ -481,56 +463,8 @@ impl SharedKeys {
     }
 }
 
-/// A record as stored: its JSON header, a newline, then the answer's body if kept.
-fn encode(record: &Record) -> Vec<u8> {
-    // A struct of strings and numbers always serializes.
-    let mut value = serde_json::to_vec(record).unwrap_or_default();
-    value.push(b'\n');
-    if let Some(body) = record.answer.as_ref().and_then(|a| a.body.as_ref()) {
-        value.extend_from_slice(body);
-    }
-    value
-}
-
-fn decode(value: &[u8]) -> Option<Record> {
-    let split = memchr::memchr(b'\n', value)?;
-    let mut record: Record = serde_json::from_slice(&value[..split]).ok()?;
-    if let Some(answer) = &mut record.answer {
-        if record.body_kept {
-            answer.body = Some(Bytes::copy_from_slice(&value[split + 1..]));
-        }
-    }
-    Some(record)
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_record_round_trips_with_any_body_bytes() {
-        let mut record = Record {
-            id: "1".into(),
-            node: "a".into(),
-            at_ms: 5,
-            answer: Some(Answer {
-                status: 200,
-                content_type: Some("application/octet-stream".into()),
-                master: "m".into(),
-                body: Some(Bytes::from_static(b"\n\x00{\"x\":1}\n")),
-            }),
-            body_kept: true,
-        };
-        assert_eq!(decode(&encode(&record)), Some(record.clone()));
-        record.answer = None;
-        record.body_kept = false;
-        assert_eq!(decode(&encode(&record)), Some(record));
-        assert_eq!(decode(b"not a record"), None);
-    }
 }
