@@ -26,15 +26,31 @@ use etcd_harness::Etcd;
 
 type Http = Client<HttpConnector, Full<Bytes>>;
 
-/// One node: a proxy with no queue, its shared keys on `etcd` (none without), serving
-/// on a free port.
-async fn node(etcd: Option<&Etcd>, id: &str, master: SocketAddr, shutdown: Shutdown) -> String {
+/// One node: a proxy with its shared keys on `etcd` (none without), serving on a free
+/// port; with a queue in `queue` when given.
+async fn node(
+    etcd: Option<&Etcd>,
+    id: &str,
+    master: SocketAddr,
+    shutdown: Shutdown,
+    queue: Option<&std::path::Path>,
+) -> String {
+    let queue_toml = match queue {
+        Some(path) => format!("enabled = true\npath = {:?}\n", path.display().to_string()),
+        None => "enabled = false\n".to_string(),
+    };
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
-         [queue]\nenabled = false\n\
+         [queue]\n{queue_toml}\
          [[masters]]\nid = \"m1\"\nsend_url = \"http://{master}/send\"\n"
     );
     let config = Config::from_toml(&text).expect("valid config");
+    let queue = match config.queue.enabled {
+        true => Some(Arc::new(
+            switchyard::queue::Queue::open(&config.queue).expect("queue"),
+        )),
+        false => None,
+    };
     let control = Arc::new(Control::new(
         config,
         0,
@@ -42,7 +58,7 @@ async fn node(etcd: Option<&Etcd>, id: &str, master: SocketAddr, shutdown: Shutd
         Arc::new(AuditLog::in_memory()),
         OperatorStore::in_memory(),
     ));
-    let proxy = Arc::new(Proxy::new(control, None));
+    let proxy = Arc::new(Proxy::new(control, queue));
     if let Some(etcd) = etcd {
         assert!(proxy.set_shared_keys(etcd.keys(id).await));
     }
@@ -63,7 +79,20 @@ async fn node(etcd: Option<&Etcd>, id: &str, master: SocketAddr, shutdown: Shutd
 }
 
 async fn send(http: &Http, url: &str, key: &str) -> (StatusCode, HeaderMap, Bytes) {
-    let req = Request::post(url)
+    send_with(http, url, key, false).await
+}
+
+async fn send_with(
+    http: &Http,
+    url: &str,
+    key: &str,
+    respond_async: bool,
+) -> (StatusCode, HeaderMap, Bytes) {
+    let mut req = Request::post(url);
+    if respond_async {
+        req = req.header("prefer", "respond-async");
+    }
+    let req = req
         .header("content-type", "application/json")
         .header("idempotency-key", key)
         .body(Full::new(Bytes::from_static(b"{\"to\":\"x\"}")))
@@ -106,8 +135,22 @@ async fn cluster_with(latency: Duration, shared: [bool; 2]) -> Cluster {
         .await
         .expect("mock master");
     let nodes = [
-        node(shared[0].then_some(&etcd), "a", addr, shutdown.clone()).await,
-        node(shared[1].then_some(&etcd), "b", addr, shutdown.clone()).await,
+        node(
+            shared[0].then_some(&etcd),
+            "a",
+            addr,
+            shutdown.clone(),
+            None,
+        )
+        .await,
+        node(
+            shared[1].then_some(&etcd),
+            "b",
+            addr,
+            shutdown.clone(),
+            None,
+        )
+        .await,
     ];
     Cluster {
         etcd,
@@ -180,6 +223,39 @@ async fn with_etcd_stopped_keyed_sends_go_through_on_each_nodes_own_keys() {
     }
     // Each node knew the key only locally.
     assert_eq!(mock.received(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_queued_on_one_node_is_a_duplicate_on_the_other() {
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_trigger, shutdown) = server::shutdown_pair();
+    let mock = Arc::new(MockMaster::new("m1", Duration::ZERO, 0.0));
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let (addr, _) = switchyard::mock::start(mock.clone(), any, shutdown.clone())
+        .await
+        .expect("mock master");
+    let mut nodes = Vec::new();
+    for id in ["a", "b"] {
+        let queue = dir.path().join(id).join("queue");
+        nodes.push(node(Some(&etcd), id, addr, shutdown.clone(), Some(&queue)).await);
+    }
+    let http = Client::builder(TokioExecutor::new()).build_http();
+    let (status, first, body) = send_with(&http, &nodes[0], "q", true).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body:?}");
+    let id = header(&first, "x-switchyard-message-id").to_string();
+    // The other node answers with the queued message's id and 202 once its answer is
+    // recorded: until then it waits for it.
+    let (status, headers, again) = send_with(&http, &nodes[1], "q", true).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(header(&headers, "x-switchyard-duplicate"), "true");
+    assert_eq!(header(&headers, "x-switchyard-message-id"), id);
+    assert_eq!(again, body);
+    assert_eq!(
+        mock.received(),
+        0,
+        "queued, not delivered (no delivery runs here)"
+    );
 }
 
 /// Not a check: prints what claiming a key in etcd adds to a keyed send, against a

@@ -327,6 +327,55 @@ async fn a_stopped_etcd_fails_claims_as_unreachable_and_they_then_fail_at_once()
 }
 
 #[tokio::test]
+async fn a_frozen_etcd_is_skipped_after_one_timeout_and_asked_again_once_it_answers() {
+    let etcd = Etcd::start();
+    let endpoints = std::slice::from_ref(&etcd.client_url);
+    let a = SharedKeys::connect(endpoints, "/sy/keys/", "a", Duration::from_millis(300))
+        .await
+        .expect("connect");
+    a.claim("k", "1", limits(Duration::ZERO)).await.unwrap();
+    let signal = |sig: &str| {
+        let pid = etcd.child.id().to_string();
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    signal("-STOP");
+    let claim = tokio::time::timeout(
+        Duration::from_secs(30),
+        a.claim("k2", "2", limits(Duration::ZERO)),
+    )
+    .await
+    .expect("the claim timeout bounds a claim on a frozen etcd");
+    let skipped = a.claim("k3", "3", limits(Duration::ZERO)).await;
+    signal("-CONT");
+    assert!(
+        matches!(claim, Err(StateError::Unreachable(_))),
+        "{claim:?}"
+    );
+    assert!(
+        matches!(&skipped, Err(StateError::Unreachable(m)) if m.contains("not asked again")),
+        "{skipped:?}"
+    );
+    // Once the pause is over a claim probes etcd, which answers again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match a.claim("k4", "4", limits(Duration::ZERO)).await {
+            Ok(claim) => {
+                assert!(matches!(claim, Claim::First(_)), "{claim:?}");
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "etcd still skipped: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let claim = a.claim("k", "5", limits(Duration::ZERO)).await;
+    assert!(matches!(claim, Ok(Claim::Duplicate(_))), "{claim:?}");
+}
+
+#[tokio::test]
 async fn a_handle_connects_while_etcd_is_down_and_its_claims_fail_as_unreachable() {
     let etcd = Etcd::start();
     let url = etcd.client_url.clone();
