@@ -177,6 +177,30 @@ async fn a_waiting_duplicate_is_woken_by_the_answer_or_takes_a_released_key() {
 }
 
 #[tokio::test]
+async fn a_duplicate_waiting_when_etcd_stops_stays_a_duplicate_of_the_first_in_flight() {
+    let etcd = Etcd::start();
+    let (a, b) = (etcd.keys("a").await, etcd.keys("b").await);
+    let Claim::First(_) = a.claim("k", "first", limits(Duration::ZERO)).await.unwrap() else {
+        panic!("a fresh key is a first");
+    };
+    let waiter = tokio::spawn(async move {
+        b.claim("k", "second", limits(Duration::from_secs(600)))
+            .await
+    });
+    etcd.wait_for_watchers().await;
+    drop(etcd);
+    let claim = tokio::time::timeout(Duration::from_secs(60), waiter)
+        .await
+        .expect("a lost watch ends the wait")
+        .expect("task");
+    // Sending it would deliver the message twice: it is the first's duplicate.
+    assert!(
+        matches!(&claim, Ok(Claim::Duplicate(r)) if r.id == "first" && r.answer.is_none()),
+        "{claim:?}"
+    );
+}
+
+#[tokio::test]
 async fn keys_claimed_in_one_bucket_share_one_lease_per_node() {
     let etcd = Etcd::start();
     let (a, b) = (etcd.keys("a").await, etcd.keys("b").await);
@@ -343,6 +367,17 @@ async fn a_frozen_etcd_is_skipped_after_one_timeout_and_asked_again_once_it_answ
         assert!(ok.success());
     };
     signal("-STOP");
+    // The signal is sent: wait until the process is stopped.
+    let stat = format!("/proc/{}/stat", etcd.child.id());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&stat)
+        .unwrap_or_default()
+        .rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with('T'))
+    {
+        assert!(Instant::now() < deadline, "etcd never stopped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let claim = tokio::time::timeout(
         Duration::from_secs(30),
         a.claim("k2", "2", limits(Duration::ZERO)),

@@ -30,8 +30,11 @@
 //!   [`SharedKeys::connect`]; a failure is counted in
 //!   `switchyard_cluster_etcd_errors_total`, logged, and returned as
 //!   [`StateError::Unreachable`]; for the next second claims fail at once without
-//!   asking etcd, then one claim at a time asks again until etcd answers. The caller then falls back to its node-local idempotency: keys stay
-//!   unique per node but not across nodes while etcd is away.
+//!   asking etcd, then one claim at a time asks again until etcd answers. The caller
+//!   then falls back to its node-local idempotency: keys stay unique per node but not
+//!   across nodes while etcd is away.
+//! - **Privacy.** Keys are stored hashed; answers (bodies included) are stored as
+//!   they came, readable by anyone who can read the prefix in etcd.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -264,6 +267,8 @@ impl SharedKeys {
         let deadline = tokio::time::Instant::now() + limits.wait;
         let mut expected = None;
         let mut lease_retried = false;
+        // The last first seen in flight: a claim that gives up is its duplicate.
+        let mut seen = None;
         for _ in 0..MAX_ROUNDS {
             let lease = self.lease(limits.window).await?;
             let record = Record {
@@ -315,15 +320,25 @@ impl SharedKeys {
             if first.answer.is_some() || tokio::time::Instant::now() >= deadline {
                 return Ok(Claim::Duplicate(first));
             }
-            // In flight elsewhere: wait for the key to change, then look again.
-            if !self.changed(&path, revision, deadline).await? {
-                return Ok(Claim::Duplicate(first));
+            // In flight elsewhere: wait for the key to change, then look again. A
+            // watch that fails leaves a known first in flight: still a duplicate.
+            match self.changed(&path, revision, deadline).await {
+                Ok(true) => {}
+                Ok(false) => return Ok(Claim::Duplicate(first)),
+                Err(e) => {
+                    self.failed("watch", &e);
+                    return Ok(Claim::Duplicate(first));
+                }
             }
             expected = None;
+            seen = Some(first);
         }
-        Err(StateError::Etcd(format!(
-            "key record {path} kept changing; gave up after {MAX_ROUNDS} rounds"
-        )))
+        match seen {
+            Some(first) => Ok(Claim::Duplicate(first)),
+            None => Err(StateError::Etcd(format!(
+                "key record {path} kept changing; gave up after {MAX_ROUNDS} rounds"
+            ))),
+        }
     }
 
     /// Writes `value` under `lease` if the key is absent (`expected` None) or still at
