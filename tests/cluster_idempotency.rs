@@ -296,3 +296,46 @@ async fn added_latency_of_a_keyed_send() {
         medians[0] as f64 / medians[1] as f64
     );
 }
+
+/// Not a quick check: 10,000 keys, each sent to both nodes at once, 64 pairs in
+/// flight; every key must be delivered once. Prints the time taken. Run with
+/// `cargo test --release --test cluster_idempotency -- --ignored --nocapture ten_thousand`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn ten_thousand_keys_each_sent_to_two_nodes_at_once() {
+    let c = cluster_with(Duration::ZERO, [true, true]).await;
+    const KEYS: usize = 10_000;
+    let started = std::time::Instant::now();
+    let limit = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut pairs = tokio::task::JoinSet::new();
+    for i in 0..KEYS {
+        let permit = limit.clone().acquire_owned().await.expect("semaphore");
+        let (http, nodes) = (c.http.clone(), c.nodes.clone());
+        pairs.spawn(async move {
+            let key = format!("bulk-{i}");
+            let (a, b) = tokio::join!(send(&http, &nodes[0], &key), send(&http, &nodes[1], &key));
+            drop(permit);
+            let duplicate = |h: &HeaderMap| header(h, "x-switchyard-duplicate") == "true";
+            assert_eq!((a.0, b.0), (StatusCode::OK, StatusCode::OK));
+            assert!(
+                duplicate(&a.1) != duplicate(&b.1),
+                "key {key}: one duplicate"
+            );
+            u8::from(duplicate(&b.1))
+        });
+    }
+    let mut answered_by_b_as_duplicate = 0usize;
+    while let Some(r) = pairs.join_next().await {
+        answered_by_b_as_duplicate += usize::from(r.expect("pair"));
+    }
+    let took = started.elapsed();
+    assert_eq!(c.mock.received(), KEYS as u64, "each key delivered once");
+    println!(
+        "{KEYS} keys x 2 nodes: delivered {} (duplicates delivered {}), node b answered {} \
+         as the duplicate, in {:.1} s",
+        c.mock.received(),
+        c.mock.received() - KEYS as u64,
+        answered_by_b_as_duplicate,
+        took.as_secs_f64()
+    );
+}

@@ -129,3 +129,26 @@ impl SharedOutcome for Recorder {
         self.runtime.spawn(async move { keys.release(&held).await });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn a_duplicate_replays_the_kept_answer_and_no_content_type_for_a_body_not_kept() {
+        let answer = |body: Option<&'static [u8]>| keys::Answer {
+            status: 201,
+            content_type: Some("application/json".into()),
+            master: "m1".into(),
+            body: body.map(Bytes::from_static),
+        };
+        let kept = stored(answer(Some(b"{}")));
+        assert_eq!(kept.status, StatusCode::CREATED);
+        assert_eq!(kept.content_type.unwrap(), "application/json");
+        assert_eq!((&kept.body[..], &*kept.master), (&b"{}"[..], "m1"));
+        let dropped = stored(answer(None));
+        assert_eq!(dropped.status, StatusCode::CREATED);
+        assert!(dropped.content_type.is_none() && dropped.body.is_empty());
+    }
+}
