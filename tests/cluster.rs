@@ -388,3 +388,48 @@ async fn a_three_member_etcd_losing_one_member_changes_nothing_and_losing_quorum
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_sent_to_two_nodes_at_once_is_delivered_once() {
+    let etcd = Etcd::start();
+    let mock = Mock::start("m", &["--latency-ms", "20"]);
+    let masters = mock_masters(&mock);
+    let a = node(&etcd, "/t/keys", "a", 200, &masters);
+    let b = node(&etcd, "/t/keys", "b", 100, &masters);
+    let http = Http::new();
+    leader_is(&http, &[&a, &b], "a", WITHIN).await;
+    let mut pairs = tokio::task::JoinSet::new();
+    for k in 0..40 {
+        for n in [&a, &b] {
+            let (http, url) = (http.clone(), n.messages());
+            pairs.spawn(async move {
+                let key = format!("order-{k}");
+                let (code, headers, _) = http
+                    .post_with(&url, "{}", &[("idempotency-key", &key)])
+                    .await;
+                (
+                    key,
+                    code.as_u16(),
+                    header(&headers, "x-switchyard-message-id").to_string(),
+                )
+            });
+        }
+    }
+    let mut ids: std::collections::HashMap<String, Vec<String>> = Default::default();
+    while let Some(answer) = pairs.join_next().await {
+        let (key, code, id) = answer.unwrap();
+        assert_eq!(code, 200, "{key}");
+        ids.entry(key).or_default().push(id);
+    }
+    for (key, ids) in &ids {
+        assert_eq!(
+            ids[0], ids[1],
+            "{key}: both nodes answer with the first message's id"
+        );
+    }
+    assert_eq!(
+        received(&http, &mock).await.0,
+        40,
+        "each key delivered once"
+    );
+}

@@ -3,7 +3,7 @@
 //! other node answers with the first message's id and answer; with etcd stopped, keyed
 //! sends still go through on each node's own idempotency.
 
-mod etcd_harness;
+mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use switchyard::mock::MockMaster;
 use switchyard::proxy::Proxy;
 use switchyard::server::{self, Shutdown};
 
-use etcd_harness::Etcd;
+use common::etcd::Etcd;
 
 type Http = Client<HttpConnector, Full<Bytes>>;
 

@@ -4,7 +4,7 @@
 //! expiry after the window, takeover of a first that never settled, and a stopped
 //! etcd reported as unreachable.
 
-mod etcd_harness;
+mod common;
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use bytes::Bytes;
 use switchyard::cluster::keys::{Answer, Claim, Limits, SharedKeys, MAX_ANSWER_BODY};
 use switchyard::cluster::StateError;
 
-use etcd_harness::Etcd;
+use common::etcd::Etcd;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -353,13 +353,13 @@ async fn a_stopped_etcd_fails_claims_as_unreachable_and_they_then_fail_at_once()
 #[tokio::test]
 async fn a_frozen_etcd_is_skipped_after_one_timeout_and_asked_again_once_it_answers() {
     let etcd = Etcd::start();
-    let endpoints = std::slice::from_ref(&etcd.client_url);
+    let endpoints = &etcd.urls();
     let a = SharedKeys::connect(endpoints, "/sy/keys/", "a", Duration::from_millis(300))
         .await
         .expect("connect");
     a.claim("k", "1", limits(Duration::ZERO)).await.unwrap();
     let signal = |sig: &str| {
-        let pid = etcd.child.id().to_string();
+        let pid = etcd.pid().to_string();
         let ok = std::process::Command::new("kill")
             .args([sig, &pid])
             .status()
@@ -368,7 +368,7 @@ async fn a_frozen_etcd_is_skipped_after_one_timeout_and_asked_again_once_it_answ
     };
     signal("-STOP");
     // The signal is sent: wait until the process is stopped.
-    let stat = format!("/proc/{}/stat", etcd.child.id());
+    let stat = format!("/proc/{}/stat", etcd.pid());
     let deadline = Instant::now() + Duration::from_secs(20);
     while !std::fs::read_to_string(&stat)
         .unwrap_or_default()
@@ -413,7 +413,7 @@ async fn a_frozen_etcd_is_skipped_after_one_timeout_and_asked_again_once_it_answ
 #[tokio::test]
 async fn a_handle_connects_while_etcd_is_down_and_its_claims_fail_as_unreachable() {
     let etcd = Etcd::start();
-    let url = etcd.client_url.clone();
+    let url = etcd.client_url();
     drop(etcd);
     let keys = SharedKeys::connect(&[url], "/sy/keys/", "a", Duration::from_millis(500))
         .await
