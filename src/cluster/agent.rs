@@ -258,8 +258,7 @@ struct Agent {
     term: u64,
     /// The record as last written, without its time.
     written: Option<NodeRecord>,
-    /// Live node counts over the last 24 hours, for the daily budget split.
-    counts: std::collections::VecDeque<(Instant, u32)>,
+    split: super::split::Split,
 }
 
 impl Agent {
@@ -276,7 +275,7 @@ impl Agent {
             seen_leader: None,
             term: 0,
             written: None,
-            counts: std::collections::VecDeque::new(),
+            split: super::split::Split::default(),
         }
     }
 
@@ -369,34 +368,17 @@ impl Agent {
         Ok(())
     }
 
-    /// Splits every master's budget across the live nodes: the pace by the nodes live
-    /// now, the daily cap by the most nodes live at once over the last 24 hours (a
-    /// node that left may have spent its share of today: the others do not take it
-    /// over until its count has aged out).
+    /// Splits every master's budget across the live nodes (see [`super::split`]).
     fn split(&mut self, c: &Cluster, live: &[NodeRecord]) {
-        let now = Instant::now();
         let n = live
             .iter()
             .filter(|r| r.state != NodeState::Leaving)
-            .count()
-            .max(1) as u32;
-        if self.counts.back().is_none_or(|(_, last)| *last != n) {
-            self.counts.push_back((now, n));
-        }
-        let day = Duration::from_secs(24 * 3600);
-        while self.counts.len() > 1
-            && self
-                .counts
-                .get(1)
-                .is_some_and(|(t, _)| now.duration_since(*t) >= day)
-        {
-            self.counts.pop_front();
-        }
-        let daily = self.counts.iter().map(|(_, n)| *n).max().unwrap_or(1);
-        if crate::routing::budget::split() != (n, daily) {
-            crate::routing::budget::set_split(n, daily);
+            .count();
+        let (pace, daily) = self.split.observe(n as u32, Instant::now());
+        if crate::routing::budget::split() != (pace, daily) {
+            crate::routing::budget::set_split(pace, daily);
             tracing::info!(
-                pace_nodes = n,
+                pace_nodes = pace,
                 daily_nodes = daily,
                 "masters' budgets split across the live nodes"
             );
