@@ -40,6 +40,8 @@ pub struct Cluster {
     term: AtomicU64,
     isolated: AtomicBool,
     resign: AtomicBool,
+    /// This node has applied the shared operator state at least once.
+    caught_up: AtomicBool,
     /// This node's hold on leadership while it leads and reaches etcd.
     leadership: std::sync::Mutex<Option<Leadership>>,
     /// The masters this node finds failed (set by the failover controller).
@@ -101,6 +103,7 @@ impl Cluster {
             term: AtomicU64::new(0),
             isolated: AtomicBool::new(false),
             resign: AtomicBool::new(false),
+            caught_up: AtomicBool::new(false),
             leadership: std::sync::Mutex::new(None),
             down: std::sync::Mutex::new(Vec::new()),
             votes: ArcSwap::from_pointee((Default::default(), 0)),
@@ -145,6 +148,12 @@ impl Cluster {
     /// Sets what applies a new budget split (see [`crate::routing::budget::split`]).
     pub fn on_split(&self, apply: Box<dyn Fn() + Send + Sync>) {
         let _already = self.on_split.set(apply);
+    }
+
+    /// Marks the shared operator state applied (see [`super::shared`]): the node may
+    /// turn from `joining` to `active`.
+    pub fn caught_up(&self) {
+        self.caught_up.store(true, Relaxed);
     }
 
     /// The fence of this node's leadership, while it leads.
@@ -318,10 +327,10 @@ impl Agent {
             }
         };
         if !self.joined {
-            // Registered as joining first; the shared state a node must apply before
-            // it serves as a full member is read here, before it turns active.
+            // Registered as joining first; active (and a candidate) once it has
+            // applied the cluster's shared state.
             self.write_record(c, lease, NodeState::Joining).await?;
-            self.joined = true;
+            self.joined = c.caught_up.load(Relaxed);
         }
         let (kvs, _) = c.state.list(&c.nodes_key()).await?;
         let mut live: Vec<NodeRecord> = kvs
