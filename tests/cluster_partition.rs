@@ -170,6 +170,21 @@ async fn a_node_cut_from_etcd_forwards_isolated_and_rejoins_through_a_new_electi
     ns.etcd_link(true);
     let back = leader_is(&http, &[&a, &b, &cut], "c", WITHIN).await;
     assert!(back > next, "it leads again in a new term: {back} > {next}");
+    // And it follows the cluster's shared state again.
+    let (code, _, _) = http
+        .post(&format!("{}/ha/masters/m/drain", a.admin), "")
+        .await;
+    assert_eq!(code, 200);
+    eventually(
+        WITHIN,
+        "an admin action on another node applies here",
+        || async {
+            let (_, _, body) = http.get(&format!("{}/ha/status", cut.admin)).await;
+            let admin = &json(&body)["masters"][0]["admin"];
+            admin == "draining" || admin == "drained"
+        },
+    )
+    .await;
     let kinds: Vec<String> = events_of(&http, &cut)
         .await
         .into_iter()

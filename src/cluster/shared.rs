@@ -354,7 +354,12 @@ impl Shared {
                 self.cluster.caught_up();
                 let mut changes = self.cluster.state().watch(&self.key, revision + 1).await?;
                 loop {
-                    for change in changes.next().await? {
+                    // A quiet watch is read again from scratch now and then: a stream
+                    // on a connection that died silently would otherwise wait forever.
+                    let Ok(batch) = tokio::time::timeout(RESYNC, changes.next()).await else {
+                        return Ok(());
+                    };
+                    for change in batch? {
                         let Some(v) = change.value else { continue };
                         if change.key != self.key || v.mod_revision <= seen {
                             continue;
@@ -388,6 +393,9 @@ impl Shared {
         }
     }
 }
+
+/// How long a watch may stay quiet before the document is read again.
+const RESYNC: Duration = Duration::from_secs(10);
 
 enum Written {
     Won(i64),

@@ -145,9 +145,12 @@ impl State {
         endpoints: &[String],
         call_timeout: Duration,
     ) -> Result<State, StateError> {
+        // HTTP/2 pings find a connection that died silently (a partition) under an
+        // open watch; etcd refuses pings more often than every 5 s.
         let options = ConnectOptions::new()
             .with_timeout(call_timeout)
-            .with_connect_timeout(call_timeout);
+            .with_connect_timeout(call_timeout)
+            .with_keep_alive(Duration::from_secs(5), call_timeout);
         let client = Client::connect(endpoints, Some(options)).await?;
         Ok(State {
             client,
