@@ -185,7 +185,11 @@ async fn resign_hands_leadership_on_and_a_follower_names_the_leader() {
 async fn with_etcd_gone_nodes_are_isolated_and_forward_everything_then_rejoin() {
     let mut etcd = Etcd::start();
     let mock = Mock::start("m", &[]);
-    let masters = mock_masters(&mock);
+    let (webhook, mut alerts) = webhook_receiver().await;
+    let masters = format!(
+        "[alerts]\nwebhook_url = \"{webhook}\"\n{}",
+        mock_masters(&mock)
+    );
     let a = node(&etcd, "/t/iso", "a", 100, &masters);
     let b = node(&etcd, "/t/iso", "b", 200, &masters);
     let http = Http::new();
@@ -209,6 +213,18 @@ async fn with_etcd_gone_nodes_are_isolated_and_forward_everything_then_rejoin() 
         .await
         .iter()
         .any(|(k, _)| k == "cluster_isolated"));
+    // Both nodes raise the critical alert.
+    let mut raised = std::collections::BTreeSet::new();
+    while raised.len() < 2 {
+        let alert = tokio::time::timeout(WITHIN, alerts.recv())
+            .await
+            .expect("a cluster_isolated alert from each node")
+            .expect("receiver running");
+        if alert["kind"] == "cluster_isolated" {
+            assert_eq!(alert["severity"], "critical", "{alert}");
+            raised.insert(alert["message"].as_str().unwrap_or_default().to_string());
+        }
+    }
 
     etcd.restart();
     leader_is(&http, &[&a, &b], "b", WITHIN).await;

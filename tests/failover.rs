@@ -7,7 +7,6 @@ use common::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// Fast health settings so the test runs in seconds.
 const FAST: &str = "
@@ -27,17 +26,6 @@ slow_start_ms = 300
 
 fn probed(m: &Mock, extra: &str) -> String {
     format!("health_url = \"{}/health\"\n{extra}", m.url)
-}
-
-/// A webhook receiver: every request's body, answered 200.
-async fn webhook_receiver() -> (String, mpsc::UnboundedReceiver<serde_json::Value>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let url = raw_server(move |body| {
-        let _ = tx.send(json(&body));
-        200
-    })
-    .await;
-    (format!("{url}/alerts"), rx)
 }
 
 async fn events(http: &Http, sy: &Switchyard) -> Vec<serde_json::Value> {

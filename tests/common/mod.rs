@@ -449,6 +449,20 @@ pub fn event_kinds(events: &serde_json::Value) -> Vec<&str> {
         .unwrap_or_default()
 }
 
+/// An alert webhook: its URL, and the alerts POSTed to it as they come.
+pub async fn webhook_receiver() -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let url = raw_server(move |body| {
+        let _ = tx.send(json(&body));
+        200
+    })
+    .await;
+    (format!("{url}/alerts"), rx)
+}
+
 /// A node's audit trail, newest first: (kind, reason) of each event.
 pub async fn events_of(http: &Http, node: &Switchyard) -> Vec<(String, String)> {
     let (_, _, body) = http
