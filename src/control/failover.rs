@@ -795,10 +795,12 @@ impl Controller {
             .iter()
             .filter(|(id, w)| {
                 out(w.machine.state())
-                    && self
-                        .active
-                        .get(*id)
-                        .is_none_or(|a| !a.manual && !serving(&a.backup))
+                    && self.active.get(*id).is_none_or(|a| {
+                        // In cluster mode a place changes through the shared
+                        // document only: the leader releases a standby that went
+                        // down, and fills the place again afterwards.
+                        self.link.is_none() && !a.manual && !serving(&a.backup)
+                    })
             })
             .map(|(id, _)| id.clone())
             .collect();

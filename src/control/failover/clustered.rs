@@ -136,27 +136,34 @@ impl Controller {
 
     /// The leader gives a master its place back (`failback = "auto"`) once no majority
     /// has reported it failed for `failback_delay`: the cluster's view, as for the
-    /// failover, not the leader's own checks alone.
+    /// failover, not the leader's own checks alone. A standby that a majority reports
+    /// failed gives the place up at once.
     fn cluster_failback(&mut self, cluster: &crate::cluster::Cluster, now: Instant) {
         let auto = self.config.failover.failback == crate::config::Failback::Auto;
         let delay = self.config.failover.failback_delay;
-        let candidates: Vec<Arc<str>> = self
+        let held: Vec<(Arc<str>, Arc<str>, bool)> = self
             .active
             .iter()
-            .filter(|(_, a)| !a.manual)
-            .map(|(id, _)| id.clone())
+            .map(|(id, a)| (id.clone(), a.backup.clone(), a.manual))
             .collect();
         let Some(link) = self.link.as_mut() else {
             return;
         };
-        link.up_since.retain(|id, _| candidates.contains(id));
+        link.up_since
+            .retain(|id, _| held.iter().any(|(h, _, _)| h == id));
         let mut due = Vec::new();
-        for id in candidates {
+        for (id, backup, manual) in held {
+            // A standby that a majority reports failed leaves the place: the next
+            // tick puts another standby there, if one is free.
+            if cluster.majority_down(&backup) {
+                due.push(id);
+                continue;
+            }
             let suspended = self
                 .masters
                 .get(&id)
                 .is_some_and(|w| w.machine.state() == HealthState::Suspended);
-            if cluster.majority_down(&id) || suspended {
+            if manual || cluster.majority_down(&id) || suspended {
                 link.up_since.remove(&id);
                 continue;
             }
