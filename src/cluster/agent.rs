@@ -1,7 +1,8 @@
 //! The cluster agent: one task per node that keeps its membership record and lease,
 //! campaigns for leadership, watches the other nodes, and notices when etcd is gone.
 //!
-//! It works in ticks (a fifteenth of the lease TTL, 100 to 250 ms). Each tick renews
+//! It works in ticks (a fifteenth of the lease TTL, 100 to 250 ms), and at once when
+//! a watch sees the leader key or a node record change. Each tick renews
 //! the lease when a third of the TTL has passed, reads every node record and the
 //! leader key, steps up or down, and rewrites this node's record when it changed. A
 //! tick that cannot reach etcd changes nothing that was applied; when etcd has not
@@ -209,15 +210,46 @@ impl Cluster {
         let mut agent = Agent::new();
         let mut tick = tokio::time::interval(self.tick());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A change of the leader key or of a node record starts a tick at once: a
+        // leader's lease running out is acted on in one round trip, not a tick later.
+        let woken = Arc::new(tokio::sync::Notify::new());
+        let watcher = tokio::spawn(self.clone().watch_changes(woken.clone()));
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                _ = woken.notified() => {}
                 _ = shutdown.wait() => break,
             }
             let outcome = agent.step(&self).await;
             agent.settle(&self, outcome);
         }
+        watcher.abort();
         agent.leave(&self).await;
+    }
+
+    /// Wakes the agent on every change of the leader key or a node record; watches
+    /// again after an error (the ticks go on meanwhile).
+    async fn watch_changes(self: Arc<Self>, woken: Arc<tokio::sync::Notify>) {
+        loop {
+            if let Err(e) = self.watch_once(&woken).await {
+                tracing::debug!(error = %e, "watching the cluster again");
+            }
+            tokio::time::sleep(self.tick()).await;
+        }
+    }
+
+    async fn watch_once(&self, woken: &tokio::sync::Notify) -> Result<(), StateError> {
+        let leader_key = election::leader_key(&self.config.prefix);
+        let (_, revision) = self.state.list(&leader_key).await?;
+        let mut leader = self.state.watch(&leader_key, revision + 1).await?;
+        let mut nodes = self.state.watch(&self.nodes_key(), revision + 1).await?;
+        loop {
+            tokio::select! {
+                changes = leader.next() => { changes?; }
+                changes = nodes.next() => { changes?; }
+            }
+            woken.notify_one();
+        }
     }
 
     fn record(&self, state: NodeState, candidate: bool) -> NodeRecord {
@@ -242,6 +274,14 @@ impl Cluster {
     fn nodes_key(&self) -> String {
         format!("{}/nodes/", self.config.prefix)
     }
+}
+
+/// The TTL of the etcd lease: half a second under `lease_ttl_ms`, in whole seconds,
+/// since etcd looks for expired leases only every 500 ms. A node that stops renewing
+/// is gone within `lease_ttl_ms` (etcd raises a TTL under its minimum, about 2 s).
+fn lease_secs(config: &ClusterConfig) -> Duration {
+    let ms = config.lease_ttl.as_millis() as u64;
+    Duration::from_secs((ms.saturating_sub(500) / 1000).max(1))
 }
 
 /// Each call to etcd is bounded by a third of the lease TTL: a node learns it is cut
@@ -305,9 +345,8 @@ impl Agent {
     }
 
     async fn step(&mut self, c: &Cluster) -> Result<(), StateError> {
-        let ttl = c.config.lease_ttl;
         let lease = match self.lease {
-            Some((lease, renewed)) if renewed.elapsed() < ttl / 3 => lease,
+            Some((lease, renewed)) if renewed.elapsed() < lease_secs(&c.config) / 3 => lease,
             Some((lease, _)) => match c.state.keep_alive(lease).await {
                 Ok(_) => {
                     self.lease = Some((lease, Instant::now()));
@@ -320,7 +359,10 @@ impl Agent {
                 Err(e) => return Err(e),
             },
             None => {
-                let lease = c.state.grant(ttl.as_secs().max(1) as i64).await?;
+                let lease = c
+                    .state
+                    .grant(lease_secs(&c.config).as_secs() as i64)
+                    .await?;
                 self.lease = Some((lease, Instant::now()));
                 self.written = None;
                 lease

@@ -839,11 +839,17 @@ impl Controller {
             }
             return None;
         }
-        self.demote(failed, now, true)
+        self.demote(failed, now, true, "")
     }
 
     /// Demotes the standby: it takes no new traffic, and its in-flight exchanges finish.
-    fn demote(&mut self, failed: &Arc<str>, now: Instant, notify: bool) -> Option<Arc<str>> {
+    fn demote(
+        &mut self,
+        failed: &Arc<str>,
+        now: Instant,
+        notify: bool,
+        origin: &str,
+    ) -> Option<Arc<str>> {
         let a = self.active.remove(failed)?;
         if let Some(w) = self.masters.get_mut(failed) {
             w.failed_back_at = Some(now);
@@ -853,7 +859,11 @@ impl Controller {
         self.control.audit.record(
             NewEvent::new(
                 EventKind::Failback,
-                format!("{failed} takes its place back"),
+                if origin.is_empty() {
+                    format!("{failed} takes its place back")
+                } else {
+                    format!("{failed} takes its place back ({origin})")
+                },
             )
             .master(failed)
             .backup(&a.backup)

@@ -324,7 +324,7 @@ impl Controller {
                     Some(_) => {}
                     None => {
                         if current.is_some() {
-                            self.demote(&key, now, notify);
+                            self.demote(&key, now, notify, &origin);
                         }
                     }
                 }
