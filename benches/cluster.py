@@ -31,7 +31,10 @@ Parts (run one with --only NAME):
   keyed send against an unkeyed one on one node (medians, p99).
 
     cargo build --release && python3 benches/cluster.py [--rounds 5] [--only leader_kill]
-        [--nodes 3] [--keys 10000] [--disruptions 20] [--etcd-down 30]
+        [--nodes 3] [--keys 10000] [--actions 50] [--disruptions 20] [--hold 4]
+        [--etcd-down 30]
+
+SWITCHYARD_BIN=path runs another build (a debug one, for a quick try of the script).
 """
 import argparse
 import base64
@@ -50,7 +53,7 @@ import time
 
 from benchlib import BIN, free_port, wait_port
 
-BIN = os.path.abspath(os.environ.get("SWITCHYARD_BIN", BIN))  # another build, for a quick try
+BIN = os.path.abspath(os.environ.get("SWITCHYARD_BIN", BIN))
 
 ETCD = "/usr/bin/etcd"
 LEASE_TTL_MS = 3000
