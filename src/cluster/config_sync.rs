@@ -116,7 +116,10 @@ pub async fn push(
         });
     }
     tracing::info!(config_version = shared.version, "shared config pushed");
-    seen(control, shared);
+    // Applied here before the answer, even when the watch saw it first (then one of
+    // the two applies it and the other finds it in force).
+    record(control, shared);
+    let _reported = reload::reload(control, reload::CLUSTER);
     Ok(current + 1)
 }
 
@@ -146,16 +149,21 @@ fn version_of(value: &[u8]) -> u64 {
 /// A stored shared config seen: when it is newer than the one this node knows, it is
 /// recorded and applied (through the reload, which reports a failure itself).
 fn seen(control: &Control, shared: Shared) {
+    if record(control, shared) {
+        let _reported = reload::reload(control, reload::CLUSTER);
+    }
+}
+
+/// Makes `shared` the one this node follows unless it knows a newer or equal one;
+/// returns whether it did.
+fn record(control: &Control, shared: Shared) -> bool {
     let version = shared.version;
     let new = Arc::new(shared);
     let before = control.shared.rcu(|known| match known {
         Some(k) if k.version >= version => Some(k.clone()),
         _ => Some(new.clone()),
     });
-    if before.as_ref().is_some_and(|k| k.version >= version) {
-        return;
-    }
-    let _reported = reload::reload(control, reload::CLUSTER);
+    before.as_ref().is_none_or(|k| k.version < version)
 }
 
 /// A value read from the key.

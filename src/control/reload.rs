@@ -44,7 +44,13 @@ pub fn reload(control: &Control, trigger: &'static str) -> Result<u64, ConfigErr
     };
     let shared = control.shared.load_full();
     let what = match &shared {
-        Some(s) => format!("{trigger}, shared config version {}", s.version),
+        Some(s) if trigger == CLUSTER => {
+            format!(
+                "shared config version {} pushed by {}",
+                s.version, s.pushed_by
+            )
+        }
+        Some(s) => format!("{trigger}, with shared config version {}", s.version),
         None => trigger.to_string(),
     };
     let result = std::fs::read(path)
@@ -103,7 +109,7 @@ pub fn reload(control: &Control, trigger: &'static str) -> Result<u64, ConfigErr
             crate::telemetry::config_reload(false);
             tracing::error!(trigger, errors = %errors, "config rejected; the running config is kept");
             control.reject_config(match &shared {
-                Some(s) => format!("shared config version {}: {errors}", s.version),
+                Some(_) => format!("{what}: {errors}"),
                 None => errors.to_string(),
             });
             control.audit.record(NewEvent::new(
