@@ -78,8 +78,6 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
     };
     let proxy = Arc::new(Proxy::new(control.clone(), queue.clone()));
     let alerts = Arc::new(alerter);
-    let (failover, controller) =
-        crate::control::failover::spawn(control.clone(), alerts.clone(), shutdown.clone());
     let mut tasks = JoinSet::new();
     let cluster = match control.table().config.cluster.clone() {
         Some(config) => {
@@ -98,6 +96,8 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
             )
             .await
             .context("cannot set up the etcd client ([cluster] etcd)")?;
+            let c = control.clone();
+            cluster.on_split(Box::new(move || c.reconfigure_budgets()));
             tasks.spawn(cluster.clone().run(shutdown.clone()));
             // Before serving: a node started after a push runs it from the start.
             crate::cluster::config_sync::first(&cluster, &control).await;
@@ -110,12 +110,37 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
         }
         None => None,
     };
+    let shared = cluster.clone().map(crate::cluster::shared::Shared::new);
+    let (failover, controller) = crate::control::failover::spawn_with(
+        control.clone(),
+        alerts.clone(),
+        shared.clone(),
+        shutdown.clone(),
+    );
+    if let Some(shared) = &shared {
+        let handle = failover.clone();
+        let apply = move |doc, _revision| {
+            let handle = handle.clone();
+            async move {
+                let command = crate::control::failover::Command::Apply(Box::new(doc));
+                if let Err((_, _, why)) = handle.command(command).await {
+                    tracing::error!("cannot apply the shared operator state: {why}");
+                }
+            }
+        };
+        tasks.spawn(
+            shared
+                .clone()
+                .follow(control.operator_state(), apply, shutdown.clone()),
+        );
+    }
     let admin = Arc::new(Admin {
         control: control.clone(),
         failover,
         queue: queue.clone(),
         metrics,
         cluster,
+        shared,
     });
     tasks.spawn(webhook);
     // Both listeners read their limits from the current config before each accept: a

@@ -83,6 +83,11 @@ enum Command {
         /// again, to show degraded -> failover -> failback as it happens.
         #[arg(long)]
         chaos: bool,
+        /// Three nodes in cluster mode on one etcd, started here (needs `etcd`
+        /// installed: Debian's etcd-server). Nodes listen on the ports after --listen
+        /// and --admin-listen.
+        #[arg(long)]
+        cluster: bool,
     },
     /// Run a simulated master account.
     MockMaster {
@@ -136,6 +141,13 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Cluster mode: the nodes and the leader, or hand leadership on.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Cluster mode: push the shared part of the config to every node.
     Config {
         #[command(subcommand)]
@@ -171,6 +183,14 @@ impl AdminArgs {
     fn client(&self) -> AdminClient {
         AdminClient::new(&self.admin, self.token.as_deref()).with_ca(self.ca.clone())
     }
+}
+
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Print the cluster as this node sees it: state, leader, term, every node.
+    Status,
+    /// Ask the leader (the node --admin names) to hand leadership on.
+    Resign,
 }
 
 #[derive(Subcommand)]
@@ -355,6 +375,13 @@ async fn run(command: Command, loaded: Option<Loaded>) -> anyhow::Result<()> {
             listen,
             admin_listen,
             chaos,
+            cluster: true,
+        } => switchyard::demo::cluster::run(listen, admin_listen, chaos).await,
+        Command::Demo {
+            listen,
+            admin_listen,
+            chaos,
+            cluster: false,
         } => switchyard::demo::run(listen, admin_listen, chaos).await,
         Command::MockMaster {
             listen,
@@ -425,6 +452,10 @@ async fn run(command: Command, loaded: Option<Loaded>) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Cluster { action, admin } => match action {
+            ClusterAction::Status => admin_cli::cluster::status(&admin.client()).await,
+            ClusterAction::Resign => admin_cli::cluster::resign(&admin.client()).await,
+        },
         Command::Config {
             action: ConfigAction::Push { file, if_match },
             admin,

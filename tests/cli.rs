@@ -59,6 +59,20 @@ fn check_accepts_the_example_and_lists_every_error() {
 }
 
 #[test]
+fn the_cluster_demo_without_etcd_says_how_to_get_it() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["demo", "--cluster", "--listen", "127.0.0.1:0"])
+        .env("PATH", empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("apt-get install etcd-server"), "{err}");
+    assert!(err.contains("switchyard demo"), "{err}");
+}
+
+#[test]
 fn every_command_has_help() {
     for cmd in [
         &["--help"][..],
@@ -67,6 +81,8 @@ fn every_command_has_help() {
         &["demo", "--help"],
         &["mock-master", "--help"],
         &["status", "--help"],
+        &["cluster", "status", "--help"],
+        &["cluster", "resign", "--help"],
     ] {
         let out = Command::new(BIN).args(cmd).output().unwrap();
         assert!(out.status.success(), "{cmd:?}");

@@ -317,3 +317,79 @@ async fn a_watch_from_a_listed_revision_misses_nothing_and_sees_leases_end() {
     );
     assert!(seen.windows(2).all(|w| w[0].revision < w[1].revision));
 }
+
+/// A leader's decision carries its fence: once its lease is gone and another node
+/// leads, the old leader's write fails (`Deposed`) and the shared document keeps the
+/// new leader's decisions only.
+#[tokio::test]
+async fn a_deposed_leaders_decision_is_refused_by_etcd() {
+    use switchyard::cluster::election;
+    use switchyard::cluster::shared::{Mutation, Shared, UpdateError};
+    let etcd = Etcd::start();
+    let state = etcd.state().await;
+    let (_trigger, shutdown) = switchyard::server::shutdown_pair();
+    let (alerter, _webhook) =
+        switchyard::alerts::Alerter::new(None, Duration::from_secs(60), shutdown);
+    let config = switchyard::config::ClusterConfig {
+        node_id: "old".into(),
+        etcd: vec![etcd.client_url.clone()],
+        prefix: "/fence".into(),
+        priority: 1,
+        lease_ttl: Duration::from_secs(3),
+        advertise_admin: None,
+    };
+    let cluster = switchyard::cluster::Cluster::new(
+        config,
+        "127.0.0.1:1".into(),
+        Arc::new(switchyard::audit::AuditLog::in_memory()),
+        Arc::new(alerter),
+        Box::new(|| 0),
+    )
+    .await
+    .unwrap();
+    let shared = Shared::new(cluster);
+
+    let first = state.grant(3).await.unwrap();
+    let now = election::read(&state, "/fence").await.unwrap();
+    let old = election::campaign(&state, "/fence", "old", first, &now)
+        .await
+        .unwrap()
+        .expect("the first campaign wins");
+    let hold = Mutation::Hold {
+        failed: "p".into(),
+        backup: "s".into(),
+        manual: false,
+    };
+    shared
+        .update(Some(old), &hold)
+        .await
+        .expect("the leader writes");
+
+    // Its lease ends (a pause past the TTL); another node is elected.
+    state.revoke(first).await.unwrap();
+    let second = state.grant(3).await.unwrap();
+    let now = election::read(&state, "/fence").await.unwrap();
+    let new = election::campaign(&state, "/fence", "new", second, &now)
+        .await
+        .unwrap()
+        .expect("the next campaign wins");
+    assert_eq!(new.term, old.term + 1);
+
+    let release = Mutation::Release { failed: "p".into() };
+    let stale = shared.update(Some(old), &release).await;
+    assert!(matches!(stale, Err(UpdateError::Deposed)), "{stale:?}");
+    let (doc, _) = shared.read().await.unwrap().unwrap();
+    assert!(
+        doc.operator.masters["p"].held.is_some(),
+        "the stale write left nothing"
+    );
+    assert_eq!(doc.term, old.term);
+
+    shared
+        .update(Some(new), &release)
+        .await
+        .expect("the new leader writes");
+    let (doc, _) = shared.read().await.unwrap().unwrap();
+    assert!(doc.operator.masters.is_empty());
+    assert_eq!((doc.term, doc.decision), (new.term, true));
+}

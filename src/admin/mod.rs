@@ -5,6 +5,7 @@
 //!
 //! May call: `control`, `routing`, `telemetry`, `reply`.
 
+mod cluster_admin;
 mod config_push;
 pub use config_push::MAX_CONFIG_BYTES;
 mod status;
@@ -34,6 +35,9 @@ pub struct Admin {
     pub metrics: &'static PrometheusHandle,
     /// Set in cluster mode.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Cluster mode: admin actions are written to the shared document, and answered
+    /// once they are in force on this node.
+    pub shared: Option<Arc<crate::cluster::shared::Shared>>,
 }
 
 impl Admin {
@@ -140,7 +144,11 @@ impl Admin {
                     "drain" => AdminState::Draining,
                     _ => return reply::not_found(),
                 };
-                only(method, "POST", || self.set_admin(id, admin))
+                match refuse(method, "POST") {
+                    Some(refused) => refused,
+                    None if self.shared.is_some() => self.set_admin_shared(id, admin).await,
+                    None => self.set_admin(id, admin),
+                }
             }
             ["cluster", "status"] => only(method, "GET", || self.cluster_status()),
             ["cluster", "leader", "resign"] => match refuse(method, "POST") {
@@ -180,25 +188,27 @@ impl Admin {
         match cluster.resign().await {
             Ok(view) => reply::json(StatusCode::OK, &*view),
             Err(ResignError::NotLeader { leader }) => {
-                let mut resp = reply::error(
-                    StatusCode::CONFLICT,
-                    "not_leader",
-                    match &leader {
-                        Some(l) => format!("this node is not the leader: {l} is; ask it"),
-                        None => "this node is not the leader, and there is none now".into(),
-                    },
-                );
-                if let Some(admin) = leader.and_then(|l| {
+                let admin = leader.as_ref().and_then(|l| {
                     cluster
                         .view()
                         .nodes
                         .iter()
-                        .find(|n| n.id == l)
+                        .find(|n| &n.id == l)
                         .map(|n| n.admin.clone())
-                }) {
-                    if let Ok(v) = HeaderValue::from_str(&admin) {
-                        resp.headers_mut().insert("x-switchyard-leader", v);
-                    }
+                });
+                let mut resp = reply::error(
+                    StatusCode::CONFLICT,
+                    "not_leader",
+                    match (&leader, &admin) {
+                        (Some(l), Some(a)) => {
+                            format!("this node is not the leader: {l} is; ask it at {a}")
+                        }
+                        (Some(l), None) => format!("this node is not the leader: {l} is; ask it"),
+                        _ => "this node is not the leader, and there is none now".into(),
+                    },
+                );
+                if let Some(v) = admin.and_then(|a| HeaderValue::from_str(&a).ok()) {
+                    resp.headers_mut().insert("x-switchyard-leader", v);
                 }
                 resp
             }
@@ -266,6 +276,9 @@ impl Admin {
     async fn command(&self, method: &Method, command: Command) -> Response<Body> {
         if let Some(refused) = refuse(method, "POST") {
             return refused;
+        }
+        if let Some(shared) = &self.shared {
+            return cluster_admin::command(shared, &self.failover, command).await;
         }
         match self.failover.command(command).await {
             Ok(body) => reply::json(StatusCode::OK, &body),
@@ -377,6 +390,31 @@ impl Admin {
             ),
             Ok(false) => not_dead(id),
             Err(e) => reply::queue_storage(&e),
+        }
+    }
+
+    /// Cluster mode: enable, disable, drain on every node.
+    async fn set_admin_shared(&self, id: &str, admin: AdminState) -> Response<Body> {
+        let Some(shared) = &self.shared else {
+            return self.set_admin(id, admin);
+        };
+        if self.control.table().index_of(id).is_none() {
+            return reply::error(
+                StatusCode::NOT_FOUND,
+                "unknown_master",
+                format!("no master with id `{id}`"),
+            );
+        }
+        let change = crate::cluster::shared::Mutation::Admin {
+            id: id.to_string(),
+            admin: admin.as_str().to_string(),
+        };
+        match cluster_admin::write(shared, &change).await {
+            Ok(()) => reply::json(
+                StatusCode::OK,
+                &serde_json::json!({"id": id, "admin": admin.as_str(), "enabled": admin == AdminState::Enabled}),
+            ),
+            Err(resp) => *resp,
         }
     }
 

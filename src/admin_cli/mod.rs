@@ -6,6 +6,7 @@
 //! May call: nothing of the proxy itself; only the admin API, over HTTP or HTTPS
 //! (`--admin https://...`, trusting the system roots or `--ca FILE`).
 
+pub mod cluster;
 pub mod config;
 pub mod dead_letters;
 pub mod events;

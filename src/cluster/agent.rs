@@ -40,7 +40,15 @@ pub struct Cluster {
     term: AtomicU64,
     isolated: AtomicBool,
     resign: AtomicBool,
+    /// This node's hold on leadership while it leads and reaches etcd.
+    leadership: std::sync::Mutex<Option<Leadership>>,
+    /// The masters this node finds failed (set by the failover controller).
+    down: std::sync::Mutex<Vec<String>>,
+    /// Per master, how many live nodes report it failed; and how many nodes are live.
+    votes: ArcSwap<(std::collections::HashMap<String, usize>, usize)>,
     queue_depth: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// Called when the budget split changed, to apply it to every master.
+    on_split: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
     audit: Arc<AuditLog>,
     alerts: Arc<Alerter>,
 }
@@ -93,7 +101,11 @@ impl Cluster {
             term: AtomicU64::new(0),
             isolated: AtomicBool::new(false),
             resign: AtomicBool::new(false),
+            leadership: std::sync::Mutex::new(None),
+            down: std::sync::Mutex::new(Vec::new()),
+            votes: ArcSwap::from_pointee((Default::default(), 0)),
             queue_depth,
+            on_split: std::sync::OnceLock::new(),
             audit,
             alerts,
         }))
@@ -128,6 +140,30 @@ impl Cluster {
 
     pub fn is_isolated(&self) -> bool {
         self.isolated.load(Relaxed)
+    }
+
+    /// Sets what applies a new budget split (see [`crate::routing::budget::split`]).
+    pub fn on_split(&self, apply: Box<dyn Fn() + Send + Sync>) {
+        let _already = self.on_split.set(apply);
+    }
+
+    /// The fence of this node's leadership, while it leads.
+    pub fn leadership(&self) -> Option<Leadership> {
+        *self.leadership.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reports the masters this node's own checks find failed; written into its
+    /// record at the next tick.
+    pub fn report_down(&self, mut masters: Vec<String>) {
+        masters.sort_unstable();
+        *self.down.lock().unwrap_or_else(|p| p.into_inner()) = masters;
+    }
+
+    /// Whether more than half of the live nodes report `master` failed.
+    pub fn majority_down(&self, master: &str) -> bool {
+        let votes = self.votes.load();
+        let (down, live) = (votes.0.get(master).copied().unwrap_or(0), votes.1);
+        live > 0 && down * 2 > live
     }
 
     /// Hands leadership on: the agent gives it up at its next tick and stays out of
@@ -185,6 +221,7 @@ impl Cluster {
             queue_depth: (self.queue_depth)(),
             candidate,
             updated_ms: crate::routing::budget::unix_ms(),
+            down: self.down.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }
 
@@ -221,6 +258,8 @@ struct Agent {
     term: u64,
     /// The record as last written, without its time.
     written: Option<NodeRecord>,
+    /// Live node counts over the last 24 hours, for the daily budget split.
+    counts: std::collections::VecDeque<(Instant, u32)>,
 }
 
 impl Agent {
@@ -237,6 +276,7 @@ impl Agent {
             seen_leader: None,
             term: 0,
             written: None,
+            counts: std::collections::VecDeque::new(),
         }
     }
 
@@ -304,6 +344,14 @@ impl Agent {
         if let Some(mine) = live.last_mut() {
             *mine = me;
         }
+        let mut votes = std::collections::HashMap::new();
+        for r in &live {
+            for m in &r.down {
+                *votes.entry(m.clone()).or_insert(0) += 1;
+            }
+        }
+        c.votes.store(Arc::new((votes, live.len())));
+        self.split(c, &live);
         let changes = self.roster.update(&live, SystemTime::now());
         self.report(c, changes);
         let leader = match self.won {
@@ -319,6 +367,43 @@ impl Agent {
             self.seen_leader = None;
         }
         Ok(())
+    }
+
+    /// Splits every master's budget across the live nodes: the pace by the nodes live
+    /// now, the daily cap by the most nodes live at once over the last 24 hours (a
+    /// node that left may have spent its share of today: the others do not take it
+    /// over until its count has aged out).
+    fn split(&mut self, c: &Cluster, live: &[NodeRecord]) {
+        let now = Instant::now();
+        let n = live
+            .iter()
+            .filter(|r| r.state != NodeState::Leaving)
+            .count()
+            .max(1) as u32;
+        if self.counts.back().is_none_or(|(_, last)| *last != n) {
+            self.counts.push_back((now, n));
+        }
+        let day = Duration::from_secs(24 * 3600);
+        while self.counts.len() > 1
+            && self
+                .counts
+                .get(1)
+                .is_some_and(|(t, _)| now.duration_since(*t) >= day)
+        {
+            self.counts.pop_front();
+        }
+        let daily = self.counts.iter().map(|(_, n)| *n).max().unwrap_or(1);
+        if crate::routing::budget::split() != (n, daily) {
+            crate::routing::budget::set_split(n, daily);
+            tracing::info!(
+                pace_nodes = n,
+                daily_nodes = daily,
+                "masters' budgets split across the live nodes"
+            );
+            if let Some(apply) = c.on_split.get() {
+                apply();
+            }
+        }
     }
 
     /// Steps up, keeps, or gives up leadership, from what this tick read.
@@ -496,6 +581,7 @@ impl Agent {
         let state = self.my_state();
         let leading = self.won.is_some() && !self.isolated;
         c.leader.store(leading, Relaxed);
+        *c.leadership.lock().unwrap_or_else(|p| p.into_inner()) = self.won.filter(|_| leading);
         c.term.store(self.term, Relaxed);
         c.isolated.store(self.isolated, Relaxed);
         let mut nodes = self.roster.nodes();

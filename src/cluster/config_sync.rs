@@ -2,7 +2,7 @@
 //! shared config in etcd, and every node follows it.
 //!
 //! **Where it lives.** One key, `{prefix}/config`, holds the latest push as JSON
-//! ([`Shared`]: `version`, `toml`, `pushed_by`, `pushed_at_ms`). Version 1 is the
+//! ([`PushedConfig`]: `version`, `toml`, `pushed_by`, `pushed_at_ms`). Version 1 is the
 //! bootstrap — no key yet, every node running its own file — so the first push is
 //! version 2 and each push adds one. In cluster mode `/health`'s `config_version` is
 //! that number on every node.
@@ -18,7 +18,7 @@
 //! revision, so a push is applied as soon as its commit reaches the node (one round
 //! trip, no poll). A broken watch is read and started again; the key is also read again
 //! every [`RECHECK`] in case a watch went silent. A version newer than the one the node
-//! knows goes into [`Control::shared`] and through the ordinary reload
+//! knows goes into [`Control::pushed`] and through the ordinary reload
 //! ([`reload::reload`]): merged with the node's own file, validated whole, swapped in
 //! atomically, audited `config_reloaded` with its version. A node that cannot apply it
 //! (a `tls_ca` file or a `${NAME}` missing there) keeps its running config, shows the
@@ -34,7 +34,7 @@
 use super::state::StateError;
 use super::Cluster;
 use crate::config::{Config, ConfigError, ConfigErrors};
-use crate::control::reload::{self, Shared};
+use crate::control::reload::{self, PushedConfig};
 use crate::control::Control;
 use crate::server::Shutdown;
 use std::sync::Arc;
@@ -97,7 +97,7 @@ pub async fn push(
             asked: if_match,
         });
     }
-    let shared = Shared {
+    let shared = PushedConfig {
         version: current + 1,
         toml: text,
         pushed_by: cluster.node_id().to_string(),
@@ -143,12 +143,12 @@ fn validate(control: &Control, text: &str) -> Result<(), ConfigErrors> {
 /// The version of a stored value; 1 (the bootstrap) for one that cannot be read, so a
 /// push replaces it.
 fn version_of(value: &[u8]) -> u64 {
-    serde_json::from_slice::<Shared>(value).map_or(1, |s| s.version)
+    serde_json::from_slice::<PushedConfig>(value).map_or(1, |s| s.version)
 }
 
 /// A stored shared config seen: when it is newer than the one this node knows, it is
 /// recorded and applied (through the reload, which reports a failure itself).
-fn seen(control: &Control, shared: Shared) {
+fn seen(control: &Control, shared: PushedConfig) {
     if record(control, shared) {
         let _reported = reload::reload(control, reload::CLUSTER);
     }
@@ -156,10 +156,10 @@ fn seen(control: &Control, shared: Shared) {
 
 /// Makes `shared` the one this node follows unless it knows a newer or equal one;
 /// returns whether it did.
-fn record(control: &Control, shared: Shared) -> bool {
+fn record(control: &Control, shared: PushedConfig) -> bool {
     let version = shared.version;
     let new = Arc::new(shared);
-    let before = control.shared.rcu(|known| match known {
+    let before = control.pushed.rcu(|known| match known {
         Some(k) if k.version >= version => Some(k.clone()),
         _ => Some(new.clone()),
     });
@@ -168,7 +168,7 @@ fn record(control: &Control, shared: Shared) -> bool {
 
 /// A value read from the key.
 fn read(control: &Control, value: &[u8]) {
-    match serde_json::from_slice::<Shared>(value) {
+    match serde_json::from_slice::<PushedConfig>(value) {
         Ok(shared) => seen(control, shared),
         Err(e) => tracing::error!(error = %e, "the shared config in etcd cannot be read; ignored"),
     }

@@ -181,6 +181,7 @@ mod tests {
             queue_depth: 0,
             candidate,
             updated_ms: 0,
+            down: Vec::new(),
         }
     }
 

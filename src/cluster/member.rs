@@ -77,6 +77,10 @@ pub struct NodeRecord {
     /// Unix milliseconds of the write.
     #[serde(default)]
     pub updated_ms: u64,
+    /// The masters this node's own checks find failed: the leader fails a master over
+    /// when a majority of live nodes report it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub down: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -224,6 +228,7 @@ mod tests {
             queue_depth: depth,
             candidate: true,
             updated_ms: 0,
+            down: Vec::new(),
         }
     }
 

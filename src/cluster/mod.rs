@@ -13,6 +13,7 @@ pub mod agent;
 pub mod config_sync;
 pub mod election;
 pub mod member;
+pub mod shared;
 pub mod state;
 
 pub use agent::Cluster;

@@ -47,6 +47,11 @@ pub enum Command {
     Failback(String),
     /// Lifts a master's suspension (SPEC section 10).
     Reinstate(String),
+    /// Cluster mode: check an admin command and answer the change to write to the
+    /// shared document (see [`clustered`]), without making it.
+    Plan(Box<Command>),
+    /// Cluster mode: apply a revision of the shared document.
+    Apply(Box<crate::cluster::shared::SharedDoc>),
 }
 
 /// What started a failover: it decides the breaker's part and the audit reason.
@@ -97,7 +102,7 @@ pub struct MasterView {
 }
 
 /// The handle the admin API holds.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Handle {
     commands: mpsc::Sender<(Command, oneshot::Sender<Answer>)>,
     view: Arc<ArcSwap<View>>,
@@ -186,6 +191,8 @@ struct Controller {
     drained: HashSet<Arc<str>>,
     /// The last save failed (logged once, until one works again).
     save_failing: bool,
+    /// Cluster mode: the shared document this node follows.
+    link: Option<clustered::Link>,
 }
 
 /// Runs one step of the controller; `None` when it panicked. The panic hook has logged
@@ -198,6 +205,17 @@ fn survive<T>(step: impl FnOnce() -> T) -> Option<T> {
 pub fn spawn(
     control: Arc<Control>,
     alerts: Arc<Alerter>,
+    shutdown: Shutdown,
+) -> (Handle, JoinHandle<()>) {
+    spawn_with(control, alerts, None, shutdown)
+}
+
+/// [`spawn`], in cluster mode when `shared` is set: automatic failover, failback and
+/// the breaker are the leader's, and every node applies the shared document.
+pub fn spawn_with(
+    control: Arc<Control>,
+    alerts: Arc<Alerter>,
+    shared: Option<Arc<crate::cluster::shared::Shared>>,
     mut shutdown: Shutdown,
 ) -> (Handle, JoinHandle<()>) {
     let (commands, mut command_rx) = mpsc::channel::<(Command, oneshot::Sender<Answer>)>(16);
@@ -207,6 +225,7 @@ pub fn spawn(
         .expect("one failover controller per Control");
     let view = Arc::new(ArcSwap::from_pointee(View::default()));
     let mut c = Controller::new(control, alerts, probe_tx, view.clone(), Instant::now());
+    c.link = shared.map(|s| clustered::Link::new(s, c.control.operator_state()));
     let task = tokio::spawn(async move {
         // Periodic work runs every TICK however busy the inputs are; a machine deadline
         // (recovery wait, slow start, trial) wakes the loop sooner.
@@ -298,6 +317,7 @@ impl Controller {
             had_eligible: true,
             drained: HashSet::new(),
             save_failing: false,
+            link: None,
         };
         c.restore(now);
         c.sync_config(config, now);
@@ -423,8 +443,13 @@ impl Controller {
             }
             self.watch_outage(&id, now);
         }
-        changed |= self.auto_failback(now);
-        changed |= self.fill_empty_places(now);
+        if self.link.is_none() {
+            changed |= self.auto_failback(now);
+        }
+        if self.link.is_none() || self.leads() {
+            changed |= self.fill_empty_places(now);
+        }
+        self.cluster_tick(now);
         self.watch_drains();
         if self.breaker_open {
             self.prune_failovers(now);
@@ -550,7 +575,6 @@ impl Controller {
         cause: Cause,
         now: Instant,
     ) -> Result<Arc<str>, String> {
-        let manual = cause == Cause::Manual;
         let Some(failed_cfg) = self.config.master(failed).cloned() else {
             return Err(format!("no master with id `{failed}`"));
         };
@@ -561,6 +585,10 @@ impl Controller {
         }
         if let Some(a) = self.active.get(failed) {
             return Err(format!("{failed} is already failed over to {}", a.backup));
+        }
+        let proposed = self.link.is_some() && cause != Cause::Manual;
+        if proposed {
+            self.may_decide(failed, cause)?;
         }
         if cause == Cause::Health {
             self.prune_failovers(now);
@@ -579,21 +607,54 @@ impl Controller {
             tracing::warn!("{why}");
             return Err(why);
         };
+        if proposed {
+            self.propose(
+                crate::cluster::shared::Mutation::Hold {
+                    failed: failed.to_string(),
+                    backup: backup.to_string(),
+                    manual: false,
+                },
+                true,
+            );
+            return Ok(backup);
+        }
+        self.promote(failed, backup.clone(), cause, now, true, "");
+        Ok(backup)
+    }
+
+    /// Puts `backup` in the place of `failed`: the table, the audit trail and, with
+    /// `notify` (the node that decided it), the alerts. `origin` says who decided, in
+    /// cluster mode.
+    fn promote(
+        &mut self,
+        failed: &Arc<str>,
+        backup: Arc<str>,
+        cause: Cause,
+        now: Instant,
+        notify: bool,
+        origin: &str,
+    ) {
+        let manual = cause == Cause::Manual;
         let started = Instant::now();
         let audit = self.control.audit.clone();
         audit.record(
-            NewEvent::new(
-                EventKind::FailoverStarted,
-                match cause {
+            NewEvent::new(EventKind::FailoverStarted, {
+                let why = match cause {
                     Cause::Manual => "manual failover",
                     Cause::Ban => "master suspended",
                     Cause::Health => "master failed",
-                },
-            )
+                };
+                if origin.is_empty() {
+                    why.to_string()
+                } else {
+                    format!("{why} ({origin})")
+                }
+            })
             .master(failed)
             .backup(&backup),
         );
-        if manual {
+        if !notify {
+        } else if manual {
             // An operator's own action is logged, not alerted on: nothing failed.
             tracing::info!(master = %failed, backup = %backup, "manual failover: promoting the standby");
         } else {
@@ -630,13 +691,14 @@ impl Controller {
                 .backup(&backup)
                 .duration(started.elapsed()),
         );
-        self.alerts.raise(
-            Severity::Info,
-            "failover_completed",
-            Some(failed),
-            format!("{backup} now serves in the place of {failed}"),
-        );
-        Ok(backup)
+        if notify {
+            self.alerts.raise(
+                Severity::Info,
+                "failover_completed",
+                Some(failed),
+                format!("{backup} now serves in the place of {failed}"),
+            );
+        }
     }
 
     /// The healthy, enabled standby with the lowest priority, the same region first.
@@ -670,17 +732,12 @@ impl Controller {
         if self.breaker_open {
             return;
         }
+        if self.link.is_some() {
+            self.propose(crate::cluster::shared::Mutation::OpenBreaker, true);
+            return;
+        }
         self.breaker_open = true;
-        let why = format!(
-            "more than {} failovers within {} ms; automatic failover stops until POST /ha/resume",
-            self.config.failover.max_failovers,
-            self.config.failover.breaker_window.as_millis()
-        );
-        self.control
-            .audit
-            .record(NewEvent::new(EventKind::BreakerOpen, &why));
-        self.alerts
-            .raise(Severity::Critical, "breaker_open", None, why);
+        self.breaker_opened(true);
     }
 
     /// With `failback = "auto"`, gives a recovered master its place back once it has
@@ -768,8 +825,23 @@ impl Controller {
         changed
     }
 
-    /// Demotes the standby: it takes no new traffic, and its in-flight exchanges finish.
+    /// Gives `failed` its place back; in cluster mode the leader proposes it (and
+    /// others do nothing) and it happens when it comes back applied.
     fn fail_back(&mut self, failed: &Arc<str>, now: Instant) -> Option<Arc<str>> {
+        if self.link.is_some() {
+            if self.leads() {
+                let release = crate::cluster::shared::Mutation::Release {
+                    failed: failed.to_string(),
+                };
+                self.propose(release, true);
+            }
+            return None;
+        }
+        self.demote(failed, now, true)
+    }
+
+    /// Demotes the standby: it takes no new traffic, and its in-flight exchanges finish.
+    fn demote(&mut self, failed: &Arc<str>, now: Instant, notify: bool) -> Option<Arc<str>> {
         let a = self.active.remove(failed)?;
         if let Some(w) = self.masters.get_mut(failed) {
             w.failed_back_at = Some(now);
@@ -785,21 +857,30 @@ impl Controller {
             .backup(&a.backup)
             .duration(took),
         );
-        self.alerts.raise(
-            Severity::Info,
-            "failback",
-            Some(failed),
-            format!(
-                "{failed} is back in its place; {} is a standby again",
-                a.backup
-            ),
-        );
+        if notify {
+            self.alerts.raise(
+                Severity::Info,
+                "failback",
+                Some(failed),
+                format!(
+                    "{failed} is back in its place; {} is a standby again",
+                    a.backup
+                ),
+            );
+        }
         Some(a.backup)
     }
 
     /// Runs an admin command; the state it leaves is saved before it answers.
     fn on_command(&mut self, command: Command, now: Instant) -> Answer {
-        let answer = self.run_command(command, now)?;
+        let answer = match command {
+            Command::Plan(command) => return self.plan(*command),
+            Command::Apply(doc) => {
+                self.apply_shared(*doc, now);
+                return Ok(serde_json::Value::Null);
+            }
+            command => self.run_command(command, now)?,
+        };
         self.persist().map_err(|e| {
             tracing::error!(error = %e, "cannot save the operator state");
             (
@@ -849,6 +930,7 @@ impl Controller {
                 return Ok(serde_json::json!({"failed": id, "backup": backup.as_ref()}));
             }
             Command::Reinstate(id) => return self.reinstate(&id, now),
+            Command::Plan(_) | Command::Apply(_) => return Ok(serde_json::Value::Null),
             Command::Failback(id) => {
                 let Some(failed) = self
                     .active
@@ -1012,6 +1094,7 @@ fn unknown(id: &str) -> (StatusCode, &'static str, String) {
     )
 }
 
+mod clustered;
 mod kept;
 #[cfg(test)]
 mod restart_tests;

@@ -85,7 +85,7 @@ pub struct Control {
     last_reload_error: ArcSwapOption<String>,
     /// Cluster mode: the latest shared config pushed through etcd, applied or not
     /// (see [`reload`]); `None` until one is seen.
-    pub shared: ArcSwapOption<reload::Shared>,
+    pub pushed: ArcSwapOption<reload::PushedConfig>,
     pub started: Instant,
     pub started_at: SystemTime,
     pub audit: Arc<crate::audit::AuditLog>,
@@ -170,7 +170,7 @@ impl Control {
             stats,
             config_path,
             last_reload_error: ArcSwapOption::empty(),
-            shared: ArcSwapOption::empty(),
+            pushed: ArcSwapOption::empty(),
             started: Instant::now(),
             started_at: SystemTime::now(),
             audit,
@@ -354,6 +354,14 @@ impl Control {
         let saved = self.save_operator(|s| s.master(id).admin = admin);
         drop(w);
         saved.map_err(AdminError::NotSaved)
+    }
+
+    /// Applies each master's budget again (cluster mode: the split across live nodes
+    /// changed).
+    pub fn reconfigure_budgets(&self) {
+        for m in &self.table().masters {
+            m.stats.configure(&m.config);
+        }
     }
 
     /// Swaps in a validated config unless its content hash is the one already running.

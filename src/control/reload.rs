@@ -2,7 +2,7 @@
 //! cluster mode, a shared config pushed through etcd all end in [`reload`], which
 //! validates the whole config before anything changes.
 //!
-//! In cluster mode, once a shared config was pushed (see [`Shared`] and
+//! In cluster mode, once a shared config was pushed (see [`PushedConfig`] and
 //! `crate::cluster::config_sync`), a node runs the node-local part of its own file with
 //! that shared part ([`Config::from_parts`]): a local reload re-reads the file's
 //! node-local keys, and an edit of a shared section of the file is ignored, with a
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 /// A shared config pushed to the cluster (SPEC section 11), as stored in etcd.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Shared {
+pub struct PushedConfig {
     /// 2 for the first push (1 is every node's own file), one more for each push.
     pub version: u64,
     /// The TOML text as pushed: the shared part only.
@@ -42,7 +42,7 @@ pub fn reload(control: &Control, trigger: &'static str) -> Result<u64, ConfigErr
             "this instance runs an embedded config; there is no file to reload",
         )]));
     };
-    let shared = control.shared.load_full();
+    let shared = control.pushed.load_full();
     let what = match &shared {
         Some(s) if trigger == CLUSTER => {
             format!(

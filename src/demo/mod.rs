@@ -5,6 +5,7 @@
 //! sends traffic ([`traffic`]): a steady trickle, and every minute a burst of queued
 //! messages; `omar-master` is an account its provider bans after a while.
 
+pub mod cluster;
 mod traffic;
 
 use crate::config::Config;
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 /// The demo's `[health]` and `[failover]`: a failover within seconds; the provider's
 /// ban answer (the mock's) is recognised.
-const TIMINGS: &str = "[health]\ninterval_ms = 500\ntimeout_ms = 400\nunhealthy_threshold = 2\nhealthy_threshold = 2\nban_patterns = [\"account banned\"]\n\n[failover]\nrecovery_wait_ms = 3000\nfailback_delay_ms = 3000\nslow_start_ms = 3000\n";
+pub(crate) const TIMINGS: &str = "[health]\ninterval_ms = 500\ntimeout_ms = 400\nunhealthy_threshold = 2\nhealthy_threshold = 2\nban_patterns = [\"account banned\"]\n\n[failover]\nrecovery_wait_ms = 3000\nfailback_delay_ms = 3000\nslow_start_ms = 3000\n";
 
 /// With `--chaos`, every master's pace: the minute's burst of queued messages drains
 /// at it, never faster.

@@ -44,6 +44,24 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Cluster mode (SPEC section 11): how many nodes share every master's budget. Each
+/// node paces a master at `rate_per_sec / rate_nodes` (burst likewise, at least 1)
+/// and caps it at `daily_limit / daily_nodes` a day (at least 1), so the nodes
+/// together stay within the master's limits. One node: 1 and 1.
+static SPLIT: AtomicU64 = AtomicU64::new((1 << 32) | 1);
+
+/// Sets the split; applied by the next [`crate::routing::stats::MasterStats::configure`].
+pub fn set_split(rate_nodes: u32, daily_nodes: u32) {
+    let (r, d) = (rate_nodes.max(1) as u64, daily_nodes.max(1) as u64);
+    SPLIT.store((r << 32) | d, Ordering::Relaxed);
+}
+
+/// `(rate_nodes, daily_nodes)`.
+pub fn split() -> (u32, u32) {
+    let v = SPLIT.load(Ordering::Relaxed);
+    ((v >> 32) as u32, v as u32)
+}
+
 /// The pace of one master. `rate = 0` means no limit. A reload may change the rate
 /// and burst ([`Pace::set`]) without losing what was spent.
 #[derive(Debug)]

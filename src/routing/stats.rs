@@ -124,13 +124,22 @@ impl MasterStats {
         self.suspended.load(SeqCst)
     }
 
-    /// Applies a config's budget; what was spent stays spent (a reload loses no count).
+    /// Applies a config's budget, this node's share of it in cluster mode
+    /// ([`super::budget::split`]); what was spent stays spent (a reload or a re-split
+    /// loses no count).
     pub fn configure(&self, config: &crate::config::MasterConfig) {
-        if self.pace.rate() != config.rate_per_sec || self.pace.burst() != config.burst {
-            self.pace.set(config.rate_per_sec, config.burst);
+        let (rate_nodes, daily_nodes) = super::budget::split();
+        let rate = config.rate_per_sec / f64::from(rate_nodes);
+        let burst = (config.burst / rate_nodes).max(1);
+        if self.pace.rate() != rate || self.pace.burst() != burst {
+            self.pace.set(rate, burst);
         }
-        if self.daily.limit() != config.daily_limit {
-            self.daily.set_limit(config.daily_limit);
+        let limit = match config.daily_limit {
+            0 => 0,
+            limit => (limit / u64::from(daily_nodes)).max(1),
+        };
+        if self.daily.limit() != limit {
+            self.daily.set_limit(limit);
         }
     }
 

@@ -124,7 +124,19 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 /// Later calls return the same handle.
 pub fn install() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        // Commit-to-applied times of cluster decisions, from a millisecond to seconds.
+        let apply_buckets = [
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ];
+        let builder = PrometheusBuilder::new();
+        let builder = match builder.set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("switchyard_cluster_apply_seconds".into()),
+            &apply_buckets,
+        ) {
+            Ok(b) => b,
+            Err(_) => PrometheusBuilder::new(),
+        };
+        let recorder = builder.build_recorder();
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
@@ -225,6 +237,27 @@ fn describe() {
         "Version of the routing table in use."
     );
     describe_counter!("switchyard_alerts_total", "Alerts raised by severity.");
+    describe_gauge!(
+        "switchyard_cluster_leader",
+        "Cluster mode: 1 while this node leads, else 0."
+    );
+    describe_gauge!(
+        "switchyard_cluster_term",
+        "Cluster mode: the latest leadership term this node has seen."
+    );
+    describe_gauge!(
+        "switchyard_cluster_nodes",
+        "Cluster mode: nodes by state, as this node sees them."
+    );
+    metrics::describe_histogram!(
+        "switchyard_cluster_apply_seconds",
+        metrics::Unit::Seconds,
+        "Cluster mode: from a shared change's commit to its application on this node."
+    );
+    describe_counter!(
+        "switchyard_cluster_etcd_errors_total",
+        "Cluster mode: calls to etcd that failed."
+    );
     describe_counter!(
         "switchyard_panics_total",
         "Panics caught in any thread or task; each was logged."

@@ -40,6 +40,14 @@ impl Controller {
         // Out of rotation, and saved, before anything else is decided.
         self.publish(now);
         self.save();
+        // In cluster mode every node takes it out too.
+        self.propose(
+            crate::cluster::shared::Mutation::Suspend {
+                id: m.to_string(),
+                reason: t.reason.clone(),
+            },
+            false,
+        );
         if self.config.failover.enabled && !self.paused {
             let _logged = self.fail_over(id, Cause::Ban, now);
         }
