@@ -139,11 +139,18 @@ async fn a_push_on_one_node_is_applied_by_every_node_and_by_one_started_later() 
         "{reloaded:?}"
     );
 
-    // A local reload keeps the shared part and the cluster's version.
+    // A local reload keeps the shared part and the cluster's version: a master added
+    // to the file's own [[masters]] is ignored, and said to be.
+    b.rewrite_config(&format!(
+        "{}\n[[masters]]\nid = \"m9\"\nsend_url = \"http://127.0.0.1:9/\"\n",
+        b.config_text()
+    ));
     let (code, _, body) = http.post(&format!("{}/admin/reload", b.admin), "").await;
     assert_eq!(code, 200);
     assert_eq!(json(&body)["config_version"], 2);
     assert_eq!(master_ids(&http, &b).await, ["m1", "m2"]);
+    let warning = b.proc.wait_line("shared sections are ignored", WITHIN);
+    assert!(warning.contains("masters"), "{warning}");
 
     // A node started after the push runs it, though its own file has m1 only.
     let c = node(&etcd, "/t/apply", "c", 50, &local);
@@ -307,4 +314,33 @@ async fn a_push_one_node_cannot_apply_is_kept_out_there_and_reported() {
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
     all_run(&http, &[&a, &b], 2, &["m1", "tls"]).await;
     assert!(health(&http, &b).await["last_reload_error"].is_null());
+}
+
+#[tokio::test]
+async fn a_node_cut_off_from_etcd_refuses_a_push_and_keeps_what_it_applied() {
+    let mut etcd = Etcd::start();
+    let (m1, m2) = (Mock::start("m1", &[]), Mock::start("m2", &[]));
+    let local = masters_toml(&[(&m1, "")]);
+    let a = node(&etcd, "/t/isolated", "a", 200, &local);
+    let http = Http::new();
+    let shared = masters_toml(&[(&m1, ""), (&m2, "")]);
+    let (code, body) = push(&http, &a, Some("1"), &shared).await;
+    assert_eq!(code, 200, "{body}");
+
+    etcd.kill();
+    let only_m2 = masters_toml(&[(&m2, "")]);
+    let (code, body) = push(&http, &a, Some("2"), &only_m2).await;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["error"]["code"], "cluster_isolated");
+    all_run(&http, &[&a], 2, &["m1", "m2"]).await;
+    let (code, _, _) = http.post(&a.messages(), "{\"to\":\"x\"}").await;
+    assert_eq!(code, 200, "forwarding goes on without etcd");
+
+    // Back in touch: the push goes through on the version it was based on.
+    etcd.restart();
+    eventually(WITHIN, "a push once etcd is back", || async {
+        push(&http, &a, Some("2"), &only_m2).await.0 == 200
+    })
+    .await;
+    all_run(&http, &[&a], 3, &["m2"]).await;
 }
