@@ -73,7 +73,10 @@ impl Admin {
             Err(e @ PushError::Isolated(_)) => reply::error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "cluster_isolated",
-                format!("the config was not pushed: {e}"),
+                format!(
+                    "{e}: the config was not pushed (or, if etcd broke during the write, \
+                     may have been: /health on any node shows the version in force)"
+                ),
             ),
         }
     }
