@@ -274,6 +274,30 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_version_is_taken_as_given_and_never_goes_back() {
+        let control = Control::new(
+            config(""),
+            1,
+            None,
+            Arc::new(crate::audit::AuditLog::in_memory()),
+            super::super::operator::OperatorStore::in_memory(),
+        );
+        let retries = |n: u32| config(&format!("[routing]\nretry_attempts = {n}"));
+        assert_eq!(control.apply_config_as(retries(3), 2, Some(5)), (5, true));
+        // The same content at a newer version: the new number is in force.
+        assert_eq!(control.apply_config_as(retries(3), 2, Some(6)), (6, true));
+        // A node-local change keeps the number.
+        assert_eq!(control.apply_config_as(retries(4), 3, Some(6)), (6, true));
+        assert_eq!(control.table().config.routing.retry_attempts, 4);
+        // An older version, late: nothing changes.
+        assert_eq!(control.apply_config_as(retries(1), 4, Some(5)), (6, false));
+        assert_eq!(control.table().config.routing.retry_attempts, 4);
+        assert_eq!(control.table().config_version, 6);
+        // Without a version (a node alone), the next number.
+        assert_eq!(control.apply_config(retries(2), 5), (7, true));
+    }
+
+    #[test]
     fn start_only_keys_keep_their_running_values_and_are_named() {
         let running = config("");
         let mut new = config(
