@@ -64,12 +64,20 @@ async fn events(http: &Http, node: &Switchyard) -> Vec<(String, String)> {
 /// Waits until every node runs config `version` with exactly the masters `ids`.
 async fn all_run(http: &Http, nodes: &[&Switchyard], version_: u64, ids: &[&str]) {
     for n in nodes {
-        eventually(
-            WITHIN,
-            &format!("config version {version_} on a node"),
-            || async { version(http, n).await == version_ && master_ids(http, n).await == ids },
-        )
-        .await;
+        let deadline = std::time::Instant::now() + WITHIN;
+        loop {
+            let h = health(http, n).await;
+            let masters = master_ids(http, n).await;
+            if h["config_version"] == version_ && masters == ids {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} does not run config version {version_} with {ids:?}: {h} {masters:?}",
+                n.admin
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
