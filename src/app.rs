@@ -99,6 +99,16 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
             let c = control.clone();
             cluster.on_split(Box::new(move || c.reconfigure_budgets()));
             tasks.spawn(cluster.clone().run(shutdown.clone()));
+            // A key accepted on any node is a duplicate on this one.
+            let keys = crate::cluster::keys::SharedKeys::connect(
+                &cluster.config.etcd,
+                &format!("{}/keys/", cluster.prefix()),
+                cluster.node_id(),
+                crate::cluster::keys::DEFAULT_CLAIM_TIMEOUT,
+            )
+            .await
+            .context("cannot set up the etcd client ([cluster] etcd)")?;
+            proxy.set_shared_keys(Arc::new(keys));
             // Before serving: a node started after a push runs it from the start.
             crate::cluster::config_sync::first(&cluster, &control).await;
             tasks.spawn(crate::cluster::config_sync::run(

@@ -327,3 +327,109 @@ async fn two_nodes_share_a_masters_pace() {
     // would send up to 22.
     assert!(max <= 12, "{max} in one second: above the nodes' shares");
 }
+
+#[tokio::test]
+async fn a_three_member_etcd_losing_one_member_changes_nothing_and_losing_quorum_isolates() {
+    let mut etcd = Etcd::start_members(3);
+    let mock = Mock::start("m", &[]);
+    let masters = mock_masters(&mock);
+    let a = node(&etcd, "/t/quorum", "a", 200, &masters);
+    let b = node(&etcd, "/t/quorum", "b", 100, &masters);
+    let http = Http::new();
+    let term = leader_is(&http, &[&a, &b], "a", WITHIN).await;
+
+    // One member of three gone: etcd keeps its quorum (after electing a raft leader
+    // again, if the member led it: writes wait meanwhile), the nodes their leader.
+    etcd.kill_member(0);
+    eventually(WITHIN, "an admin action goes through", || async {
+        let url = format!("{}/ha/masters/m/drain", b.admin);
+        http.post(&url, "").await.0 == 200
+    })
+    .await;
+    eventually(WITHIN, "the drain applied on the leader", || async {
+        let (_, _, body) = http.get(&format!("{}/ha/status", a.admin)).await;
+        let admin = &json(&body)["masters"][0]["admin"];
+        admin == "draining" || admin == "drained"
+    })
+    .await;
+    let (code, _, _) = http
+        .post(&format!("{}/ha/masters/m/enable", a.admin), "")
+        .await;
+    assert_eq!(code, 200);
+    eventually(WITHIN, "the enable applied on the follower", || async {
+        let (_, _, body) = http.get(&format!("{}/ha/status", b.admin)).await;
+        json(&body)["masters"][0]["admin"] == "enabled"
+    })
+    .await;
+    assert_eq!(leader_is(&http, &[&a, &b], "a", WITHIN).await, term);
+    for n in [&a, &b] {
+        eventually(WITHIN, "stable with two etcd members of three", || async {
+            status(&http, n).await["cluster_state"] == "stable"
+        })
+        .await;
+    }
+
+    // Two of three gone: no quorum, every node isolated, forwarding goes on.
+    etcd.kill_member(1);
+    for n in [&a, &b] {
+        eventually(WITHIN, "isolated without a quorum", || async {
+            status(&http, n).await["state"] == "isolated"
+        })
+        .await;
+        assert_eq!(send(&http, n, 20).await, Vec::<u16>::new());
+    }
+
+    etcd.restart();
+    leader_is(&http, &[&a, &b], "a", WITHIN).await;
+    for n in [&a, &b] {
+        eventually(WITHIN, "active again", || async {
+            status(&http, n).await["cluster_state"] == "stable"
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_sent_to_two_nodes_at_once_is_delivered_once() {
+    let etcd = Etcd::start();
+    let mock = Mock::start("m", &["--latency-ms", "20"]);
+    let masters = mock_masters(&mock);
+    let a = node(&etcd, "/t/keys", "a", 200, &masters);
+    let b = node(&etcd, "/t/keys", "b", 100, &masters);
+    let http = Http::new();
+    leader_is(&http, &[&a, &b], "a", WITHIN).await;
+    let mut pairs = tokio::task::JoinSet::new();
+    for k in 0..40 {
+        for n in [&a, &b] {
+            let (http, url) = (http.clone(), n.messages());
+            pairs.spawn(async move {
+                let key = format!("order-{k}");
+                let (code, headers, _) = http
+                    .post_with(&url, "{}", &[("idempotency-key", &key)])
+                    .await;
+                (
+                    key,
+                    code.as_u16(),
+                    header(&headers, "x-switchyard-message-id").to_string(),
+                )
+            });
+        }
+    }
+    let mut ids: std::collections::HashMap<String, Vec<String>> = Default::default();
+    while let Some(answer) = pairs.join_next().await {
+        let (key, code, id) = answer.unwrap();
+        assert_eq!(code, 200, "{key}");
+        ids.entry(key).or_default().push(id);
+    }
+    for (key, ids) in &ids {
+        assert_eq!(
+            ids[0], ids[1],
+            "{key}: both nodes answer with the first message's id"
+        );
+    }
+    assert_eq!(
+        received(&http, &mock).await.0,
+        40,
+        "each key delivered once"
+    );
+}

@@ -103,6 +103,15 @@ async fn declared_body(node: &Switchyard, length: usize) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// How many applies `switchyard_cluster_apply_seconds` has counted on a node.
+async fn applies(http: &Http, node: &Switchyard) -> u64 {
+    let (_, _, body) = http.get(&format!("{}/metrics", node.admin)).await;
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix("switchyard_cluster_apply_seconds_count "))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
 fn error_paths(body: &serde_json::Value) -> Vec<String> {
     body["error"]["errors"]
         .as_array()
@@ -126,12 +135,17 @@ async fn a_push_on_one_node_is_applied_by_every_node_and_by_one_started_later() 
         "[routing]\nstrategy = \"round_robin\"\n{}",
         masters_toml(&[(&m1, ""), (&m2, "")])
     );
+    let applies_before = applies(&http, &b).await;
     let (code, body) = push(&http, &a, Some("1"), &shared).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["config_version"], 2);
     // Applied on the node that took it before it answered.
     assert_eq!(master_ids(&http, &a).await, ["m1", "m2"]);
     all_run(&http, &[&a, &b], 2, &["m1", "m2"]).await;
+    assert!(
+        applies(&http, &b).await > applies_before,
+        "the apply is timed"
+    );
 
     // The master the push added takes traffic from the other node.
     for _ in 0..10 {

@@ -59,10 +59,12 @@ async fn a_master_one_node_sees_down_stays_and_one_all_see_down_fails_over_every
     let healthy = format!("{}/health", p.url);
     // Node a probes a port nobody listens on: it alone sees p down.
     let nowhere = "http://127.0.0.1:9/health";
-    let a = node(&etcd, "/t/dec", "a", 300, &masters(&p, nowhere, &s));
+    // b and c first: a never makes a cluster of one, whose only view is its own.
     let b = node(&etcd, "/t/dec", "b", 200, &masters(&p, &healthy, &s));
     let c = node(&etcd, "/t/dec", "c", 100, &masters(&p, &healthy, &s));
     let http = Http::new();
+    leader_is(&http, &[&b, &c], "b", WITHIN).await;
+    let a = node(&etcd, "/t/dec", "a", 300, &masters(&p, nowhere, &s));
     let nodes = [&a, &b, &c];
     leader_is(&http, &nodes, "a", WITHIN).await;
     eventually(WITHIN, "a sees p failed", || async {

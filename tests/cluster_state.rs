@@ -2,86 +2,14 @@
 //! `etcd-server`; `tests/run.sh` installs it): compare-and-swap conflicts, lock expiry
 //! and extension, many tasks contending for one lock, and a counter kept by CAS.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchyard::cluster::{State, StateError};
-
-/// One etcd member on free loopback ports with a temporary data dir; killed on drop.
-struct Etcd {
-    child: Child,
-    client_url: String,
-    _dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-impl Etcd {
-    fn start() -> Etcd {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (client, peer) = (free_port(), free_port());
-        let client_url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = Command::new("/usr/bin/etcd")
-            .args(["--name", "t", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("t={peer_url}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start /usr/bin/etcd (apt-get install etcd-server, or tests/run.sh)");
-        let etcd = Etcd {
-            child,
-            client_url,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !healthy(client) {
-            assert!(Instant::now() < deadline, "etcd not healthy within 20 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        etcd
-    }
-
-    async fn state(&self) -> State {
-        State::connect(
-            std::slice::from_ref(&self.client_url),
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("connect to etcd")
-    }
-}
-
-fn healthy(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let req = "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    let mut body = String::new();
-    s.write_all(req.as_bytes()).is_ok()
-        && s.read_to_string(&mut body).is_ok()
-        && body.replace(' ', "").contains("\"health\":\"true\"")
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::etcd::Etcd;
+use switchyard::cluster::StateError;
 
 #[tokio::test]
 async fn compare_and_swap_lets_one_of_two_writers_win() {
@@ -263,7 +191,7 @@ async fn an_etcd_that_stops_answering_is_reported_unreachable_and_then_recovers(
     let state = etcd.state().await;
     state.put("k", "v").await.unwrap();
     let signal = |sig: &str| {
-        let pid = etcd.child.id().to_string();
+        let pid = etcd.pid().to_string();
         let ok = Command::new("kill").args([sig, &pid]).status().unwrap();
         assert!(ok.success());
     };
@@ -332,7 +260,7 @@ async fn a_deposed_leaders_decision_is_refused_by_etcd() {
         switchyard::alerts::Alerter::new(None, Duration::from_secs(60), shutdown);
     let config = switchyard::config::ClusterConfig {
         node_id: "old".into(),
-        etcd: vec![etcd.client_url.clone()],
+        etcd: vec![etcd.client_url()],
         prefix: "/fence".into(),
         priority: 1,
         lease_ttl: Duration::from_secs(3),

@@ -12,7 +12,8 @@ declare -A needs=(
   [mount]=mount         # the full-disk tests mount a small tmpfs
   [docker-compose]=docker-compose # validates deploy/compose.yaml (no container engine needed)
   [systemd-analyze]=systemd       # verifies deploy/switchyard.service
-  [etcd]=etcd-server              # tests/cluster_state.rs runs a real etcd
+  [etcd]=etcd-server              # the cluster tests run a real etcd
+  [ip]=iproute2                   # tests/cluster_partition.rs: a node in its own network namespace
 )
 missing=()
 for tool in "${!needs[@]}"; do

@@ -5,7 +5,7 @@
 //! the lease when a third of the TTL has passed, reads every node record and the
 //! leader key, steps up or down, and rewrites this node's record when it changed. A
 //! tick that cannot reach etcd changes nothing that was applied; when etcd has not
-//! answered for a third of the TTL the node is `isolated` (audited, and a critical
+//! answered for half the TTL the node is `isolated` (audited, and a critical
 //! `cluster_isolated` alert) until a tick succeeds again.
 //!
 //! The flags others read ([`Cluster::is_leader`], [`Cluster::view`]) are a snapshot
@@ -356,7 +356,7 @@ impl Agent {
         self.report(c, changes);
         let leader = match self.won {
             Some(won) => Some((c.config.node_id.clone(), won.term)),
-            None => current.leader.map(|(r, _)| (r.id, r.term)),
+            None => current.leader.map(|(r, _, _)| (r.id, r.term)),
         };
         if leader.is_some() && leader != self.seen_leader {
             if let Some((id, term)) = &leader {
@@ -419,8 +419,18 @@ impl Agent {
             .last()
             .expect("this node's own record is always in live");
         let now = Instant::now();
+        if let (Some((record, token, key_lease)), None) = (&current.leader, self.won) {
+            // Ours, under this very lease: a campaign whose answer was lost on the way
+            // (the write was applied, the reply never came).
+            if record.id == me.id && *key_lease == lease {
+                self.won = Some(Leadership {
+                    term: record.term,
+                    token: *token,
+                });
+            }
+        }
         match (&current.leader, self.won) {
-            (Some((_, token)), Some(won)) if *token == won.token => {
+            (Some((_, token, _)), Some(won)) if *token == won.token => {
                 self.absent_since = None;
                 let asked = c.resign.swap(false, Relaxed);
                 let higher = election::outranked(me, live);
@@ -548,7 +558,9 @@ impl Agent {
             Err(e) => {
                 metrics::counter!("switchyard_cluster_etcd_errors_total").increment(1);
                 tracing::debug!(error = %e, "cluster tick failed");
-                let cut_off = now.duration_since(self.last_ok) >= call_timeout(&c.config);
+                // Half a lease: etcd electing a raft leader again (a member died) is no
+                // isolation yet.
+                let cut_off = now.duration_since(self.last_ok) >= c.config.lease_ttl / 2;
                 if cut_off && !matches!(e, StateError::LeaseLost(_)) {
                     if !self.isolated {
                         self.isolated = true;

@@ -20,7 +20,8 @@
 //! every [`RECHECK`] in case a watch went silent. A version newer than the one the node
 //! knows goes into [`Control::pushed`] and through the ordinary reload
 //! ([`reload::reload`]): merged with the node's own file, validated whole, swapped in
-//! atomically, audited `config_reloaded` with its version. A node that cannot apply it
+//! atomically, audited `config_reloaded` with its version, timed from the push in
+//! `switchyard_cluster_apply_seconds`. A node that cannot apply it
 //! (a `tls_ca` file or a `${NAME}` missing there) keeps its running config, shows the
 //! error in `/health`'s `last_reload_error` and audits `config_rejected`; its next local
 //! reload (SIGHUP, a file change, `POST /admin/reload`) tries that version again. An
@@ -118,8 +119,13 @@ pub async fn push(
     tracing::info!(config_version = shared.version, "shared config pushed");
     // Applied here before the answer, even when the watch saw it first (then one of
     // the two applies it and the other finds it in force).
-    record(control, shared);
-    let _reported = reload::reload(control, reload::CLUSTER);
+    let at = shared.pushed_at_ms;
+    if record(control, shared) {
+        apply(control, at);
+    } else {
+        // The watch took it first (and times it): this waits for it to be in force.
+        let _reported = reload::reload(control, reload::CLUSTER);
+    }
     Ok(current + 1)
 }
 
@@ -149,8 +155,18 @@ fn version_of(value: &[u8]) -> u64 {
 /// A stored shared config seen: when it is newer than the one this node knows, it is
 /// recorded and applied (through the reload, which reports a failure itself).
 fn seen(control: &Control, shared: PushedConfig) {
+    let at = shared.pushed_at_ms;
     if record(control, shared) {
-        let _reported = reload::reload(control, reload::CLUSTER);
+        apply(control, at);
+    }
+}
+
+/// Applies the pushed config this node follows; an apply is timed from `pushed_at_ms`
+/// (the pushing node's clock) in `switchyard_cluster_apply_seconds`.
+fn apply(control: &Control, pushed_at_ms: u64) {
+    if reload::reload(control, reload::CLUSTER).is_ok() {
+        let lag = crate::routing::budget::unix_ms().saturating_sub(pushed_at_ms);
+        metrics::histogram!("switchyard_cluster_apply_seconds").record(lag as f64 / 1000.0);
     }
 }
 

@@ -45,7 +45,8 @@ impl Leadership {
 /// The leader as read from etcd.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Current {
-    pub leader: Option<(LeaderRecord, i64)>,
+    /// The record, the key's create revision (the fencing token) and its lease.
+    pub leader: Option<(LeaderRecord, i64, i64)>,
     /// The term counter and its mod revision (0 when it was never written).
     pub term: u64,
     pub term_revision: i64,
@@ -72,7 +73,7 @@ pub async fn read(state: &State, prefix: &str) -> Result<Current, StateError> {
     });
     let leader = gets.next().flatten().and_then(|kv| {
         let record = serde_json::from_slice::<LeaderRecord>(kv.value()).ok()?;
-        Some((record, kv.create_revision()))
+        Some((record, kv.create_revision(), kv.lease()))
     });
     let (term, term_revision) = match gets.next().flatten() {
         Some(kv) => (

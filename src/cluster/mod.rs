@@ -3,8 +3,9 @@
 //! [`state`] holds the storage primitives (key-value, compare-and-swap, leases,
 //! locks); [`member`] what each node publishes and how the cluster looks from here;
 //! [`election`] who leads, with terms and fencing; [`agent`] the task that keeps this
-//! node's membership, campaigns and watches the others; [`config_sync`] the shared
-//! config pushed to every node.
+//! node's membership, campaigns and watches the others; [`shared`] the operator state
+//! every node applies; [`keys`] idempotency keys shared by every node; [`config_sync`]
+//! the shared config pushed to every node.
 //!
 //! Static stability: nothing on the request path waits on etcd. A node that cannot
 //! reach it goes on serving with what it last applied and reports `isolated`.
@@ -12,6 +13,7 @@
 pub mod agent;
 pub mod config_sync;
 pub mod election;
+pub mod keys;
 pub mod member;
 pub mod shared;
 pub mod state;

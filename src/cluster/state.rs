@@ -107,7 +107,36 @@ pub struct State {
     call_timeout: Duration,
 }
 
+/// Tries of one call when etcd could not be reached: with several endpoints, the
+/// client's balancer may pick one that is down while the others answer.
+const ATTEMPTS: usize = 3;
+
 impl State {
+    /// Runs one call, again when etcd could not be reached, at most [`ATTEMPTS`] times
+    /// and twice the call timeout in all. Every call here is safe to repeat: reads,
+    /// writes of a given value, and transactions guarded by a comparison that a repeat
+    /// of an applied write fails.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, StateError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let tries = async {
+            let mut last = String::new();
+            for _ in 0..ATTEMPTS {
+                match f(self.client.clone()).await.map_err(StateError::from) {
+                    Ok(v) => return Ok(v),
+                    Err(StateError::Unreachable(m)) => last = m,
+                    Err(other) => return Err(other),
+                }
+            }
+            Err(StateError::Unreachable(last))
+        };
+        tokio::time::timeout(self.call_timeout * 2, tries)
+            .await
+            .unwrap_or_else(|_| Err(StateError::Unreachable("no answer in time".into())))
+    }
+
     /// Connects to the etcd cluster behind `endpoints` (`http://host:port`). Every
     /// connection attempt and every call is bounded by `call_timeout`: past it the call
     /// fails with [`StateError::Unreachable`] (an etcd that stopped answering, not only
@@ -129,7 +158,9 @@ impl State {
     /// The key's value and revisions, or None when it is absent. Linearizable: any write
     /// acknowledged before this call started is visible.
     pub async fn get(&self, key: &str) -> Result<Option<Versioned>, StateError> {
-        let resp = self.client.clone().get(key, None).await?;
+        let resp = self
+            .call(|mut c| async move { c.get(key, None).await })
+            .await?;
         Ok(resp.kvs().first().map(versioned))
     }
 
@@ -137,7 +168,13 @@ impl State {
     /// quorum when it returns. Prefer [`State::compare_and_swap`] for anything read,
     /// changed and written back.
     pub async fn put(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<i64, StateError> {
-        let resp = self.client.clone().put(key, value, None).await?;
+        let value: Vec<u8> = value.into();
+        let resp = self
+            .call(|mut c| {
+                let value = value.clone();
+                async move { c.put(key, value, None).await }
+            })
+            .await?;
         Ok(revision_of(resp.header()))
     }
 
@@ -148,16 +185,23 @@ impl State {
         value: impl Into<Vec<u8>>,
         lease: i64,
     ) -> Result<i64, StateError> {
-        let options = PutOptions::new().with_lease(lease);
-        let resp = self.client.clone().put(key, value, Some(options)).await?;
+        let value: Vec<u8> = value.into();
+        let resp = self
+            .call(|mut c| {
+                let value = value.clone();
+                let options = PutOptions::new().with_lease(lease);
+                async move { c.put(key, value, Some(options)).await }
+            })
+            .await?;
         Ok(revision_of(resp.header()))
     }
 
     /// Every key under `prefix` with its value, in key order, all read at one
     /// revision, which is returned too. Linearizable, like [`State::get`].
     pub async fn list(&self, prefix: &str) -> Result<(Vec<(String, Versioned)>, i64), StateError> {
-        let options = GetOptions::new().with_prefix();
-        let resp = self.client.clone().get(prefix, Some(options)).await?;
+        let resp = self
+            .call(|mut c| async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await })
+            .await?;
         let kvs = resp
             .kvs()
             .iter()
@@ -177,27 +221,34 @@ impl State {
     /// whoever waits on it should also check etcd some other way (the cluster agent's
     /// ticks do) and watch again after an error.
     pub async fn watch(&self, prefix: &str, from_revision: i64) -> Result<Watch, StateError> {
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(from_revision);
-        let stream = tokio::time::timeout(
-            self.call_timeout,
-            self.client.clone().watch(prefix, Some(options)),
-        )
-        .await
-        .map_err(|_| StateError::Unreachable("watch not started in time".into()))??;
+        let start = |mut c: Client| async move {
+            let options = WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(from_revision);
+            match tokio::time::timeout(self.call_timeout, c.watch(prefix, Some(options))).await {
+                Ok(answer) => answer,
+                Err(_) => Err(etcd_client::Error::WatchError("not started in time".into())),
+            }
+        };
+        let stream = self.call(start).await?;
         Ok(Watch { stream })
     }
 
     /// Runs a transaction as written: for the cluster's own multi-key writes (a
     /// campaign that also bumps the term, a write fenced by leadership).
     pub(crate) async fn txn(&self, txn: Txn) -> Result<TxnResponse, StateError> {
-        Ok(self.client.clone().txn(txn).await?)
+        self.call(|mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await
     }
 
     /// Deletes the key; returns whether it existed.
     pub async fn delete(&self, key: &str) -> Result<bool, StateError> {
-        let resp = self.client.clone().delete(key, None).await?;
+        let resp = self
+            .call(|mut c| async move { c.delete(key, None).await })
+            .await?;
         Ok(resp.deleted() > 0)
     }
 
@@ -219,7 +270,7 @@ impl State {
             .when([cmp])
             .and_then([TxnOp::put(key, value, None)])
             .or_else([TxnOp::get(key, None)]);
-        let resp = self.client.clone().txn(txn).await?;
+        let resp = self.txn(txn).await?;
         if resp.succeeded() {
             return Ok(Cas {
                 won: true,
@@ -242,7 +293,9 @@ impl State {
     /// minimum is about 2 s by default) and returns its id. Keys put under it are
     /// deleted when it is revoked or not kept alive for its TTL.
     pub async fn grant(&self, ttl_secs: i64) -> Result<i64, StateError> {
-        let resp = self.client.clone().lease_grant(ttl_secs, None).await?;
+        let resp = self
+            .call(|mut c| async move { c.lease_grant(ttl_secs, None).await })
+            .await?;
         Ok(resp.id())
     }
 
@@ -254,17 +307,21 @@ impl State {
             StateError::LeaseLost(_) => StateError::LeaseLost(lease),
             other => other,
         };
-        let (mut keeper, mut stream) = self
-            .client
-            .clone()
-            .lease_keep_alive(lease)
-            .await
-            .map_err(|e| lost(e.into()))?;
-        keeper.keep_alive().await.map_err(|e| lost(e.into()))?;
-        let answer = tokio::time::timeout(self.call_timeout, stream.message())
-            .await
-            .map_err(|_| StateError::Unreachable("keep-alive unanswered".into()))?;
-        match answer.map_err(|e| lost(e.into()))? {
+        let timeout = self.call_timeout;
+        let answer = self
+            .call(|mut c| async move {
+                let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
+                keeper.keep_alive().await?;
+                match tokio::time::timeout(timeout, stream.message()).await {
+                    Ok(answer) => answer,
+                    Err(_) => Err(etcd_client::Error::IoError(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "keep-alive unanswered",
+                    ))),
+                }
+            })
+            .await;
+        match answer.map_err(lost)? {
             Some(resp) if resp.ttl() > 0 => Ok(resp.ttl()),
             Some(_) => Err(StateError::LeaseLost(lease)),
             None => Err(StateError::Unreachable("keep-alive stream closed".into())),
@@ -274,12 +331,12 @@ impl State {
     /// Revokes the lease: every key under it is deleted at once. Revoking a lease that
     /// is already gone is not an error.
     pub async fn revoke(&self, lease: i64) -> Result<(), StateError> {
-        match self.client.clone().lease_revoke(lease).await {
-            Ok(_) => Ok(()),
-            Err(e) => match StateError::from(e) {
-                StateError::LeaseLost(_) => Ok(()),
-                other => Err(other),
-            },
+        match self
+            .call(|mut c| async move { c.lease_revoke(lease).await })
+            .await
+        {
+            Ok(_) | Err(StateError::LeaseLost(_)) => Ok(()),
+            Err(other) => Err(other),
         }
     }
 
@@ -298,11 +355,11 @@ impl State {
                 lease.to_string(),
                 Some(PutOptions::new().with_lease(lease)),
             )]);
-        let won = match self.client.clone().txn(txn).await {
+        let won = match self.txn(txn).await {
             Ok(resp) => resp.succeeded().then(|| revision_of(resp.header())),
             Err(e) => {
                 let _ = self.revoke(lease).await;
-                return Err(e.into());
+                return Err(e);
             }
         };
         match won {

@@ -10,6 +10,10 @@
 //! `stored`): an entry here lives only until its outcome is on disk
 //! ([`MessageLog::settle`]). With the queue off, entries stay here for the window and
 //! are also what `GET /v1/messages/{id}` reads.
+//!
+//! In a cluster, a first use here is also claimed across nodes (see
+//! `crate::cluster::keys`); the claim then carries a [`SharedOutcome`] that hands its
+//! answer, or its abandonment, on to the other nodes.
 
 use crate::util::rfc3339;
 use bytes::Bytes;
@@ -31,6 +35,15 @@ pub struct StoredAnswer {
     pub body: Bytes,
     /// Empty when no master has answered (queued).
     pub master: Arc<str>,
+}
+
+/// Where a claim's outcome goes besides this log: the cluster's record of the key.
+/// Each claim calls at most one of its methods, once; neither may block.
+pub trait SharedOutcome: Send + Sync + std::fmt::Debug {
+    /// The first message's answer (the master's, or the 202 of a queued message).
+    fn settled(&self, answer: &StoredAnswer);
+    /// Nobody took the message: the key is free again on every node.
+    fn abandoned(&self);
 }
 
 /// What `GET /v1/messages/{id}` shows.
@@ -57,6 +70,8 @@ pub struct Entry {
     answer: watch::Sender<Answer>,
     /// Its outcome is up to a [`Handoff`], not to the claim.
     handed: AtomicBool,
+    /// Told the outcome too, in a cluster.
+    shared: Mutex<Option<Box<dyn SharedOutcome>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +90,18 @@ impl Entry {
         state(&self.answer.borrow())
     }
 
+    fn take_shared(&self) -> Option<Box<dyn SharedOutcome>> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// No outcome: repeats, here and on other nodes, send theirs.
+    fn abandon(&self) {
+        self.answer.send_replace(Answer::Abandoned);
+        if let Some(shared) = self.take_shared() {
+            shared.abandoned();
+        }
+    }
+
     /// Records the master's final answer (or the 202 of a queued message) and wakes
     /// waiting repeats.
     fn finish(&self, answer: StoredAnswer, attempts: u32, last_error: Option<String>) {
@@ -90,6 +117,9 @@ impl Entry {
             r.attempts = attempts;
             r.last_error = last_error;
             r.updated_at = rfc3339(SystemTime::now());
+        }
+        if let Some(shared) = self.take_shared() {
+            shared.settled(&answer);
         }
         self.answer.send_replace(Answer::Done(answer));
     }
@@ -130,6 +160,12 @@ pub struct Claim<'a> {
 }
 
 impl Claim<'_> {
+    /// Also tells `shared` the outcome: the answer when it is finished, or that the
+    /// key is free when the claim is dropped unfinished.
+    pub fn share(&self, shared: Box<dyn SharedOutcome>) {
+        *self.entry.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(shared);
+    }
+
     /// Records the master's final answer and wakes waiting repeats.
     pub fn finish(&self, answer: StoredAnswer, attempts: u32, last_error: Option<String>) {
         self.entry.finish(answer, attempts, last_error);
@@ -172,7 +208,7 @@ impl Drop for Handoff {
         // Nothing to forget from the log here: `begin` replaces an abandoned entry and
         // `get` skips it.
         if self.0.is(|a| matches!(a, Answer::Pending)) {
-            self.0.answer.send_replace(Answer::Abandoned);
+            self.0.abandon();
         }
     }
 }
@@ -246,7 +282,7 @@ impl MessageLog {
     /// and let waiting repeats send theirs.
     fn abandon(&self, entry: &Entry) {
         self.forget(entry);
-        entry.answer.send_replace(Answer::Abandoned);
+        entry.abandon();
     }
 
     /// A message kept in memory; not one that was never accepted.
@@ -282,6 +318,7 @@ fn new_entry(key: &str, id: &str, client: &Arc<str>) -> Arc<Entry> {
         }),
         answer: watch::channel(Answer::Pending).0,
         handed: AtomicBool::new(false),
+        shared: Mutex::new(None),
     })
 }
 
@@ -349,5 +386,61 @@ mod tests {
         drop(claim); // no master took it, nothing handed off
         assert!(log.get("2").is_none());
         assert!(matches!(begin(&log, "3"), Begin::New(_)));
+    }
+
+    /// Notes what a claim told the cluster.
+    #[derive(Debug, Default)]
+    struct Told(Mutex<Vec<String>>);
+
+    impl SharedOutcome for Arc<Told> {
+        fn settled(&self, answer: &StoredAnswer) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("settled {}", answer.status.as_u16()));
+        }
+        fn abandoned(&self) {
+            self.0.lock().unwrap().push("abandoned".into());
+        }
+    }
+
+    fn told(told: &Arc<Told>) -> Vec<String> {
+        told.0.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn a_shared_claim_tells_the_cluster_its_answer_or_its_abandonment_once() {
+        let log = MessageLog::default();
+        // Finished: the answer, once, and nothing when the claim goes.
+        let Begin::New(claim) = begin(&log, "1") else {
+            panic!("first use")
+        };
+        let first = Arc::new(Told::default());
+        claim.share(Box::new(first.clone()));
+        claim.finish(queued(), 1, None);
+        drop(claim);
+        assert_eq!(told(&first), ["settled 202"]);
+
+        // Dropped unfinished: the key is free on every node.
+        let log = MessageLog::default();
+        let Begin::New(claim) = begin(&log, "2") else {
+            panic!("first use")
+        };
+        let second = Arc::new(Told::default());
+        claim.share(Box::new(second.clone()));
+        drop(claim);
+        assert_eq!(told(&second), ["abandoned"]);
+
+        // Handed off: the write's outcome decides, not the cancelled request.
+        let Begin::New(claim) = begin(&log, "3") else {
+            panic!("first use")
+        };
+        let third = Arc::new(Told::default());
+        claim.share(Box::new(third.clone()));
+        let hold = claim.hand_off();
+        drop(claim);
+        assert!(told(&third).is_empty());
+        drop(hold); // the write failed
+        assert_eq!(told(&third), ["abandoned"]);
     }
 }

@@ -12,6 +12,7 @@ pub mod delivery;
 mod fault;
 pub mod hints;
 pub mod idempotency;
+mod shared;
 pub mod status;
 pub mod trace;
 pub mod upstream;
@@ -27,7 +28,7 @@ use crate::server::Body;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use idempotency::{Begin, Claim, MessageLog, StoredAnswer};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tracing::Instrument;
 use upstream::{exchange, Answer, Outgoing};
@@ -42,6 +43,8 @@ pub struct Proxy {
     pub queue: Option<Arc<Queue>>,
     /// Outcomes of messages answered at once, for an hour (see [`status`]).
     pub statuses: status::StatusIndex,
+    /// In cluster mode: idempotency keys shared with the other nodes.
+    shared_keys: OnceLock<Arc<crate::cluster::keys::SharedKeys>>,
 }
 
 const MESSAGE_ID: &str = "x-switchyard-message-id";
@@ -55,7 +58,15 @@ impl Proxy {
             messages: MessageLog::default(),
             queue,
             statuses: status::StatusIndex::default(),
+            shared_keys: OnceLock::new(),
         }
+    }
+
+    /// Makes a key accepted on any node of the cluster a duplicate here (SPEC section
+    /// 11): from now on, a keyed message new to this node is also claimed in etcd.
+    /// Set once; returns false (and changes nothing) when keys were already set.
+    pub fn set_shared_keys(&self, keys: Arc<crate::cluster::keys::SharedKeys>) -> bool {
+        self.shared_keys.set(keys).is_ok()
     }
 
     /// Routes one client request. Everything under `/v1/` needs a client key once
@@ -256,7 +267,24 @@ impl Proxy {
                 loop {
                     match begin() {
                         Err(e) => return storage_error(&e),
-                        Ok(Begin::New(claim)) => break Some(claim),
+                        Ok(Begin::New(claim)) => {
+                            let Some(keys) = self.shared_keys.get() else {
+                                break Some(claim);
+                            };
+                            match shared::claim(keys, &claim, key, &id, cfg).await {
+                                shared::Shared::First => break Some(claim),
+                                // The local claim, dropped, frees the key here.
+                                shared::Shared::Duplicate(first, answer) => {
+                                    if generated_request_id {
+                                        *request_id = HeaderValue::from_str(&first).ok();
+                                    }
+                                    return replay(&first, &answer);
+                                }
+                                shared::Shared::InFlight(first) => {
+                                    return in_flight_elsewhere(cfg, &first)
+                                }
+                            }
+                        }
                         Ok(Begin::Stored(first, answer)) => {
                             if generated_request_id {
                                 // The id of the message the answer is about.
@@ -749,6 +777,24 @@ fn too_large(limit: usize) -> Response<Body> {
         "body_too_large",
         format!("the body is larger than server.max_body_bytes ({limit} bytes)"),
     )
+}
+
+/// 503 for a repeat whose first message was still in flight on another node when the
+/// wait for its answer ran out.
+fn in_flight_elsewhere(cfg: &crate::config::Config, first: &str) -> Response<Body> {
+    let mut resp = unavailable(
+        cfg,
+        "duplicate_in_flight",
+        "the first message with this Idempotency-Key is still being delivered by another \
+         node; retry later for its answer"
+            .into(),
+    );
+    let headers = resp.headers_mut();
+    if let Ok(id) = HeaderValue::from_str(first) {
+        headers.insert(MESSAGE_ID, id);
+    }
+    headers.insert("x-switchyard-duplicate", HeaderValue::from_static("true"));
+    resp
 }
 
 fn no_master(cfg: &crate::config::Config) -> Response<Body> {

@@ -8,7 +8,10 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use switchyard::cluster::keys::SharedKeys;
+use switchyard::cluster::State;
 
 pub struct Member {
     name: String,
@@ -20,6 +23,8 @@ pub struct Member {
 
 pub struct Etcd {
     members: Vec<Member>,
+    /// More addresses the (single) member's client port listens on.
+    extra_ips: Vec<String>,
     initial_cluster: String,
     _dir: tempfile::TempDir,
 }
@@ -35,8 +40,18 @@ impl Etcd {
         Self::start_members(1)
     }
 
+    /// One member whose client port also listens on `ips` (e.g. the host end of a
+    /// veth pair, for a node in another network namespace).
+    pub fn start_also_on(ips: &[&str]) -> Etcd {
+        Self::start_with(1, ips)
+    }
+
     /// `n` members forming one etcd cluster.
     pub fn start_members(n: usize) -> Etcd {
+        Self::start_with(n, &[])
+    }
+
+    fn start_with(n: usize, ips: &[&str]) -> Etcd {
         let dir = tempfile::tempdir().expect("tempdir");
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
@@ -54,6 +69,7 @@ impl Etcd {
             .join(",");
         let mut etcd = Etcd {
             members,
+            extra_ips: ips.iter().map(|ip| ip.to_string()).collect(),
             initial_cluster,
             _dir: dir,
         };
@@ -70,10 +86,16 @@ impl Etcd {
         let m = &self.members[i];
         let client_url = format!("http://127.0.0.1:{}", m.client);
         let peer_url = format!("http://127.0.0.1:{}", m.peer);
+        let mut listen = vec![client_url.clone()];
+        listen.extend(
+            self.extra_ips
+                .iter()
+                .map(|ip| format!("http://{ip}:{}", m.client)),
+        );
         let child = Command::new("/usr/bin/etcd")
             .args(["--name", &m.name, "--data-dir"])
             .arg(&m.data)
-            .args(["--listen-client-urls", &client_url])
+            .args(["--listen-client-urls", &listen.join(",")])
             .args(["--advertise-client-urls", &client_url])
             .args(["--listen-peer-urls", &peer_url])
             .args(["--initial-advertise-peer-urls", &peer_url])
@@ -100,6 +122,61 @@ impl Etcd {
             .iter()
             .map(|m| format!("http://127.0.0.1:{}", m.client))
             .collect()
+    }
+
+    /// The client URL of the first member.
+    pub fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.members[0].client)
+    }
+
+    /// The process id of the first member.
+    pub fn pid(&self) -> u32 {
+        self.members[0].child.as_ref().expect("running").id()
+    }
+
+    /// A state handle on every member, with a 5 s call timeout.
+    pub async fn state(&self) -> State {
+        State::connect(&self.urls(), Duration::from_secs(5))
+            .await
+            .expect("connect to etcd")
+    }
+
+    /// Node `node`'s shared idempotency keys.
+    pub async fn keys(&self, node: &str) -> Arc<SharedKeys> {
+        let keys = SharedKeys::connect(&self.urls(), "/sy/keys/", node, Duration::from_secs(5))
+            .await
+            .expect("connect to etcd");
+        Arc::new(keys)
+    }
+
+    /// A raw etcd client, to look at what the product wrote.
+    pub async fn client(&self) -> etcd_client::Client {
+        etcd_client::Client::connect(self.urls(), None)
+            .await
+            .expect("connect to etcd")
+    }
+
+    /// Waits until etcd reports at least one watcher (a waiting duplicate is watching).
+    pub async fn wait_for_watchers(&self) {
+        let port = self.client_port();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let watchers = tokio::task::spawn_blocking(move || {
+                gauge(port, "etcd_debugging_mvcc_watcher_total")
+            })
+            .await
+            .expect("task");
+            if watchers.is_some_and(|n| n >= 1.0) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no watcher within 20 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The client port of the first member.
+    pub fn client_port(&self) -> u16 {
+        self.members[0].client
     }
 
     /// The TOML array of [`Etcd::urls`].
@@ -135,6 +212,18 @@ impl Etcd {
             self.wait_healthy(i);
         }
     }
+}
+
+/// A gauge from etcd's `/metrics` on `port`.
+fn gauge(port: u16, name: &str) -> Option<f64> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    s.write_all(req.as_bytes()).ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
 }
 
 fn healthy(port: u16) -> bool {

@@ -40,10 +40,15 @@ impl Proc {
 
     /// Like [`Proc::spawn_in`], with more environment variables.
     pub fn spawn_env(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Proc {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .envs(env.iter().copied())
-            .current_dir(dir)
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).envs(env.iter().copied()).current_dir(dir);
+        Self::spawn_command(cmd)
+    }
+
+    /// Runs `cmd` (which runs switchyard, perhaps through a wrapper such as
+    /// `ip netns exec`) with its output on the lines channel.
+    pub fn spawn_command(mut cmd: Command) -> Proc {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env("RUST_LOG", "info")
