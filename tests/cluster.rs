@@ -28,23 +28,6 @@ fn states(v: &serde_json::Value) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn events_of(http: &Http, node: &Switchyard) -> Vec<(String, String)> {
-    let (_, _, body) = http
-        .get(&format!("{}/ha/events?limit=1000", node.admin))
-        .await;
-    json(&body)["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["kind"].as_str().unwrap().to_string(),
-                e["reason"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
 /// How many messages a mock took, and the most in any one second.
 async fn received(http: &Http, mock: &Mock) -> (u64, u64) {
     let (_, _, body) = http.get(&format!("{}/received", mock.url)).await;

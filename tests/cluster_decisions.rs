@@ -39,15 +39,11 @@ fn backup_of(v: &serde_json::Value, failed: &str) -> Option<String> {
 }
 
 async fn reasons(http: &Http, node: &Switchyard, kind: &str) -> Vec<String> {
-    let (_, _, body) = http
-        .get(&format!("{}/ha/events?limit=1000", node.admin))
-        .await;
-    json(&body)["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == kind)
-        .map(|e| e["reason"].as_str().unwrap().to_string())
+    let events = events_of(http, node).await;
+    events
+        .into_iter()
+        .filter(|(k, _)| k == kind)
+        .map(|(_, r)| r)
         .collect()
 }
 

@@ -112,15 +112,7 @@ fn node_in(ns: &Netns, config: &str) -> Switchyard {
     cmd.args(["netns", "exec", &ns.name, BIN, "run", "--config"])
         .arg(&path)
         .current_dir(dir.path());
-    let proc = Proc::spawn_command(cmd);
-    let line = proc.wait_line("switchyard listening on", Duration::from_secs(20));
-    Switchyard {
-        url: url_after(&line, "listening on "),
-        admin: url_after(&line, "(admin "),
-        proc,
-        dir,
-        config_path: path,
-    }
+    Switchyard::attach(Proc::spawn_command(cmd), dir, path)
 }
 
 #[tokio::test]
@@ -178,14 +170,10 @@ async fn a_node_cut_from_etcd_forwards_isolated_and_rejoins_through_a_new_electi
     ns.etcd_link(true);
     let back = leader_is(&http, &[&a, &b, &cut], "c", WITHIN).await;
     assert!(back > next, "it leads again in a new term: {back} > {next}");
-    let (_, _, body) = http
-        .get(&format!("{}/ha/events?limit=1000", cut.admin))
-        .await;
-    let kinds: Vec<String> = json(&body)["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap().to_string())
+    let kinds: Vec<String> = events_of(&http, &cut)
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
         .collect();
     assert!(kinds.contains(&"cluster_isolated".to_string()), "{kinds:?}");
     assert!(kinds.contains(&"cluster_rejoined".to_string()), "{kinds:?}");

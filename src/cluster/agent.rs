@@ -40,6 +40,8 @@ pub struct Cluster {
     term: AtomicU64,
     isolated: AtomicBool,
     resign: AtomicBool,
+    /// This node has applied the shared operator state at least once.
+    caught_up: AtomicBool,
     /// This node's hold on leadership while it leads and reaches etcd.
     leadership: std::sync::Mutex<Option<Leadership>>,
     /// The masters this node finds failed (set by the failover controller).
@@ -101,6 +103,7 @@ impl Cluster {
             term: AtomicU64::new(0),
             isolated: AtomicBool::new(false),
             resign: AtomicBool::new(false),
+            caught_up: AtomicBool::new(false),
             leadership: std::sync::Mutex::new(None),
             down: std::sync::Mutex::new(Vec::new()),
             votes: ArcSwap::from_pointee((Default::default(), 0)),
@@ -145,6 +148,12 @@ impl Cluster {
     /// Sets what applies a new budget split (see [`crate::routing::budget::split`]).
     pub fn on_split(&self, apply: Box<dyn Fn() + Send + Sync>) {
         let _already = self.on_split.set(apply);
+    }
+
+    /// Marks the shared operator state applied (see [`super::shared`]): the node may
+    /// turn from `joining` to `active`.
+    pub fn caught_up(&self) {
+        self.caught_up.store(true, Relaxed);
     }
 
     /// The fence of this node's leadership, while it leads.
@@ -258,8 +267,7 @@ struct Agent {
     term: u64,
     /// The record as last written, without its time.
     written: Option<NodeRecord>,
-    /// Live node counts over the last 24 hours, for the daily budget split.
-    counts: std::collections::VecDeque<(Instant, u32)>,
+    split: super::split::Split,
 }
 
 impl Agent {
@@ -276,7 +284,7 @@ impl Agent {
             seen_leader: None,
             term: 0,
             written: None,
-            counts: std::collections::VecDeque::new(),
+            split: super::split::Split::default(),
         }
     }
 
@@ -319,10 +327,10 @@ impl Agent {
             }
         };
         if !self.joined {
-            // Registered as joining first; the shared state a node must apply before
-            // it serves as a full member is read here, before it turns active.
+            // Registered as joining first; active (and a candidate) once it has
+            // applied the cluster's shared state.
             self.write_record(c, lease, NodeState::Joining).await?;
-            self.joined = true;
+            self.joined = c.caught_up.load(Relaxed);
         }
         let (kvs, _) = c.state.list(&c.nodes_key()).await?;
         let mut live: Vec<NodeRecord> = kvs
@@ -369,34 +377,17 @@ impl Agent {
         Ok(())
     }
 
-    /// Splits every master's budget across the live nodes: the pace by the nodes live
-    /// now, the daily cap by the most nodes live at once over the last 24 hours (a
-    /// node that left may have spent its share of today: the others do not take it
-    /// over until its count has aged out).
+    /// Splits every master's budget across the live nodes (see [`super::split`]).
     fn split(&mut self, c: &Cluster, live: &[NodeRecord]) {
-        let now = Instant::now();
         let n = live
             .iter()
             .filter(|r| r.state != NodeState::Leaving)
-            .count()
-            .max(1) as u32;
-        if self.counts.back().is_none_or(|(_, last)| *last != n) {
-            self.counts.push_back((now, n));
-        }
-        let day = Duration::from_secs(24 * 3600);
-        while self.counts.len() > 1
-            && self
-                .counts
-                .get(1)
-                .is_some_and(|(t, _)| now.duration_since(*t) >= day)
-        {
-            self.counts.pop_front();
-        }
-        let daily = self.counts.iter().map(|(_, n)| *n).max().unwrap_or(1);
-        if crate::routing::budget::split() != (n, daily) {
-            crate::routing::budget::set_split(n, daily);
+            .count();
+        let (pace, daily) = self.split.observe(n as u32, Instant::now());
+        if crate::routing::budget::split() != (pace, daily) {
+            crate::routing::budget::set_split(pace, daily);
             tracing::info!(
-                pace_nodes = n,
+                pace_nodes = pace,
                 daily_nodes = daily,
                 "masters' budgets split across the live nodes"
             );

@@ -16,6 +16,7 @@ pub mod election;
 pub mod keys;
 pub mod member;
 pub mod shared;
+pub mod split;
 pub mod state;
 
 pub use agent::Cluster;

@@ -351,6 +351,7 @@ impl Shared {
                     seen = revision;
                     self.applied.send_replace(revision);
                 }
+                self.cluster.caught_up();
                 let mut changes = self.cluster.state().watch(&self.key, revision + 1).await?;
                 loop {
                     for change in changes.next().await? {

@@ -932,34 +932,7 @@ impl Controller {
             Command::Reinstate(id) => return self.reinstate(&id, now),
             Command::Plan(_) | Command::Apply(_) => return Ok(serde_json::Value::Null),
             Command::Failback(id) => {
-                let Some(failed) = self
-                    .active
-                    .iter()
-                    .find(|(f, a)| f.as_ref() == id || a.backup.as_ref() == id)
-                    .map(|(f, _)| f.clone())
-                else {
-                    return match self.config.master(&id) {
-                        None => Err(unknown(&id)),
-                        Some(_) => Err((
-                            StatusCode::CONFLICT,
-                            "no_failover",
-                            format!("{id} is not failed over"),
-                        )),
-                    };
-                };
-                let routable = self
-                    .masters
-                    .get(&failed)
-                    .is_some_and(|w| w.machine.state().routable());
-                if !routable {
-                    return Err((
-                        StatusCode::CONFLICT,
-                        "master_down",
-                        format!(
-                            "{failed} is not healthy; failing back would leave its place empty"
-                        ),
-                    ));
-                }
+                let failed = self.failback_target(&id)?;
                 let backup = self.fail_back(&failed, now);
                 return Ok(
                     serde_json::json!({"master": failed.as_ref(), "demoted": backup.as_deref()}),
@@ -968,6 +941,38 @@ impl Controller {
         }
         self.publish_view(now);
         Ok(serde_json::json!({"failover_paused": self.paused, "breaker_open": self.breaker_open}))
+    }
+
+    /// The failed master `id` names (itself, or the standby in its place) for a manual
+    /// failback, when it is healthy enough to take its place back.
+    fn failback_target(&self, id: &str) -> Result<Arc<str>, (StatusCode, &'static str, String)> {
+        let Some(failed) = self
+            .active
+            .iter()
+            .find(|(f, a)| f.as_ref() == id || a.backup.as_ref() == id)
+            .map(|(f, _)| f.clone())
+        else {
+            return match self.config.master(id) {
+                None => Err(unknown(id)),
+                Some(_) => Err((
+                    StatusCode::CONFLICT,
+                    "no_failover",
+                    format!("{id} is not failed over"),
+                )),
+            };
+        };
+        let routable = self
+            .masters
+            .get(&failed)
+            .is_some_and(|w| w.machine.state().routable());
+        if !routable {
+            return Err((
+                StatusCode::CONFLICT,
+                "master_down",
+                format!("{failed} is not healthy; failing back would leave its place empty"),
+            ));
+        }
+        Ok(failed)
     }
 
     /// Measures the shares over the rolling window; every [`SHARE_WINDOW`], checks

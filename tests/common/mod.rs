@@ -310,6 +310,12 @@ impl Switchyard {
             &["run", "--config", config_path.to_str().unwrap()],
             dir.path(),
         );
+        Self::attach(proc, dir, config_path)
+    }
+
+    /// A `switchyard run` started some other way (e.g. in another network namespace):
+    /// waits for its listeners.
+    pub fn attach(proc: Proc, dir: tempfile::TempDir, config_path: PathBuf) -> Switchyard {
         let line = proc.wait_line("switchyard listening on", Duration::from_secs(20));
         Switchyard {
             url: url_after(&line, "listening on "),
@@ -441,6 +447,22 @@ pub fn event_kinds(events: &serde_json::Value) -> Vec<&str> {
         .as_array()
         .map(|all| all.iter().filter_map(|e| e["kind"].as_str()).collect())
         .unwrap_or_default()
+}
+
+/// A node's audit trail, newest first: (kind, reason) of each event.
+pub async fn events_of(http: &Http, node: &Switchyard) -> Vec<(String, String)> {
+    let (_, _, body) = http
+        .get(&format!("{}/ha/events?limit=1000", node.admin))
+        .await;
+    json(&body)["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            let text = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (text("kind"), text("reason"))
+        })
+        .collect()
 }
 
 pub fn json(body: &[u8]) -> serde_json::Value {

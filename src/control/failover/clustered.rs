@@ -222,39 +222,9 @@ impl Controller {
                     manual: true,
                 }
             }
-            Command::Failback(id) => {
-                let Some(failed) = self
-                    .active
-                    .iter()
-                    .find(|(f, a)| f.as_ref() == id || a.backup.as_ref() == id)
-                    .map(|(f, _)| f.clone())
-                else {
-                    return match self.config.master(&id) {
-                        None => Err(super::unknown(&id)),
-                        Some(_) => Err((
-                            StatusCode::CONFLICT,
-                            "no_failover",
-                            format!("{id} is not failed over"),
-                        )),
-                    };
-                };
-                if !self
-                    .masters
-                    .get(&failed)
-                    .is_some_and(|w| w.machine.state().routable())
-                {
-                    return Err((
-                        StatusCode::CONFLICT,
-                        "master_down",
-                        format!(
-                            "{failed} is not healthy; failing back would leave its place empty"
-                        ),
-                    ));
-                }
-                Mutation::Release {
-                    failed: failed.to_string(),
-                }
-            }
+            Command::Failback(id) => Mutation::Release {
+                failed: self.failback_target(&id)?.to_string(),
+            },
             Command::Reinstate(id) => {
                 if self.config.master(&id).is_none() {
                     return Err(super::unknown(&id));
