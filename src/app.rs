@@ -109,6 +109,13 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
             .await
             .context("cannot set up the etcd client ([cluster] etcd)")?;
             proxy.set_shared_keys(Arc::new(keys));
+            // Before serving: a node started after a push runs it from the start.
+            crate::cluster::config_sync::first(&cluster, &control).await;
+            tasks.spawn(crate::cluster::config_sync::run(
+                cluster.clone(),
+                control.clone(),
+                shutdown.clone(),
+            ));
             Some(cluster)
         }
         None => None,

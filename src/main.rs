@@ -148,6 +148,13 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Cluster mode: push the shared part of the config to every node.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Print the audit trail as a table, newest first.
     Events {
         /// How many events to show.
@@ -215,6 +222,20 @@ impl MastersAction {
             MastersAction::Reinstate { id } => (Action::Reinstate, id),
         }
     }
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Store FILE as the cluster's shared config ([routing], [health], [failover],
+    /// [alerts], [queue] without path, [[masters]], [[clients]]); every node applies it.
+    Push {
+        /// TOML file with the shared part only.
+        file: PathBuf,
+        /// The config_version the file is based on (default: the one the node reports
+        /// in /health now). A push fails if the cluster has moved past it.
+        #[arg(long)]
+        if_match: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -435,6 +456,10 @@ async fn run(command: Command, loaded: Option<Loaded>) -> anyhow::Result<()> {
             ClusterAction::Status => admin_cli::cluster::status(&admin.client()).await,
             ClusterAction::Resign => admin_cli::cluster::resign(&admin.client()).await,
         },
+        Command::Config {
+            action: ConfigAction::Push { file, if_match },
+            admin,
+        } => admin_cli::config::push(&admin.client(), &file, if_match).await,
         Command::Events { limit, admin } => admin_cli::events::run(&admin.client(), limit).await,
         // Answered in `main` before any runtime starts.
         Command::Check { .. } => Ok(()),

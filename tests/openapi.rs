@@ -402,6 +402,18 @@ async fn the_document_matches_the_server() {
     .await;
     c.expect("POST", "/admin/reload", "/admin/reload", 200)
         .await;
+    // Cluster mode only (tests/cluster_config.rs calls it on a cluster).
+    let (st, v) = c
+        .call(
+            "POST",
+            "/admin/config",
+            "/admin/config",
+            &[("if-match", "1")],
+            "[routing]\n",
+        )
+        .await;
+    assert_eq!(st, 404);
+    assert_eq!(v["error"]["code"], "cluster_disabled");
     c.expect("GET", "/admin/queue", "/admin/queue", 200).await;
     let letters = c
         .expect("GET", "/admin/dead-letters", "/admin/dead-letters", 200)

@@ -1,11 +1,13 @@
 //! The admin listener (SPEC section 5): health, metrics, HA status and master control,
-//! config reload, and the API reference (`/openapi.json`). With `admin_token` set,
+//! config reload and push, and the API reference (`/openapi.json`). With `admin_token` set,
 //! every route but `/health`, `/livez`, `/metrics` and `/openapi.json` needs
 //! `Authorization: Bearer <token>`, compared in constant time.
 //!
 //! May call: `control`, `routing`, `telemetry`, `reply`.
 
 mod cluster_admin;
+mod config_push;
+pub use config_push::MAX_CONFIG_BYTES;
 mod status;
 
 use crate::audit::NewEvent;
@@ -80,7 +82,11 @@ impl Admin {
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let caller = req.extensions().get::<PeerAddr>().map(|p| p.0.to_string());
         let action = action(&segments);
-        let resp = self.route(&method, &segments, req.uri().query()).await;
+        let resp = match segments.as_slice() {
+            // The only route that reads a request body.
+            ["admin", "config"] => self.push_config(req).await,
+            _ => self.route(&method, &segments, req.uri().query()).await,
+        };
         if let Some((name, master)) = action {
             // Every call of a mutating route that reached it (not a 405) is audited,
             // refused or not.
@@ -476,6 +482,7 @@ fn action<'a>(segments: &[&'a str]) -> Option<(&'static str, Option<&'a str>)> {
             (name, Some(*id))
         }
         ["admin", "reload"] => ("reload", None),
+        ["admin", "config"] => ("config push", None),
         ["cluster", "leader", "resign"] => ("leader resign", None),
         ["admin", "dead-letters", _, "retry"] => ("dead-letter retry", None),
         ["admin", "dead-letters", _] => ("dead-letter delete", None),
@@ -562,6 +569,7 @@ mod tests {
             ("/ha/masters/a/failback", "failback", Some("a")),
             ("/ha/masters/a/reinstate", "reinstate", Some("a")),
             ("/admin/reload", "reload", None),
+            ("/admin/config", "config push", None),
             ("/admin/dead-letters/x/retry", "dead-letter retry", None),
             ("/admin/dead-letters/x", "dead-letter delete", None),
         ] {

@@ -7,6 +7,7 @@
 //! (`--admin https://...`, trusting the system roots or `--ca FILE`).
 
 pub mod cluster;
+pub mod config;
 pub mod dead_letters;
 pub mod events;
 pub mod masters;
@@ -111,6 +112,22 @@ impl AdminClient {
 
     /// Sends `method path` and returns the JSON of a 2xx answer.
     async fn call(&self, method: Method, path: &str) -> Result<Value, AdminError> {
+        let (status, json) = self.send(method, path, Body::default(), &[]).await?;
+        if status.is_success() {
+            return Ok(json);
+        }
+        Err(self.api_error(status, &json))
+    }
+
+    /// Sends `method path` with `body` and `headers` and returns the answer's status
+    /// and JSON, whatever the status.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        headers: &[(header::HeaderName, String)],
+    ) -> Result<(StatusCode, Value), AdminError> {
         // The routes go after the base: a path, query or fragment there would change
         // which route a command reaches.
         let base_ok = url::Url::parse(&self.base).is_ok_and(|u| {
@@ -140,8 +157,11 @@ impl AdminClient {
             }
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
+        for (name, value) in headers {
+            req = req.header(name, value);
+        }
         let req = req
-            .body(Body::default())
+            .body(body)
             .map_err(|_| AdminError::Transport(format!("`{url}` is not a valid URL")))?;
         let unreachable = |e: &dyn std::fmt::Display| {
             AdminError::Transport(format!("cannot reach the admin API at {}: {e}", self.base))
@@ -177,9 +197,11 @@ impl AdminClient {
                 self.base
             ))
         })?;
-        if status.is_success() {
-            return Ok(json);
-        }
+        Ok((status, json))
+    }
+
+    /// The error of a non-2xx answer: `404 unknown_master: ...`.
+    pub fn api_error(&self, status: StatusCode, json: &Value) -> AdminError {
         let hint = match (status, &self.token) {
             (StatusCode::UNAUTHORIZED, None) => {
                 " (give the admin token with --token or SWITCHYARD_ADMIN_TOKEN)"
@@ -187,7 +209,7 @@ impl AdminClient {
             (StatusCode::UNAUTHORIZED, Some(_)) => " (the token given was refused)",
             _ => "",
         };
-        Err(AdminError::Api {
+        AdminError::Api {
             status: status.as_u16(),
             code: cell(json["error"]["code"].as_str().unwrap_or("error"), MAX_CELL),
             message: cell(
@@ -195,7 +217,7 @@ impl AdminClient {
                 300,
             ),
             hint,
-        })
+        }
     }
 }
 

@@ -4,12 +4,14 @@
 //! locks); [`member`] what each node publishes and how the cluster looks from here;
 //! [`election`] who leads, with terms and fencing; [`agent`] the task that keeps this
 //! node's membership, campaigns and watches the others; [`shared`] the operator state
-//! every node applies; [`keys`] idempotency keys shared by every node.
+//! every node applies; [`keys`] idempotency keys shared by every node; [`config_sync`]
+//! the shared config pushed to every node.
 //!
 //! Static stability: nothing on the request path waits on etcd. A node that cannot
 //! reach it goes on serving with what it last applied and reports `isolated`.
 
 pub mod agent;
+pub mod config_sync;
 pub mod election;
 pub mod keys;
 pub mod member;

@@ -13,13 +13,28 @@ mod tls;
 /// Parses TOML text into a [`Config`]: syntax, `${NAME}` interpolation, unknown keys,
 /// types, then every semantic check. All errors found are returned together.
 pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
-    let mut value: toml::Value = toml::from_str(text).map_err(|e| {
+    from_value(syntax(text, "")?, lookup)
+}
+
+/// TOML text to a tree, or its syntax error with the line (`what` names the text in
+/// the message when there are two, as for a pushed config: `"pushed config: "`).
+pub fn syntax(text: &str, what: &str) -> Result<toml::Value, ConfigErrors> {
+    toml::from_str(text).map_err(|e| {
         ConfigErrors(vec![ConfigError::new(
             "",
             format!("invalid TOML: {}", e.message().trim()),
         )
-        .with_span(text, e.span())])
-    })?;
+        .with_span(text, e.span())
+        .prefixed(what)])
+    })
+}
+
+/// A parsed TOML tree to a [`Config`]: `${NAME}` interpolation, unknown keys, types,
+/// then every semantic check, all errors together.
+pub fn from_value(
+    mut value: toml::Value,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     env::interpolate(&mut value, "", lookup, &mut errors);
 
@@ -57,6 +72,13 @@ impl ConfigError {
         if let Some(span) = span {
             let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
             self.message = format!("line {line}: {}", self.message);
+        }
+        self
+    }
+
+    fn prefixed(mut self, what: &str) -> Self {
+        if !what.is_empty() {
+            self.message = format!("{what}{}", self.message);
         }
         self
     }

@@ -10,6 +10,7 @@ pub mod bounds;
 mod compile;
 mod env;
 pub mod raw;
+pub mod shared;
 
 pub use compile::compile;
 

@@ -83,6 +83,9 @@ pub struct Control {
     /// The file reloads read; `None` for an embedded config (demo, tests).
     pub config_path: Option<PathBuf>,
     last_reload_error: ArcSwapOption<String>,
+    /// Cluster mode: the latest shared config pushed through etcd, applied or not
+    /// (see [`reload`]); `None` until one is seen.
+    pub pushed: ArcSwapOption<reload::PushedConfig>,
     pub started: Instant,
     pub started_at: SystemTime,
     pub audit: Arc<crate::audit::AuditLog>,
@@ -167,6 +170,7 @@ impl Control {
             stats,
             config_path,
             last_reload_error: ArcSwapOption::empty(),
+            pushed: ArcSwapOption::empty(),
             started: Instant::now(),
             started_at: SystemTime::now(),
             audit,
@@ -316,7 +320,8 @@ impl Control {
         // promoted by this table, starts its pace at 10%. Masters there at start do not.
         for m in &table.masters {
             let before = old.masters.iter().find(|o| o.config.id == m.config.id);
-            let added = before.is_none() && writer.config_version > 1;
+            // (The first table is built by `new`, never here.)
+            let added = before.is_none();
             let promoted = m.promoted && !before.is_some_and(|o| o.promoted);
             if added || promoted {
                 m.stats.start_warmup();
@@ -367,8 +372,25 @@ impl Control {
     /// Keys read only at start (see [`reload::keep_start_only`]) keep their running
     /// values; a change of one is logged and shown as `/health`'s `last_reload_error`
     /// until the file no longer asks for it.
-    pub fn apply_config(&self, mut config: Config, hash: u64) -> (u64, bool) {
+    pub fn apply_config(&self, config: Config, hash: u64) -> (u64, bool) {
+        self.apply_config_as(config, hash, None)
+    }
+
+    /// [`Control::apply_config`] at a given config version (cluster mode: the version
+    /// of the shared config, the same on every node), or the next one with `None`. A
+    /// version below the one in force changes nothing (a slower apply of an older push
+    /// never undoes a newer one); the same version with other content (a node-local
+    /// edit) is applied and keeps its number.
+    pub fn apply_config_as(
+        &self,
+        mut config: Config,
+        hash: u64,
+        version: Option<u64>,
+    ) -> (u64, bool) {
         let mut w = self.lock();
+        if version.is_some_and(|v| v < w.config_version) {
+            return (w.config_version, false);
+        }
         let kept = reload::keep_start_only(&w.config, &mut config);
         for note in &kept {
             tracing::warn!(key = note.key, "{note}");
@@ -378,13 +400,13 @@ impl Control {
             Arc::new(notes.join("; "))
         });
         self.last_reload_error.store(note);
-        if hash == w.config_hash {
+        if hash == w.config_hash && version.is_none_or(|v| v == w.config_version) {
             return (w.config_version, false);
         }
         crate::telemetry::access::set_enabled(config.access_log);
         w.config = Arc::new(config);
         w.config_hash = hash;
-        w.config_version += 1;
+        w.config_version = version.unwrap_or(w.config_version + 1);
         let ids: Vec<Arc<str>> = w.config.masters.iter().map(|m| m.id.clone()).collect();
         w.masters.retain(|id, _| ids.contains(id));
         self.rebuild(&mut w);

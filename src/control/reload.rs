@@ -1,5 +1,14 @@
-//! Live reload: SIGHUP, a change of the file on disk, and `POST /admin/reload` all end
-//! in [`reload`], which validates the whole file before anything changes.
+//! Live reload: SIGHUP, a change of the file on disk, `POST /admin/reload` and, in
+//! cluster mode, a shared config pushed through etcd all end in [`reload`], which
+//! validates the whole config before anything changes.
+//!
+//! In cluster mode, once a shared config was pushed (see [`PushedConfig`] and
+//! `crate::cluster::config_sync`), a node runs the node-local part of its own file with
+//! that shared part ([`Config::from_parts`]): a local reload re-reads the file's
+//! node-local keys, and an edit of a shared section of the file is ignored, with a
+//! warning naming the sections. The config version is then the cluster's: the shared
+//! config's version (1 before the first push), the same on every node; a local reload
+//! keeps it.
 
 use super::Control;
 use crate::audit::{EventKind, NewEvent};
@@ -10,14 +19,39 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Reads, validates and applies the config file. An invalid file changes nothing: the
-/// error is logged, counted and kept for `/health`. Returns the config version.
+/// A shared config pushed to the cluster (SPEC section 11), as stored in etcd.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PushedConfig {
+    /// 2 for the first push (1 is every node's own file), one more for each push.
+    pub version: u64,
+    /// The TOML text as pushed: the shared part only.
+    pub toml: String,
+    /// The node that took the push.
+    pub pushed_by: String,
+    /// When it was stored (Unix milliseconds, the pushing node's clock).
+    pub pushed_at_ms: u64,
+}
+
+/// Reads, validates and applies the config file (merged with the shared config pushed
+/// to the cluster, when there is one). An invalid result changes nothing: the error is
+/// logged, counted and kept for `/health`. Returns the config version.
 pub fn reload(control: &Control, trigger: &'static str) -> Result<u64, ConfigErrors> {
     let Some(path) = &control.config_path else {
         return Err(ConfigErrors(vec![ConfigError::new(
             "",
             "this instance runs an embedded config; there is no file to reload",
         )]));
+    };
+    let shared = control.pushed.load_full();
+    let what = match &shared {
+        Some(s) if trigger == CLUSTER => {
+            format!(
+                "shared config version {} pushed by {}",
+                s.version, s.pushed_by
+            )
+        }
+        Some(s) => format!("{trigger}, with shared config version {}", s.version),
+        None => trigger.to_string(),
     };
     let result = std::fs::read(path)
         .map_err(|e| {
@@ -26,22 +60,46 @@ pub fn reload(control: &Control, trigger: &'static str) -> Result<u64, ConfigErr
                 format!("cannot read {}: {e}", path.display()),
             )])
         })
-        .and_then(|bytes| {
+        .and_then(|mut bytes| {
             let text = String::from_utf8(bytes.clone())
                 .map_err(|_| ConfigErrors(vec![ConfigError::new("", "the file is not UTF-8")]))?;
-            Config::from_toml(&text).map(|c| {
+            let Some(shared) = &shared else {
+                return Config::from_toml(&text).map(|c| {
+                    let digest = c.digest(&bytes);
+                    (c, digest)
+                });
+            };
+            if trigger != CLUSTER {
+                let ignored = crate::config::shared::ignored(&text, &shared.toml);
+                if !ignored.is_empty() {
+                    tracing::warn!(
+                        sections = ?ignored,
+                        config_version = shared.version,
+                        "the config file's shared sections are ignored: the shared config pushed to the cluster is in force"
+                    );
+                }
+            }
+            Config::from_parts(&text, &shared.toml).map(|c| {
+                bytes.push(0);
+                bytes.extend_from_slice(shared.toml.as_bytes());
                 let digest = c.digest(&bytes);
                 (c, digest)
             })
         });
     match result {
         Ok((config, hash)) => {
-            let (version, changed) = control.apply_config(config, hash);
+            // A node of a cluster numbers its configs as the cluster does.
+            let version = config.cluster.is_some().then(|| {
+                shared
+                    .as_ref()
+                    .map_or(control.table().config_version, |s| s.version)
+            });
+            let (version, changed) = control.apply_config_as(config, hash, version);
             crate::telemetry::config_reload(true);
             if changed {
                 control.audit.record(NewEvent::new(
                     EventKind::ConfigReloaded,
-                    format!("config version {version} ({trigger})"),
+                    format!("config version {version} ({what})"),
                 ));
             }
             tracing::info!(trigger, config_version = version, "config reloaded");
@@ -50,15 +108,21 @@ pub fn reload(control: &Control, trigger: &'static str) -> Result<u64, ConfigErr
         Err(errors) => {
             crate::telemetry::config_reload(false);
             tracing::error!(trigger, errors = %errors, "config rejected; the running config is kept");
-            control.reject_config(errors.to_string());
+            control.reject_config(match &shared {
+                Some(_) => format!("{what}: {errors}"),
+                None => errors.to_string(),
+            });
             control.audit.record(NewEvent::new(
                 EventKind::ConfigRejected,
-                format!("{trigger}: {errors}"),
+                format!("{what}: {errors}"),
             ));
             Err(errors)
         }
     }
 }
+
+/// The trigger of a reload for a shared config seen in etcd.
+pub const CLUSTER: &str = "cluster";
 
 /// A key read only at start whose new value a reload did not apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,6 +271,30 @@ mod tests {
             "{extra}\n[[masters]]\nid = \"a\"\nsend_url = \"http://127.0.0.1:1/\"\n"
         ))
         .unwrap()
+    }
+
+    #[test]
+    fn a_cluster_version_is_taken_as_given_and_never_goes_back() {
+        let control = Control::new(
+            config(""),
+            1,
+            None,
+            Arc::new(crate::audit::AuditLog::in_memory()),
+            super::super::operator::OperatorStore::in_memory(),
+        );
+        let retries = |n: u32| config(&format!("[routing]\nretry_attempts = {n}"));
+        assert_eq!(control.apply_config_as(retries(3), 2, Some(5)), (5, true));
+        // The same content at a newer version: the new number is in force.
+        assert_eq!(control.apply_config_as(retries(3), 2, Some(6)), (6, true));
+        // A node-local change keeps the number.
+        assert_eq!(control.apply_config_as(retries(4), 3, Some(6)), (6, true));
+        assert_eq!(control.table().config.routing.retry_attempts, 4);
+        // An older version, late: nothing changes.
+        assert_eq!(control.apply_config_as(retries(1), 4, Some(5)), (6, false));
+        assert_eq!(control.table().config.routing.retry_attempts, 4);
+        assert_eq!(control.table().config_version, 6);
+        // Without a version (a node alone), the next number.
+        assert_eq!(control.apply_config(retries(2), 5), (7, true));
     }
 
     #[test]
