@@ -98,7 +98,10 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
             )
             .await
             .context("cannot set up the etcd client ([cluster] etcd)")?;
-            tasks.spawn(cluster.clone().run(shutdown.clone()));
+            let handoff = queue
+                .clone()
+                .map(|q| crate::cluster::handoff::Sender::new(q, control.clone()));
+            tasks.spawn(cluster.clone().run(shutdown.clone(), handoff));
             Some(cluster)
         }
         None => None,

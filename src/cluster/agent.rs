@@ -40,6 +40,8 @@ pub struct Cluster {
     term: AtomicU64,
     isolated: AtomicBool,
     resign: AtomicBool,
+    /// Set once shutdown began: the record says `leaving`, leadership goes.
+    leaving: AtomicBool,
     queue_depth: Box<dyn Fn() -> u64 + Send + Sync>,
     audit: Arc<AuditLog>,
     alerts: Arc<Alerter>,
@@ -93,6 +95,7 @@ impl Cluster {
             term: AtomicU64::new(0),
             isolated: AtomicBool::new(false),
             resign: AtomicBool::new(false),
+            leaving: AtomicBool::new(false),
             queue_depth,
             audit,
             alerts,
@@ -130,6 +133,11 @@ impl Cluster {
         self.isolated.load(Relaxed)
     }
 
+    /// Whether this node is shutting down (handing its queue on, then leaving).
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(Relaxed)
+    }
+
     /// Hands leadership on: the agent gives it up at its next tick and stays out of
     /// the running for [`STAND_DOWN`]. Waits (at most a lease TTL and a second) for
     /// the next leader and returns the view then.
@@ -158,9 +166,15 @@ impl Cluster {
         (self.config.lease_ttl / 15).clamp(Duration::from_millis(100), Duration::from_millis(250))
     }
 
-    /// Runs the agent until `shutdown`, then leaves: the record says `leaving` for a
-    /// moment, leadership and the lease are given up at once.
-    pub async fn run(self: Arc<Self>, mut shutdown: crate::server::Shutdown) {
+    /// Runs the agent until `shutdown`, then leaves: the record says `leaving` and
+    /// leadership goes at once; the agent goes on renewing the lease while `handoff`
+    /// hands the queue to the peers (bounded by `handoff_timeout_ms`); then the lease
+    /// is given up (see [`Agent::leave`]).
+    pub async fn run(
+        self: Arc<Self>,
+        mut shutdown: crate::server::Shutdown,
+        handoff: Option<super::handoff::Sender>,
+    ) {
         let mut agent = Agent::new();
         let mut tick = tokio::time::interval(self.tick());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -171,6 +185,28 @@ impl Cluster {
             }
             let outcome = agent.step(&self).await;
             agent.settle(&self, outcome);
+        }
+        self.leaving.store(true, Relaxed);
+        if let Some(sender) = handoff {
+            // Peers see `leaving` (and another leader) before the first batch.
+            let outcome = agent.step(&self).await;
+            agent.settle(&self, outcome);
+            let done = tokio::sync::Notify::new();
+            let ticking = async {
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = done.notified() => break,
+                    }
+                    let outcome = agent.step(&self).await;
+                    agent.settle(&self, outcome);
+                }
+            };
+            let handing = async {
+                sender.run(&self).await;
+                done.notify_one();
+            };
+            tokio::join!(ticking, handing);
         }
         agent.leave(&self).await;
     }
@@ -240,8 +276,10 @@ impl Agent {
         }
     }
 
-    fn my_state(&self) -> NodeState {
-        if self.isolated {
+    fn my_state(&self, c: &Cluster) -> NodeState {
+        if c.is_leaving() {
+            NodeState::Leaving
+        } else if self.isolated {
             NodeState::Isolated
         } else if !self.joined {
             NodeState::Joining
@@ -292,14 +330,14 @@ impl Agent {
             .collect();
         let current = election::read(&c.state, &c.config.prefix).await?;
         let now = Instant::now();
-        let me = c.record(self.my_state(), self.candidate(now));
+        let me = c.record(self.my_state(c), self.candidate(now));
         live.push(me);
         self.elect(c, lease, &live, &current).await?;
         self.term = self.term.max(current.term);
         if let Some(won) = self.won {
             self.term = self.term.max(won.term);
         }
-        let me = c.record(self.my_state(), self.candidate(now));
+        let me = c.record(self.my_state(c), self.candidate(now));
         self.write_record(c, lease, me.state).await?;
         if let Some(mine) = live.last_mut() {
             *mine = me;
@@ -339,10 +377,13 @@ impl Agent {
                 self.absent_since = None;
                 let asked = c.resign.swap(false, Relaxed);
                 let higher = election::outranked(me, live);
-                if asked || higher {
+                let leaving = c.is_leaving();
+                if asked || higher || leaving {
                     election::resign(&c.state, prefix, won).await?;
                     self.won = None;
-                    let reason = if asked {
+                    let reason = if leaving {
+                        format!("{} resigned term {} as it leaves", me.id, won.term)
+                    } else if asked {
                         self.stand_down_until = Some(now + STAND_DOWN);
                         format!("{} resigned term {} on request", me.id, won.term)
                     } else {
@@ -419,7 +460,8 @@ impl Agent {
     }
 
     /// Audits who joined, left or went away; the leader raises `stranded_messages`
-    /// for a node gone with messages queued.
+    /// for a node gone with messages queued (unreachable, or left with messages its
+    /// hand-off could not place).
     fn report(&self, c: &Cluster, changes: member::Changes) {
         let me = &c.config.node_id;
         for id in changes.joined.iter().chain(&changes.returned) {
@@ -435,14 +477,22 @@ impl Agent {
                 EventKind::NodeUnreachable,
                 format!("{id} stopped renewing its lease with {depth} messages queued"),
             );
-            if *depth > 0 && self.won.is_some() {
-                c.alerts.raise(
-                    Severity::Critical,
-                    "stranded_messages",
-                    None,
-                    format!("node {id} is gone with {depth} messages queued on its disk"),
-                );
-            }
+        }
+        if self.won.is_none() {
+            return;
+        }
+        for (id, depth) in &changes.stranded {
+            let how = if changes.left.contains(id) {
+                "left"
+            } else {
+                "is gone"
+            };
+            c.alerts.raise(
+                Severity::Critical,
+                "stranded_messages",
+                None,
+                format!("node {id} {how} with {depth} messages queued on its disk"),
+            );
         }
     }
 
@@ -493,7 +543,7 @@ impl Agent {
     }
 
     fn publish(&self, c: &Cluster) {
-        let state = self.my_state();
+        let state = self.my_state(c);
         let leading = self.won.is_some() && !self.isolated;
         c.leader.store(leading, Relaxed);
         c.term.store(self.term, Relaxed);

@@ -3,13 +3,15 @@
 //! [`state`] holds the storage primitives (key-value, compare-and-swap, leases,
 //! locks); [`member`] what each node publishes and how the cluster looks from here;
 //! [`election`] who leads, with terms and fencing; [`agent`] the task that keeps this
-//! node's membership, campaigns and watches the others.
+//! node's membership, campaigns and watches the others; [`handoff`] how a node that
+//! leaves hands its queued messages to the others.
 //!
 //! Static stability: nothing on the request path waits on etcd. A node that cannot
 //! reach it goes on serving with what it last applied and reports `isolated`.
 
 pub mod agent;
 pub mod election;
+pub mod handoff;
 pub mod member;
 pub mod state;
 
