@@ -8,6 +8,10 @@
 //! answered for a third of the TTL the node is `isolated` (audited, and a critical
 //! `cluster_isolated` alert) until a tick succeeds again.
 //!
+//! On shutdown the node is `leaving`: it resigns leadership at the next tick and stands
+//! for none, and goes on ticking (renewing its lease, reporting its queue depth) while
+//! `super::handoff` hands its queue to the peers; then it leaves.
+//!
 //! The flags others read ([`Cluster::is_leader`], [`Cluster::view`]) are a snapshot
 //! taken at the end of a tick: a node paused past its lease may believe it leads for
 //! one more tick. Anything that needs leadership to be true when it takes effect

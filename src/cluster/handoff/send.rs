@@ -92,6 +92,11 @@ enum Outcome {
 
 impl Sender {
     pub fn new(queue: Arc<Queue>, control: Arc<Control>) -> Sender {
+        metrics::describe_counter!(
+            "switchyard_cluster_handoff_messages_total",
+            "Queued messages handed to a peer by this node as it left (direction sent), \
+             or taken over from a leaving peer (direction received)."
+        );
         Sender {
             queue,
             control,
