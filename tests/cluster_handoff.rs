@@ -311,3 +311,36 @@ async fn a_node_killed_with_messages_queued_is_reported_stranded_by_the_leader()
     let message = stranded(&mut alerts).await;
     assert_eq!(message, "node a is gone with 7 messages queued on its disk");
 }
+
+#[tokio::test]
+async fn a_peer_that_refuses_is_left_out_and_another_takes_its_share() {
+    let etcd = Etcd::start();
+    let mock = Mock::start("m", &[]);
+    let http = Http::new();
+    mock_down(&http, &mock, true).await;
+    let a = node(&etcd, "/t/spread", "a", 100, &rest(&mock, ""));
+    // b has room for 3: its share of a round is refused whole, and goes to c.
+    let b = node(
+        &etcd,
+        "/t/spread",
+        "b",
+        300,
+        &rest(&mock, "max_messages = 3"),
+    );
+    let c = node(&etcd, "/t/spread", "c", 200, &rest(&mock, ""));
+    members(&http, &a, &["a", "b", "c"]).await;
+    for _ in 0..40 {
+        queue_one(&http, &a, &[]).await;
+    }
+    let mut a = a;
+    a.proc.signal("TERM");
+    assert_eq!(a.proc.wait_exit(WITHIN), Some(0));
+    let lines = a.proc.drain_lines().join("\n");
+    assert!(lines.contains("queue_full"), "{lines}");
+    assert!(
+        lines.contains("queued messages handed over to the peers"),
+        "{lines}"
+    );
+    assert_eq!(depth(&http, &b).await, 0);
+    assert_eq!(depth(&http, &c).await, 40);
+}
