@@ -40,6 +40,8 @@ impl Queue {
     /// ids after `after` (from the first without it), in acceptance order, that no
     /// delivery holds and `skip` does not name. Each is held until
     /// [`Queue::handed_off`] or [`Queue::untake`]: no delivery takes it meanwhile.
+    /// The messages of a routing key whose head a delivery holds wait for it: handed
+    /// over without it, they would go out before it on the peer.
     pub fn take_for_handoff(
         &self,
         after: Option<Id>,
@@ -48,9 +50,19 @@ impl Queue {
         skip: impl Fn(&Id) -> bool,
     ) -> Result<Vec<Handed>, StoreError> {
         let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
-        let records = self
-            .store
-            .queued_after(after, limit, max_bytes, |id| taken.contains(id) || skip(id))?;
+        let mut held_keys = HashSet::new();
+        for id in taken.iter() {
+            if let Some(key) = self.store.get(id)?.and_then(|r| r.routing_key) {
+                held_keys.insert(key);
+            }
+        }
+        let records = self.store.queued_after(after, limit, max_bytes, |r| {
+            taken.contains(&r.id)
+                || skip(&r.id)
+                || r.routing_key
+                    .as_ref()
+                    .is_some_and(|k| held_keys.contains(k))
+        })?;
         let mut out = Vec::with_capacity(records.len());
         for record in records {
             let keyed = self
@@ -190,20 +202,22 @@ mod tests {
         assert_eq!(bodies(&in_delivery), [1]);
         assert_eq!(a.in_delivery(), 1);
         let first = all(&a);
+        // 3 waits behind 1, whose delivery is under way.
         assert_eq!(
             first.iter().map(|h| h.record.body[0]).collect::<Vec<_>>(),
-            [2, 3, 4]
+            [2, 4]
         );
         assert_eq!(
             first.iter().map(|h| h.keyed).collect::<Vec<_>>(),
-            [true, false, false]
+            [true, false]
         );
         // Held while being handed: neither a delivery nor a second read takes them.
         assert!(a.take_due(10).unwrap().is_empty());
         assert!(all(&a).is_empty());
         a.untake(&in_delivery[0]);
         let second = all(&a);
-        assert_eq!(bodies(&[second[0].record.clone()]), [1]);
+        let second_bodies: Vec<Record> = second.iter().map(|h| h.record.clone()).collect();
+        assert_eq!(bodies(&second_bodies), [1, 3]);
 
         // Sent twice (its answer lost): written once.
         let batch: Vec<Handed> = second.iter().chain(&first).cloned().collect();

@@ -477,7 +477,7 @@ impl Store {
     }
 
     /// Queued messages with ids after `after` (all, without it), in acceptance order,
-    /// that `skip` does not name: up to `limit` of them and about `max_bytes` of
+    /// that `skip` does not refuse: up to `limit` of them and about `max_bytes` of
     /// stored records (always one, when one is there). Reads the `messages` keyspace,
     /// stepping over delivered records and dead letters: a cost per record stored.
     pub fn queued_after(
@@ -485,7 +485,7 @@ impl Store {
         after: Option<Id>,
         limit: usize,
         max_bytes: usize,
-        skip: impl Fn(&Id) -> bool,
+        skip: impl Fn(&Record) -> bool,
     ) -> Result<Vec<Record>, StoreError> {
         use std::ops::Bound;
         let spaces = self.spaces()?;
@@ -501,18 +501,15 @@ impl Store {
             if out.len() >= limit || (bytes >= max_bytes && !out.is_empty()) {
                 break;
             }
-            let (key, value) = guard.into_inner()?;
-            let Ok(id) = Id::try_from(&key[..]) else {
-                continue;
-            };
+            let value = guard.value()?;
             // The status byte follows the version and the id (see `record`): the
             // other records are stepped over without decoding them.
-            if value.get(17) != Some(&0) || skip(&id) {
+            if value.get(17) != Some(&0) {
                 continue;
             }
             let record = Record::decode(&value)
                 .map_err(|e| StoreError::failed(format!("a stored record is unreadable: {e}")))?;
-            if record.status == Status::Queued {
+            if record.status == Status::Queued && !skip(&record) {
                 bytes += value.len();
                 out.push(record);
             }
