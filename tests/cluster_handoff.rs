@@ -142,6 +142,17 @@ async fn sigterm_hands_every_queued_message_to_the_peer_which_delivers_each_once
     }
     assert_eq!(depth(&http, &a).await, 90);
     assert_eq!(depth(&http, &b).await, 0);
+    // The route takes b's admin token, and a batch it can read.
+    let route = format!("{}/cluster/handoff", b.admin);
+    let (code, _, _) = http.post(&route, "").await;
+    assert_eq!(code, 401);
+    let garbled = Request::post(&route)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(bytes::Bytes::from_static(b"\0\0\0\x01garbled").into())
+        .unwrap();
+    let (code, _, body) = http.send(garbled).await;
+    assert_eq!(code, 400);
+    assert_eq!(json(&body)["error"]["code"], "bad_handoff");
 
     let mut a = a;
     a.proc.signal("TERM");

@@ -11,11 +11,12 @@
 //! key all go to the same peer (a hash of the key), the others in turn. Each batch is
 //! one `POST /cluster/handoff` on the peer's admin listener; on its 202 the batch is
 //! removed here in one durable write. A peer that fails (no connection, a timeout,
-//! 5xx, 503 because it is leaving too or its queue is off or full) rests for
-//! [`PEER_REST`] and its messages go to the others in the next round; messages a peer
-//! refuses as malformed (4xx) stay here. The delivery loop stops on shutdown too: the
-//! messages its last deliveries hold are handed over once their outcome is written
-//! (requeued), or not at all (delivered). Dead letters stay on the node.
+//! 5xx, 503 because it is leaving too or its queue is off or full, 401 or 404) rests
+//! for [`PEER_REST`] and its messages go to the others in the next round; messages a
+//! peer refuses as malformed (400, 413) stay here. The delivery loop stops on shutdown
+//! too: the messages its last deliveries hold are handed over once their outcome is
+//! written (requeued), or not at all (delivered), and the rest of their routing key's
+//! line waits for them. Dead letters stay on the node.
 //!
 //! **Bounded.** The hand-off ends when the queue is empty, when no live peer is left,
 //! or after `[cluster] handoff_timeout_ms` (30 s by default; 0 hands nothing over).
@@ -40,9 +41,9 @@
 //! is off (`queue_disabled`), cannot write (`queue_unavailable`) or has no room for the
 //! batch (`queue_full`), so the sender tries another peer.
 //!
-//! **Wire format** (`application/vnd.switchyard.handoff`): for each message, a flags
-//! byte (bit 0: its client's key is filed for it), a big-endian `u32` length and the
-//! stored record (`crate::queue::record`). A receiver reads records of its own version
+//! **Wire format** (`application/vnd.switchyard.handoff`): a big-endian `u32` count,
+//! then for each message a flags byte (bit 0: its client's key is filed for it), a
+//! big-endian `u32` length and the stored record (`crate::queue::record`). A receiver reads records of its own version
 //! and older: upgrade receivers first.
 
 pub mod send;
@@ -81,11 +82,14 @@ pub enum WireError {
     Record(&'static str),
     #[error("a handed message is not queued")]
     NotQueued,
+    #[error("the batch has bytes after its last message")]
+    Trailing,
 }
 
 /// The body of one batch.
 pub fn encode(batch: &[Handed]) -> Vec<u8> {
     let mut out = Vec::new();
+    out.extend_from_slice(&(batch.len() as u32).to_be_bytes());
     for h in batch {
         let record = h.record.encode();
         out.push(u8::from(h.keyed));
@@ -95,13 +99,16 @@ pub fn encode(batch: &[Handed]) -> Vec<u8> {
     out
 }
 
-/// Reads a batch: queued messages only, at most [`MAX_RECORDS`].
-pub fn decode(mut body: &[u8]) -> Result<Vec<Handed>, WireError> {
-    let mut out = Vec::new();
-    while !body.is_empty() {
-        if out.len() == MAX_RECORDS {
-            return Err(WireError::TooMany);
-        }
+/// Reads a batch: as many queued messages as it says (at most [`MAX_RECORDS`]), and
+/// nothing after them.
+pub fn decode(body: &[u8]) -> Result<Vec<Handed>, WireError> {
+    let (count, mut body) = body.split_at_checked(4).ok_or(WireError::Truncated)?;
+    let count = u32::from_be_bytes([count[0], count[1], count[2], count[3]]) as usize;
+    if count > MAX_RECORDS {
+        return Err(WireError::TooMany);
+    }
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
         let (head, rest) = body.split_at_checked(5).ok_or(WireError::Truncated)?;
         let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
         let (bytes, rest) = rest.split_at_checked(len).ok_or(WireError::Truncated)?;
@@ -114,6 +121,9 @@ pub fn decode(mut body: &[u8]) -> Result<Vec<Handed>, WireError> {
             keyed: head[0] & 1 == 1,
         });
         body = rest;
+    }
+    if !body.is_empty() {
+        return Err(WireError::Trailing);
     }
     Ok(out)
 }
@@ -237,10 +247,13 @@ mod tests {
         let batch = vec![handed(1, true), handed(2, false)];
         let body = encode(&batch);
         assert_eq!(decode(&body), Ok(batch));
-        assert_eq!(decode(&[]), Ok(Vec::new()));
-        for n in 1..body.len() {
+        assert_eq!(decode(&encode(&[])), Ok(Vec::new()));
+        for n in 0..body.len() {
             assert!(decode(&body[..n]).is_err(), "{n}");
         }
+        let mut longer = body.clone();
+        longer.push(0);
+        assert_eq!(decode(&longer), Err(WireError::Trailing));
     }
 
     #[test]
@@ -251,7 +264,7 @@ mod tests {
         let many: Vec<Handed> = (0..=MAX_RECORDS).map(|_| handed(1, false)).collect();
         assert_eq!(decode(&encode(&many)), Err(WireError::TooMany));
         let mut garbled = encode(&[handed(1, false)]);
-        garbled[5] = 99;
+        garbled[9] = 99;
         assert!(matches!(decode(&garbled), Err(WireError::Record(_))));
     }
 }
