@@ -46,6 +46,7 @@
 //! big-endian `u32` length and the stored record (`crate::queue::record`). A receiver reads records of its own version
 //! and older: upgrade receivers first.
 
+mod plan;
 pub mod send;
 
 use super::Cluster;
