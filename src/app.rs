@@ -98,7 +98,10 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
             .context("cannot set up the etcd client ([cluster] etcd)")?;
             let c = control.clone();
             cluster.on_split(Box::new(move || c.reconfigure_budgets()));
-            tasks.spawn(cluster.clone().run(shutdown.clone()));
+            let handoff = queue
+                .clone()
+                .map(|q| crate::cluster::handoff::Sender::new(q, control.clone()));
+            tasks.spawn(cluster.clone().run(shutdown.clone(), handoff));
             // A key accepted on any node is a duplicate on this one.
             let keys = crate::cluster::keys::SharedKeys::connect(
                 &cluster.config.etcd,

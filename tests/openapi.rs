@@ -492,6 +492,14 @@ async fn the_document_matches_the_server() {
     )
     .await;
 
+    // Cluster mode is off: there is no cluster to take a leaving node's queue from.
+    let off = c
+        .expect("POST", "/cluster/handoff", "/cluster/handoff", 404)
+        .await;
+    assert_eq!(off["error"]["code"], "cluster_disabled");
+    c.expect("GET", "/cluster/handoff", "/cluster/handoff", 405)
+        .await;
+
     // Every documented operation was called.
     let mut documented = BTreeSet::new();
     for (path, item) in c.doc["paths"].as_object().unwrap() {

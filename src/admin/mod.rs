@@ -79,6 +79,10 @@ impl Admin {
         if let Some(denied) = self.authorize(&req) {
             return denied;
         }
+        // A leaving peer's queued messages (cluster mode): the only route with a body.
+        if path == crate::cluster::handoff::PATH {
+            return self.handoff(req).await;
+        }
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let caller = req.extensions().get::<PeerAddr>().map(|p| p.0.to_string());
         let action = action(&segments);
@@ -168,6 +172,18 @@ impl Admin {
             },
             _ => reply::not_found(),
         }
+    }
+
+    /// `POST /cluster/handoff` (see `crate::cluster::handoff`).
+    async fn handoff(&self, req: Request<Incoming>) -> Response<Body> {
+        if let Some(refused) = refuse(req.method(), "POST") {
+            return refused;
+        }
+        let Some(cluster) = &self.cluster else {
+            return cluster_disabled();
+        };
+        let server = self.control.table().config.server.clone();
+        crate::cluster::handoff::receive(cluster, self.queue.as_ref(), req, &server).await
     }
 
     /// `GET /cluster/status`.

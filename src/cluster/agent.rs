@@ -9,6 +9,10 @@
 //! answered for half the TTL the node is `isolated` (audited, and a critical
 //! `cluster_isolated` alert) until a tick succeeds again.
 //!
+//! On shutdown the node is `leaving`: it resigns leadership at the next tick and stands
+//! for none, and goes on ticking (renewing its lease, reporting its queue depth) while
+//! `super::handoff` hands its queue to the peers; then it leaves.
+//!
 //! The flags others read ([`Cluster::is_leader`], [`Cluster::view`]) are a snapshot
 //! taken at the end of a tick: a node paused past its lease may believe it leads for
 //! one more tick. Anything that needs leadership to be true when it takes effect
@@ -49,6 +53,8 @@ pub struct Cluster {
     down: std::sync::Mutex<Vec<String>>,
     /// Per master, how many live nodes report it failed; and how many nodes are live.
     votes: ArcSwap<(std::collections::HashMap<String, usize>, usize)>,
+    /// Set once shutdown began: the record says `leaving`, leadership goes.
+    leaving: AtomicBool,
     queue_depth: Box<dyn Fn() -> u64 + Send + Sync>,
     /// Called when the budget split changed, to apply it to every master.
     on_split: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
@@ -108,6 +114,7 @@ impl Cluster {
             leadership: std::sync::Mutex::new(None),
             down: std::sync::Mutex::new(Vec::new()),
             votes: ArcSwap::from_pointee((Default::default(), 0)),
+            leaving: AtomicBool::new(false),
             queue_depth,
             on_split: std::sync::OnceLock::new(),
             audit,
@@ -176,6 +183,11 @@ impl Cluster {
         live > 0 && down * 2 > live
     }
 
+    /// Whether this node is shutting down (handing its queue on, then leaving).
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(Relaxed)
+    }
+
     /// Hands leadership on: the agent gives it up at its next tick and stays out of
     /// the running for [`STAND_DOWN`]. Waits (at most a lease TTL and a second) for
     /// the next leader and returns the view then.
@@ -204,9 +216,15 @@ impl Cluster {
         (self.config.lease_ttl / 15).clamp(Duration::from_millis(100), Duration::from_millis(250))
     }
 
-    /// Runs the agent until `shutdown`, then leaves: the record says `leaving` for a
-    /// moment, leadership and the lease are given up at once.
-    pub async fn run(self: Arc<Self>, mut shutdown: crate::server::Shutdown) {
+    /// Runs the agent until `shutdown`, then leaves: the record says `leaving` and
+    /// leadership goes at once; the agent goes on renewing the lease while `handoff`
+    /// hands the queue to the peers (bounded by `handoff_timeout_ms`); then the lease
+    /// is given up (see [`Agent::leave`]).
+    pub async fn run(
+        self: Arc<Self>,
+        mut shutdown: crate::server::Shutdown,
+        handoff: Option<super::handoff::Sender>,
+    ) {
         let mut agent = Agent::new();
         let mut tick = tokio::time::interval(self.tick());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -222,6 +240,28 @@ impl Cluster {
             }
             let outcome = agent.step(&self).await;
             agent.settle(&self, outcome);
+        }
+        self.leaving.store(true, Relaxed);
+        if let Some(sender) = handoff {
+            // Peers see `leaving` (and another leader) before the first batch.
+            let outcome = agent.step(&self).await;
+            agent.settle(&self, outcome);
+            let done = tokio::sync::Notify::new();
+            let ticking = async {
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = done.notified() => break,
+                    }
+                    let outcome = agent.step(&self).await;
+                    agent.settle(&self, outcome);
+                }
+            };
+            let handing = async {
+                sender.run(&self).await;
+                done.notify_one();
+            };
+            tokio::join!(ticking, handing);
         }
         watcher.abort();
         agent.leave(&self).await;
@@ -328,8 +368,10 @@ impl Agent {
         }
     }
 
-    fn my_state(&self) -> NodeState {
-        if self.isolated {
+    fn my_state(&self, c: &Cluster) -> NodeState {
+        if c.is_leaving() {
+            NodeState::Leaving
+        } else if self.isolated {
             NodeState::Isolated
         } else if !self.joined {
             NodeState::Joining
@@ -382,14 +424,14 @@ impl Agent {
             .collect();
         let current = election::read(&c.state, &c.config.prefix).await?;
         let now = Instant::now();
-        let me = c.record(self.my_state(), self.candidate(now));
+        let me = c.record(self.my_state(c), self.candidate(now));
         live.push(me);
         self.elect(c, lease, &live, &current).await?;
         self.term = self.term.max(current.term);
         if let Some(won) = self.won {
             self.term = self.term.max(won.term);
         }
-        let me = c.record(self.my_state(), self.candidate(now));
+        let me = c.record(self.my_state(c), self.candidate(now));
         self.write_record(c, lease, me.state).await?;
         if let Some(mine) = live.last_mut() {
             *mine = me;
@@ -467,10 +509,13 @@ impl Agent {
                 self.absent_since = None;
                 let asked = c.resign.swap(false, Relaxed);
                 let higher = election::outranked(me, live);
-                if asked || higher {
+                let leaving = c.is_leaving();
+                if asked || higher || leaving {
                     election::resign(&c.state, prefix, won).await?;
                     self.won = None;
-                    let reason = if asked {
+                    let reason = if leaving {
+                        format!("{} resigned term {} as it leaves", me.id, won.term)
+                    } else if asked {
                         self.stand_down_until = Some(now + STAND_DOWN);
                         format!("{} resigned term {} on request", me.id, won.term)
                     } else {
@@ -547,7 +592,8 @@ impl Agent {
     }
 
     /// Audits who joined, left or went away; the leader raises `stranded_messages`
-    /// for a node gone with messages queued.
+    /// for a node gone with messages queued (unreachable, or left with messages its
+    /// hand-off could not place).
     fn report(&self, c: &Cluster, changes: member::Changes) {
         let me = &c.config.node_id;
         for id in changes.joined.iter().chain(&changes.returned) {
@@ -563,14 +609,22 @@ impl Agent {
                 EventKind::NodeUnreachable,
                 format!("{id} stopped renewing its lease with {depth} messages queued"),
             );
-            if *depth > 0 && self.won.is_some() {
-                c.alerts.raise(
-                    Severity::Critical,
-                    "stranded_messages",
-                    None,
-                    format!("node {id} is gone with {depth} messages queued on its disk"),
-                );
-            }
+        }
+        if self.won.is_none() {
+            return;
+        }
+        for (id, depth) in &changes.stranded {
+            let how = if changes.left.contains(id) {
+                "left"
+            } else {
+                "is gone"
+            };
+            c.alerts.raise(
+                Severity::Critical,
+                "stranded_messages",
+                None,
+                format!("node {id} {how} with {depth} messages queued on its disk"),
+            );
         }
     }
 
@@ -623,7 +677,7 @@ impl Agent {
     }
 
     fn publish(&self, c: &Cluster) {
-        let state = self.my_state();
+        let state = self.my_state(c);
         let leading = self.won.is_some() && !self.isolated;
         c.leader.store(leading, Relaxed);
         *c.leadership.lock().unwrap_or_else(|p| p.into_inner()) = self.won.filter(|_| leading);

@@ -138,6 +138,10 @@ pub struct Changes {
     pub unreachable: Vec<(String, u64)>,
     /// Came back after being unreachable.
     pub returned: Vec<String>,
+    /// Gone (left or unreachable) with messages queued on its disk, with the count it
+    /// last reported: a clean leave hands the queue over first, and reports what it
+    /// could not.
+    pub stranded: Vec<(String, u64)>,
 }
 
 impl Roster {
@@ -163,12 +167,16 @@ impl Roster {
             if k.gone || live.iter().any(|r| &r.id == id) {
                 return now.duration_since(k.seen).unwrap_or_default() < FORGET_UNREACHABLE;
             }
+            let depth = k.record.queue_depth;
+            if depth > 0 {
+                changes.stranded.push((id.clone(), depth));
+            }
             if k.record.state == NodeState::Leaving {
                 changes.left.push(id.clone());
                 return false;
             }
             k.gone = true;
-            changes.unreachable.push((id.clone(), k.record.queue_depth));
+            changes.unreachable.push((id.clone(), depth));
             true
         });
         changes
@@ -248,6 +256,7 @@ mod tests {
         let c = roster.update(&[record("a", NodeState::Leader, 0)], t);
         assert_eq!(c.left, ["b"]);
         assert_eq!(c.unreachable, [("c".to_string(), 7)]);
+        assert_eq!(c.stranded, [("c".to_string(), 7)]);
         let nodes = roster.nodes();
         let states: Vec<_> = nodes.iter().map(|n| (n.id.as_str(), n.state)).collect();
         assert_eq!(
@@ -279,6 +288,24 @@ mod tests {
             1,
             "an unreachable node is forgotten a day on"
         );
+    }
+
+    #[test]
+    fn a_node_that_leaves_with_messages_left_strands_them() {
+        let t = SystemTime::UNIX_EPOCH;
+        let mut roster = Roster::default();
+        roster.update(
+            &[
+                record("a", NodeState::Leader, 0),
+                record("b", NodeState::Leaving, 3),
+                record("c", NodeState::Leaving, 0),
+            ],
+            t,
+        );
+        let c = roster.update(&[record("a", NodeState::Leader, 0)], t);
+        assert_eq!(c.left, ["b", "c"]);
+        assert_eq!(c.stranded, [("b".to_string(), 3)]);
+        assert!(c.unreachable.is_empty());
     }
 
     #[test]

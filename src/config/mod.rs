@@ -161,6 +161,9 @@ pub struct ClusterConfig {
     /// How peers reach this node's admin API (`host:port`); `None`: the address the
     /// admin listener is bound to.
     pub advertise_admin: Option<String>,
+    /// How long a node stopped with SIGTERM hands its queued messages to its peers at
+    /// most before it exits (`crate::cluster::handoff`); zero hands nothing over.
+    pub handoff_timeout: Duration,
 }
 
 #[derive(Clone)]

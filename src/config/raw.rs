@@ -225,6 +225,7 @@ pub struct RawCluster {
     pub priority: u64,
     pub lease_ttl_ms: u64,
     pub advertise_admin: String,
+    pub handoff_timeout_ms: u64,
 }
 
 impl Default for RawCluster {
@@ -237,6 +238,7 @@ impl Default for RawCluster {
             priority: 100,
             lease_ttl_ms: 3_000,
             advertise_admin: String::new(),
+            handoff_timeout_ms: 30_000,
         }
     }
 }

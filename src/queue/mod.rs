@@ -8,11 +8,13 @@
 //! May call: `config`, `clients` (the anonymous label), `telemetry` (the access log
 //! line of a dead letter).
 
+mod handoff;
 pub mod record;
 pub mod store;
 
 use crate::config::QueueConfig;
 use bytes::Bytes;
+pub use handoff::{Handed, TakenOver};
 use rand::Rng;
 use record::{Id, MasterAnswer, Record, Status};
 use std::collections::{HashMap, HashSet};
@@ -103,6 +105,9 @@ pub struct Queue {
     last_retry: AtomicU64,
     /// Woken when a message is queued.
     pub arrived: Notify,
+    /// Held while messages a leaving peer handed over are checked and written, so
+    /// that two hand-offs of one message write it once (see `handoff`).
+    taking_over: tokio::sync::Mutex<()>,
 }
 
 /// How often kept outcomes are tried again at most.
@@ -154,6 +159,7 @@ impl Queue {
             kept: Mutex::new(HashMap::new()),
             last_retry: AtomicU64::new(0),
             arrived: Notify::new(),
+            taking_over: tokio::sync::Mutex::new(()),
         })
     }
 

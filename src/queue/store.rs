@@ -102,6 +102,12 @@ pub enum Op {
     /// Forgets a delivered record (its idempotency window has passed), found in
     /// `done` at `at`.
     Sweep { at: u64, id: Id },
+    /// Takes a queued message out for good: a peer now holds it
+    /// (`crate::cluster::handoff`). Its `due` entry, its place in its routing key's
+    /// line and the `idem` entry that names it go with it; when it headed its line
+    /// (had a `due` entry), the next of the line becomes due at `next_due`. A message
+    /// that is no longer queued, or gone, is left as it is.
+    HandedOff { id: Id, next_due: u64 },
     /// Tests: panics while its batch is staged.
     #[cfg(test)]
     Panic,
@@ -469,6 +475,47 @@ impl Store {
     pub fn count_dead(&self) -> Result<u64, StoreError> {
         Ok(self.spaces()?.dead.iter().count() as u64)
     }
+
+    /// Queued messages with ids after `after` (all, without it), in acceptance order,
+    /// that `skip` does not refuse: up to `limit` of them and about `max_bytes` of
+    /// stored records (always one, when one is there). Reads the `messages` keyspace,
+    /// stepping over delivered records and dead letters: a cost per record stored.
+    pub fn queued_after(
+        &self,
+        after: Option<Id>,
+        limit: usize,
+        max_bytes: usize,
+        skip: impl Fn(&Record) -> bool,
+    ) -> Result<Vec<Record>, StoreError> {
+        use std::ops::Bound;
+        let spaces = self.spaces()?;
+        let start = match after {
+            Some(id) => Bound::Excluded(id.to_vec()),
+            None => Bound::Unbounded,
+        };
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        for guard in spaces
+            .messages
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+        {
+            if out.len() >= limit || (bytes >= max_bytes && !out.is_empty()) {
+                break;
+            }
+            let value = guard.value()?;
+            // The status byte follows the version and the id (see `record`): the
+            // other records are stepped over without decoding them.
+            if value.get(17) != Some(&0) {
+                continue;
+            }
+            let record = Record::decode(&value)
+                .map_err(|e| StoreError::failed(format!("a stored record is unreadable: {e}")))?;
+            if record.status == Status::Queued && !skip(&record) {
+                bytes += value.len();
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
 }
 
 fn open_db(path: &Path) -> Result<(Database, Spaces), StoreError> {
@@ -643,6 +690,7 @@ impl<'a> Staging<'a> {
                     _ => Ok(()),
                 }
             }
+            Op::HandedOff { id, next_due } => self.handed_off(&id, next_due),
             #[cfg(test)]
             Op::Panic => panic!("a job that panics while staged"),
             #[cfg(test)]
@@ -736,6 +784,28 @@ impl<'a> Staging<'a> {
             return Ok(());
         }
         Ok(())
+    }
+
+    /// See [`Op::HandedOff`]. The head of a line is the one with a `due` entry
+    /// (usually its lowest id; not always on a node that took messages over).
+    fn handed_off(&mut self, id: &Id, next_due: u64) -> Result<(), StoreError> {
+        let record = match self.record(id)? {
+            Some(record) if record.status == Status::Queued => record,
+            _ => return Ok(()),
+        };
+        let due_key = time_key(record.due_ms, id).to_vec();
+        let was_due = match self.due.get(&due_key) {
+            Some(staged) => staged.is_some(),
+            None => self.spaces.due.contains_key(&due_key)?,
+        };
+        self.due.insert(due_key, None);
+        if let Some(key) = &record.routing_key {
+            self.keys.insert(line_entry(key, id), None);
+            if was_due {
+                self.promote_next(key, next_due)?;
+            }
+        }
+        self.forget(&record)
     }
 
     /// Removes a record [`Op::put_new`] wrote, with its index entries.

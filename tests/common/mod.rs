@@ -305,6 +305,15 @@ impl Switchyard {
         Self::run_in(dir, config_path)
     }
 
+    /// Starts `switchyard run` again on the same directory and config file, once the
+    /// process has exited.
+    pub fn start_again(self) -> Switchyard {
+        let Switchyard {
+            dir, config_path, ..
+        } = self;
+        Self::run_in(dir, config_path)
+    }
+
     fn run_in(dir: tempfile::TempDir, config_path: PathBuf) -> Switchyard {
         let proc = Proc::spawn_in(
             &["run", "--config", config_path.to_str().unwrap()],

@@ -14,6 +14,9 @@ const MAX_LEASE_TTL_MS: u64 = 60_000;
 const MAX_ENDPOINTS: usize = 16;
 const MAX_PREFIX_BYTES: usize = 128;
 const MAX_ADDRESS_BYTES: usize = 255;
+/// A node stopped with SIGTERM waits at most this long for its hand-off: service
+/// managers kill a process that takes longer to stop (systemd after 90 s by default).
+const MAX_HANDOFF_TIMEOUT_MS: u64 = 600_000;
 
 /// `None` when the section is off or has an error (the error is in `errs`).
 pub(super) fn compile(raw: &RawCluster, errs: &mut Errors) -> Option<ClusterConfig> {
@@ -39,6 +42,12 @@ pub(super) fn compile(raw: &RawCluster, errs: &mut Errors) -> Option<ClusterConf
         raw.lease_ttl_ms,
         MIN_LEASE_TTL_MS,
         MAX_LEASE_TTL_MS,
+    );
+    errs.within(
+        "cluster.handoff_timeout_ms",
+        raw.handoff_timeout_ms,
+        0,
+        MAX_HANDOFF_TIMEOUT_MS,
     );
     if !raw.advertise_admin.is_empty() {
         host_port(errs, "cluster.advertise_admin", &raw.advertise_admin);
@@ -89,6 +98,7 @@ pub(super) fn compile(raw: &RawCluster, errs: &mut Errors) -> Option<ClusterConf
         priority: raw.priority as u32,
         lease_ttl: Duration::from_millis(raw.lease_ttl_ms.div_ceil(1000) * 1000),
         advertise_admin,
+        handoff_timeout: Duration::from_millis(raw.handoff_timeout_ms),
     })
 }
 
@@ -195,13 +205,15 @@ mod tests {
         assert_eq!(cl.priority, 100);
         assert_eq!(cl.lease_ttl.as_millis(), 3000);
         assert_eq!(cl.advertise_admin, None);
+        assert_eq!(cl.handoff_timeout.as_millis(), 30_000);
     }
 
     #[test]
     fn every_bad_key_is_named_even_when_off() {
         let errs = errors(&format!(
             "[cluster]\nnode_id = \"a b\"\netcd = [\"https://e:1\", \"http://e\", \"ftp://e:1\", \"http://e:1/x\"]\n\
-             prefix = \"/p/\"\npriority = 2000000\nlease_ttl_ms = 500\nadvertise_admin = \"nohost\"\n{MASTER}"
+             prefix = \"/p/\"\npriority = 2000000\nlease_ttl_ms = 500\nadvertise_admin = \"nohost\"\n\
+             handoff_timeout_ms = 600001\n{MASTER}"
         ));
         for key in [
             "cluster.node_id:",
@@ -213,6 +225,7 @@ mod tests {
             "cluster.priority:",
             "cluster.lease_ttl_ms:",
             "cluster.advertise_admin:",
+            "cluster.handoff_timeout_ms:",
         ] {
             assert!(
                 errs.iter().any(|e| e.starts_with(key)),
