@@ -265,6 +265,7 @@ async fn a_deposed_leaders_decision_is_refused_by_etcd() {
         priority: 1,
         lease_ttl: Duration::from_secs(3),
         advertise_admin: None,
+        handoff_timeout: Duration::from_secs(30),
     };
     let cluster = switchyard::cluster::Cluster::new(
         config,
