@@ -20,8 +20,9 @@ Parts (run one with --only NAME):
   SIGSTOP past the lease (then SIGCONT), while master p's mock is killed and started
   every two seconds so that the leader keeps failing p over to the standby and back
   (the top node leads for --hold seconds between disruptions: decisions need a leader).
-  Then every node's audit trail: the terms of applied decisions ("decided by N,
-  term T") must never go down in event-id order, and one term must have one decider.
+  Then every node's audit trail: the terms of applied decisions (failovers and
+  failbacks, "decided by N, term T") must never go down in event-id order, and one
+  term must have one decider.
   Goal: 0 violations.
 - `etcd_down`: traffic on every node while etcd is killed for --etcd-down seconds;
   forwarding errors (goal 0), then etcd restarted and the time until every node is
@@ -483,7 +484,8 @@ def two_leaders(env, args):
             kinds[e["kind"]] = kinds.get(e["kind"], 0) + 1
         last = last_lead = 0
         for e in events:
-            m = DECIDED.search(e["reason"]) if e["kind"] == "failover_started" else None
+            decided = e["kind"] in ("failover_started", "failback")
+            m = DECIDED.search(e["reason"]) if decided else None
             if m:
                 decisions += 1
                 term = int(m.group(2))
