@@ -83,6 +83,7 @@ fn every_command_has_help() {
         &["status", "--help"],
         &["cluster", "status", "--help"],
         &["cluster", "resign", "--help"],
+        &["config", "push", "--help"],
     ] {
         let out = Command::new(BIN).args(cmd).output().unwrap();
         assert!(out.status.success(), "{cmd:?}");
