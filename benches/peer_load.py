@@ -20,10 +20,20 @@ to them and they speak HTTPS to three more mock masters (`--tls-cert`), verifyin
 masters' certificates against a CA made for the run with openssl. It then prints each
 one's TLS-to-plain ratios of CPU per request and p99.
 
+`--upstream fast` puts one nginx that answers `return 200` on three ports in place of
+the mock masters (on the client cores): a slower upstream hides part of a proxy's own
+cost, so the fast one shows it whole. `--upstream both` runs the rounds once with each
+and reports both.
+
+`--threads N` gives every proxy N workers (switchyard's tokio worker threads, HAProxy's
+`nbthread`, nginx's `worker_processes`) on the cores `--proxy-core` names (e.g. `0,1`
+with `--threads 2`): multi-core scaling, requests/s against the peers.
+
 Needs: nginx (Debian nginx-light), haproxy, wrk, taskset (and openssl for --tls); a
 release build is made.
     python3 benches/peer_load.py [--duration 10] [--connections 50] [--rounds 3] [--baseline PATH] [--tls]
                                  [--rust-log LEVEL] [--extra TOML] [--master-extra TOML]
+                                 [--upstream mock|fast|both] [--threads N --proxy-core 0,1]
 """
 import argparse
 import os
@@ -92,7 +102,7 @@ def run_wrk(port, path, args, script, scheme="http"):
 
 
 def start_switchyard(tmp, name, binary, upstreams, pin, certs=None, extra="", rust_log="warn",
-                     master_extra=""):
+                     master_extra="", threads=1):
     sy_port, sy_admin = free_port(), free_port()
     cfg = os.path.join(tmp, f"{name}.toml")
     with open(cfg, "w") as f:
@@ -109,19 +119,19 @@ def start_switchyard(tmp, name, binary, upstreams, pin, certs=None, extra="", ru
                 f.write(master_extra.replace("\\n", "\n") + "\n")
         if extra:
             f.write(extra.replace("\\n", "\n") + "\n")
-    env = dict(os.environ, TOKIO_WORKER_THREADS="1", RUST_LOG=rust_log)
+    env = dict(os.environ, TOKIO_WORKER_THREADS=str(threads), RUST_LOG=rust_log)
     p = subprocess.Popen(pin + [binary, "run", "--config", cfg], env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return (p, sy_port, "/v1/messages", scheme)
 
 
-def haproxy_config(port, upstreams, certs=None):
+def haproxy_config(port, upstreams, certs=None, threads=1):
     bind = f" ssl crt {certs['both']} alpn http/1.1" if certs else ""
     server_tls = (f" ssl verify required ca-file {certs['ca']} sni str(localhost) verifyhost localhost alpn http/1.1"
                   if certs else "")
     backends = "\n".join(f"  server m{i} 127.0.0.1:{p}{server_tls}" for i, p in enumerate(upstreams))
     return f"""global
-  nbthread 1
+  nbthread {threads}
   maxconn 4096
 defaults
   mode http
@@ -143,11 +153,11 @@ backend masters
 """
 
 
-def start_haproxy(tmp, name, upstreams, pin, certs=None):
+def start_haproxy(tmp, name, upstreams, pin, certs=None, threads=1):
     port = free_port()
     conf = os.path.join(tmp, f"{name}.cfg")
     with open(conf, "w") as f:
-        f.write(haproxy_config(port, upstreams, certs))
+        f.write(haproxy_config(port, upstreams, certs, threads))
     p = subprocess.Popen(pin + ["haproxy", "-db", "-f", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return (p, port, "/v1/messages", "https" if certs else "http")
 
@@ -161,13 +171,13 @@ def start_proxies(tmp, upstreams, args, tls_upstreams=None, certs=None):
         extra = args.extra if name == "switchyard" else ""
         master_extra = args.master_extra if name == "switchyard" else ""
         procs[name] = start_switchyard(tmp, name, binary, upstreams, pin, extra=extra, rust_log=args.rust_log,
-                                       master_extra=master_extra)
+                                       master_extra=master_extra, threads=args.threads)
 
     ng_port = free_port()
     servers = "\n".join(f"    server 127.0.0.1:{port};" for port in upstreams)
     ng_conf = os.path.join(tmp, "nginx.conf")
     with open(ng_conf, "w") as f:
-        f.write(f"""worker_processes 1;
+        f.write(f"""worker_processes {args.threads};
 daemon off;
 pid {tmp}/nginx.pid;
 error_log {tmp}/nginx-error.log warn;
@@ -193,7 +203,7 @@ http {{
 """)
     p = subprocess.Popen(pin + ["nginx", "-c", ng_conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     procs["nginx"] = (p, ng_port, "/v1/messages", "http")
-    procs["haproxy"] = start_haproxy(tmp, "haproxy", upstreams, pin)
+    procs["haproxy"] = start_haproxy(tmp, "haproxy", upstreams, pin, threads=args.threads)
     if certs:
         procs["switchyard-tls"] = start_switchyard(tmp, "switchyard-tls", BIN, tls_upstreams, pin, certs)
         procs["haproxy-tls"] = start_haproxy(tmp, "haproxy-tls", tls_upstreams, pin, certs)
@@ -202,37 +212,52 @@ http {{
     return procs
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--duration", type=int, default=10)
-    ap.add_argument("--connections", type=int, default=50)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--proxy-core", default="0")
-    ncpu = os.cpu_count() or 2
-    rest = f"1-{ncpu - 1}" if ncpu > 2 else "1"
-    ap.add_argument("--client-cores", default=rest, help="cores for wrk and the upstreams")
-    ap.add_argument("--baseline", help="another switchyard binary to run in the same rounds")
-    ap.add_argument("--tls", action="store_true", help="also run switchyard and haproxy with TLS on both sides")
-    ap.add_argument("--rust-log", default="warn", help="RUST_LOG of the switchyard builds")
-    ap.add_argument("--extra", default="", help="TOML appended to the tested build's config (\\n for newlines)")
-    ap.add_argument("--master-extra", default="",
-                    help="TOML appended to each [[masters]] table of the tested build's config")
-    args = ap.parse_args()
-    for tool in ["nginx", "haproxy", "wrk", "taskset"] + (["openssl"] if args.tls else []):
-        if not shutil.which(tool):
-            sys.exit(f"{tool} is missing: apt-get install -y nginx-light haproxy wrk util-linux")
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "switchyard"], cwd=ROOT, check=True)
+def start_fast_upstreams(tmp, args):
+    """One nginx, on the client cores, answering every request at once on three ports."""
+    ports = [free_port() for _ in range(3)]
+    listens = "\n".join(f"    listen 127.0.0.1:{p};" for p in ports)
+    conf = os.path.join(tmp, "upstream-nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""worker_processes 1;
+daemon off;
+pid {tmp}/upstream-nginx.pid;
+error_log {tmp}/upstream-nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/up-body;
+  keepalive_requests 1000000;
+  server {{
+{listens}
+    location / {{
+      default_type application/json;
+      return 200 '{{"accepted": true}}';
+    }}
+  }}
+}}
+""")
+    p = subprocess.Popen(["taskset", "-c", args.client_cores, "nginx", "-c", conf],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return p, ports
 
+
+def run_mode(args, mode):
+    """One full set of rounds with `mode` upstreams; returns the medians by proxy."""
     tmp = tempfile.mkdtemp(prefix="switchyard-peer-")
     children = []
     try:
         certs = make_certs(tmp) if args.tls else None
         upstreams, tls_upstreams = [], []
-        for i in range(3):
-            port = free_port()
-            children.append(start_mock(port, f"m{i}", args))
-            upstreams.append(port)
-            if certs:
+        if mode == "fast":
+            p, upstreams = start_fast_upstreams(tmp, args)
+            children.append(p)
+        else:
+            for i in range(3):
+                port = free_port()
+                children.append(start_mock(port, f"m{i}", args))
+                upstreams.append(port)
+        if certs:
+            for i in range(3):
                 port = free_port()
                 children.append(start_mock(port, f"m{i}", args, certs))
                 tls_upstreams.append(port)
@@ -255,29 +280,15 @@ def main():
                 res = run_wrk(port, path, args, script, scheme)
                 res["cpu_us"] = (cpu_ticks(pids) - before) / TICK * 1e6 / max(res["requests"], 1)
                 results[name].append(res)
-                print(f"round {r + 1} {name:<14} {res['rps']:>9.0f} req/s  p50 {res['p50']:.2f} ms  "
+                print(f"{mode} round {r + 1} {name:<14} {res['rps']:>9.0f} req/s  p50 {res['p50']:.2f} ms  "
                       f"p99 {res['p99']:.2f} ms  cpu {res['cpu_us']:.1f} us/req  non-2xx {res['non2xx']}"
                       f"{'  socket errors: ' + res['socket_errors'] if res['socket_errors'] else ''}", flush=True)
         rss = proc_status_kb(procs["switchyard"][0].pid, "VmHWM") / 1024
-
-        med = {n: {k: statistics.median(x[k] for x in rs) for k in ("rps", "p50", "p99", "cpu_us")}
-               for n, rs in results.items()}
-        print(f"\nmedians of {args.rounds} rounds, {args.duration}s each, {args.connections} connections, "
-              f"proxy on core {args.proxy_core}, wrk + upstreams on {args.client_cores}")
-        print(f"{'proxy':<15}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/req':>12}{'cpu vs haproxy':>16}{'p99 vs haproxy':>16}")
-        h = med["haproxy"]
-        for name, m in med.items():
-            print(f"{name:<15}{m['rps']:>10.0f}{m['p50']:>9.2f}{m['p99']:>9.2f}{m['cpu_us']:>12.1f}"
-                  f"{m['cpu_us'] / h['cpu_us']:>16.2f}{m['p99'] / h['p99']:>16.2f}")
-        if args.tls:
-            print(f"\nTLS on both sides vs plain (ratio of medians; lower is better)")
-            print(f"{'proxy':<15}{'cpu tls/plain':>15}{'p99 tls/plain':>15}")
-            for plain in ("switchyard", "haproxy"):
-                t, m = med[f"{plain}-tls"], med[plain]
-                print(f"{plain:<15}{t['cpu_us'] / m['cpu_us']:>15.2f}{t['p99'] / m['p99']:>15.2f}")
-        print(f"\nswitchyard peak RSS (VmHWM): {rss:.1f} MB")
         if any(x["non2xx"] for rs in results.values() for x in rs):
             print("warning: some answers were not 2xx")
+        med = {n: {k: statistics.median(x[k] for x in rs) for k in ("rps", "p50", "p99", "cpu_us")}
+               for n, rs in results.items()}
+        return med, rss
     finally:
         for p in children:
             p.terminate()
@@ -287,6 +298,54 @@ def main():
             except subprocess.TimeoutExpired:
                 p.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def report(args, mode, med, rss):
+    print(f"\n{mode} upstreams: medians of {args.rounds} rounds, {args.duration}s each, {args.connections} "
+          f"connections, {args.threads} worker(s) per proxy on core(s) {args.proxy_core}, wrk + upstreams on "
+          f"{args.client_cores}")
+    print(f"{'proxy':<15}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/req':>12}{'cpu vs haproxy':>16}"
+          f"{'p99 vs haproxy':>16}{'req/s vs haproxy':>18}")
+    h = med["haproxy"]
+    for name, m in med.items():
+        print(f"{name:<15}{m['rps']:>10.0f}{m['p50']:>9.2f}{m['p99']:>9.2f}{m['cpu_us']:>12.1f}"
+              f"{m['cpu_us'] / h['cpu_us']:>16.2f}{m['p99'] / h['p99']:>16.2f}{m['rps'] / h['rps']:>18.2f}")
+    if args.tls:
+        print(f"\nTLS on both sides vs plain (ratio of medians; lower is better)")
+        print(f"{'proxy':<15}{'cpu tls/plain':>15}{'p99 tls/plain':>15}")
+        for plain in ("switchyard", "haproxy"):
+            t, m = med[f"{plain}-tls"], med[plain]
+            print(f"{plain:<15}{t['cpu_us'] / m['cpu_us']:>15.2f}{t['p99'] / m['p99']:>15.2f}")
+    print(f"switchyard peak RSS (VmHWM): {rss:.1f} MB")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--proxy-core", default="0", help="the proxies' core(s), e.g. 0 or 0,1")
+    ncpu = os.cpu_count() or 2
+    rest = f"1-{ncpu - 1}" if ncpu > 2 else "1"
+    ap.add_argument("--client-cores", default=rest, help="cores for wrk and the upstreams")
+    ap.add_argument("--baseline", help="another switchyard binary to run in the same rounds")
+    ap.add_argument("--tls", action="store_true", help="also run switchyard and haproxy with TLS on both sides")
+    ap.add_argument("--rust-log", default="warn", help="RUST_LOG of the switchyard builds")
+    ap.add_argument("--extra", default="", help="TOML appended to the tested build's config (\\n for newlines)")
+    ap.add_argument("--master-extra", default="",
+                    help="TOML appended to each [[masters]] table of the tested build's config")
+    ap.add_argument("--upstream", choices=["mock", "fast", "both"], default="mock",
+                    help="mock masters, one nginx answering at once, or both in turn")
+    ap.add_argument("--threads", type=int, default=1, help="workers per proxy")
+    args = ap.parse_args()
+    for tool in ["nginx", "haproxy", "wrk", "taskset"] + (["openssl"] if args.tls else []):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: apt-get install -y nginx-light haproxy wrk util-linux")
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "switchyard"], cwd=ROOT, check=True)
+    modes = ["mock", "fast"] if args.upstream == "both" else [args.upstream]
+    done = [(mode, *run_mode(args, mode)) for mode in modes]
+    for mode, med, rss in done:
+        report(args, mode, med, rss)
 
 
 if __name__ == "__main__":
