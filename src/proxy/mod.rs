@@ -271,7 +271,11 @@ impl Proxy {
                             let Some(keys) = self.shared_keys.get() else {
                                 break Some(claim);
                             };
-                            match shared::claim(keys, &claim, key, &id, cfg).await {
+                            // Boxed: the etcd claim's future is large, and inline it
+                            // would make every request's future (moved on each spawn
+                            // and poll) as large, keyed or not.
+                            let claimed = Box::pin(shared::claim(keys, &claim, key, &id, cfg));
+                            match claimed.await {
                                 shared::Shared::First => break Some(claim),
                                 // The local claim, dropped, frees the key here.
                                 shared::Shared::Duplicate(first, answer) => {
