@@ -30,6 +30,24 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
 
 /// 507: the queue's store could not be read or written (what was asked is not done).
 /// The client gets the short reason; the log gets the detail.
+/// 400 `invalid_config` with every error and its key path; `outcome` says what became
+/// of the config ("was rejected", "was not pushed").
+pub fn invalid_config(outcome: &str, errors: &crate::config::ConfigErrors) -> Response<Body> {
+    let list: Vec<_> = errors
+        .0
+        .iter()
+        .map(|e| serde_json::json!({"path": e.path, "message": e.message}))
+        .collect();
+    json(
+        StatusCode::BAD_REQUEST,
+        &serde_json::json!({"error": {
+            "code": "invalid_config",
+            "message": format!("the config {outcome}; the running config is kept: {errors}"),
+            "errors": list,
+        }}),
+    )
+}
+
 pub fn queue_storage(e: &StoreError) -> Response<Body> {
     tracing::error!(error = %e.detail(), "the queue's store failed a request");
     error(

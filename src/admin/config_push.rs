@@ -51,17 +51,20 @@ impl Admin {
             Err(e) => return e.into_response(),
         };
         let Ok(text) = String::from_utf8(bytes.to_vec()) else {
-            return invalid(&ConfigErrors(vec![crate::config::ConfigError::new(
-                "",
-                "the body is not UTF-8",
-            )]));
+            return reply::invalid_config(
+                "was not pushed",
+                &ConfigErrors(vec![crate::config::ConfigError::new(
+                    "",
+                    "the body is not UTF-8",
+                )]),
+            );
         };
         match config_sync::push(cluster, &self.control, if_match, text).await {
             Ok(version) => reply::json(
                 StatusCode::OK,
                 &serde_json::json!({"config_version": version}),
             ),
-            Err(PushError::Invalid(errors)) => invalid(&errors),
+            Err(PushError::Invalid(errors)) => reply::invalid_config("was not pushed", &errors),
             Err(e @ PushError::Conflict { current, .. }) => reply::json(
                 StatusCode::CONFLICT,
                 &serde_json::json!({"error": {
@@ -103,20 +106,4 @@ fn if_match(headers: &http::HeaderMap) -> Result<u64, Box<Response<Body>>> {
             "If-Match must be a config_version: a whole number such as 3",
         ))
     })
-}
-
-fn invalid(errors: &ConfigErrors) -> Response<Body> {
-    let list: Vec<_> = errors
-        .0
-        .iter()
-        .map(|e| serde_json::json!({"path": e.path, "message": e.message}))
-        .collect();
-    reply::json(
-        StatusCode::BAD_REQUEST,
-        &serde_json::json!({"error": {
-            "code": "invalid_config",
-            "message": format!("the config was not pushed; the running config is kept: {errors}"),
-            "errors": list,
-        }}),
-    )
 }

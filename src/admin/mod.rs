@@ -460,21 +460,7 @@ impl Admin {
                 StatusCode::OK,
                 &serde_json::json!({"config_version": version}),
             ),
-            Err(errors) => {
-                let list: Vec<_> = errors
-                    .0
-                    .iter()
-                    .map(|e| serde_json::json!({"path": e.path, "message": e.message}))
-                    .collect();
-                reply::json(
-                    StatusCode::BAD_REQUEST,
-                    &serde_json::json!({"error": {
-                        "code": "invalid_config",
-                        "message": format!("the config was rejected; the running config is kept: {errors}"),
-                        "errors": list,
-                    }}),
-                )
-            }
+            Err(errors) => reply::invalid_config("was rejected", &errors),
         }
     }
 }
