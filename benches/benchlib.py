@@ -1,10 +1,13 @@
 """What the load scripts in this folder share: where the release binary is, loopback
-ports, and wrk's scripts and output."""
+ports, a JSON call to a local API, and wrk's scripts and output."""
+import json
 import os
 import re
 import socket
 import sys
 import time
+import urllib.error
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "switchyard")
@@ -14,6 +17,17 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def call_json(port, path, method="GET", timeout=30):
+    """`method path` on 127.0.0.1:port with no body; the JSON answer, error statuses
+    included (/health is 503 while no master is eligible)."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.load(r)
+    except urllib.error.HTTPError as e:
+        return json.load(e)
 
 
 def post_script(path, body, extra=""):

@@ -18,7 +18,6 @@ every 100 ms, so out of rotation), and two switchyard nodes (release build): `b`
     cargo build --release && python3 benches/handoff.py [--messages 100000] [--rounds 3]
 """
 import argparse
-import json
 import os
 import re
 import shutil
@@ -29,22 +28,12 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.request
 import http.client
 
-from benchlib import BIN, free_port, wait_port
+from benchlib import BIN, call_json, free_port, wait_port
 
 BODY = '{"to": "+971500000001", "text": "hello"}'
-
-
-def get(port, path, method="GET"):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return json.load(r)
-    except urllib.error.HTTPError as e:
-        return json.load(e)
 
 
 def until(what, check, timeout=120, every=0.05):
@@ -112,7 +101,7 @@ class Node:
         wait_port(self.admin, timeout=30)
 
     def depth(self):
-        return get(self.admin, "/admin/queue")["depth"]
+        return call_json(self.admin, "/admin/queue")["depth"]
 
     def log_text(self):
         with open(os.path.join(self.dir, "log.txt")) as f:
@@ -157,13 +146,13 @@ def one_round(n):
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(mock)
         wait_port(mport)
-        get(mport, "/control/down", "POST")
+        call_json(mport, "/control/down", "POST")
         b = Node(data, "b", 200, eport, mport)
         a = Node(data, "a", 100, eport, mport)
         procs += [b.proc, a.proc]
 
         def formed():
-            v = get(b.admin, "/cluster/status")
+            v = call_json(b.admin, "/cluster/status")
             live = [x for x in v.get("nodes", []) if x["state"] in ("active", "leader")]
             return v.get("leader") == "b" and len(live) == 2
         until("a cluster of two", formed, timeout=60)
@@ -192,10 +181,10 @@ def one_round(n):
         assert left_on_a == 0, left_on_a
 
         t1 = time.time()
-        get(mport, "/control/up", "POST")
+        call_json(mport, "/control/up", "POST")
         until("b's queue delivered", lambda: b.depth() == 0, timeout=600, every=0.2)
         drain_s = time.time() - t1
-        keys = get(mport, "/received/keys")
+        keys = call_json(mport, "/received/keys")
         received = len(keys["order"])
         distinct = len(keys["keys"])
         once = all(c == 1 for c in keys["keys"].values())

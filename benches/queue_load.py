@@ -22,28 +22,20 @@ restarts switchyard with SIGTERM, and prints the time from start to serving and 
 with the backlog against an empty start (targets: <= 2 s and <= +10 MB at 1,000,000).
 """
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 
-from benchlib import BIN, free_port, parse_wrk, post_script, rss_kb, wait_port
+from benchlib import BIN, call_json, free_port, parse_wrk, post_script, rss_kb, wait_port
 
 BODY = '{"to": "+971500000001", "text": "hello"}'
 
 
 def admin(port, path, method="GET"):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return json.load(r)
-    except urllib.error.HTTPError as e:  # /health is 503 while no master is eligible
-        return json.load(e)
+    return call_json(port, path, method, timeout=10)
 
 
 def wrk(port, script, duration):
