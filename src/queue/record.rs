@@ -300,6 +300,33 @@ impl<'a> Reader<'a> {
 }
 
 #[cfg(test)]
+impl Record {
+    /// A queued message with no key, client or headers, for the tests that build on one.
+    pub(crate) fn test_queued(id: Id, body: &'static [u8]) -> Record {
+        Record {
+            id,
+            status: Status::Queued,
+            created_ms: 1,
+            updated_ms: 1,
+            due_ms: 1,
+            attempts: 0,
+            content_type: None,
+            idempotency_key: "k".into(),
+            region: None,
+            routing_key: None,
+            master: None,
+            last_error: None,
+            body: Bytes::from_static(body),
+            answer: None,
+            forward_headers: Vec::new(),
+            client: String::new(),
+            request_id: None,
+            recipient: None,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

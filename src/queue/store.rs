@@ -1152,26 +1152,7 @@ mod tests {
     use crate::queue::record::Record;
 
     fn queued(id: Id) -> Record {
-        Record {
-            id,
-            status: Status::Queued,
-            created_ms: 1,
-            updated_ms: 1,
-            due_ms: 1,
-            attempts: 0,
-            content_type: None,
-            idempotency_key: "k".into(),
-            region: None,
-            routing_key: None,
-            master: None,
-            last_error: None,
-            body: bytes::Bytes::from_static(b"m"),
-            answer: None,
-            forward_headers: Vec::new(),
-            client: String::new(),
-            request_id: None,
-            recipient: None,
-        }
+        Record::test_queued(id, b"m")
     }
 
     #[test]

@@ -86,26 +86,7 @@ mod tests {
 
     fn sample() -> Vec<u8> {
         let h = Handed {
-            record: crate::queue::record::Record {
-                id: [0; 16],
-                status: crate::queue::record::Status::Queued,
-                created_ms: 1,
-                updated_ms: 1,
-                due_ms: 1,
-                attempts: 0,
-                content_type: None,
-                idempotency_key: "k".into(),
-                region: None,
-                routing_key: None,
-                master: None,
-                last_error: None,
-                body: Bytes::from_static(b"{}"),
-                answer: None,
-                forward_headers: Vec::new(),
-                client: String::new(),
-                request_id: None,
-                recipient: None,
-            },
+            record: crate::queue::record::Record::test_queued([0; 16], b"{}"),
             keyed: false,
         };
         h.record.encode()
