@@ -267,10 +267,17 @@ async fn five_nodes_agree_a_clean_stop_is_a_leave_and_a_late_node_joins() {
     }
     let refs: Vec<&Switchyard> = nodes.iter().collect();
     leader_is(&http, &refs, "n4", WITHIN).await;
-    let (_, _, metrics) = http.get(&format!("{}/metrics", nodes[0].admin)).await;
-    assert!(
-        String::from_utf8_lossy(&metrics).contains("switchyard_cluster_nodes{state=\"active\"} 4")
-    );
+    // The leader is agreed; a node's metrics follow at its next tick.
+    eventually(
+        WITHIN,
+        "four active nodes and a leader in the metrics",
+        || async {
+            let (_, _, metrics) = http.get(&format!("{}/metrics", nodes[0].admin)).await;
+            String::from_utf8_lossy(&metrics)
+                .contains("switchyard_cluster_nodes{state=\"active\"} 4")
+        },
+    )
+    .await;
 
     let mut n2 = nodes.remove(2);
     n2.proc.signal("TERM");
@@ -351,10 +358,10 @@ async fn a_three_member_etcd_losing_one_member_changes_nothing_and_losing_quorum
         admin == "draining" || admin == "drained"
     })
     .await;
-    let (code, _, _) = http
+    let (code, _, body) = http
         .post(&format!("{}/ha/masters/m/enable", a.admin), "")
         .await;
-    assert_eq!(code, 200);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
     eventually(WITHIN, "the enable applied on the follower", || async {
         let (_, _, body) = http.get(&format!("{}/ha/status", b.admin)).await;
         json(&body)["masters"][0]["admin"] == "enabled"

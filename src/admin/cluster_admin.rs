@@ -5,11 +5,12 @@
 //! (503 `cluster_isolated`) rather than change itself alone.
 
 use crate::cluster::shared::{Mutation, Shared, UpdateError};
+use crate::cluster::state::StateError;
 use crate::control::failover::{Command, Handle};
 use crate::reply;
 use crate::server::Body;
 use http::{Response, StatusCode};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long an answer waits for the change to come back applied here.
 const APPLIED_WITHIN: Duration = Duration::from_secs(5);
@@ -23,7 +24,7 @@ pub(super) async fn write(shared: &Shared, change: &Mutation) -> Result<(), Box<
             "this node cannot reach etcd: an admin action here would apply on this node alone; use another node or wait",
         )));
     }
-    let revision = match shared.update(None, change).await {
+    let revision = match update(shared, change).await {
         Ok(revision) => revision,
         Err(UpdateError::Refused(r)) => {
             return Err(Box::new(reply::error(
@@ -48,6 +49,23 @@ pub(super) async fn write(shared: &Shared, change: &Mutation) -> Result<(), Box<
             "not_applied_yet",
             "the change is written for the cluster but not in force on this node yet",
         )))
+    }
+}
+
+/// Writes `change`, again while etcd does not answer and this node is not isolated
+/// (etcd electing a raft leader after a member died), for [`APPLIED_WITHIN`] at most.
+/// A write applied whose answer was lost is no change on the next try.
+async fn update(shared: &Shared, change: &Mutation) -> Result<i64, UpdateError> {
+    let deadline = Instant::now() + APPLIED_WITHIN;
+    loop {
+        match shared.update(None, change).await {
+            Err(UpdateError::State(StateError::Unreachable(_)))
+                if Instant::now() < deadline && !shared.cluster().is_isolated() =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
     }
 }
 

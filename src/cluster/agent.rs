@@ -5,9 +5,11 @@
 //! a watch sees the leader key or a node record change. Each tick renews
 //! the lease when a third of the TTL has passed, reads every node record and the
 //! leader key, steps up or down, and rewrites this node's record when it changed. A
-//! tick that cannot reach etcd changes nothing that was applied; when etcd has not
-//! answered for half the TTL the node is `isolated` (audited, and a critical
-//! `cluster_isolated` alert) until a tick succeeds again.
+//! tick that cannot reach etcd changes nothing that was applied. A leader that has not
+//! reached etcd for half the TTL decides nothing more; when etcd has not answered for
+//! the whole TTL (longer than etcd takes to elect a raft leader after a member died)
+//! the node is `isolated` (audited, and a critical `cluster_isolated` alert) until a
+//! tick succeeds again.
 //!
 //! On shutdown the node is `leaving`: it resigns leadership at the next tick and stands
 //! for none, and goes on ticking (renewing its lease, reporting its queue depth) while

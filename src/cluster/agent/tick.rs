@@ -336,9 +336,10 @@ impl Agent {
             Err(e) => {
                 metrics::counter!("switchyard_cluster_etcd_errors_total").increment(1);
                 tracing::debug!(error = %e, "cluster tick failed");
-                // Half a lease: etcd electing a raft leader again (a member died) is no
-                // isolation yet.
-                let cut_off = now.duration_since(self.last_ok) >= c.config.lease_ttl / 2;
+                // A whole lease, when the others may count this node gone: etcd
+                // electing a raft leader again after a member died (one to two
+                // election timeouts, 1 to 2 s at etcd's defaults) is no isolation.
+                let cut_off = now.duration_since(self.last_ok) >= c.config.lease_ttl;
                 if cut_off && !matches!(e, StateError::LeaseLost(_)) {
                     if !self.isolated {
                         self.isolated = true;
@@ -369,7 +370,10 @@ impl Agent {
 
     pub(super) fn publish(&self, c: &Cluster) {
         let state = self.my_state(c);
-        let leading = self.won.is_some() && !self.isolated;
+        // A leader that has not reached etcd for half a lease decides nothing more:
+        // its lease may run out before it learns so.
+        let fresh = self.last_ok.elapsed() < c.config.lease_ttl / 2;
+        let leading = self.won.is_some() && fresh;
         c.leader.store(leading, Relaxed);
         *c.leadership.lock().unwrap_or_else(|p| p.into_inner()) = self.won.filter(|_| leading);
         c.term.store(self.term, Relaxed);
