@@ -23,6 +23,7 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod h1;
 pub mod health;
 pub mod mock;
 pub mod pool;

@@ -219,9 +219,71 @@ impl Pooled {
     }
 }
 
-/// A new HTTP/1.1 connection to `endpoint`, `TCP_NODELAY` set, its TLS handshake
-/// done for https (within the same connect timeout), its connection task spawned.
-pub async fn connect(endpoint: &Endpoint) -> Result<SendRequest<Body>, PoolError> {
+/// An outbound connection: plain TCP, or TLS over it.
+pub enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Io {
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Io::Plain(s) => s,
+            Io::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Io {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Io {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => std::pin::Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A new connection to `endpoint`, `TCP_NODELAY` set, its TLS handshake done for
+/// https, all within [`CONNECT_TIMEOUT`].
+pub async fn dial(endpoint: &Endpoint) -> Result<Io, PoolError> {
     let authority = &endpoint.authority;
     let dial = async {
         let stream = TcpStream::connect(authority)
@@ -231,14 +293,12 @@ pub async fn connect(endpoint: &Endpoint) -> Result<SendRequest<Body>, PoolError
             tracing::debug!(error = %e, "set_nodelay failed");
         }
         match &endpoint.tls {
-            None => spawn_http1(stream, authority).await,
-            Some(tls) => {
-                let stream = tls
-                    .handshake(stream)
-                    .await
-                    .map_err(|e| PoolError::Tls(authority.clone(), e))?;
-                spawn_http1(stream, authority).await
-            }
+            None => Ok(Io::Plain(stream)),
+            Some(tls) => tls
+                .handshake(stream)
+                .await
+                .map(|s| Io::Tls(Box::new(s)))
+                .map_err(|e| PoolError::Tls(authority.clone(), e)),
         }
     };
     tokio::time::timeout(CONNECT_TIMEOUT, dial)
@@ -246,14 +306,13 @@ pub async fn connect(endpoint: &Endpoint) -> Result<SendRequest<Body>, PoolError
         .map_err(|_| PoolError::ConnectTimeout(authority.clone()))?
 }
 
-/// The HTTP/1.1 client handshake on `io`, its connection task spawned.
-async fn spawn_http1<S>(io: S, authority: &str) -> Result<SendRequest<Body>, PoolError>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
+/// A new HTTP/1.1 connection to `endpoint` ([`dial`]), its hyper connection task
+/// spawned.
+pub async fn connect(endpoint: &Endpoint) -> Result<SendRequest<Body>, PoolError> {
+    let io = dial(endpoint).await?;
     let (sender, conn) = http1::handshake(TokioIo::new(io))
         .await
-        .map_err(|e| PoolError::Handshake(authority.to_string(), e))?;
+        .map_err(|e| PoolError::Handshake(endpoint.authority.clone(), e))?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "outbound connection ended with an error");

@@ -37,7 +37,7 @@ use upstream::{exchange, Answer, Outgoing};
 #[derive(Debug)]
 pub struct Proxy {
     pub control: Arc<Control>,
-    pool: crate::pool::ConnPool,
+    pool: crate::h1::pool::Pool,
     pub messages: MessageLog,
     /// `None` when `queue.enabled = false`.
     pub queue: Option<Arc<Queue>>,
@@ -54,7 +54,7 @@ impl Proxy {
     pub fn new(control: Arc<Control>, queue: Option<Arc<Queue>>) -> Proxy {
         Proxy {
             control,
-            pool: crate::pool::ConnPool::default(),
+            pool: crate::h1::pool::Pool::default(),
             messages: MessageLog::default(),
             queue,
             statuses: status::StatusIndex::default(),
@@ -838,12 +838,9 @@ fn unavailable(cfg: &crate::config::Config, code: &str, message: String) -> Resp
 fn delivered(answer: Answer, master: HeaderValue, id: HeaderValue) -> Response<Body> {
     let mut resp = Response::new(Body::new(answer.body));
     *resp.status_mut() = answer.status;
+    // The answer's end-to-end headers, as parsed (`crate::h1::head`).
+    *resp.headers_mut() = answer.headers;
     let headers = resp.headers_mut();
-    for (name, value) in &answer.headers {
-        if !is_hop_by_hop(name) {
-            headers.append(name.clone(), value.clone());
-        }
-    }
     headers.insert(MASTER, master);
     headers.insert(MESSAGE_ID, id);
     resp
@@ -897,12 +894,6 @@ fn kept_answer(id: &str, answer: &StoredAnswer) -> Response<Body> {
         }
     }
     resp
-}
-
-/// Not copied from a master's answer: hop-by-hop headers, and the length, which hyper
-/// writes for the body it sends.
-fn is_hop_by_hop(name: &header::HeaderName) -> bool {
-    *name == header::CONTENT_LENGTH || crate::util::HOP_BY_HOP.contains(&name.as_str())
 }
 
 /// Once a minute, forgets what the idempotency window no longer covers: entries in

@@ -2,21 +2,17 @@
 //! SPEC section 4 defines retryable failures.
 
 use crate::config::MasterConfig;
-use crate::pool::{ConnPool, LocalFault, PoolError, SendError};
-use crate::server::Body;
+use crate::h1::pool::{Pool, SendError};
+use crate::pool::{LocalFault, PoolError};
 use crate::util::error_chain;
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
-use http_body_util::BodyExt;
+use http::header::{self, HeaderName, HeaderValue};
+use http::StatusCode;
 use std::time::Duration;
 
-/// A master's answer, body read in full.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
+pub use crate::h1::Answer;
+
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// Why an exchange did not produce a final answer.
 #[derive(Debug, thiserror::Error)]
@@ -116,59 +112,70 @@ pub struct Outgoing {
 
 /// Sends `msg` to `master` and reads the whole answer within `timeout`.
 pub async fn exchange(
-    pool: &ConnPool,
+    pool: &Pool,
     master: &MasterConfig,
     msg: &Outgoing,
     timeout: Duration,
 ) -> Result<Answer, UpstreamError> {
     let send = &master.send;
-    let build = || {
-        let mut req = Request::new(Body::new(msg.body.clone()));
-        *req.method_mut() = Method::POST;
-        *req.uri_mut() = send.path.clone();
-        let headers = req.headers_mut();
-        headers.insert(header::HOST, send.host.clone());
-        // The config keeps out every name set below but the master's own.
-        for (name, value) in &msg.forward {
-            headers.insert(name.clone(), value.clone());
-        }
-        if let Some(ct) = &msg.content_type {
-            headers.insert(header::CONTENT_TYPE, ct.clone());
-        }
-        for (name, value) in &master.headers {
-            headers.insert(name.clone(), value.clone());
-        }
-        headers.insert("idempotency-key", msg.idempotency_key.clone());
-        req
-    };
-
-    let exchange = async {
-        let (conn, resp) = pool.send(send, build).await.map_err(|e| match e {
+    let build = |out: &mut Vec<u8>| write_request(out, master, msg);
+    let answer = tokio::time::timeout(timeout, pool.exchange(send, build))
+        .await
+        .map_err(|_| UpstreamError::Timeout(timeout))?
+        .map_err(|e| match e {
             SendError::Connect(e @ PoolError::Tls(..)) => UpstreamError::Tls(error_chain(&e)),
             SendError::Connect(e) => match e.local_fault() {
                 Some(fault) => UpstreamError::Local(fault, error_chain(&e)),
                 None => UpstreamError::Connect(error_chain(&e)),
             },
-            SendError::Request(e) => UpstreamError::Io(error_chain(&e)),
+            SendError::Exchange(e) => UpstreamError::Io(e.to_string()),
         })?;
-        let (parts, body) = resp.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| UpstreamError::Io(error_chain(&e)))?
-            .to_bytes();
-        conn.release();
-        Ok(Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
-    };
-    let answer = tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| UpstreamError::Timeout(timeout))??;
     if retryable_status(answer.status) {
         return Err(UpstreamError::Status(answer));
     }
     Ok(answer)
+}
+
+/// The request to `master` as it goes on the wire. Each header once: a master's own
+/// `headers` win over `Host`, the forwarded ones and `Content-Type`; the framing
+/// (`Content-Length`, hop-by-hop names) and `Idempotency-Key` are switchyard's.
+fn write_request(out: &mut Vec<u8>, master: &MasterConfig, msg: &Outgoing) {
+    let own = |name: &HeaderName| master.headers.iter().any(|(n, _)| n == name);
+    let send = &master.send;
+    let path = send.path.path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(b"POST ");
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut line = |name: &HeaderName, value: &HeaderValue| {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    };
+    if !own(&header::HOST) {
+        line(&header::HOST, &send.host);
+    }
+    for (name, value) in &msg.forward {
+        if !own(name) {
+            line(name, value);
+        }
+    }
+    if let Some(ct) = msg
+        .content_type
+        .as_ref()
+        .filter(|_| !own(&header::CONTENT_TYPE))
+    {
+        line(&header::CONTENT_TYPE, ct);
+    }
+    for (name, value) in &master.headers {
+        let framing =
+            *name == header::CONTENT_LENGTH || crate::util::HOP_BY_HOP.contains(&name.as_str());
+        if !framing && name != IDEMPOTENCY_KEY {
+            line(name, value);
+        }
+    }
+    line(&IDEMPOTENCY_KEY, &msg.idempotency_key);
+    line(&header::CONTENT_LENGTH, &HeaderValue::from(msg.body.len()));
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&msg.body);
 }

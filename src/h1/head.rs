@@ -1,0 +1,213 @@
+//! An answer's head: status line and headers parsed with `httparse`, and what they say
+//! about the body's framing and the connection's reuse (RFC 9112 sections 6.3 and 9).
+
+use super::ExchangeError;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::StatusCode;
+
+/// Headers an answer may carry; more is a malformed answer.
+const MAX_HEADERS: usize = 100;
+
+/// How the body after the head ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `Content-Length` bytes (0 for 204 and 304).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// No length: the body ends when the master closes the connection.
+    Close,
+}
+
+/// A parsed head.
+#[derive(Debug)]
+pub struct Head {
+    pub status: StatusCode,
+    /// End-to-end headers only: hop-by-hop ones, those `Connection` names and
+    /// `Content-Length` are left out (the body is passed on whole).
+    pub headers: HeaderMap,
+    pub framing: Framing,
+    /// The master keeps the connection open after this answer.
+    pub keep_alive: bool,
+}
+
+/// Parses a head at the start of `buf`: `Ok(None)` when it is not complete yet, else
+/// the head and its length in bytes.
+pub fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, ExchangeError> {
+    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut raw);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(ExchangeError::Malformed(format!("bad head: {e}"))),
+    };
+    let code = resp.code.unwrap_or_default();
+    let status = StatusCode::from_u16(code)
+        .map_err(|_| ExchangeError::Malformed(format!("bad status {code}")))?;
+    let http11 = resp.version == Some(1);
+
+    let mut close = false;
+    let mut keep_alive_token = false;
+    let mut chunked = None;
+    let mut length: Option<u64> = None;
+    let mut listed: Vec<&[u8]> = Vec::new();
+    for h in resp.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"connection") {
+            for token in tokens(h.value) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive_token = true;
+                } else {
+                    listed.push(token);
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // The last coding decides; any other than chunked runs to the close.
+            let last = tokens(h.value).last().unwrap_or_default();
+            chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            for value in h.value.split(|b| *b == b',') {
+                let n = parse_length(value.trim_ascii())
+                    .ok_or_else(|| ExchangeError::Malformed("bad content-length".to_string()))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(ExchangeError::Malformed(
+                        "content-length values differ".to_string(),
+                    ));
+                }
+                length = Some(n);
+            }
+        }
+    }
+
+    let no_body = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let framing = match (no_body, chunked, length) {
+        (true, _, _) => Framing::Length(0),
+        (false, Some(true), _) => Framing::Chunked,
+        (false, Some(false), _) => Framing::Close,
+        (false, None, Some(n)) => Framing::Length(n),
+        (false, None, None) => Framing::Close,
+    };
+    // A length beside a transfer coding may be a smuggling attempt: use the coding,
+    // then drop the connection.
+    let ambiguous = chunked.is_some() && length.is_some();
+    let keep_alive = framing != Framing::Close
+        && !ambiguous
+        && if http11 {
+            !close
+        } else {
+            keep_alive_token && !close
+        };
+
+    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    for h in resp.headers.iter() {
+        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
+            return Err(ExchangeError::Malformed(format!(
+                "bad header name {:?}",
+                h.name
+            )));
+        };
+        if name == header::CONTENT_LENGTH
+            || crate::util::HOP_BY_HOP.contains(&name.as_str())
+            || listed
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case(name.as_str().as_bytes()))
+        {
+            continue;
+        }
+        let value = HeaderValue::from_bytes(h.value)
+            .map_err(|_| ExchangeError::Malformed(format!("bad value of {name}")))?;
+        headers.append(name, value);
+    }
+    Ok(Some((
+        Head {
+            status,
+            headers,
+            framing,
+            keep_alive,
+        },
+        len,
+    )))
+}
+
+/// The comma-separated tokens of a header value, trimmed, empty ones left out.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// Digits only (no sign, no blanks), at most 19 of them so it fits a u64.
+fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Head {
+        parse(text.as_bytes()).unwrap().unwrap().0
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let h = head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::Length(5), true));
+        let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, true));
+        let h = head("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::Close, false));
+        let h = head("HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::Close, false));
+        let h = head("HTTP/1.1 204 No Content\r\ncontent-length: 7\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::Length(0), true));
+        let h = head("HTTP/1.1 200 OK\r\ncontent-length: 3, 3\r\n\r\n");
+        assert_eq!(h.framing, Framing::Length(3));
+        // Both: the coding wins and the connection is not reused.
+        let h = head("HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
+    }
+
+    #[test]
+    fn reuse_follows_the_version_and_connection() {
+        assert!(
+            !head("HTTP/1.1 200 OK\r\nConnection: close\r\ncontent-length: 0\r\n\r\n").keep_alive
+        );
+        assert!(!head("HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n").keep_alive);
+        assert!(
+            head("HTTP/1.0 200 OK\r\nconnection: Keep-Alive\r\ncontent-length: 0\r\n\r\n")
+                .keep_alive
+        );
+    }
+
+    #[test]
+    fn only_end_to_end_headers_are_kept() {
+        let h = head(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n\
+             Content-Length: 2\r\nContent-Type: application/json\r\nX-Id: a\r\nX-Id: b\r\n\r\n",
+        );
+        let names: Vec<_> = h.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["content-type", "x-id"]);
+        assert_eq!(h.headers.get_all("x-id").iter().count(), 2);
+    }
+
+    #[test]
+    fn bad_heads_are_refused() {
+        for text in [
+            "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "HTTX/1.1 200 OK\r\n\r\n",
+        ] {
+            assert!(parse(text.as_bytes()).is_err(), "{text:?}");
+        }
+        assert!(parse(b"HTTP/1.1 200 OK\r\ncontent-le").unwrap().is_none());
+    }
+}
