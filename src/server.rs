@@ -230,7 +230,9 @@ pub async fn serve_with<H, F, L, T>(
                 req.extensions_mut()
                     .insert(ReadDeadline(after(started, read_timeout)));
                 req.extensions_mut().insert(PeerAddr(peer));
-                let fut = crate::reply::unless_panic(handler(req));
+                // Boxed: hyper keeps the future in its dispatcher, and a handler's
+                // future inline there is copied whole as it moves.
+                let fut = crate::reply::unless_panic(Box::pin(handler(req)));
                 let clock = clock.clone();
                 async move {
                     let resp = fut.await;

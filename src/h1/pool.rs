@@ -72,12 +72,12 @@ impl Pool {
         let idle = self.idle_list(endpoint);
         let (mut conn, reused) = match take(&idle) {
             Some(conn) => (conn, true),
-            None => (Conn::new(dial(endpoint).await?), false),
+            None => (Conn::new(Box::pin(dial(endpoint)).await?), false),
         };
         let answer = match conn.exchange(&build).await {
             Err(ExchangeError::NoAnswer(e)) if reused => {
                 tracing::debug!(error = %e, "a reused connection gave no answer: sending on a new one");
-                conn = Conn::new(dial(endpoint).await?);
+                conn = Conn::new(Box::pin(dial(endpoint)).await?);
                 conn.exchange(&build).await
             }
             other => other,

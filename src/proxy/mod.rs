@@ -180,8 +180,10 @@ impl Proxy {
             Ok(given) => {
                 request_id = given;
                 // Caught here too (the listener catches it anyway), so that a 500 for
-                // a bug still carries the request id.
-                reply::unless_panic(self.send(req, client, &mut request_id)).await
+                // a bug still carries the request id. Boxed: the send's future is the
+                // largest by far, and inline it would be copied whole as it is
+                // wrapped and moved.
+                reply::unless_panic(Box::pin(self.send(req, client, &mut request_id))).await
             }
             Err(e) => reply::error(StatusCode::BAD_REQUEST, e.code(), e.to_string()),
         };
@@ -350,7 +352,7 @@ impl Proxy {
                     Err(e) => return storage_error(&e),
                 };
             if queue_now {
-                return self.park(&table, &msg, &message, 0, None).await;
+                return Box::pin(self.park(&table, &msg, &message, 0, None)).await;
             }
         }
         self.forward(&table, &msg, &message).await
@@ -393,7 +395,7 @@ impl Proxy {
                 Some(Ok(pick)) => sticky = Some(pick),
                 Some(Err(wait)) if wait <= cfg.routing.sticky_max_wait => {
                     if self.queue.is_some() {
-                        return self.park(table, msg, message, attempts, None).await;
+                        return Box::pin(self.park(table, msg, message, attempts, None)).await;
                     }
                     return over_budget(wait);
                 }
@@ -436,8 +438,15 @@ impl Proxy {
                             body: answer.body.clone(),
                             master: master.config.id.clone(),
                         };
-                        self.keep_answer(claim, stored, msg, message, attempts, last_error.clone())
-                            .await;
+                        Box::pin(self.keep_answer(
+                            claim,
+                            stored,
+                            msg,
+                            message,
+                            attempts,
+                            last_error.clone(),
+                        ))
+                        .await;
                     }
                     let max = cfg.server.max_status_records;
                     self.record_answer(message, master, answer.status, attempts, last_error, max);
@@ -474,7 +483,7 @@ impl Proxy {
                 || budget_wait.is_some()
                 || cfg.queue.when_unavailable == WhenUnavailable::Queue);
         if queue_takes_it {
-            return self.park(table, msg, message, attempts, last_error).await;
+            return Box::pin(self.park(table, msg, message, attempts, last_error)).await;
         }
         // A claim dropped unfinished frees its key (see `Claim`).
         match (last_error, budget_wait) {
