@@ -7,15 +7,15 @@
 //! [`TICK_MS`]: a write locks only the current bucket, a read goes straight to the
 //! bucket its id names, and expiry clears a whole bucket (when its slot is reused, or
 //! by [`StatusIndex::sweep`]) without a scan. A record lives from 60 minutes 10 s to
-//! 60 minutes 20 s. It costs one hash map insert per message and no disk write; the
-//! price is that these records (unlike the store's) do not survive a restart.
+//! 60 minutes 20 s. It costs one append to its bucket per message and no disk write;
+//! the price is that these records (unlike the store's) do not survive a restart.
 //!
-//! Bound: `server.max_status_records` (a record takes 56 bytes in its table, which
-//! keeps from 1/8 to 1/2 of its room free: 64 to 112 bytes each, more for the rare
-//! one with an error text). Past it the oldest ten seconds are dropped whole, earlier
-//! than an hour, and counted in `switchyard_status_records_evicted_total`: under more
-//! traffic than the bound covers for an hour, the oldest sync statuses go first, and
-//! the newest stay findable up to the bound's worth of ten seconds (50,000 messages a
+//! Bound: `server.max_status_records` (a record takes 32 bytes, in chunks of 4,096
+//! that are allocated whole, more for the rare one with an error text: 16 MB for the
+//! default 500,000). Past it the oldest ten seconds are dropped whole, earlier than an
+//! hour, and counted in `switchyard_status_records_evicted_total`: under more traffic
+//! than the bound covers for an hour, the oldest sync statuses go first, and the
+//! newest stay findable up to the bound's worth of ten seconds (50,000 messages a
 //! second at the default); queued and keyed messages are not affected (the store keeps
 //! them).
 //!
@@ -90,30 +90,100 @@ const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
 
 type ById<T> = HashMap<u128, T, BuildHasherDefault<IdHasher>>;
 
-/// An [`Entry`] as kept: 40 bytes; the rare `last_error` lives beside it.
-#[derive(Debug)]
+/// An [`Entry`] as kept: 32 bytes, its names as indices into its bucket's
+/// [`Slot::names`]; the rare `last_error` lives beside it.
+#[derive(Debug, Clone, Copy)]
 struct Kept {
-    client: Arc<str>,
-    master: Arc<str>,
+    id: u128,
+    client: u16,
+    master: u16,
     attempts: u16,
     http_status: u16,
     took_ms: u32,
 }
 
+/// Records per chunk of a bucket (128 KiB).
+const CHUNK: usize = 4096;
+
+/// One bucket: records in the order they came, in chunks of [`CHUNK`]. A chunk is
+/// sorted by id once full, so a lookup is a binary search per full chunk and a scan of
+/// the open one. Appending touches only the open chunk's end: no table to grow and
+/// rehash, and no memory past the records but the open chunk's free room.
 #[derive(Debug, Default)]
 struct Slot {
     tick: u64,
-    records: ById<Kept>,
+    /// The clients and masters its records name.
+    names: Vec<Arc<str>>,
+    /// Full chunks, each sorted by id (stably: of one id recorded twice, the later
+    /// comes last).
+    sealed: Vec<Box<[Kept]>>,
+    open: Vec<Kept>,
     errors: ById<Box<str>>,
 }
 
 impl Slot {
     /// Empties it, giving its memory back; returns how many records it held.
     fn clear(&mut self) -> usize {
-        let n = self.records.len();
-        self.records = ById::default();
-        self.errors = ById::default();
+        let n = self.len();
+        *self = Slot {
+            tick: self.tick,
+            ..Slot::default()
+        };
         n
+    }
+
+    fn len(&self) -> usize {
+        self.sealed.len() * CHUNK + self.open.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.sealed.is_empty() && self.open.is_empty()
+    }
+
+    /// `name`'s index in [`Slot::names`], added when new. Names come from the config
+    /// (at most [`crate::config::bounds::MAX_MASTERS`] masters and as many clients as
+    /// it allows), so they fit a u16.
+    fn name(&mut self, name: &Arc<str>) -> u16 {
+        let found = self
+            .names
+            .iter()
+            .position(|n| Arc::ptr_eq(n, name))
+            .or_else(|| self.names.iter().position(|n| n == name));
+        let i = found.unwrap_or_else(|| {
+            self.names.push(name.clone());
+            self.names.len() - 1
+        });
+        u16::try_from(i).unwrap_or(u16::MAX)
+    }
+
+    fn push(&mut self, kept: Kept) {
+        if self.open.capacity() == 0 {
+            self.open.reserve_exact(CHUNK);
+        }
+        self.open.push(kept);
+        if self.open.len() == CHUNK {
+            let mut full = std::mem::take(&mut self.open);
+            full.sort_by_key(|k| k.id);
+            self.sealed.push(full.into_boxed_slice());
+        }
+    }
+
+    /// The latest record of `id`.
+    fn find(&self, id: u128) -> Option<&Kept> {
+        if let Some(k) = self.open.iter().rev().find(|k| k.id == id) {
+            return Some(k);
+        }
+        self.sealed.iter().rev().find_map(|chunk| {
+            let end = chunk.partition_point(|k| k.id <= id);
+            chunk[..end].last().filter(|k| k.id == id)
+        })
+    }
+
+    fn named(&self, i: u16) -> Arc<str> {
+        self.names
+            .get(usize::from(i))
+            .cloned()
+            .unwrap_or_else(|| Arc::from(""))
     }
 }
 
@@ -162,8 +232,9 @@ impl StatusIndex {
             }
             let key = id.as_u128();
             let kept = Kept {
-                client: entry.client,
-                master: entry.master,
+                id: key,
+                client: slot.name(&entry.client),
+                master: slot.name(&entry.master),
                 attempts: entry.attempts.min(u32::from(u16::MAX)) as u16,
                 http_status: entry.http_status,
                 took_ms: entry.took_ms,
@@ -172,9 +243,10 @@ impl StatusIndex {
                 Some(e) => slot.errors.insert(key, e),
                 None => slot.errors.remove(&key),
             };
-            if slot.records.insert(key, kept).is_none() {
-                self.len.fetch_add(1, Relaxed);
-            }
+            // A repeated id shadows its earlier record, which keeps its room until
+            // the bucket goes: it counts against the bound.
+            slot.push(kept);
+            self.len.fetch_add(1, Relaxed);
         }
         while self.len.load(Relaxed) > max {
             if !self.drop_oldest() {
@@ -188,14 +260,14 @@ impl StatusIndex {
         let oldest = (0..SLOTS)
             .filter_map(|i| {
                 let slot = self.slot(i);
-                (!slot.records.is_empty()).then_some(slot.tick)
+                (!slot.is_empty()).then_some(slot.tick)
             })
             .min();
         let Some(tick) = oldest else {
             return false;
         };
         let mut slot = self.slot(tick);
-        if slot.tick == tick && !slot.records.is_empty() {
+        if slot.tick == tick && !slot.is_empty() {
             let n = slot.clear();
             self.len.fetch_sub(n, Relaxed);
             metrics::counter!("switchyard_status_records_evicted_total").increment(n as u64);
@@ -214,9 +286,9 @@ impl StatusIndex {
             return None;
         }
         let key = id.as_u128();
-        slot.records.get(&key).map(|k| Entry {
-            client: k.client.clone(),
-            master: k.master.clone(),
+        slot.find(key).map(|k| Entry {
+            client: slot.named(k.client),
+            master: slot.named(k.master),
             attempts: u32::from(k.attempts),
             http_status: k.http_status,
             last_error: slot.errors.get(&key).cloned(),
@@ -229,7 +301,7 @@ impl StatusIndex {
         let now = now_ms / TICK_MS;
         for i in 0..SLOTS {
             let mut slot = self.slot(i);
-            if slot.tick + SLOTS <= now && !slot.records.is_empty() {
+            if slot.tick + SLOTS <= now && !slot.is_empty() {
                 let n = slot.clear();
                 self.len.fetch_sub(n, Relaxed);
             }
@@ -319,23 +391,47 @@ mod tests {
         };
         index.insert(&id_at(T0 + TICK_MS, 2), refused.clone(), 4);
         assert_eq!(index.get(&id_at(T0 + TICK_MS, 2)), Some(refused));
+        // A repeated id shadows its record; the earlier one keeps its room.
         index.insert(&id_at(T0 + TICK_MS, 2), entry("a"), 4);
         assert_eq!(index.get(&id_at(T0 + TICK_MS, 2)), Some(entry("a")));
-        index.insert(&id_at(T0 + TICK_MS, 3), entry("a"), 4);
         assert_eq!(index.len(), 4);
-        index.insert(&id_at(T0 + TICK_MS, 4), entry("a"), 4);
+        index.insert(&id_at(T0 + TICK_MS, 3), entry("a"), 4);
         assert_eq!(
             index.len(),
             0,
             "the next ten seconds dropped whole, the newest with them"
         );
-        index.insert(&id_at(T0 + TICK_MS, 1), entry("a"), 4);
-        // A repeated id replaces its record, it does not count twice.
-        index.insert(&id_at(T0 + TICK_MS, 1), entry("b"), 4);
-        assert_eq!(index.len(), 1);
-        assert_eq!(
-            index.get(&id_at(T0 + TICK_MS, 1)).map(|e| e.client),
-            Some(Arc::from("b"))
-        );
+    }
+
+    #[test]
+    fn every_record_of_full_and_open_chunks_is_found() {
+        let index = StatusIndex::default();
+        let clients: Vec<Arc<str>> = (0..5).map(|i| Arc::from(format!("c{i}"))).collect();
+        // Ids out of order, as answers come: a full chunk is sorted when sealed.
+        let n = 3 * CHUNK as u64 + 17;
+        let ids: Vec<u64> = (0..n).map(|i| (i * 7919) % n).collect();
+        for &i in &ids {
+            let e = Entry {
+                client: clients[(i % 5) as usize].clone(),
+                attempts: (i % 3) as u32 + 1,
+                took_ms: i as u32,
+                ..entry("unused")
+            };
+            index.insert(&id_at(T0 + i % TICK_MS, i), e, 1 << 20);
+        }
+        assert_eq!(index.len(), n as usize);
+        for i in 0..n {
+            let got = index.get(&id_at(T0 + i % TICK_MS, i)).expect("kept");
+            assert_eq!(got.client, clients[(i % 5) as usize]);
+            assert_eq!((got.attempts, got.took_ms), ((i % 3) as u32 + 1, i as u32));
+        }
+        assert!(index.get(&id_at(T0, n + 1)).is_none());
+        // A repeat of an id now in a sealed chunk shadows it.
+        let e = Entry {
+            http_status: 500,
+            ..entry("late")
+        };
+        index.insert(&id_at(T0, 0), e.clone(), 1 << 20);
+        assert_eq!(index.get(&id_at(T0, 0)), Some(e));
     }
 }
