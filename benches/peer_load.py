@@ -5,7 +5,8 @@ upstreams on loopback, in one run.
 Each proxy runs with one worker pinned to one core (core 0); the upstreams (switchyard
 mock masters) and wrk share the other cores. For each proxy it prints requests/s, p50,
 p99, non-2xx answers and the proxy's CPU time per request (utime + stime from /proc over
-the wrk run, divided by the requests served), and switchyard's peak RSS (VmHWM).
+the wrk run, divided by the requests served, and its user and kernel parts), and
+switchyard's peak RSS (VmHWM).
 Rounds alternate the proxies and the report gives the median of each figure.
 
 `--baseline PATH` adds another switchyard binary (an earlier build) as a fourth proxy
@@ -29,15 +30,19 @@ and reports both.
 `nbthread`, nginx's `worker_processes`) on the cores `--proxy-core` names (e.g. `0,1`
 with `--threads 2`): multi-core scaling, requests/s against the peers.
 
-Needs: nginx (Debian nginx-light), haproxy, wrk, taskset (and openssl for --tls); a
-release build is made.
+`--syscalls` adds one more wrk run per proxy under `strace -c -f` and prints its system
+calls per request, in all and the most frequent.
+
+Needs: nginx (Debian nginx-light), haproxy, wrk, taskset (and openssl for --tls, strace
+for --syscalls); a release build is made.
     python3 benches/peer_load.py [--duration 10] [--connections 50] [--rounds 3] [--baseline PATH] [--tls]
                                  [--rust-log LEVEL] [--extra TOML] [--master-extra TOML]
-                                 [--upstream mock|fast|both] [--threads N --proxy-core 0,1]
+                                 [--upstream mock|fast|both] [--threads N --proxy-core 0,1] [--syscalls]
 """
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -51,15 +56,16 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_ticks(pids):
-    total = 0
+    """(user, kernel) clock ticks the processes have used."""
+    user = kernel = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
+            user, kernel = user + int(fields[11]), kernel + int(fields[12])  # utime, stime
         except FileNotFoundError:
             pass
-    return total
+    return user, kernel
 
 
 def process_tree(pid):
@@ -278,15 +284,22 @@ def run_mode(args, mode):
                 pids = process_tree(p.pid)
                 before = cpu_ticks(pids)
                 res = run_wrk(port, path, args, script, scheme)
-                res["cpu_us"] = (cpu_ticks(pids) - before) / TICK * 1e6 / max(res["requests"], 1)
+                after = cpu_ticks(pids)
+                per_req = lambda ticks: ticks / TICK * 1e6 / max(res["requests"], 1)
+                res["user_us"] = per_req(after[0] - before[0])
+                res["kernel_us"] = per_req(after[1] - before[1])
+                res["cpu_us"] = res["user_us"] + res["kernel_us"]
                 results[name].append(res)
                 print(f"{mode} round {r + 1} {name:<14} {res['rps']:>9.0f} req/s  p50 {res['p50']:.2f} ms  "
                       f"p99 {res['p99']:.2f} ms  cpu {res['cpu_us']:.1f} us/req  non-2xx {res['non2xx']}"
                       f"{'  socket errors: ' + res['socket_errors'] if res['socket_errors'] else ''}", flush=True)
         rss = proc_status_kb(procs["switchyard"][0].pid, "VmHWM") / 1024
+        if args.syscalls:
+            count_syscalls(procs, args, script, tmp)
         if any(x["non2xx"] for rs in results.values() for x in rs):
             print("warning: some answers were not 2xx")
-        med = {n: {k: statistics.median(x[k] for x in rs) for k in ("rps", "p50", "p99", "cpu_us")}
+        med = {n: {k: statistics.median(x[k] for x in rs)
+                   for k in ("rps", "p50", "p99", "cpu_us", "user_us", "kernel_us")}
                for n, rs in results.items()}
         return med, rss
     finally:
@@ -300,15 +313,40 @@ def run_mode(args, mode):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def count_syscalls(procs, args, script, tmp):
+    """One more wrk run per proxy under `strace -c -f`: system calls per request, in all
+    and the most frequent. strace slows the proxy down; the counts per request hold."""
+    print(f"\nsystem calls per request (strace -c -f over one {args.duration}s wrk run each)")
+    for name, (p, port, path, scheme) in procs.items():
+        out = os.path.join(tmp, f"{name}.strace")
+        attach = [a for pid in process_tree(p.pid) for a in ("-p", str(pid))]
+        st = subprocess.Popen(["strace", "-c", "-f", "-o", out] + attach,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)
+        res = run_wrk(port, path, args, script, scheme)
+        st.send_signal(signal.SIGINT)
+        st.wait(30)
+        calls = {}
+        with open(out) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 5 and parts[3].isdigit() and parts[-1] != "total":
+                    calls[parts[-1]] = int(parts[3])
+        n = max(res["requests"], 1)
+        top = sorted(calls.items(), key=lambda kv: -kv[1])[:6]
+        print(f"{name:<15}{sum(calls.values()) / n:>6.2f}  " + "  ".join(f"{k} {v / n:.2f}" for k, v in top))
+
+
 def report(args, mode, med, rss):
     print(f"\n{mode} upstreams: medians of {args.rounds} rounds, {args.duration}s each, {args.connections} "
           f"connections, {args.threads} worker(s) per proxy on core(s) {args.proxy_core}, wrk + upstreams on "
           f"{args.client_cores}")
-    print(f"{'proxy':<15}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/req':>12}{'cpu vs haproxy':>16}"
-          f"{'p99 vs haproxy':>16}{'req/s vs haproxy':>18}")
+    print(f"{'proxy':<15}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/req':>12}{'user':>7}{'kernel':>8}"
+          f"{'cpu vs haproxy':>16}{'p99 vs haproxy':>16}{'req/s vs haproxy':>18}")
     h = med["haproxy"]
     for name, m in med.items():
         print(f"{name:<15}{m['rps']:>10.0f}{m['p50']:>9.2f}{m['p99']:>9.2f}{m['cpu_us']:>12.1f}"
+              f"{m['user_us']:>7.1f}{m['kernel_us']:>8.1f}"
               f"{m['cpu_us'] / h['cpu_us']:>16.2f}{m['p99'] / h['p99']:>16.2f}{m['rps'] / h['rps']:>18.2f}")
     if args.tls:
         print(f"\nTLS on both sides vs plain (ratio of medians; lower is better)")
@@ -337,6 +375,8 @@ def main():
     ap.add_argument("--upstream", choices=["mock", "fast", "both"], default="mock",
                     help="mock masters, one nginx answering at once, or both in turn")
     ap.add_argument("--threads", type=int, default=1, help="workers per proxy")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="after the rounds, count each proxy's system calls per request with strace")
     args = ap.parse_args()
     for tool in ["nginx", "haproxy", "wrk", "taskset"] + (["openssl"] if args.tls else []):
         if not shutil.which(tool):

@@ -12,7 +12,7 @@ pub const MAX_CONNECTIONS: u64 = 1_000_000;
 /// 64 KiB, so a quarter of that.
 pub const MAX_KEY_BYTES: u64 = 16_384;
 pub const MAX_TOKEN_BYTES: usize = 4096;
-/// `server.max_status_records`: up to about 112 bytes each in memory, so about 11 GiB.
+/// `server.max_status_records`: 32 bytes each in memory, so about 3.2 GB.
 pub const MAX_STATUS_RECORDS: u64 = 100_000_000;
 pub const MAX_RETRY_ATTEMPTS: u64 = 10;
 /// `health.healthy_threshold`, `unhealthy_threshold` and `passive_failures`.
