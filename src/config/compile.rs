@@ -530,6 +530,15 @@ fn compile_masters(raw: &[RawMaster], errs: &mut Errors) -> Vec<Arc<MasterConfig
             let Some(name) = errs.header_name(&path, name) else {
                 continue;
             };
+            if OWN_TO_MASTERS.contains(&name.as_str())
+                || crate::util::HOP_BY_HOP.contains(&name.as_str())
+            {
+                errs.push(
+                    &path,
+                    format!("`{name}` is hop-by-hop or set by switchyard for each message: it cannot be configured"),
+                );
+                continue;
+            }
             match HeaderValue::from_str(value) {
                 Ok(mut v) => {
                     v.set_sensitive(true);
@@ -597,6 +606,11 @@ fn compile_masters(raw: &[RawMaster], errs: &mut Errors) -> Vec<Arc<MasterConfig
     }
     out
 }
+
+/// Headers of a request to a master that switchyard writes for each message, so a
+/// master's `headers` may not name them (nor any hop-by-hop one): the body's framing,
+/// and the message's own idempotency key.
+const OWN_TO_MASTERS: [&str; 3] = ["content-length", "expect", "idempotency-key"];
 
 /// Headers a client may not have forwarded besides the hop-by-hop ones
 /// ([`crate::util::HOP_BY_HOP`]): those switchyard writes itself on the way to a
@@ -966,6 +980,18 @@ key = "${{NOT_SET}}"
         assert_eq!(c.masters[0].headers[0].1.to_str().unwrap(), "Bearer tok");
         assert!(format!("{:?}", c.masters[0]).contains("authorization"));
         assert!(!format!("{:?}", c.masters[0]).contains("tok\""));
+
+        for name in [
+            "content-length",
+            "Transfer-Encoding",
+            "connection",
+            "idempotency-key",
+        ] {
+            let text = format!("{MINIMAL}headers = {{ {name} = \"x\" }}\n");
+            let e = parse_with(&text).unwrap_err();
+            assert_eq!(e.0[0].path, format!("masters[0].headers.{name}"), "{e}");
+            assert!(e.0[0].message.contains("cannot be configured"), "{e}");
+        }
 
         let text = format!("{MINIMAL}region = \"${{MISSING_VAR}}\"\n");
         let e = parse_with(&text).unwrap_err();

@@ -137,8 +137,8 @@ pub async fn exchange(
 }
 
 /// The request to `master` as it goes on the wire. Each header once: a master's own
-/// `headers` win over `Host`, the forwarded ones and `Content-Type`; the framing
-/// (`Content-Length`, hop-by-hop names) and `Idempotency-Key` are switchyard's.
+/// `headers` win over `Host`, the forwarded ones and `Content-Type`; the framing and
+/// `Idempotency-Key` are switchyard's (the config keeps them out of `headers`).
 fn write_request(out: &mut Vec<u8>, master: &MasterConfig, msg: &Outgoing) {
     let own = |name: &HeaderName| master.headers.iter().any(|(n, _)| n == name);
     let send = &master.send;
@@ -167,12 +167,9 @@ fn write_request(out: &mut Vec<u8>, master: &MasterConfig, msg: &Outgoing) {
     {
         line(&header::CONTENT_TYPE, ct);
     }
+    // The config refuses framing, hop-by-hop and idempotency-key names here.
     for (name, value) in &master.headers {
-        let framing =
-            *name == header::CONTENT_LENGTH || crate::util::HOP_BY_HOP.contains(&name.as_str());
-        if !framing && name != IDEMPOTENCY_KEY {
-            line(name, value);
-        }
+        line(name, value);
     }
     line(&IDEMPOTENCY_KEY, &msg.idempotency_key);
     line(&header::CONTENT_LENGTH, &HeaderValue::from(msg.body.len()));
