@@ -15,7 +15,7 @@
 //! an HTTP/1.0 answer without keep-alive, a body that runs to the close, or bytes past
 //! the answer.
 //!
-//! May call: `util`.
+//! May call: `config` (endpoints), `pool` (dialling), `util`.
 
 mod chunked;
 pub mod head;
