@@ -27,8 +27,66 @@ const MAX_IDLE: usize = 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Idle connections of one endpoint, most recently used at the back.
-type IdleList = Arc<Mutex<VecDeque<(Instant, SendRequest<Body>)>>>;
+/// Idle connections of one endpoint, most recently used at the back, with the time
+/// each was put back. Both clients keep theirs in one: hyper's ([`ConnPool`]) and the
+/// message path's ([`crate::h1::pool::Pool`]).
+pub struct IdleList<C>(Mutex<VecDeque<(Instant, C)>>);
+
+impl<C> Default for IdleList<C> {
+    fn default() -> Self {
+        IdleList(Mutex::new(VecDeque::new()))
+    }
+}
+
+impl<C> IdleList<C> {
+    /// The most recently put back, and when it was.
+    pub fn pop(&self) -> Option<(Instant, C)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).pop_back()
+    }
+
+    /// Puts `conn` back: first drops the oldest one when it has been idle longer than
+    /// [`IDLE_TIMEOUT`]; keeps at most [`MAX_IDLE`].
+    pub fn push(&self, conn: C) {
+        let now = Instant::now();
+        let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if idle
+            .front()
+            .is_some_and(|(since, _)| now.duration_since(*since) > IDLE_TIMEOUT)
+        {
+            idle.pop_front();
+        }
+        if idle.len() < MAX_IDLE {
+            idle.push_back((now, conn));
+        }
+    }
+}
+
+/// The idle lists of every endpoint, by [`Endpoint::key`].
+pub struct Idle<C>(DashMap<String, Arc<IdleList<C>>>);
+
+impl<C> Default for Idle<C> {
+    fn default() -> Self {
+        Idle(DashMap::new())
+    }
+}
+
+impl<C> std::fmt::Debug for Idle<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idle")
+            .field("endpoints", &self.0.len())
+            .finish()
+    }
+}
+
+impl<C> Idle<C> {
+    /// `endpoint`'s list, made on first use.
+    pub fn of(&self, endpoint: &Endpoint) -> Arc<IdleList<C>> {
+        if let Some(list) = self.0.get(&endpoint.key) {
+            return list.clone();
+        }
+        self.0.entry(endpoint.key.clone()).or_default().clone()
+    }
+}
 
 /// No connection could be made; nothing was sent.
 #[derive(Debug, thiserror::Error)]
@@ -127,32 +185,21 @@ pub enum SendError {
 
 #[derive(Debug, Default)]
 pub struct ConnPool {
-    hosts: DashMap<String, IdleList>,
+    hosts: Idle<SendRequest<Body>>,
 }
 
 /// A connection taken from the pool; [`Pooled::release`] puts it back.
 pub struct Pooled {
     sender: SendRequest<Body>,
-    idle: IdleList,
+    idle: Arc<IdleList<SendRequest<Body>>>,
     reused: bool,
 }
 
 impl ConnPool {
-    fn idle_list(&self, endpoint: &Endpoint) -> IdleList {
-        if let Some(list) = self.hosts.get(&endpoint.key) {
-            return list.clone();
-        }
-        self.hosts.entry(endpoint.key.clone()).or_default().clone()
-    }
-
     /// An open connection to `endpoint`: an idle one if any is usable, else a new one.
     async fn checkout(&self, endpoint: &Endpoint) -> Result<Pooled, PoolError> {
-        let idle = self.idle_list(endpoint);
-        loop {
-            let candidate = idle.lock().unwrap_or_else(|p| p.into_inner()).pop_back();
-            let Some((_, mut sender)) = candidate else {
-                break;
-            };
+        let idle = self.hosts.of(endpoint);
+        while let Some((_, mut sender)) = idle.pop() {
             if sender.is_closed() {
                 continue;
             }
@@ -189,7 +236,7 @@ impl ConnPool {
 
     /// A new connection to `endpoint`.
     async fn checkout_new(&self, endpoint: &Endpoint) -> Result<Pooled, PoolError> {
-        let idle = self.idle_list(endpoint);
+        let idle = self.hosts.of(endpoint);
         let sender = connect(endpoint).await?;
         Ok(Pooled {
             sender,
@@ -202,19 +249,8 @@ impl ConnPool {
 impl Pooled {
     /// Returns the connection for reuse, once its answer has been read in full.
     pub fn release(self) {
-        if self.sender.is_closed() {
-            return;
-        }
-        let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle
-            .front()
-            .is_some_and(|(since, _)| now.duration_since(*since) > IDLE_TIMEOUT)
-        {
-            idle.pop_front();
-        }
-        if idle.len() < MAX_IDLE {
-            idle.push_back((now, self.sender));
+        if !self.sender.is_closed() {
+            self.idle.push(self.sender);
         }
     }
 }

@@ -15,21 +15,14 @@
 
 use super::{Answer, Conn, ExchangeError};
 use crate::config::Endpoint;
-use crate::pool::{dial, Io, PoolError, IDLE_TIMEOUT};
-use dashmap::DashMap;
-use std::collections::VecDeque;
+use crate::pool::{dial, Idle, IdleList, Io, PoolError, IDLE_TIMEOUT};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncRead, ReadBuf};
 
-/// Idle connections kept per endpoint.
-const MAX_IDLE: usize = 1024;
 /// Idle at least this long, a connection is checked for a close before reuse.
 const CHECK_AFTER: Duration = Duration::from_secs(1);
-
-type IdleList = Arc<Mutex<VecDeque<(Instant, Conn<Io>)>>>;
 
 /// Why [`Pool::exchange`] got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -42,34 +35,19 @@ pub enum SendError {
     Exchange(#[from] ExchangeError),
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Pool {
-    hosts: DashMap<String, IdleList>,
-}
-
-impl std::fmt::Debug for Pool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool")
-            .field("endpoints", &self.hosts.len())
-            .finish()
-    }
+    hosts: Idle<Conn<Io>>,
 }
 
 impl Pool {
-    fn idle_list(&self, endpoint: &Endpoint) -> IdleList {
-        if let Some(list) = self.hosts.get(&endpoint.key) {
-            return list.clone();
-        }
-        self.hosts.entry(endpoint.key.clone()).or_default().clone()
-    }
-
     /// Sends the request `build` writes to `endpoint` and reads its whole answer.
     pub async fn exchange(
         &self,
         endpoint: &Endpoint,
         build: impl Fn(&mut Vec<u8>),
     ) -> Result<Answer, SendError> {
-        let idle = self.idle_list(endpoint);
+        let idle = self.hosts.of(endpoint);
         let (mut conn, reused) = match take(&idle) {
             Some(conn) => (conn, true),
             None => (Conn::new(Box::pin(dial(endpoint)).await?), false),
@@ -83,16 +61,16 @@ impl Pool {
             other => other,
         }?;
         if conn.reusable() {
-            release(&idle, conn);
+            idle.push(conn);
         }
         Ok(answer)
     }
 }
 
 /// The most recently used idle connection still open, if any.
-fn take(idle: &IdleList) -> Option<Conn<Io>> {
+fn take(idle: &IdleList<Conn<Io>>) -> Option<Conn<Io>> {
     loop {
-        let (since, mut conn) = idle.lock().unwrap_or_else(|p| p.into_inner()).pop_back()?;
+        let (since, mut conn) = idle.pop()?;
         let idle_for = since.elapsed();
         if idle_for < CHECK_AFTER || (idle_for <= IDLE_TIMEOUT && !closed(&mut conn)) {
             return Some(conn);
@@ -113,18 +91,4 @@ fn closed(conn: &mut Conn<Io>) -> bool {
         Pin::new(conn.io_mut()).poll_read(&mut cx, &mut buf),
         Poll::Pending
     )
-}
-
-fn release(idle: &IdleList, conn: Conn<Io>) {
-    let now = Instant::now();
-    let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
-    if idle
-        .front()
-        .is_some_and(|(since, _)| now.duration_since(*since) > IDLE_TIMEOUT)
-    {
-        idle.pop_front();
-    }
-    if idle.len() < MAX_IDLE {
-        idle.push_back((now, conn));
-    }
 }
