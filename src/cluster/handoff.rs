@@ -221,23 +221,10 @@ mod tests {
         Handed {
             record: Record {
                 id: [n; 16],
-                status: Status::Queued,
-                created_ms: 1,
-                updated_ms: 2,
-                due_ms: 3,
-                attempts: 4,
-                content_type: Some("application/json".into()),
                 idempotency_key: format!("k{n}"),
-                region: None,
-                routing_key: Some("+971".into()),
                 master: None,
-                last_error: Some("503".into()),
                 body: Bytes::from(vec![n; 10]),
-                answer: None,
-                forward_headers: vec![("x-request-id".into(), "r".into())],
-                client: "billing".into(),
-                request_id: Some("r".into()),
-                recipient: Some("+971500000001".into()),
+                ..Record::test_full()
             },
             keyed,
         }

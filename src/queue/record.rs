@@ -324,13 +324,9 @@ impl Record {
             recipient: None,
         }
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample() -> Record {
+    /// A queued message with every field set, for the tests of its encodings.
+    pub(crate) fn test_full() -> Record {
         Record {
             id: [7; 16],
             status: Status::Queued,
@@ -358,10 +354,15 @@ mod tests {
             recipient: Some("+971500000001".into()),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn round_trip() {
-        let r = sample();
+        let r = Record::test_full();
         assert_eq!(Record::decode(&r.encode()), Ok(r));
         let answered = Record {
             answer: Some(MasterAnswer {
@@ -369,7 +370,7 @@ mod tests {
                 content_type: None,
                 body: Bytes::from_static(b"ok"),
             }),
-            ..sample()
+            ..Record::test_full()
         };
         assert_eq!(Record::decode(&answered.encode()), Ok(answered));
     }
@@ -382,7 +383,7 @@ mod tests {
                 content_type: Some("text/plain".into()),
                 body: Bytes::from_static(b"no"),
             }),
-            ..sample()
+            ..Record::test_full()
         };
         let bytes = answered.encode();
         for n in 0..bytes.len() {
@@ -424,7 +425,7 @@ mod tests {
                 client: String::new(),
                 request_id: None,
                 recipient: None,
-                ..sample()
+                ..Record::test_full()
             }
         );
         // Written again, it is a version 6 record.
@@ -435,7 +436,7 @@ mod tests {
     /// A version 4 record (forwarded headers, no client): spelled out by hand.
     #[test]
     fn a_version_4_record_still_decodes_without_a_client() {
-        let mut v5 = sample().encode();
+        let mut v5 = Record::test_full().encode();
         // Drop the client, the request id and the recipient at the end, and say
         // version 4.
         let tail = 4 + "billing".len() + 4 + "r-1".len() + 4 + "+971500000001".len();
@@ -444,15 +445,15 @@ mod tests {
         let old = Record::decode(&v5).unwrap();
         assert_eq!(old.client, "");
         assert_eq!(old.request_id, None);
-        assert_eq!(old.forward_headers, sample().forward_headers);
+        assert_eq!(old.forward_headers, Record::test_full().forward_headers);
         assert_eq!(old.idempotency_scope(), "k");
-        assert_eq!(sample().idempotency_scope(), "billing\u{1f}k");
+        assert_eq!(Record::test_full().idempotency_scope(), "billing\u{1f}k");
     }
 
     /// A version 5 record (no recipient) decodes with none.
     #[test]
     fn a_version_5_record_still_decodes_without_a_recipient() {
-        let mut v6 = sample().encode();
+        let mut v6 = Record::test_full().encode();
         v6.truncate(v6.len() - (4 + "+971500000001".len()));
         v6[0] = 5;
         let old = Record::decode(&v6).unwrap();
