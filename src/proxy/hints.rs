@@ -161,6 +161,9 @@ pub fn content_type(headers: &HeaderMap) -> Result<Option<&HeaderValue>, HintErr
     Ok(headers.get(http::header::CONTENT_TYPE))
 }
 
+/// Read from a client's request and sent with every message to its master.
+pub const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
+
 /// The client's `Idempotency-Key`, checked: visible ASCII, not empty, at most
 /// `max_bytes`.
 pub fn idempotency_key<'h>(
@@ -168,9 +171,14 @@ pub fn idempotency_key<'h>(
     headers: &'h HeaderMap,
     max_bytes: usize,
 ) -> Result<Option<&'h HeaderValue>, HintError> {
-    let name = http::HeaderName::from_static("idempotency-key");
-    header_text(headers, &name, Input::IdempotencyKey, cfg, max_bytes)?;
-    Ok(headers.get(name))
+    header_text(
+        headers,
+        &IDEMPOTENCY_KEY,
+        Input::IdempotencyKey,
+        cfg,
+        max_bytes,
+    )?;
+    Ok(headers.get(IDEMPOTENCY_KEY))
 }
 
 /// Headers first; the JSON pointers only when the header is absent. The body is parsed

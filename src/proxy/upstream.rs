@@ -1,6 +1,7 @@
 //! One exchange with one master over a pooled keep-alive connection, classified the way
 //! SPEC section 4 defines retryable failures.
 
+use super::hints::IDEMPOTENCY_KEY;
 use crate::config::MasterConfig;
 use crate::h1::pool::{Pool, SendError};
 use crate::pool::{LocalFault, PoolError};
@@ -11,8 +12,6 @@ use http::StatusCode;
 use std::time::Duration;
 
 pub use crate::h1::Answer;
-
-const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// Why an exchange did not produce a final answer.
 #[derive(Debug, thiserror::Error)]
