@@ -6,10 +6,11 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use switchyard::cluster::keys::{Answer, Claim, Limits, SharedKeys, MAX_ANSWER_BODY};
+use switchyard::cluster::keys::{Answer, Claim, Held, Limits, SharedKeys, MAX_ANSWER_BODY};
 use switchyard::cluster::StateError;
 
 use common::etcd::Etcd;
@@ -22,6 +23,29 @@ fn limits(wait: Duration) -> Limits {
         wait,
         in_flight: Duration::from_secs(60),
     }
+}
+
+/// `keys`' claim of the fresh `key` as message "first".
+async fn first(keys: &SharedKeys, key: &str) -> Held {
+    let Claim::First(held) = keys
+        .claim(key, "first", limits(Duration::ZERO))
+        .await
+        .unwrap()
+    else {
+        panic!("a fresh key is a first");
+    };
+    held
+}
+
+/// `keys` claiming `key` as message "second" in a task of its own, waiting up to
+/// `wait` for the first's answer.
+fn second_in_task(
+    keys: &Arc<SharedKeys>,
+    key: &str,
+    wait: Duration,
+) -> tokio::task::JoinHandle<Result<Claim, StateError>> {
+    let (keys, key) = (keys.clone(), key.to_string());
+    tokio::spawn(async move { keys.claim(&key, "second", limits(wait)).await })
 }
 
 fn ok_answer(body: &'static [u8]) -> Answer {
@@ -105,20 +129,8 @@ async fn a_waiting_duplicate_is_woken_by_the_answer_or_takes_a_released_key() {
     let etcd = Etcd::start();
     let (a, b) = (etcd.keys("a").await, etcd.keys("b").await);
 
-    let Claim::First(held) = a
-        .claim("k1", "first", limits(Duration::ZERO))
-        .await
-        .unwrap()
-    else {
-        panic!("a fresh key is a first");
-    };
-    let waiter = {
-        let b = b.clone();
-        tokio::spawn(async move {
-            b.claim("k1", "second", limits(Duration::from_secs(60)))
-                .await
-        })
-    };
+    let held = first(&a, "k1").await;
+    let waiter = second_in_task(&b, "k1", Duration::from_secs(60));
     // The waiter has read the pending record and is watching it: give it the answer.
     etcd.wait_for_watchers().await;
     let answer = ok_answer(b"delivered");
@@ -135,20 +147,8 @@ async fn a_waiting_duplicate_is_woken_by_the_answer_or_takes_a_released_key() {
     assert_eq!(record.answer, Some(answer));
 
     // A first that nobody took is released: the waiting duplicate becomes the first.
-    let Claim::First(held) = a
-        .claim("k2", "first", limits(Duration::ZERO))
-        .await
-        .unwrap()
-    else {
-        panic!("a fresh key is a first");
-    };
-    let waiter = {
-        let b = b.clone();
-        tokio::spawn(async move {
-            b.claim("k2", "second", limits(Duration::from_secs(60)))
-                .await
-        })
-    };
+    let held = first(&a, "k2").await;
+    let waiter = second_in_task(&b, "k2", Duration::from_secs(60));
     etcd.wait_for_watchers().await;
     assert!(a.release(&held).await.unwrap());
     let woken = tokio::time::timeout(Duration::from_secs(30), waiter)
@@ -159,13 +159,7 @@ async fn a_waiting_duplicate_is_woken_by_the_answer_or_takes_a_released_key() {
     assert!(matches!(woken, Claim::First(_)), "{woken:?}");
 
     // A duplicate whose wait runs out gets the pending record.
-    let Claim::First(_) = a
-        .claim("k3", "first", limits(Duration::ZERO))
-        .await
-        .unwrap()
-    else {
-        panic!("a fresh key is a first");
-    };
+    first(&a, "k3").await;
     let claim = b
         .claim("k3", "second", limits(Duration::from_millis(200)))
         .await
@@ -180,13 +174,8 @@ async fn a_waiting_duplicate_is_woken_by_the_answer_or_takes_a_released_key() {
 async fn a_duplicate_waiting_when_etcd_stops_stays_a_duplicate_of_the_first_in_flight() {
     let etcd = Etcd::start();
     let (a, b) = (etcd.keys("a").await, etcd.keys("b").await);
-    let Claim::First(_) = a.claim("k", "first", limits(Duration::ZERO)).await.unwrap() else {
-        panic!("a fresh key is a first");
-    };
-    let waiter = tokio::spawn(async move {
-        b.claim("k", "second", limits(Duration::from_secs(600)))
-            .await
-    });
+    first(&a, "k").await;
+    let waiter = second_in_task(&b, "k", Duration::from_secs(600));
     etcd.wait_for_watchers().await;
     drop(etcd);
     let claim = tokio::time::timeout(Duration::from_secs(60), waiter)
