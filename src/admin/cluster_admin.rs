@@ -95,19 +95,11 @@ pub(super) async fn command(
             serde_json::json!({"failed": failed, "backup": backup})
         }
         Mutation::Release { failed } => {
-            let demoted = before
-                .active
-                .iter()
-                .find(|a| &a.failed == failed)
-                .map(|a| a.backup.clone());
+            let demoted = before.backup_of(failed);
             serde_json::json!({"master": failed, "demoted": demoted})
         }
         Mutation::Reinstate { id } => {
-            let held_for = view
-                .active
-                .iter()
-                .find(|a| &a.failed == id)
-                .map(|a| a.backup.clone());
+            let held_for = view.backup_of(id);
             serde_json::json!({"id": id, "state": "recovering", "held_for": held_for})
         }
         _ => serde_json::json!({

@@ -143,11 +143,7 @@ pub fn ha_status(control: &Control, view: &View) -> Response<Body> {
                 eligible: m.eligible,
                 promoted: m.promoted,
                 held: m.held,
-                held_for: view
-                    .active
-                    .iter()
-                    .find(|a| a.failed == m.id())
-                    .map(|a| a.backup.clone()),
+                held_for: view.backup_of(m.id()),
                 slow_start: (m.effective_weight / m.config.weight).clamp(0.0, 1.0),
                 in_flight: m.stats.load.in_flight.load(Relaxed),
                 queued: m.stats.load.queued.load(Relaxed),

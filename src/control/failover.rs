@@ -83,6 +83,16 @@ pub struct View {
     pub masters: HashMap<String, MasterView>,
 }
 
+impl View {
+    /// The standby holding the place of the failed master `failed`, if one does.
+    pub fn backup_of(&self, failed: &str) -> Option<String> {
+        self.active
+            .iter()
+            .find(|a| a.failed == failed)
+            .map(|a| a.backup.clone())
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ActiveView {
     pub failed: String,
