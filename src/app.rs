@@ -163,7 +163,7 @@ pub async fn start(config: Config, hash: u64, path: Option<PathBuf>) -> anyhow::
     let limits = |control: Arc<Control>| move || Limits::of(&control.table().config.server);
     let (c, ca) = (control.clone(), control.clone());
     let p = proxy.clone();
-    tasks.spawn(server::serve_with(
+    tasks.spawn(server::serve_messages(
         listener,
         move |req| p.clone().handle(req),
         limits(control.clone()),

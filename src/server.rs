@@ -1,6 +1,9 @@
 //! The HTTP/1.1 accept loop shared by the client listener, the admin listener and the
 //! mock master: keep-alive connections, TCP_NODELAY, graceful shutdown with a deadline,
-//! and the connection limits of SPEC section 8.
+//! and the connection limits of SPEC section 8. The client listener's connections are
+//! served by the message path's own server ([`serve_messages`], `crate::h1::server`),
+//! which keeps the same timeouts in its own loop; the others by hyper's ([`serve_with`]),
+//! timed as below.
 //!
 //! **Limits.** [`Limits`] are read from a closure before every accept, so a reload
 //! changes them without a restart:
@@ -176,7 +179,7 @@ pub async fn serve_with<H, F, L, T>(
     handler: H,
     limits: L,
     tls: T,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
     drain: Duration,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
@@ -185,6 +188,135 @@ pub async fn serve_with<H, F, L, T>(
     T: Fn() -> Option<Acceptor> + Send,
 {
     let graceful = GracefulShutdown::new();
+    let open = accept_loop(listener, limits, tls, shutdown, |conn| {
+        let Accepted {
+            stream,
+            peer,
+            accepted,
+            limits,
+            acceptor,
+            slot,
+        } = conn;
+        let clock = Arc::new(Clock::new(accepted));
+        let service = {
+            let handler = handler.clone();
+            let clock = clock.clone();
+            let read_timeout = limits.read_timeout;
+            service_fn(move |mut req: Request<Incoming>| {
+                let started = clock.begin_request();
+                req.extensions_mut()
+                    .insert(ReadDeadline(after(started, read_timeout)));
+                req.extensions_mut().insert(PeerAddr(peer));
+                // Boxed: hyper keeps the future in its dispatcher, and a handler's
+                // future inline there is copied whole as it moves.
+                let fut = crate::reply::unless_panic(Box::pin(handler(req)));
+                let clock = clock.clone();
+                async move {
+                    let resp = fut.await;
+                    clock.end_request(Instant::now());
+                    Ok::<_, Infallible>(resp)
+                }
+            })
+        };
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let Some(stream) = handshake(stream, acceptor, accepted, &limits).await else {
+                return;
+            };
+            let io = Guarded {
+                stream,
+                clock: clock.clone(),
+                write_blocked: false,
+            };
+            let conn = hyper::server::conn::http1::Builder::new()
+                // The watchdog below times heads; see the module doc.
+                .header_read_timeout(None)
+                .serve_connection(TokioIo::new(io), service);
+            let conn = watcher.watch(conn);
+            match watch_connection(conn, &clock, limits).await {
+                Some(Ok(())) => {}
+                Some(Err(e)) => tracing::debug!(error = %e, "connection ended with an error"),
+                None => tracing::debug!("connection closed by its timeout"),
+            }
+            drop(slot);
+        });
+    })
+    .await;
+    tokio::select! {
+        _ = async { graceful.shutdown().await; open.all_closed().await } => {}
+        _ = tokio::time::sleep(drain) => {
+            tracing::warn!(?drain, "connections still open at the drain deadline");
+        }
+    }
+}
+
+/// Like [`serve_with`], on the message path's own HTTP/1.1 server
+/// ([`crate::h1::server`]) in place of hyper's: the client listener.
+pub async fn serve_messages<H, F, L, T>(
+    listener: TcpListener,
+    handler: H,
+    limits: L,
+    tls: T,
+    shutdown: Shutdown,
+    drain: Duration,
+) where
+    H: Fn(Request<crate::h1::server::RequestBody>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+    L: Fn() -> Limits + Send,
+    T: Fn() -> Option<Acceptor> + Send,
+{
+    let down = shutdown.clone();
+    let open = accept_loop(listener, limits, tls, shutdown, |conn| {
+        let handler = handler.clone();
+        let shutdown = down.clone();
+        tokio::spawn(async move {
+            let Accepted {
+                stream,
+                peer,
+                accepted,
+                limits,
+                acceptor,
+                slot,
+            } = conn;
+            let Some(stream) = handshake(stream, acceptor, accepted, &limits).await else {
+                return;
+            };
+            crate::h1::server::serve(stream, peer, accepted, limits, shutdown, handler).await;
+            drop(slot);
+        });
+    })
+    .await;
+    tokio::select! {
+        _ = open.all_closed() => {}
+        _ = tokio::time::sleep(drain) => {
+            tracing::warn!(?drain, "connections still open at the drain deadline");
+        }
+    }
+}
+
+/// A connection just accepted, with what it is served under.
+struct Accepted {
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    accepted: Instant,
+    limits: Limits,
+    acceptor: Option<Acceptor>,
+    slot: Slot,
+}
+
+/// Accepts connections until `shutdown` and gives each to `serve`; returns the open
+/// connections' count.
+async fn accept_loop<L, T>(
+    listener: TcpListener,
+    limits: L,
+    tls: T,
+    mut shutdown: Shutdown,
+    mut serve: impl FnMut(Accepted),
+) -> Arc<Slots>
+where
+    L: Fn() -> Limits + Send,
+    T: Fn() -> Option<Acceptor> + Send,
+{
     let open = Arc::new(Slots::default());
     let mut errors = AcceptErrors::default();
     'accept: loop {
@@ -219,73 +351,41 @@ pub async fn serve_with<H, F, L, T>(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "set_nodelay failed");
         }
-        let accepted = Instant::now();
-        let clock = Arc::new(Clock::new(accepted));
-        let service = {
-            let handler = handler.clone();
-            let clock = clock.clone();
-            let read_timeout = current.read_timeout;
-            service_fn(move |mut req: Request<Incoming>| {
-                let started = clock.begin_request();
-                req.extensions_mut()
-                    .insert(ReadDeadline(after(started, read_timeout)));
-                req.extensions_mut().insert(PeerAddr(peer));
-                // Boxed: hyper keeps the future in its dispatcher, and a handler's
-                // future inline there is copied whole as it moves.
-                let fut = crate::reply::unless_panic(Box::pin(handler(req)));
-                let clock = clock.clone();
-                async move {
-                    let resp = fut.await;
-                    clock.end_request(Instant::now());
-                    Ok::<_, Infallible>(resp)
-                }
-            })
-        };
-        let acceptor = tls();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            // The handshake counts inside the first request's read timeout.
-            let stream = match acceptor {
-                None => Stream::Plain(stream),
-                Some(acceptor) => {
-                    let deadline = after(accepted, current.read_timeout);
-                    let handshake = tokio_rustls::TlsAcceptor::from(acceptor.config).accept(stream);
-                    match tokio::time::timeout_at(deadline, handshake).await {
-                        Ok(Ok(tls)) => Stream::Tls(Box::new(tls)),
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!("TLS handshake not done within the read timeout");
-                            return;
-                        }
-                    }
-                }
-            };
-            let io = Guarded {
-                stream,
-                clock: clock.clone(),
-                write_blocked: false,
-            };
-            let conn = hyper::server::conn::http1::Builder::new()
-                // The watchdog below times heads; see the module doc.
-                .header_read_timeout(None)
-                .serve_connection(TokioIo::new(io), service);
-            let conn = watcher.watch(conn);
-            match watch_connection(conn, &clock, current).await {
-                Some(Ok(())) => {}
-                Some(Err(e)) => tracing::debug!(error = %e, "connection ended with an error"),
-                None => tracing::debug!("connection closed by its timeout"),
-            }
-            drop(slot);
+        serve(Accepted {
+            stream,
+            peer,
+            accepted: Instant::now(),
+            limits: current,
+            acceptor: tls(),
+            slot,
         });
     }
     drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(drain) => {
-            tracing::warn!(?drain, "connections still open at the drain deadline");
+    open
+}
+
+/// The stream a connection speaks on: TLS when an acceptor was given, its handshake
+/// counted inside the first request's read timeout. `None` when it failed.
+async fn handshake(
+    stream: tokio::net::TcpStream,
+    acceptor: Option<Acceptor>,
+    accepted: Instant,
+    limits: &Limits,
+) -> Option<Stream> {
+    let Some(acceptor) = acceptor else {
+        return Some(Stream::Plain(stream));
+    };
+    let deadline = after(accepted, limits.read_timeout);
+    let handshake = tokio_rustls::TlsAcceptor::from(acceptor.config).accept(stream);
+    match tokio::time::timeout_at(deadline, handshake).await {
+        Ok(Ok(tls)) => Some(Stream::Tls(Box::new(tls))),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake not done within the read timeout");
+            None
         }
     }
 }
@@ -299,6 +399,19 @@ struct Slots {
 
 /// One open connection's place in [`Slots`], given back on drop.
 struct Slot(Arc<Slots>);
+
+impl Slots {
+    /// Resolves once no connection is open.
+    async fn all_closed(&self) {
+        loop {
+            let freed = self.freed.notified();
+            if self.count.load(Relaxed) == 0 {
+                return;
+            }
+            freed.await;
+        }
+    }
+}
 
 impl Slot {
     fn take(slots: &Arc<Slots>) -> Slot {

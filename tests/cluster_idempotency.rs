@@ -69,9 +69,11 @@ async fn node(
         "http://{}/v1/messages",
         listener.local_addr().expect("addr")
     );
-    tokio::spawn(server::serve(
+    tokio::spawn(server::serve_messages(
         listener,
         move |req| proxy.clone().handle(req),
+        server::Limits::default,
+        || None,
         shutdown,
         Duration::from_secs(1),
     ));

@@ -6,6 +6,7 @@ use bytes::{Buf, BytesMut};
 /// Longest chunk-size line (with extensions) and all trailer lines together.
 const MAX_LINE: usize = 4096;
 const MAX_TRAILERS: usize = 64 * 1024;
+const RESERVE_MAX: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -52,7 +53,9 @@ impl Decoder {
                     self.state = if size == 0 {
                         State::Trailers(0)
                     } else {
-                        self.body.reserve(size as usize);
+                        // What arrives is stored as it arrives: a chunk's declared
+                        // size reserves a buffer's worth at most.
+                        self.body.reserve((size as usize).min(RESERVE_MAX));
                         State::Data(size)
                     };
                 }

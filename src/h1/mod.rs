@@ -20,6 +20,7 @@
 mod chunked;
 pub mod head;
 pub mod pool;
+pub mod server;
 
 use bytes::{Buf, Bytes, BytesMut};
 use head::{Framing, Head};

@@ -19,6 +19,7 @@ pub mod upstream;
 
 use crate::config::WhenUnavailable;
 use crate::control::Control;
+use crate::h1::server::RequestBody;
 use crate::queue::record::MasterAnswer;
 use crate::queue::store::StoreError;
 use crate::queue::{NewMessage, Queue, QueueError};
@@ -26,7 +27,6 @@ use crate::reply;
 use crate::routing::stats::{InFlight, MasterStats};
 use crate::server::Body;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use idempotency::{Begin, Claim, MessageLog, StoredAnswer};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -71,7 +71,7 @@ impl Proxy {
 
     /// Routes one client request. Everything under `/v1/` needs a client key once
     /// `[[clients]]` are configured.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle(self: Arc<Self>, req: Request<RequestBody>) -> Response<Body> {
         let path = req.uri().path();
         if !(path == "/v1" || path.starts_with("/v1/")) {
             return reply::not_found();
@@ -174,7 +174,7 @@ impl Proxy {
     /// `POST /v1/messages`: every answer carries an `x-request-id`, the client's or,
     /// when it sent none, the message's id (a fresh UUID when the request was refused
     /// before it had one).
-    async fn post_message(&self, req: Request<Incoming>, client: &Arc<str>) -> Response<Body> {
+    async fn post_message(&self, req: Request<RequestBody>, client: &Arc<str>) -> Response<Body> {
         let mut request_id = None;
         let mut resp = match trace::request_id(req.headers()) {
             Ok(given) => {
@@ -199,7 +199,7 @@ impl Proxy {
     /// the message id when the client sent none.
     async fn send(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         client: &Arc<str>,
         request_id: &mut Option<HeaderValue>,
     ) -> Response<Body> {

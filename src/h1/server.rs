@@ -1,0 +1,704 @@
+//! The HTTP/1.1 server side of the client listener: one task per connection reads each
+//! request's head, hands the request to the handler, and writes its answer (head and
+//! body in one write) on the connection itself.
+//!
+//! Why not hyper's server here: it runs a dispatcher per connection that passes the
+//! body through a channel and encodes the answer through generic machinery; on the
+//! message path that cost about as much user time as all of switchyard's own work per
+//! message (see BENCHMARKS.md). The admin listener and the mock master keep hyper.
+//!
+//! **Requests** (RFC 9112): heads up to [`MAX_HEAD`] bytes and [`MAX_HEADERS`] headers
+//! (else 431), parsed with `httparse`. The body is framed by `Content-Length` (equal
+//! repeats accepted) or `Transfer-Encoding` ending in `chunked`; any other coding is a
+//! 501, and a request with both is refused (400) as a smuggling attempt. The handler
+//! reads the body as it arrives ([`RequestBody`]), under its own limit and deadline; a
+//! `100 Continue` goes out when it first asks for it, so a request refused before its
+//! body is read never sends it. `Expect` other than `100-continue` is a 417.
+//!
+//! **Connections**: keep-alive unless the client says `close` (HTTP/1.1) or does not
+//! say `keep-alive` (HTTP/1.0); pipelined requests are answered in order. A connection
+//! is closed after the answer when the handler did not read the whole body, when the
+//! answer says `Connection: close`, and once shutdown is triggered. When part of the
+//! request is left unread, what the client still sends is read and dropped for up to
+//! 2 s (1 MiB) before the close, so that the close does not reset the answer away.
+//!
+//! **Timeouts** (the same as the other listeners'; see `crate::server`): a head must
+//! arrive within `read_timeout` of the accept (first request) or of its first byte, else
+//! a 408 (or, with nothing received, a quiet close); an idle connection closes after
+//! `idle_timeout`, and an answer the client does not take within `idle_timeout` is
+//! dropped with the connection.
+
+use super::chunked::Decoder;
+use crate::server::{after, Limits, PeerAddr, ReadDeadline, Shutdown};
+use crate::tls::listen::Stream;
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+/// The longest request head: hyper's default bound, which this listener had before.
+pub const MAX_HEAD: usize = 8 * 1024 + 100 * 4096;
+/// Headers a request may carry.
+pub const MAX_HEADERS: usize = 100;
+const READ_CHUNK: usize = 8 * 1024;
+/// The read buffer is not kept above this between requests.
+const KEEP_BUFFER: usize = 64 * 1024;
+
+/// How long, and how much, a closing connection still reads; see [`linger`].
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// The connection as the driver and the request's body share it.
+struct Io {
+    stream: Stream,
+    buf: BytesMut,
+    body: BodyState,
+    /// Bytes of the `100 Continue` still to write before the body is read.
+    continue_left: usize,
+}
+
+#[derive(Debug)]
+enum BodyState {
+    Length(u64),
+    Chunked(Box<Decoder>),
+    Done,
+    /// The body could not be read; the connection is not reused.
+    Failed,
+}
+
+type Shared = Arc<Mutex<Io>>;
+
+fn lock(shared: &Shared) -> MutexGuard<'_, Io> {
+    // A panic while the lock was held leaves the connection in an unknown state, but
+    // the driver closes it after that request anyway (the body is then not Done).
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Io {
+    /// Reads more into `buf`: the number of bytes read (0 at the end of the stream).
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        let spare = self.buf.spare_capacity_mut();
+        let mut rb = ReadBuf::uninit(spare);
+        match Pin::new(&mut self.stream).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                // SAFETY: `poll_read` initialised the first `n` bytes of the spare room.
+                unsafe { self.buf.set_len(self.buf.len() + n) };
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_continue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.continue_left > 0 {
+            let from = CONTINUE.len() - self.continue_left;
+            let n =
+                std::task::ready!(Pin::new(&mut self.stream).poll_write(cx, &CONTINUE[from..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.continue_left -= n;
+        }
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        if self.continue_left > 0 {
+            if let Err(e) = std::task::ready!(self.poll_continue(cx)) {
+                self.body = BodyState::Failed;
+                return Poll::Ready(Some(Err(e)));
+            }
+        }
+        loop {
+            match &mut self.body {
+                BodyState::Done => return Poll::Ready(None),
+                BodyState::Failed => {
+                    return Poll::Ready(Some(Err(io::Error::other("the body was not read whole"))))
+                }
+                BodyState::Length(0) => {
+                    self.body = BodyState::Done;
+                    return Poll::Ready(None);
+                }
+                BodyState::Length(left) if !self.buf.is_empty() => {
+                    let n = (*left).min(self.buf.len() as u64) as usize;
+                    *left -= n as u64;
+                    if *left == 0 {
+                        self.body = BodyState::Done;
+                    }
+                    return Poll::Ready(Some(Ok(self.buf.split_to(n).freeze())));
+                }
+                BodyState::Chunked(decoder) if !self.buf.is_empty() => {
+                    match decoder.feed(&mut self.buf) {
+                        Ok(done) => {
+                            let data = decoder.body.split().freeze();
+                            if done {
+                                self.body = BodyState::Done;
+                            }
+                            if !data.is_empty() {
+                                return Poll::Ready(Some(Ok(data)));
+                            }
+                            if done {
+                                return Poll::Ready(None);
+                            }
+                        }
+                        Err(e) => {
+                            self.body = BodyState::Failed;
+                            return Poll::Ready(Some(Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                e.to_string(),
+                            ))));
+                        }
+                    }
+                }
+                _ => {}
+            }
+            // Nothing buffered for the body: read more.
+            match std::task::ready!(self.poll_fill(cx)) {
+                Ok(0) => {
+                    self.body = BodyState::Failed;
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the connection closed before the body ended",
+                    ))));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.body = BodyState::Failed;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+        }
+    }
+}
+
+/// A request's body, read from the connection as the handler asks for it.
+pub struct RequestBody {
+    shared: Option<Shared>,
+}
+
+impl RequestBody {
+    /// A body with nothing in it.
+    pub fn empty() -> RequestBody {
+        RequestBody { shared: None }
+    }
+}
+
+impl HttpBody for RequestBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let Some(shared) = &self.shared else {
+            return Poll::Ready(None);
+        };
+        lock(shared)
+            .poll_body(cx)
+            .map(|d| d.map(|d| d.map(Frame::data)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_none_or(|s| matches!(lock(s).body, BodyState::Done | BodyState::Length(0)))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.shared {
+            None => SizeHint::with_exact(0),
+            Some(s) => match lock(s).body {
+                BodyState::Length(n) => SizeHint::with_exact(n),
+                BodyState::Done => SizeHint::with_exact(0),
+                _ => SizeHint::default(),
+            },
+        }
+    }
+}
+
+/// A parsed request head.
+#[derive(Debug)]
+struct Head {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    body: BodyState,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+/// Why a head was refused: the status and the error body's code and message.
+#[derive(Debug, PartialEq, Eq)]
+struct Refusal(StatusCode, &'static str, String);
+
+fn bad(message: impl Into<String>) -> Refusal {
+    Refusal(StatusCode::BAD_REQUEST, "bad_request", message.into())
+}
+
+/// Parses a request head at the start of `buf`: `Ok(None)` when it is not complete yet.
+fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, Refusal> {
+    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut raw);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(too_large_head()),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(too_large_head()),
+        Err(e) => return Err(bad(format!("the request is not valid HTTP/1.1 ({e})"))),
+    };
+    if len > MAX_HEAD {
+        return Err(too_large_head());
+    }
+    let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
+        .map_err(|_| bad("the method is not valid"))?;
+    let uri: Uri = req
+        .path
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| bad("the request target is not valid"))?;
+    let http11 = req.version == Some(1);
+    let version = if http11 {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+
+    let mut close = false;
+    let mut keep_alive_token = false;
+    let mut chunked: Option<bool> = None;
+    let mut length: Option<u64> = None;
+    let mut expect_continue = false;
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| bad("a header name is not valid"))?;
+        let value =
+            HeaderValue::from_bytes(h.value).map_err(|_| bad("a header value is not valid"))?;
+        if name == header::CONNECTION {
+            for token in tokens(h.value) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive_token = true;
+                }
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            if !http11 {
+                return Err(bad("HTTP/1.0 has no Transfer-Encoding"));
+            }
+            for token in tokens(h.value) {
+                if chunked == Some(true) {
+                    // chunked must be the last coding, and only once.
+                    return Err(bad("chunked is not the last transfer coding"));
+                }
+                chunked = Some(token.eq_ignore_ascii_case(b"chunked"));
+            }
+        } else if name == header::CONTENT_LENGTH {
+            for value in h.value.split(|b| *b == b',') {
+                let n = parse_length(value.trim_ascii())
+                    .ok_or_else(|| bad("Content-Length is not valid"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(bad("Content-Length values differ"));
+                }
+                length = Some(n);
+            }
+        } else if name == header::EXPECT {
+            if http11 && h.value.eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = true;
+            } else {
+                return Err(Refusal(
+                    StatusCode::EXPECTATION_FAILED,
+                    "expectation_failed",
+                    "the only expectation supported is 100-continue".to_string(),
+                ));
+            }
+        }
+        headers.append(name, value);
+    }
+    let body = match (chunked, length) {
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                "a request may not carry both Transfer-Encoding and Content-Length",
+            ))
+        }
+        (Some(true), None) => BodyState::Chunked(Box::new(Decoder::new(usize::MAX))),
+        (Some(false), None) => {
+            return Err(Refusal(
+                StatusCode::NOT_IMPLEMENTED,
+                "unsupported_transfer_coding",
+                "only the chunked transfer coding is supported".to_string(),
+            ))
+        }
+        (None, Some(0) | None) => BodyState::Done,
+        (None, Some(n)) => BodyState::Length(n),
+    };
+    let keep_alive = !close && (http11 || keep_alive_token);
+    let expect_continue = expect_continue && !matches!(body, BodyState::Done);
+    Ok(Some((
+        Head {
+            method,
+            uri,
+            version,
+            headers,
+            body,
+            keep_alive,
+            expect_continue,
+        },
+        len,
+    )))
+}
+
+fn too_large_head() -> Refusal {
+    Refusal(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "headers_too_large",
+        format!("the request head is larger than {MAX_HEAD} bytes or {MAX_HEADERS} headers"),
+    )
+}
+
+/// The comma-separated tokens of a header value, trimmed, empty ones left out.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// Digits only, at most 19 of them so it fits a u64.
+fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// Serves one connection until the client closes it, a timeout, or shutdown.
+pub async fn serve<H, F>(
+    stream: Stream,
+    peer: std::net::SocketAddr,
+    accepted: Instant,
+    limits: Limits,
+    mut shutdown: Shutdown,
+    handler: H,
+) where
+    H: Fn(Request<RequestBody>) -> F,
+    F: Future<Output = Response<crate::server::Body>> + Send + 'static,
+{
+    let shared: Shared = Arc::new(Mutex::new(Io {
+        stream,
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        body: BodyState::Done,
+        continue_left: 0,
+    }));
+    let mut out = Vec::with_capacity(1024);
+    // When the connection began to wait for its next request.
+    let mut waiting_since = accepted;
+    let mut first = true;
+    loop {
+        // 1. The first byte of a request (already there when pipelined).
+        if lock(&shared).buf.is_empty() {
+            let until = if first {
+                after(accepted, limits.read_timeout)
+            } else {
+                after(waiting_since, limits.idle_timeout)
+            };
+            let read = poll_fn(|cx| lock(&shared).poll_fill(cx));
+            tokio::select! {
+                r = tokio::time::timeout_at(until, read) => match r {
+                    Ok(Ok(n)) if n > 0 => {}
+                    // Closed, broken, or quiet too long: nothing to answer.
+                    _ => return,
+                },
+                _ = shutdown.wait() => return,
+            }
+        }
+        let started = if first { accepted } else { Instant::now() };
+        let deadline = after(started, limits.read_timeout);
+
+        // 2. The whole head.
+        let head = loop {
+            let parsed = {
+                let mut io = lock(&shared);
+                match parse(&io.buf) {
+                    Ok(Some((head, len))) => {
+                        io.buf.advance(len);
+                        Ok(Some(head))
+                    }
+                    other => other.map(|_| None),
+                }
+            };
+            match parsed {
+                Ok(Some(head)) => break head,
+                Ok(None) => {}
+                Err(Refusal(status, code, message)) => {
+                    let resp = crate::reply::error(status, code, message);
+                    if answer(&shared, &mut out, resp, false, Connection::Close, &limits)
+                        .await
+                        .is_ok()
+                    {
+                        linger(&shared).await;
+                    }
+                    return;
+                }
+            }
+            let read = poll_fn(|cx| lock(&shared).poll_fill(cx));
+            match tokio::time::timeout_at(deadline, read).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(_) => return,
+                Err(_late) => {
+                    let resp = crate::reply::error(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request_timeout",
+                        "the request did not arrive within server.read_timeout_ms",
+                    );
+                    let _ =
+                        answer(&shared, &mut out, resp, false, Connection::Close, &limits).await;
+                    return;
+                }
+            }
+        };
+
+        // 3. The handler, with the body read from the connection as it asks.
+        let is_head = head.method == Method::HEAD;
+        {
+            let mut io = lock(&shared);
+            io.body = head.body;
+            io.continue_left = if head.expect_continue {
+                CONTINUE.len()
+            } else {
+                0
+            };
+        }
+        let body = RequestBody {
+            shared: Some(shared.clone()),
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = head.method;
+        *req.uri_mut() = head.uri;
+        *req.version_mut() = head.version;
+        *req.headers_mut() = head.headers;
+        req.extensions_mut().insert(ReadDeadline(deadline));
+        req.extensions_mut().insert(PeerAddr(peer));
+        let resp = crate::reply::unless_panic(Box::pin(handler(req))).await;
+
+        // 4. The answer; keep the connection only when the body was read whole.
+        let body_done = {
+            let mut io = lock(&shared);
+            io.continue_left = 0;
+            matches!(io.body, BodyState::Done)
+        };
+        let close = !head.keep_alive
+            || !body_done
+            || shutdown.is_triggered()
+            || resp
+                .headers()
+                .get(header::CONNECTION)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let connection = if close {
+            Connection::Close
+        } else if head.version == Version::HTTP_10 {
+            Connection::KeepAlive
+        } else {
+            Connection::Unsaid
+        };
+        let written = answer(&shared, &mut out, resp, is_head, connection, &limits).await;
+        if written.is_err() {
+            return;
+        }
+        if close {
+            if !body_done {
+                linger(&shared).await;
+            }
+            return;
+        }
+        first = false;
+        waiting_since = Instant::now();
+        let mut io = lock(&shared);
+        if io.buf.is_empty() && io.buf.capacity() > KEEP_BUFFER {
+            io.buf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        if out.capacity() > KEEP_BUFFER {
+            out = Vec::with_capacity(1024);
+        }
+    }
+}
+
+/// What an answer's `Connection` header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Connection {
+    /// HTTP/1.1 keeps the connection without saying so.
+    Unsaid,
+    /// An HTTP/1.0 client that asked for keep-alive is told it holds.
+    KeepAlive,
+    Close,
+}
+
+/// Writes `resp` (head and body in one buffer) within `idle_timeout`.
+async fn answer(
+    shared: &Shared,
+    out: &mut Vec<u8>,
+    resp: Response<crate::server::Body>,
+    is_head: bool,
+    connection: Connection,
+    limits: &Limits,
+) -> io::Result<()> {
+    out.clear();
+    encode(out, resp, is_head, connection);
+    let deadline = after(Instant::now(), limits.idle_timeout);
+    let mut written = 0;
+    let write = poll_fn(|cx| {
+        let mut io = lock(shared);
+        while written < out.len() {
+            let n = std::task::ready!(Pin::new(&mut io.stream).poll_write(cx, &out[written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero)));
+            }
+            written += n;
+        }
+        Pin::new(&mut io.stream).poll_flush(cx)
+    });
+    match tokio::time::timeout_at(deadline, write).await {
+        Ok(r) => r,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }?;
+    if connection == Connection::Close {
+        // Best effort, without waiting: tell the client nothing more comes (over TLS,
+        // a close_notify).
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let _ = Pin::new(&mut lock(shared).stream).poll_shutdown(&mut cx);
+    }
+    Ok(())
+}
+
+/// After an answer that left part of the request unread (and said `close`): reads
+/// and drops what the client still sends, until it closes, for up to [`LINGER`] and
+/// [`LINGER_BYTES`]. Closing a socket with unread bytes sends a reset, which can
+/// destroy the answer before the client has read it.
+async fn linger(shared: &Shared) {
+    let deadline = after(Instant::now(), LINGER);
+    let mut dropped = 0;
+    loop {
+        let read = poll_fn(|cx| {
+            let mut io = lock(shared);
+            io.buf.clear();
+            io.poll_fill(cx)
+        });
+        match tokio::time::timeout_at(deadline, read).await {
+            Ok(Ok(n)) if n > 0 && dropped + n <= LINGER_BYTES => dropped += n,
+            _ => return,
+        }
+    }
+}
+
+/// Encodes an answer: status line, the handler's headers (less framing ones), `date`,
+/// `content-length`, `connection: close` when closing, then the body.
+fn encode(
+    out: &mut Vec<u8>,
+    resp: Response<crate::server::Body>,
+    is_head: bool,
+    connection: Connection,
+) {
+    let (parts, body) = resp.into_parts();
+    let body = full_bytes(body);
+    let status = parts.status;
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut has_date = false;
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || name == header::CONNECTION
+        {
+            continue;
+        }
+        has_date |= name == header::DATE;
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !has_date {
+        out.extend_from_slice(b"date: ");
+        date::write(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if !bodiless {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(body.len().to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match connection {
+        Connection::Unsaid => {}
+        Connection::KeepAlive => out.extend_from_slice(b"connection: keep-alive\r\n"),
+        Connection::Close => out.extend_from_slice(b"connection: close\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+    if !bodiless && !is_head {
+        out.extend_from_slice(&body);
+    }
+}
+
+/// The bytes of a whole body.
+fn full_bytes(body: crate::server::Body) -> Bytes {
+    use futures_util::FutureExt;
+    use http_body_util::BodyExt;
+    // A `Full` body is one frame, ready at once.
+    match body.collect().now_or_never() {
+        Some(Ok(collected)) => collected.to_bytes(),
+        _ => Bytes::new(),
+    }
+}
+
+/// The `date` header's value, formatted once a second per thread.
+mod date {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    thread_local! {
+        static CACHED: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+    }
+
+    pub fn write(out: &mut Vec<u8>) {
+        let now = SystemTime::now();
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        CACHED.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.0 != secs {
+                let text = httpdate::fmt_http_date(now);
+                if text.len() == 29 {
+                    c.1.copy_from_slice(text.as_bytes());
+                    c.0 = secs;
+                } else {
+                    out.extend_from_slice(text.as_bytes());
+                    return;
+                }
+            }
+            out.extend_from_slice(&c.1);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;
