@@ -88,6 +88,11 @@ impl Shutdown {
         let _closed_means_shutdown = self.0.wait_for(|down| *down).await;
     }
 
+    /// [`Shutdown::wait`], owning its receiver: a future to keep and poll again.
+    pub async fn wait_owned(mut self) {
+        self.wait().await;
+    }
+
     pub fn is_triggered(&self) -> bool {
         *self.0.borrow() || self.0.has_changed().is_err()
     }

@@ -253,9 +253,10 @@ fn bad(message: impl Into<String>) -> Refusal {
 
 /// Parses a request head at the start of `buf`: `Ok(None)` when it is not complete yet.
 fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, Refusal> {
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut raw);
-    let len = match req.parse(buf) {
+    // Left uninitialised, as in `super::head::parse`.
+    let mut raw = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut raw) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(too_large_head()),
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -394,7 +395,7 @@ pub async fn serve<H, F>(
     peer: std::net::SocketAddr,
     accepted: Instant,
     limits: Limits,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
     handler: H,
 ) where
     H: Fn(Request<RequestBody>) -> F,
@@ -407,25 +408,28 @@ pub async fn serve<H, F>(
         continue_left: 0,
     }));
     let mut out = Vec::with_capacity(1024);
-    // When the connection began to wait for its next request.
-    let mut waiting_since = accepted;
+    // One timer and one shutdown watch for the connection's life: moving a timer later
+    // costs an atomic store, where a new one per request would lock the timer wheel
+    // twice.
+    let mut quiet = std::pin::pin!(tokio::time::sleep_until(after(
+        accepted,
+        limits.read_timeout
+    )));
+    let mut down = std::pin::pin!(shutdown.clone().wait_owned());
     let mut first = true;
     loop {
         // 1. The first byte of a request (already there when pipelined).
         if lock(&shared).buf.is_empty() {
-            let until = if first {
-                after(accepted, limits.read_timeout)
-            } else {
-                after(waiting_since, limits.idle_timeout)
-            };
             let read = poll_fn(|cx| lock(&shared).poll_fill(cx));
             tokio::select! {
-                r = tokio::time::timeout_at(until, read) => match r {
-                    Ok(Ok(n)) if n > 0 => {}
-                    // Closed, broken, or quiet too long: nothing to answer.
+                biased;
+                r = read => match r {
+                    Ok(n) if n > 0 => {}
                     _ => return,
                 },
-                _ = shutdown.wait() => return,
+                // Quiet too long: nothing to answer.
+                _ = &mut quiet => return,
+                _ = &mut down => return,
             }
         }
         let started = if first { accepted } else { Instant::now() };
@@ -448,9 +452,17 @@ pub async fn serve<H, F>(
                 Ok(None) => {}
                 Err(Refusal(status, code, message)) => {
                     let resp = crate::reply::error(status, code, message);
-                    if answer(&shared, &mut out, resp, false, Connection::Close, &limits)
-                        .await
-                        .is_ok()
+                    if answer(
+                        &shared,
+                        &mut out,
+                        resp,
+                        false,
+                        Connection::Close,
+                        Instant::now(),
+                        &limits,
+                    )
+                    .await
+                    .is_ok()
                     {
                         linger(&shared).await;
                     }
@@ -467,8 +479,16 @@ pub async fn serve<H, F>(
                         "request_timeout",
                         "the request did not arrive within server.read_timeout_ms",
                     );
-                    let _ =
-                        answer(&shared, &mut out, resp, false, Connection::Close, &limits).await;
+                    let _ = answer(
+                        &shared,
+                        &mut out,
+                        resp,
+                        false,
+                        Connection::Close,
+                        Instant::now(),
+                        &limits,
+                    )
+                    .await;
                     return;
                 }
             }
@@ -517,7 +537,8 @@ pub async fn serve<H, F>(
         } else {
             Connection::Unsaid
         };
-        let written = answer(&shared, &mut out, resp, is_head, connection, &limits).await;
+        let now = Instant::now();
+        let written = answer(&shared, &mut out, resp, is_head, connection, now, &limits).await;
         if written.is_err() {
             return;
         }
@@ -528,7 +549,7 @@ pub async fn serve<H, F>(
             return;
         }
         first = false;
-        waiting_since = Instant::now();
+        quiet.as_mut().reset(after(now, limits.idle_timeout));
         let mut io = lock(&shared);
         if io.buf.is_empty() && io.buf.capacity() > KEEP_BUFFER {
             io.buf = BytesMut::with_capacity(READ_CHUNK);
@@ -556,13 +577,13 @@ async fn answer(
     resp: Response<crate::server::Body>,
     is_head: bool,
     connection: Connection,
+    now: Instant,
     limits: &Limits,
 ) -> io::Result<()> {
     out.clear();
     encode(out, resp, is_head, connection);
-    let deadline = after(Instant::now(), limits.idle_timeout);
     let mut written = 0;
-    let write = poll_fn(|cx| {
+    let mut write = std::pin::pin!(poll_fn(|cx| {
         let mut io = lock(shared);
         while written < out.len() {
             let n = std::task::ready!(Pin::new(&mut io.stream).poll_write(cx, &out[written..]))?;
@@ -572,11 +593,21 @@ async fn answer(
             written += n;
         }
         Pin::new(&mut io.stream).poll_flush(cx)
-    });
-    match tokio::time::timeout_at(deadline, write).await {
-        Ok(r) => r,
-        Err(_) => Err(io::ErrorKind::TimedOut.into()),
-    }?;
+    }));
+    // Most answers go out at once, without a timer.
+    let first = write
+        .as_mut()
+        .poll(&mut Context::from_waker(std::task::Waker::noop()));
+    match first {
+        Poll::Ready(r) => r?,
+        Poll::Pending => {
+            let deadline = after(now, limits.idle_timeout);
+            match tokio::time::timeout_at(deadline, write).await {
+                Ok(r) => r?,
+                Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+            }
+        }
+    }
     if connection == Connection::Close {
         // Best effort, without waiting: tell the client nothing more comes (over TLS,
         // a close_notify).
