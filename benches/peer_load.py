@@ -16,6 +16,10 @@ the access log, to /dev/null); `--extra TOML` is appended to the config of the b
 under test only (an older baseline may not know its keys), and `--master-extra TOML`
 to each of its `[[masters]]` tables (e.g. a budget: `rate_per_sec = 1000000`).
 
+`--floor PATH` adds the bare forwarder (`cargo build --release --example
+bare_forwarder`, then `target/release/examples/bare_forwarder`), reported as `floor`: the
+least a forwarder on the same runtime does per message, with none of switchyard's work.
+
 `--tls` adds `switchyard-tls` and `haproxy-tls` to the same rounds: wrk speaks HTTPS
 to them and they speak HTTPS to three more mock masters (`--tls-cert`), verifying the
 masters' certificates against a CA made for the run with openssl. It then prints each
@@ -210,6 +214,12 @@ http {{
     p = subprocess.Popen(pin + ["nginx", "-c", ng_conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     procs["nginx"] = (p, ng_port, "/v1/messages", "http")
     procs["haproxy"] = start_haproxy(tmp, "haproxy", upstreams, pin, threads=args.threads)
+    if args.floor:
+        port = free_port()
+        env = dict(os.environ, TOKIO_WORKER_THREADS=str(args.threads))
+        p = subprocess.Popen(pin + [args.floor, f"127.0.0.1:{port}"] + [f"127.0.0.1:{u}" for u in upstreams],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs["floor"] = (p, port, "/v1/messages", "http")
     if certs:
         procs["switchyard-tls"] = start_switchyard(tmp, "switchyard-tls", BIN, tls_upstreams, pin, certs)
         procs["haproxy-tls"] = start_haproxy(tmp, "haproxy-tls", tls_upstreams, pin, certs)
@@ -367,6 +377,7 @@ def main():
     rest = f"1-{ncpu - 1}" if ncpu > 2 else "1"
     ap.add_argument("--client-cores", default=rest, help="cores for wrk and the upstreams")
     ap.add_argument("--baseline", help="another switchyard binary to run in the same rounds")
+    ap.add_argument("--floor", help="a bare forwarder binary (examples/bare_forwarder.rs) to run in the same rounds")
     ap.add_argument("--tls", action="store_true", help="also run switchyard and haproxy with TLS on both sides")
     ap.add_argument("--rust-log", default="warn", help="RUST_LOG of the switchyard builds")
     ap.add_argument("--extra", default="", help="TOML appended to the tested build's config (\\n for newlines)")
