@@ -29,6 +29,7 @@
 //! dropped with the connection.
 
 use super::chunked::Decoder;
+use super::head::{parse_length, tokens};
 use crate::server::{after, Limits, PeerAddr, ReadDeadline, Shutdown};
 use crate::tls::listen::Stream;
 use bytes::{Buf, Bytes, BytesMut};
@@ -64,6 +65,8 @@ struct Io {
     body: BodyState,
     /// Bytes of the `100 Continue` still to write before the body is read.
     continue_left: usize,
+    /// The request being served, counted from 1.
+    request: u64,
 }
 
 #[derive(Debug)]
@@ -187,13 +190,17 @@ impl Io {
 
 /// A request's body, read from the connection as the handler asks for it.
 pub struct RequestBody {
-    shared: Option<Shared>,
+    shared: Shared,
+    /// Its request's number on the connection.
+    request: u64,
 }
 
 impl RequestBody {
-    /// A body with nothing in it.
-    pub fn empty() -> RequestBody {
-        RequestBody { shared: None }
+    /// The connection, while this body's request is the one being served (a body kept
+    /// past its request reads nothing of the next one's).
+    fn io(&self) -> Option<MutexGuard<'_, Io>> {
+        let io = lock(&self.shared);
+        (io.request == self.request).then_some(io)
     }
 }
 
@@ -205,28 +212,22 @@ impl HttpBody for RequestBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let Some(shared) = &self.shared else {
+        let Some(mut io) = self.io() else {
             return Poll::Ready(None);
         };
-        lock(shared)
-            .poll_body(cx)
-            .map(|d| d.map(|d| d.map(Frame::data)))
+        io.poll_body(cx).map(|d| d.map(|d| d.map(Frame::data)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.shared
-            .as_ref()
-            .is_none_or(|s| matches!(lock(s).body, BodyState::Done | BodyState::Length(0)))
+        self.io()
+            .is_none_or(|io| matches!(io.body, BodyState::Done | BodyState::Length(0)))
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.shared {
-            None => SizeHint::with_exact(0),
-            Some(s) => match lock(s).body {
-                BodyState::Length(n) => SizeHint::with_exact(n),
-                BodyState::Done => SizeHint::with_exact(0),
-                _ => SizeHint::default(),
-            },
+        match self.io().as_deref().map(|io| &io.body) {
+            Some(BodyState::Length(n)) => SizeHint::with_exact(*n),
+            None | Some(BodyState::Done) => SizeHint::with_exact(0),
+            Some(_) => SizeHint::default(),
         }
     }
 }
@@ -373,22 +374,6 @@ fn too_large_head() -> Refusal {
     )
 }
 
-/// The comma-separated tokens of a header value, trimmed, empty ones left out.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|b| *b == b',')
-        .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty())
-}
-
-/// Digits only, at most 19 of them so it fits a u64.
-fn parse_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
-}
-
 /// Serves one connection until the client closes it, a timeout, or shutdown.
 pub async fn serve<H, F>(
     stream: Stream,
@@ -406,6 +391,7 @@ pub async fn serve<H, F>(
         buf: BytesMut::with_capacity(READ_CHUNK),
         body: BodyState::Done,
         continue_left: 0,
+        request: 0,
     }));
     let mut out = Vec::with_capacity(1024);
     // One timer and one shutdown watch for the connection's life: moving a timer later
@@ -451,19 +437,8 @@ pub async fn serve<H, F>(
                 Ok(Some(head)) => break head,
                 Ok(None) => {}
                 Err(Refusal(status, code, message)) => {
-                    let resp = crate::reply::error(status, code, message);
-                    if answer(
-                        &shared,
-                        &mut out,
-                        resp,
-                        false,
-                        Connection::Close,
-                        Instant::now(),
-                        &limits,
-                    )
-                    .await
-                    .is_ok()
-                    {
+                    if refuse(&shared, &mut out, status, code, message, &limits).await {
+                        // The rest of what it sent is not read.
                         linger(&shared).await;
                     }
                     return;
@@ -474,18 +449,14 @@ pub async fn serve<H, F>(
                 Ok(Ok(n)) if n > 0 => {}
                 Ok(_) => return,
                 Err(_late) => {
-                    let resp = crate::reply::error(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "request_timeout",
-                        "the request did not arrive within server.read_timeout_ms",
-                    );
-                    let _ = answer(
+                    let message = "the request did not arrive within server.read_timeout_ms";
+                    let timeout = StatusCode::REQUEST_TIMEOUT;
+                    refuse(
                         &shared,
                         &mut out,
-                        resp,
-                        false,
-                        Connection::Close,
-                        Instant::now(),
+                        timeout,
+                        "request_timeout",
+                        message,
                         &limits,
                     )
                     .await;
@@ -496,7 +467,7 @@ pub async fn serve<H, F>(
 
         // 3. The handler, with the body read from the connection as it asks.
         let is_head = head.method == Method::HEAD;
-        {
+        let request = {
             let mut io = lock(&shared);
             io.body = head.body;
             io.continue_left = if head.expect_continue {
@@ -504,9 +475,12 @@ pub async fn serve<H, F>(
             } else {
                 0
             };
-        }
+            io.request += 1;
+            io.request
+        };
         let body = RequestBody {
-            shared: Some(shared.clone()),
+            shared: shared.clone(),
+            request,
         };
         let mut req = Request::new(body);
         *req.method_mut() = head.method;
@@ -558,6 +532,23 @@ pub async fn serve<H, F>(
             out = Vec::with_capacity(1024);
         }
     }
+}
+
+/// Answers a request that is not served with an error, closing the connection; false
+/// when the answer could not be written.
+async fn refuse(
+    shared: &Shared,
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    code: &str,
+    message: impl Into<String>,
+    limits: &Limits,
+) -> bool {
+    let resp = crate::reply::error(status, code, message);
+    let close = Connection::Close;
+    answer(shared, out, resp, false, close, Instant::now(), limits)
+        .await
+        .is_ok()
 }
 
 /// What an answer's `Connection` header says.
