@@ -72,16 +72,12 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, ExchangeError> {
             let last = tokens(h.value).last().unwrap_or_default();
             chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
         } else if name.eq_ignore_ascii_case(b"content-length") {
-            for value in h.value.split(|b| *b == b',') {
-                let n = parse_length(value.trim_ascii())
-                    .ok_or_else(|| ExchangeError::Malformed("bad content-length".to_string()))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(ExchangeError::Malformed(
-                        "content-length values differ".to_string(),
-                    ));
-                }
-                length = Some(n);
-            }
+            add_length(&mut length, h.value).map_err(|e| {
+                ExchangeError::Malformed(match e {
+                    LengthError::Invalid => "bad content-length".to_string(),
+                    LengthError::Differs => "content-length values differ".to_string(),
+                })
+            })?;
         }
     }
 
@@ -143,8 +139,29 @@ pub(super) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|t| !t.is_empty())
 }
 
+/// Why a `Content-Length` header was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LengthError {
+    Invalid,
+    /// It, or an earlier one, gives another length: the framing is ambiguous.
+    Differs,
+}
+
+/// Takes one `Content-Length` header (a list of equal values is one length) into
+/// `length`, the length of the ones before it (RFC 9110 section 8.6).
+pub(super) fn add_length(length: &mut Option<u64>, value: &[u8]) -> Result<(), LengthError> {
+    for value in value.split(|b| *b == b',') {
+        let n = parse_length(value.trim_ascii()).ok_or(LengthError::Invalid)?;
+        if length.is_some_and(|l| l != n) {
+            return Err(LengthError::Differs);
+        }
+        *length = Some(n);
+    }
+    Ok(())
+}
+
 /// Digits only (no sign, no blanks), at most 19 of them so it fits a u64.
-pub(super) fn parse_length(digits: &[u8]) -> Option<u64> {
+fn parse_length(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }

@@ -28,7 +28,7 @@ use http::{HeaderMap, StatusCode};
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::task::Poll;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The longest answer head.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -160,13 +160,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 return Poll::Ready(Ok(Sent::All));
             }
             // The write waits: take in whatever the master sends meanwhile.
-            let mut chunk = [0u8; 1024];
-            let mut rb = ReadBuf::new(&mut chunk);
-            return match Pin::new(&mut *io).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) => {
-                    read.extend_from_slice(rb.filled());
-                    Poll::Ready(Ok(Sent::Early))
-                }
+            return match poll_fill(&mut *io, read, cx) {
+                Poll::Ready(Ok(_)) => Poll::Ready(Ok(Sent::Early)),
                 Poll::Ready(Err(e)) => Poll::Ready(Err(no_answer(e))),
                 Poll::Pending => Poll::Pending,
             };
@@ -252,11 +247,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// One read into the buffer; 0 at the end of the stream.
     async fn fill(&mut self) -> std::io::Result<usize> {
-        if self.read.capacity() - self.read.len() < READ_CHUNK / 4 {
-            self.read.reserve(READ_CHUNK);
-        }
-        self.io.read_buf(&mut self.read).await
+        poll_fn(|cx| poll_fill(&mut self.io, &mut self.read, cx)).await
     }
+}
+
+/// One read into `buf`, with a chunk's room made first when little is left: the number
+/// of bytes read, 0 at the end of the stream. Both the client's connections and the
+/// server's read this way.
+fn poll_fill<S: AsyncRead + Unpin>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+    let mut read = ReadBuf::uninit(buf.spare_capacity_mut());
+    std::task::ready!(Pin::new(io).poll_read(cx, &mut read))?;
+    let n = read.filled().len();
+    // SAFETY: `poll_read` initialised the first `n` bytes of the spare room.
+    unsafe { buf.set_len(buf.len() + n) };
+    Poll::Ready(Ok(n))
 }
 
 fn no_answer(e: impl std::fmt::Display) -> ExchangeError {

@@ -29,7 +29,7 @@
 //! dropped with the connection.
 
 use super::chunked::Decoder;
-use super::head::{parse_length, tokens};
+use super::head::{add_length, tokens, LengthError};
 use crate::server::{after, Limits, PeerAddr, ReadDeadline, Shutdown};
 use crate::tls::listen::Stream;
 use bytes::{Buf, Bytes, BytesMut};
@@ -41,14 +41,13 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::AsyncWrite;
 use tokio::time::Instant;
 
 /// The longest request head: hyper's default bound, which this listener had before.
 pub const MAX_HEAD: usize = 8 * 1024 + 100 * 4096;
 /// Headers a request may carry.
 pub const MAX_HEADERS: usize = 100;
-const READ_CHUNK: usize = 8 * 1024;
 /// The read buffer is not kept above this between requests.
 const KEEP_BUFFER: usize = 64 * 1024;
 
@@ -89,21 +88,7 @@ fn lock(shared: &Shared) -> MutexGuard<'_, Io> {
 impl Io {
     /// Reads more into `buf`: the number of bytes read (0 at the end of the stream).
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        let spare = self.buf.spare_capacity_mut();
-        let mut rb = ReadBuf::uninit(spare);
-        match Pin::new(&mut self.stream).poll_read(cx, &mut rb) {
-            Poll::Ready(Ok(())) => {
-                let n = rb.filled().len();
-                // SAFETY: `poll_read` initialised the first `n` bytes of the spare room.
-                unsafe { self.buf.set_len(self.buf.len() + n) };
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
+        super::poll_fill(&mut self.stream, &mut self.buf, cx)
     }
 
     fn poll_continue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -312,14 +297,12 @@ fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, Refusal> {
                 chunked = Some(token.eq_ignore_ascii_case(b"chunked"));
             }
         } else if name == header::CONTENT_LENGTH {
-            for value in h.value.split(|b| *b == b',') {
-                let n = parse_length(value.trim_ascii())
-                    .ok_or_else(|| bad("Content-Length is not valid"))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(bad("Content-Length values differ"));
-                }
-                length = Some(n);
-            }
+            add_length(&mut length, h.value).map_err(|e| {
+                bad(match e {
+                    LengthError::Invalid => "Content-Length is not valid",
+                    LengthError::Differs => "Content-Length values differ",
+                })
+            })?;
         } else if name == header::EXPECT {
             if http11 && h.value.eq_ignore_ascii_case(b"100-continue") {
                 expect_continue = true;
@@ -388,7 +371,7 @@ pub async fn serve<H, F>(
 {
     let shared: Shared = Arc::new(Mutex::new(Io {
         stream,
-        buf: BytesMut::with_capacity(READ_CHUNK),
+        buf: BytesMut::with_capacity(super::READ_CHUNK),
         body: BodyState::Done,
         continue_left: 0,
         request: 0,
@@ -526,7 +509,7 @@ pub async fn serve<H, F>(
         quiet.as_mut().reset(after(now, limits.idle_timeout));
         let mut io = lock(&shared);
         if io.buf.is_empty() && io.buf.capacity() > KEEP_BUFFER {
-            io.buf = BytesMut::with_capacity(READ_CHUNK);
+            io.buf = BytesMut::with_capacity(super::READ_CHUNK);
         }
         if out.capacity() > KEEP_BUFFER {
             out = Vec::with_capacity(1024);
