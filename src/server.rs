@@ -193,14 +193,11 @@ pub async fn serve_with<H, F, L, T>(
     T: Fn() -> Option<Acceptor> + Send,
 {
     let graceful = GracefulShutdown::new();
-    let open = accept_loop(listener, limits, tls, shutdown, |conn| {
-        let Accepted {
-            stream,
+    let open = accept_loop(listener, limits, tls, shutdown, |conn: Conn| {
+        let Conn {
             peer,
             accepted,
             limits,
-            acceptor,
-            slot,
         } = conn;
         let clock = Arc::new(Clock::new(accepted));
         let service = {
@@ -224,10 +221,7 @@ pub async fn serve_with<H, F, L, T>(
             })
         };
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let Some(stream) = handshake(stream, acceptor, accepted, &limits).await else {
-                return;
-            };
+        move |stream| async move {
             let io = Guarded {
                 stream,
                 clock: clock.clone(),
@@ -243,8 +237,7 @@ pub async fn serve_with<H, F, L, T>(
                 Some(Err(e)) => tracing::debug!(error = %e, "connection ended with an error"),
                 None => tracing::debug!("connection closed by its timeout"),
             }
-            drop(slot);
-        });
+        }
     })
     .await;
     tokio::select! {
@@ -271,24 +264,17 @@ pub async fn serve_messages<H, F, L, T>(
     T: Fn() -> Option<Acceptor> + Send,
 {
     let down = shutdown.clone();
-    let open = accept_loop(listener, limits, tls, shutdown, |conn| {
+    let open = accept_loop(listener, limits, tls, shutdown, |conn: Conn| {
         let handler = handler.clone();
         let shutdown = down.clone();
-        tokio::spawn(async move {
-            let Accepted {
-                stream,
+        move |stream| {
+            let Conn {
                 peer,
                 accepted,
                 limits,
-                acceptor,
-                slot,
             } = conn;
-            let Some(stream) = handshake(stream, acceptor, accepted, &limits).await else {
-                return;
-            };
-            crate::h1::server::serve(stream, peer, accepted, limits, shutdown, handler).await;
-            drop(slot);
-        });
+            crate::h1::server::serve(stream, peer, accepted, limits, shutdown, handler)
+        }
     })
     .await;
     tokio::select! {
@@ -299,28 +285,30 @@ pub async fn serve_messages<H, F, L, T>(
     }
 }
 
-/// A connection just accepted, with what it is served under.
-struct Accepted {
-    stream: tokio::net::TcpStream,
+/// A connection just accepted: who, when, and the limits it is served under.
+#[derive(Clone, Copy)]
+struct Conn {
     peer: std::net::SocketAddr,
     accepted: Instant,
     limits: Limits,
-    acceptor: Option<Acceptor>,
-    slot: Slot,
 }
 
-/// Accepts connections until `shutdown` and gives each to `serve`; returns the open
-/// connections' count.
-async fn accept_loop<L, T>(
+/// Accepts connections until `shutdown`; returns the open connections' count. For
+/// each, `serve` is called at once, and what it returns is run in the connection's own
+/// task on the connection's stream, once its TLS handshake (if any) is done.
+async fn accept_loop<L, T, S, R, F>(
     listener: TcpListener,
     limits: L,
     tls: T,
     mut shutdown: Shutdown,
-    mut serve: impl FnMut(Accepted),
+    mut serve: S,
 ) -> Arc<Slots>
 where
     L: Fn() -> Limits + Send,
     T: Fn() -> Option<Acceptor> + Send,
+    S: FnMut(Conn) -> R,
+    R: FnOnce(Stream) -> F + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
 {
     let open = Arc::new(Slots::default());
     let mut errors = AcceptErrors::default();
@@ -356,13 +344,18 @@ where
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "set_nodelay failed");
         }
-        serve(Accepted {
-            stream,
+        let conn = Conn {
             peer,
             accepted: Instant::now(),
             limits: current,
-            acceptor: tls(),
-            slot,
+        };
+        let run = serve(conn);
+        let acceptor = tls();
+        tokio::spawn(async move {
+            if let Some(stream) = handshake(stream, acceptor, conn.accepted, &conn.limits).await {
+                run(stream).await;
+            }
+            drop(slot);
         });
     }
     drop(listener);
