@@ -37,7 +37,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use std::future::{poll_fn, Future};
-use std::io;
+use std::io::{self, Write as _};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -651,7 +651,8 @@ fn encode(
         || status == StatusCode::NOT_MODIFIED;
     if !bodiless {
         out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(body.len().to_string().as_bytes());
+        // Into the buffer, without a string per answer.
+        let _infallible = write!(out, "{}", body.len());
         out.extend_from_slice(b"\r\n");
     }
     match connection {
@@ -665,13 +666,12 @@ fn encode(
     }
 }
 
-/// The bytes of a whole body.
-fn full_bytes(body: crate::server::Body) -> Bytes {
-    use futures_util::FutureExt;
-    use http_body_util::BodyExt;
-    // A `Full` body is one frame, ready at once.
-    match body.collect().now_or_never() {
-        Some(Ok(collected)) => collected.to_bytes(),
+/// The bytes of a whole body: a `Full` body is one frame, ready at once (taken
+/// without collecting, which would allocate a list per answer).
+fn full_bytes(mut body: crate::server::Body) -> Bytes {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match Pin::new(&mut body).poll_frame(&mut cx) {
+        Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
         _ => Bytes::new(),
     }
 }
