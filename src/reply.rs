@@ -87,14 +87,15 @@ pub fn text(
 /// Runs a request's handler; a panic inside it answers 500 instead of dropping the
 /// connection without a word. The panic hook has logged and counted it; the request's
 /// state is dropped with its task, so nothing shared is left half-changed by a guard.
-pub async fn unless_panic(handler: impl Future<Output = Response<Body>>) -> Response<Body> {
+pub async fn unless_panic<R: From<Response<Body>>>(handler: impl Future<Output = R>) -> R {
     match AssertUnwindSafe(handler).catch_unwind().await {
         Ok(resp) => resp,
         Err(_) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
             "the request could not be handled; the failure is logged",
-        ),
+        )
+        .into(),
     }
 }
 
@@ -104,7 +105,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_handler_answers_500() {
-        let resp = unless_panic(async { panic!("handler bug") }).await;
+        let resp: Response<Body> = unless_panic(async { panic!("handler bug") }).await;
         assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let ok = unless_panic(async { not_found() }).await;
         assert_eq!(ok.status(), StatusCode::NOT_FOUND);

@@ -259,7 +259,7 @@ pub async fn serve_messages<H, F, L, T>(
     drain: Duration,
 ) where
     H: Fn(Request<crate::h1::server::RequestBody>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
+    F: Future<Output = crate::h1::server::Reply> + Send + 'static,
     L: Fn() -> Limits + Send,
     T: Fn() -> Option<Acceptor> + Send,
 {

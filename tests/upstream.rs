@@ -134,6 +134,37 @@ async fn one_connection_carries_every_message() {
 }
 
 #[tokio::test]
+async fn a_masters_headers_pass_on_but_those_switchyard_sets_are_its_own() {
+    let answer = "HTTP/1.1 200 OK\r\nX-Custom: One\r\nx-request-id: from-master\r\n\
+                  X-Switchyard-Master: not-m\r\nx-switchyard-message-id: nope\r\n\
+                  Date: Tue, 01 Dec 2026 10:00:00 GMT\r\nX-Custom: Two\r\n\
+                  Keep-Alive: timeout=5\r\ncontent-length: 2\r\n\r\nok";
+    let master = scripted(move |_| reply(answer, After::KeepOpen)).await;
+    let sy = one_master(&master, "");
+    let http = Http::new();
+    let (status, h, body) = http.post(&sy.messages(), MESSAGE).await;
+    assert_eq!((status.as_u16(), &body[..]), (200, &b"ok"[..]));
+    let all = |name: &str| -> Vec<&str> {
+        h.get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    };
+    assert_eq!(all("x-custom"), ["One", "Two"], "end-to-end, in order");
+    assert_eq!(all("x-switchyard-master"), ["m"]);
+    let id = header(&h, "x-switchyard-message-id");
+    assert_eq!(id.len(), 36, "the message id, not the master's: {id}");
+    assert_eq!(all("x-request-id"), [id], "generated: the message id");
+    assert_eq!(
+        all("date"),
+        ["Tue, 01 Dec 2026 10:00:00 GMT"],
+        "the master's, once"
+    );
+    assert!(h.get("keep-alive").is_none(), "hop-by-hop");
+    assert_eq!(all("content-length"), ["2"]);
+}
+
+#[tokio::test]
 async fn a_master_that_closes_after_each_answer_gets_each_message_once() {
     // Announced: `Connection: close`.
     let close = "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok";

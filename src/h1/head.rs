@@ -2,7 +2,8 @@
 //! about the body's framing and the connection's reuse (RFC 9112 sections 6.3 and 9).
 
 use super::ExchangeError;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
 
 /// Headers an answer may carry; more is a malformed answer.
@@ -25,10 +26,55 @@ pub struct Head {
     pub status: StatusCode,
     /// End-to-end headers only: hop-by-hop ones, those `Connection` names and
     /// `Content-Length` are left out (the body is passed on whole).
-    pub headers: HeaderMap,
+    pub headers: Lines,
     pub framing: Framing,
     /// The master keeps the connection open after this answer.
     pub keep_alive: bool,
+}
+
+/// An answer's end-to-end header lines as they go on to the client, each
+/// `name: value\r\n` with the name in lower case: written out once, without a
+/// `HeaderMap` built and copied per answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lines(Bytes);
+
+impl Lines {
+    /// Each line whole (ending in CRLF), with its name.
+    pub fn lines(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut rest = &self.0[..];
+        std::iter::from_fn(move || {
+            let end = rest.windows(2).position(|w| w == b"\r\n")? + 2;
+            let (line, tail) = rest.split_at(end);
+            rest = tail;
+            let colon = line.iter().position(|b| *b == b':').unwrap_or(0);
+            Some((&line[..colon], line))
+        })
+    }
+
+    /// Each header's name and value.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.lines()
+            .map(|(name, line)| (name, &line[name.len() + 2..line.len() - 2]))
+    }
+
+    /// The first value of `name` (lower case).
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.iter()
+            .find(|(n, _)| *n == name.as_bytes())
+            .map(|(_, v)| v)
+    }
+
+    /// The same headers as a map.
+    pub fn to_map(&self) -> HeaderMap {
+        self.iter()
+            .filter_map(|(n, v)| {
+                Some((
+                    HeaderName::from_bytes(n).ok()?,
+                    HeaderValue::from_bytes(v).ok()?,
+                ))
+            })
+            .collect()
+    }
 }
 
 /// Parses a head at the start of `buf`: `Ok(None)` when it is not complete yet, else
@@ -100,26 +146,31 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, ExchangeError> {
             keep_alive_token && !close
         };
 
-    let mut headers = HeaderMap::with_capacity(resp.headers.len());
-    for h in resp.headers.iter() {
-        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
-            return Err(ExchangeError::Malformed(format!(
-                "bad header name {:?}",
-                h.name
-            )));
-        };
-        if name == header::CONTENT_LENGTH
-            || crate::util::HOP_BY_HOP.contains(&name.as_str())
-            || listed
+    let dropped = |name: &[u8]| {
+        name.eq_ignore_ascii_case(b"content-length")
+            || crate::util::HOP_BY_HOP
                 .iter()
-                .any(|l| l.eq_ignore_ascii_case(name.as_str().as_bytes()))
-        {
-            continue;
-        }
-        let value = HeaderValue::from_bytes(h.value)
-            .map_err(|_| ExchangeError::Malformed(format!("bad value of {name}")))?;
-        headers.append(name, value);
+                .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+            || listed.iter().any(|l| l.eq_ignore_ascii_case(name))
+    };
+    // httparse checked names (tokens) and values (no control bytes but tab): they are
+    // valid as `HeaderName` and `HeaderValue` are, so they are copied as they are.
+    let size = resp
+        .headers
+        .iter()
+        .filter(|h| !dropped(h.name.as_bytes()))
+        .map(|h| h.name.len() + h.value.len() + 4)
+        .sum();
+    let mut lines = Vec::with_capacity(size);
+    for h in resp.headers.iter().filter(|h| !dropped(h.name.as_bytes())) {
+        let at = lines.len();
+        lines.extend_from_slice(h.name.as_bytes());
+        lines[at..].make_ascii_lowercase();
+        lines.extend_from_slice(b": ");
+        lines.extend_from_slice(h.value);
+        lines.extend_from_slice(b"\r\n");
     }
+    let headers = Lines(Bytes::from(lines));
     Ok(Some((
         Head {
             status,
@@ -213,9 +264,18 @@ mod tests {
             "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n\
              Content-Length: 2\r\nContent-Type: application/json\r\nX-Id: a\r\nX-Id: b\r\n\r\n",
         );
-        let names: Vec<_> = h.headers.keys().map(|n| n.as_str()).collect();
-        assert_eq!(names, ["content-type", "x-id"]);
-        assert_eq!(h.headers.get_all("x-id").iter().count(), 2);
+        let kept: Vec<_> = h.headers.iter().collect();
+        let kept: &[(&[u8], &[u8])] = &kept;
+        assert_eq!(
+            kept,
+            [
+                (&b"content-type"[..], &b"application/json"[..]),
+                (b"x-id", b"a"),
+                (b"x-id", b"b")
+            ]
+        );
+        assert_eq!(h.headers.get("x-id"), Some(&b"a"[..]));
+        assert_eq!(h.headers.to_map().get_all("x-id").iter().count(), 2);
     }
 
     #[test]

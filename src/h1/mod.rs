@@ -5,8 +5,9 @@
 //! request crosses a channel to it and its answer back, with the head built as a
 //! `HeaderMap` and the answer's headers copied through another. Here the request's
 //! task writes the request (head and body in one buffer, one write) and reads the
-//! answer on the connection itself; the head is parsed with `httparse` straight into
-//! the `HeaderMap` the client's answer is sent with. Buffers stay with the connection
+//! answer on the connection itself; the head is parsed with `httparse`, and its
+//! end-to-end header lines are kept as bytes ([`head::Lines`]) that the client's
+//! answer is written with. Buffers stay with the connection
 //! and are reused by its next request.
 //!
 //! An answer may begin before the request is written out (a master that refuses a
@@ -24,7 +25,7 @@ pub mod server;
 
 use bytes::{Buf, Bytes, BytesMut};
 use head::{Framing, Head};
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::task::Poll;
@@ -43,7 +44,7 @@ const READ_CHUNK: usize = 8 * 1024;
 pub struct Answer {
     pub status: StatusCode,
     /// End-to-end headers only (see [`head::Head::headers`]).
-    pub headers: HeaderMap,
+    pub headers: head::Lines,
     pub body: Bytes,
 }
 

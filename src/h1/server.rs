@@ -29,10 +29,10 @@
 //! dropped with the connection.
 
 use super::chunked::Decoder;
-use super::head::{add_length, tokens, LengthError};
-use crate::server::{after, Limits, PeerAddr, ReadDeadline, Shutdown};
+use super::head::{add_length, tokens, LengthError, Lines};
+use crate::server::{after, Limits, Shutdown};
 use crate::tls::listen::Stream;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -173,14 +173,45 @@ impl Io {
     }
 }
 
+/// A handler's answer: its response, and a master's header lines ([`Lines`]) that go
+/// out after the response's own headers, less those the response names (the handler's
+/// `x-request-id` and others replace the master's).
+#[derive(Debug)]
+pub struct Reply {
+    pub response: Response<crate::server::Body>,
+    pub lines: Lines,
+}
+
+impl From<Response<crate::server::Body>> for Reply {
+    fn from(response: Response<crate::server::Body>) -> Reply {
+        Reply {
+            response,
+            lines: Lines::default(),
+        }
+    }
+}
+
 /// A request's body, read from the connection as the handler asks for it.
 pub struct RequestBody {
     shared: Shared,
     /// Its request's number on the connection.
     request: u64,
+    deadline: Instant,
+    peer: std::net::SocketAddr,
 }
 
 impl RequestBody {
+    /// When the whole request must be in: `server.read_timeout` from its first byte
+    /// (from the accept, for a connection's first request).
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> std::net::SocketAddr {
+        self.peer
+    }
+
     /// The connection, while this body's request is the one being served (a body kept
     /// past its request reads nothing of the next one's).
     fn io(&self) -> Option<MutexGuard<'_, Io>> {
@@ -237,8 +268,51 @@ fn bad(message: impl Into<String>) -> Refusal {
     Refusal(StatusCode::BAD_REQUEST, "bad_request", message.into())
 }
 
-/// Parses a request head at the start of `buf`: `Ok(None)` when it is not complete yet.
-fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, Refusal> {
+/// Header names and where their values lie in the head: kept for the connection, so
+/// that a request's parse allocates no list of its own.
+type Names = Vec<(HeaderName, std::ops::Range<usize>)>;
+
+/// Parses a request head at the start of `buf` and takes it out: `Ok(None)` when it is
+/// not complete yet. The target and header values are slices of the head's bytes,
+/// taken from the connection's buffer, rather than copies of their own.
+fn parse(buf: &mut BytesMut, names: &mut Names) -> Result<Option<Head>, Refusal> {
+    names.clear();
+    let Some((fields, len)) = scan(buf, names)? else {
+        return Ok(None);
+    };
+    let bytes = buf.split_to(len).freeze();
+    let uri = Uri::from_maybe_shared(bytes.slice(fields.target))
+        .map_err(|_| bad("the request target is not valid"))?;
+    let mut headers = HeaderMap::with_capacity(names.len());
+    for (name, value) in names.drain(..) {
+        let value = HeaderValue::from_maybe_shared(bytes.slice(value))
+            .map_err(|_| bad("a header value is not valid"))?;
+        headers.append(name, value);
+    }
+    Ok(Some(Head {
+        method: fields.method,
+        uri,
+        version: fields.version,
+        headers,
+        body: fields.body,
+        keep_alive: fields.keep_alive,
+        expect_continue: fields.expect_continue,
+    }))
+}
+
+/// A head as [`scan`] reads it, before its target and values are taken.
+struct Fields {
+    method: Method,
+    target: std::ops::Range<usize>,
+    version: Version,
+    body: BodyState,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+/// Reads the head at the start of `buf`, its header names into `names` with where
+/// their values lie; `Ok(None)` while incomplete, else the head and its length.
+fn scan(buf: &[u8], names: &mut Names) -> Result<Option<(Fields, usize)>, Refusal> {
     // Left uninitialised, as in `super::head::parse`.
     let mut raw = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
@@ -252,13 +326,15 @@ fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, Refusal> {
     if len > MAX_HEAD {
         return Err(too_large_head());
     }
+    // Where a part of the head lies in it.
+    let at = |part: &[u8]| match (part.as_ptr() as usize).checked_sub(buf.as_ptr() as usize) {
+        Some(start) if start + part.len() <= len => start..start + part.len(),
+        // An empty part that is not a slice of `buf`.
+        _ => 0..0,
+    };
     let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
         .map_err(|_| bad("the method is not valid"))?;
-    let uri: Uri = req
-        .path
-        .unwrap_or_default()
-        .parse()
-        .map_err(|_| bad("the request target is not valid"))?;
+    let target = at(req.path.unwrap_or_default().as_bytes());
     let http11 = req.version == Some(1);
     let version = if http11 {
         Version::HTTP_11
@@ -271,12 +347,9 @@ fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, Refusal> {
     let mut chunked: Option<bool> = None;
     let mut length: Option<u64> = None;
     let mut expect_continue = false;
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
     for h in req.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| bad("a header name is not valid"))?;
-        let value =
-            HeaderValue::from_bytes(h.value).map_err(|_| bad("a header value is not valid"))?;
         if name == header::CONNECTION {
             for token in tokens(h.value) {
                 if token.eq_ignore_ascii_case(b"close") {
@@ -314,7 +387,7 @@ fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, Refusal> {
                 ));
             }
         }
-        headers.append(name, value);
+        names.push((name, at(h.value)));
     }
     let body = match (chunked, length) {
         (Some(_), Some(_)) => {
@@ -335,18 +408,15 @@ fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, Refusal> {
     };
     let keep_alive = !close && (http11 || keep_alive_token);
     let expect_continue = expect_continue && !matches!(body, BodyState::Done);
-    Ok(Some((
-        Head {
-            method,
-            uri,
-            version,
-            headers,
-            body,
-            keep_alive,
-            expect_continue,
-        },
-        len,
-    )))
+    let fields = Fields {
+        method,
+        target,
+        version,
+        body,
+        keep_alive,
+        expect_continue,
+    };
+    Ok(Some((fields, len)))
 }
 
 fn too_large_head() -> Refusal {
@@ -367,7 +437,7 @@ pub async fn serve<H, F>(
     handler: H,
 ) where
     H: Fn(Request<RequestBody>) -> F,
-    F: Future<Output = Response<crate::server::Body>> + Send + 'static,
+    F: Future<Output = Reply> + Send + 'static,
 {
     let shared: Shared = Arc::new(Mutex::new(Io {
         stream,
@@ -377,6 +447,7 @@ pub async fn serve<H, F>(
         request: 0,
     }));
     let mut out = Vec::with_capacity(1024);
+    let mut names = Names::new();
     // One timer and one shutdown watch for the connection's life: moving a timer later
     // costs an atomic store, where a new one per request would lock the timer wheel
     // twice.
@@ -406,16 +477,7 @@ pub async fn serve<H, F>(
 
         // 2. The whole head.
         let head = loop {
-            let parsed = {
-                let mut io = lock(&shared);
-                match parse(&io.buf) {
-                    Ok(Some((head, len))) => {
-                        io.buf.advance(len);
-                        Ok(Some(head))
-                    }
-                    other => other.map(|_| None),
-                }
-            };
+            let parsed = parse(&mut lock(&shared).buf, &mut names);
             match parsed {
                 Ok(Some(head)) => break head,
                 Ok(None) => {}
@@ -461,18 +523,20 @@ pub async fn serve<H, F>(
             io.request += 1;
             io.request
         };
+        // The deadline and the peer travel in the body, not in extensions (a map and
+        // two boxes per request).
         let body = RequestBody {
             shared: shared.clone(),
             request,
+            deadline,
+            peer,
         };
         let mut req = Request::new(body);
         *req.method_mut() = head.method;
         *req.uri_mut() = head.uri;
         *req.version_mut() = head.version;
         *req.headers_mut() = head.headers;
-        req.extensions_mut().insert(ReadDeadline(deadline));
-        req.extensions_mut().insert(PeerAddr(peer));
-        let resp = crate::reply::unless_panic(Box::pin(handler(req))).await;
+        let reply: Reply = crate::reply::unless_panic(Box::pin(handler(req))).await;
 
         // 4. The answer; keep the connection only when the body was read whole.
         let body_done = {
@@ -483,7 +547,8 @@ pub async fn serve<H, F>(
         let close = !head.keep_alive
             || !body_done
             || shutdown.is_triggered()
-            || resp
+            || reply
+                .response
                 .headers()
                 .get(header::CONNECTION)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
@@ -495,7 +560,7 @@ pub async fn serve<H, F>(
             Connection::Unsaid
         };
         let now = Instant::now();
-        let written = answer(&shared, &mut out, resp, is_head, connection, now, &limits).await;
+        let written = answer(&shared, &mut out, reply, is_head, connection, now, &limits).await;
         if written.is_err() {
             return;
         }
@@ -527,9 +592,9 @@ async fn refuse(
     message: impl Into<String>,
     limits: &Limits,
 ) -> bool {
-    let resp = crate::reply::error(status, code, message);
+    let reply = crate::reply::error(status, code, message).into();
     let close = Connection::Close;
-    answer(shared, out, resp, false, close, Instant::now(), limits)
+    answer(shared, out, reply, false, close, Instant::now(), limits)
         .await
         .is_ok()
 }
@@ -544,18 +609,18 @@ enum Connection {
     Close,
 }
 
-/// Writes `resp` (head and body in one buffer) within `idle_timeout`.
+/// Writes `reply` (head and body in one buffer) within `idle_timeout`.
 async fn answer(
     shared: &Shared,
     out: &mut Vec<u8>,
-    resp: Response<crate::server::Body>,
+    reply: Reply,
     is_head: bool,
     connection: Connection,
     now: Instant,
     limits: &Limits,
 ) -> io::Result<()> {
     out.clear();
-    encode(out, resp, is_head, connection);
+    encode(out, reply, is_head, connection);
     let mut written = 0;
     let mut write = std::pin::pin!(poll_fn(|cx| {
         let mut io = lock(shared);
@@ -611,15 +676,11 @@ async fn linger(shared: &Shared) {
     }
 }
 
-/// Encodes an answer: status line, the handler's headers (less framing ones), `date`,
-/// `content-length`, `connection: close` when closing, then the body.
-fn encode(
-    out: &mut Vec<u8>,
-    resp: Response<crate::server::Body>,
-    is_head: bool,
-    connection: Connection,
-) {
-    let (parts, body) = resp.into_parts();
+/// Encodes an answer: status line, the handler's headers (less framing ones), then a
+/// master's header lines but those the handler's headers name, `date` unless one was
+/// given, `content-length`, `connection: close` when closing, then the body.
+fn encode(out: &mut Vec<u8>, reply: Reply, is_head: bool, connection: Connection) {
+    let (parts, body) = reply.response.into_parts();
     let body = full_bytes(body);
     let status = parts.status;
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -640,6 +701,14 @@ fn encode(
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    for (name, line) in reply.lines.lines() {
+        // Both in lower case; the handler's own (`x-request-id`, ...) win.
+        if parts.headers.keys().any(|k| k.as_str().as_bytes() == name) {
+            continue;
+        }
+        has_date |= name == b"date";
+        out.extend_from_slice(line);
     }
     if !has_date {
         out.extend_from_slice(b"date: ");

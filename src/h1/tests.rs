@@ -169,7 +169,7 @@ async fn ours(spec: &Spec) -> (Seen, bool) {
     server.await.unwrap();
     let seen = (
         answer.status.as_u16(),
-        end_to_end(&answer.headers),
+        end_to_end(&answer.headers.to_map()),
         answer.body.to_vec(),
     );
     (seen, conn.reusable())

@@ -19,14 +19,16 @@ pub mod upstream;
 
 use crate::config::WhenUnavailable;
 use crate::control::Control;
-use crate::h1::server::RequestBody;
+use crate::h1::head::Lines;
+use crate::h1::server::{Reply, RequestBody};
 use crate::queue::record::MasterAnswer;
 use crate::queue::store::StoreError;
 use crate::queue::{NewMessage, Queue, QueueError};
 use crate::reply;
 use crate::routing::stats::{InFlight, MasterStats};
 use crate::server::Body;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use bytes::Bytes;
+use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use idempotency::{Begin, Claim, MessageLog, StoredAnswer};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -47,8 +49,8 @@ pub struct Proxy {
     shared_keys: OnceLock<Arc<crate::cluster::keys::SharedKeys>>,
 }
 
-const MESSAGE_ID: &str = "x-switchyard-message-id";
-const MASTER: &str = "x-switchyard-master";
+const MESSAGE_ID: HeaderName = HeaderName::from_static("x-switchyard-message-id");
+const MASTER: HeaderName = HeaderName::from_static("x-switchyard-master");
 
 impl Proxy {
     pub fn new(control: Arc<Control>, queue: Option<Arc<Queue>>) -> Proxy {
@@ -71,10 +73,10 @@ impl Proxy {
 
     /// Routes one client request. Everything under `/v1/` needs a client key once
     /// `[[clients]]` are configured.
-    pub async fn handle(self: Arc<Self>, req: Request<RequestBody>) -> Response<Body> {
+    pub async fn handle(self: Arc<Self>, req: Request<RequestBody>) -> Reply {
         let path = req.uri().path();
         if !(path == "/v1" || path.starts_with("/v1/")) {
-            return reply::not_found();
+            return reply::not_found().into();
         }
         let clients = self.control.table().config.clients.clone();
         let client = match clients.authenticate(req.headers()) {
@@ -91,25 +93,26 @@ impl Proxy {
                         resp.headers_mut().insert(trace::X_REQUEST_ID, id);
                     }
                 }
-                return resp;
+                return resp.into();
             }
         };
         if path == "/v1/messages" {
             return match *req.method() {
                 Method::POST => self.post_message(req, &client).await,
-                _ => reply::method_not_allowed("POST"),
+                _ => reply::method_not_allowed("POST").into(),
             };
         }
         if let Some(id) = path.strip_prefix("/v1/messages/") {
             if id.is_empty() || id.contains('/') {
-                return reply::not_found();
+                return reply::not_found().into();
             }
             return match *req.method() {
                 Method::GET => self.message_status(id, &client, clients.is_open()),
                 _ => reply::method_not_allowed("GET"),
-            };
+            }
+            .into();
         }
-        reply::not_found()
+        reply::not_found().into()
     }
 
     /// The outcome of the first message with the client's `Idempotency-Key` `key`,
@@ -174,8 +177,9 @@ impl Proxy {
     /// `POST /v1/messages`: every answer carries an `x-request-id`, the client's or,
     /// when it sent none, the message's id (a fresh UUID when the request was refused
     /// before it had one).
-    async fn post_message(&self, req: Request<RequestBody>, client: &Arc<str>) -> Response<Body> {
+    async fn post_message(&self, req: Request<RequestBody>, client: &Arc<str>) -> Reply {
         let mut request_id = None;
+        let mut lines = Lines::default();
         let mut resp = match trace::request_id(req.headers()) {
             Ok(given) => {
                 request_id = given;
@@ -183,7 +187,8 @@ impl Proxy {
                 // a bug still carries the request id. Boxed: the send's future is the
                 // largest by far, and inline it would be copied whole as it is
                 // wrapped and moved.
-                reply::unless_panic(Box::pin(self.send(req, client, &mut request_id))).await
+                let send = self.send(req, client, &mut request_id, &mut lines);
+                reply::unless_panic(Box::pin(send)).await
             }
             Err(e) => reply::error(StatusCode::BAD_REQUEST, e.code(), e.to_string()),
         };
@@ -192,16 +197,21 @@ impl Proxy {
         if let Some(id) = request_id {
             resp.headers_mut().insert(trace::X_REQUEST_ID, id);
         }
-        resp
+        Reply {
+            response: resp,
+            lines,
+        }
     }
 
     /// Takes the message; `request_id` holds the client's `x-request-id` and is given
-    /// the message id when the client sent none.
+    /// the message id when the client sent none; `lines` is given the master's header
+    /// lines when one answered.
     async fn send(
         &self,
         req: Request<RequestBody>,
         client: &Arc<str>,
         request_id: &mut Option<HeaderValue>,
+        lines: &mut Lines,
     ) -> Response<Body> {
         let table = self.control.table();
         let cfg = &table.config;
@@ -215,7 +225,7 @@ impl Proxy {
             return too_large(limit);
         }
         let (parts, body) = req.into_parts();
-        let deadline = body::deadline(&parts.extensions, cfg.server.read_timeout);
+        let deadline = body.deadline();
         let body = match body::read(body, declared, limit, deadline).await {
             Ok(b) => b,
             Err(body::BodyError::TooLarge) => return too_large(limit),
@@ -235,15 +245,22 @@ impl Proxy {
         };
 
         let uuid = uuid::Uuid::now_v7();
-        let id = uuid.to_string();
-        // A hyphenated UUID is visible ASCII, so this cannot fail; if it ever did, say so.
-        let Ok(id_value) = HeaderValue::from_str(&id) else {
+        let mut text = uuid::Uuid::encode_buffer();
+        let len = uuid.hyphenated().encode_lower(&mut text).len();
+        // One allocation, shared by the value's clones (a copied `Vec` would take a
+        // second at the first clone). A hyphenated UUID is visible ASCII, so neither
+        // can fail; if one ever did, say so.
+        let id_value = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text).slice(..len))
+            .ok()
+            .filter(|v| v.to_str().is_ok());
+        let Some(id_value) = id_value else {
             return reply::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
                 "the message id could not be written as a header",
             );
         };
+        let id = id_value.to_str().unwrap_or_default();
         let generated_request_id = request_id.is_none();
         if generated_request_id {
             if cfg.routing.forward_headers.contains(&trace::X_REQUEST_ID) {
@@ -263,7 +280,7 @@ impl Proxy {
                 let window = cfg.queue.idempotency_window;
                 let begin = || {
                     self.messages
-                        .begin(key, &id, client, window, || self.stored(key, window))
+                        .begin(key, id, client, window, || self.stored(key, window))
                 };
                 let mut waited = false;
                 loop {
@@ -276,7 +293,7 @@ impl Proxy {
                             // Boxed: the etcd claim's future is large, and inline it
                             // would make every request's future (moved on each spawn
                             // and poll) as large, keyed or not.
-                            let claimed = Box::pin(shared::claim(keys, &claim, key, &id, cfg));
+                            let claimed = Box::pin(shared::claim(keys, &claim, key, id, cfg));
                             match claimed.await {
                                 shared::Shared::First => break Some(claim),
                                 // The local claim, dropped, frees the key here.
@@ -328,19 +345,18 @@ impl Proxy {
         let request_id_text = request_id
             .as_ref()
             .and_then(|v| v.to_str().ok())
-            .unwrap_or(&id)
-            .to_string();
+            .unwrap_or(id);
         let message = Message {
             uuid,
-            id: &id,
+            id,
             id_value: &id_value,
             region,
             key: hints.key.as_deref(),
             // Visible ASCII: the client's key was checked above, the id is a UUID.
-            idempotency_key: msg.idempotency_key.to_str().unwrap_or(&id),
+            idempotency_key: msg.idempotency_key.to_str().unwrap_or(id),
             claim: claim.as_ref(),
             client,
-            request_id: &request_id_text,
+            request_id: request_id_text,
             recipient: hints.recipient.as_deref(),
         };
         let asked_async = hints::prefers_async(&parts.headers);
@@ -355,16 +371,18 @@ impl Proxy {
                 return Box::pin(self.park(&table, &msg, &message, 0, None)).await;
             }
         }
-        self.forward(&table, &msg, &message).await
+        self.forward(&table, &msg, &message, lines).await
     }
 
     /// Tries up to `1 + retry_attempts` distinct masters; then, or with none eligible,
-    /// queues the message.
+    /// queues the message. A master's answer goes to the client with its header lines
+    /// in `lines`.
     async fn forward(
         &self,
         table: &crate::routing::RoutingTable,
         msg: &Outgoing,
         message: &Message<'_>,
+        lines: &mut Lines,
     ) -> Response<Body> {
         let Message {
             id,
@@ -434,7 +452,10 @@ impl Proxy {
                     if let Some(claim) = claim {
                         let stored = StoredAnswer {
                             status: answer.status,
-                            content_type: answer.headers.get(header::CONTENT_TYPE).cloned(),
+                            content_type: answer
+                                .headers
+                                .get("content-type")
+                                .and_then(|v| HeaderValue::from_bytes(v).ok()),
                             body: answer.body.clone(),
                             master: master.config.id.clone(),
                         };
@@ -451,7 +472,9 @@ impl Proxy {
                     let max = cfg.server.max_status_records;
                     self.record_answer(message, master, answer.status, attempts, last_error, max);
                     let master_value = master.config.id_header.clone();
-                    let mut resp = delivered(answer, master_value, id_value.clone());
+                    *lines = answer.headers;
+                    let mut resp =
+                        delivered(answer.status, answer.body, master_value, id_value.clone());
                     if pick.region_fallback {
                         resp.headers_mut().insert(
                             "x-switchyard-region-fallback",
@@ -843,12 +866,16 @@ fn unavailable(cfg: &crate::config::Config, code: &str, message: String) -> Resp
     resp
 }
 
-/// The master's answer as the client sees it: status, body and end-to-end headers.
-fn delivered(answer: Answer, master: HeaderValue, id: HeaderValue) -> Response<Body> {
-    let mut resp = Response::new(Body::new(answer.body));
-    *resp.status_mut() = answer.status;
-    // The answer's end-to-end headers, as parsed (`crate::h1::head`).
-    *resp.headers_mut() = answer.headers;
+/// The master's answer as the client sees it: status, body, and the headers that go
+/// before its own end-to-end ones (which go out as header lines, see [`Reply`]).
+fn delivered(
+    status: StatusCode,
+    body: Bytes,
+    master: HeaderValue,
+    id: HeaderValue,
+) -> Response<Body> {
+    let mut resp = Response::new(Body::new(body));
+    *resp.status_mut() = status;
     let headers = resp.headers_mut();
     headers.insert(MASTER, master);
     headers.insert(MESSAGE_ID, id);
