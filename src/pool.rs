@@ -44,10 +44,9 @@ impl<C> IdleList<C> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).pop_back()
     }
 
-    /// Puts `conn` back: first drops the oldest one when it has been idle longer than
-    /// [`IDLE_TIMEOUT`]; keeps at most [`MAX_IDLE`].
-    pub fn push(&self, conn: C) {
-        let now = Instant::now();
+    /// Puts `conn` back, idle from `now`: first drops the oldest one when it has been
+    /// idle longer than [`IDLE_TIMEOUT`]; keeps at most [`MAX_IDLE`].
+    pub fn push(&self, conn: C, now: Instant) {
         let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if idle
             .front()
@@ -250,7 +249,7 @@ impl Pooled {
     /// Returns the connection for reuse, once its answer has been read in full.
     pub fn release(self) {
         if !self.sender.is_closed() {
-            self.idle.push(self.sender);
+            self.idle.push(self.sender, Instant::now());
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::config::Endpoint;
 use crate::pool::{dial, Idle, IdleList, Io, PoolError, IDLE_TIMEOUT};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, ReadBuf};
 
 /// Idle at least this long, a connection is checked for a close before reuse.
@@ -41,14 +41,16 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Sends the request `build` writes to `endpoint` and reads its whole answer.
+    /// Sends the request `build` writes to `endpoint` and reads its whole answer; `now`
+    /// is when the exchange began (a clock read the caller has made already).
     pub async fn exchange(
         &self,
         endpoint: &Endpoint,
         build: impl Fn(&mut Vec<u8>),
+        now: Instant,
     ) -> Result<Answer, SendError> {
         let idle = self.hosts.of(endpoint);
-        let (mut conn, reused) = match take(&idle) {
+        let (mut conn, reused) = match take(&idle, now) {
             Some(conn) => (conn, true),
             None => (Conn::new(Box::pin(dial(endpoint)).await?), false),
         };
@@ -61,17 +63,19 @@ impl Pool {
             other => other,
         }?;
         if conn.reusable() {
-            idle.push(conn);
+            // Idle from about when the exchange began: a few milliseconds early, well
+            // within the second after which a connection is checked before reuse.
+            idle.push(conn, now);
         }
         Ok(answer)
     }
 }
 
-/// The most recently used idle connection still open, if any.
-fn take(idle: &IdleList<Conn<Io>>) -> Option<Conn<Io>> {
+/// The most recently used idle connection still open at `now`, if any.
+fn take(idle: &IdleList<Conn<Io>>, now: Instant) -> Option<Conn<Io>> {
     loop {
         let (since, mut conn) = idle.pop()?;
-        let idle_for = since.elapsed();
+        let idle_for = now.saturating_duration_since(since);
         if idle_for < CHECK_AFTER || (idle_for <= IDLE_TIMEOUT && !closed(&mut conn)) {
             return Some(conn);
         }

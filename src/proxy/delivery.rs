@@ -233,7 +233,7 @@ async fn attempt(proxy: &Proxy, queue: &Arc<Queue>, record: Record) -> Result<()
         .await
     {
         Ok(answer) if answer.status.is_success() => {
-            proxy.count_answer(master, answer.status);
+            proxy.count_answer(master, answer.status, crate::queue::now_ms());
             stats
                 .metrics
                 .request(crate::telemetry::Outcome::Success, &client);
@@ -253,7 +253,7 @@ async fn attempt(proxy: &Proxy, queue: &Arc<Queue>, record: Record) -> Result<()
         Ok(answer) => {
             // A final refusal: the master will not take this message; retrying it
             // elsewhere is what the backoff does, up to max_attempts.
-            proxy.count_answer(master, answer.status);
+            proxy.count_answer(master, answer.status, crate::queue::now_ms());
             stats
                 .metrics
                 .request(crate::telemetry::Outcome::Rejected, &client);

@@ -442,7 +442,9 @@ impl Proxy {
                 Ok(answer) => {
                     attempts += 1;
                     // Passed to the client as is, whatever it is.
-                    self.count_answer(master, answer.status);
+                    // One clock read for the answer's count and its status record.
+                    let now_ms = crate::queue::now_ms();
+                    self.count_answer(master, answer.status, now_ms);
                     let outcome = if answer.status.is_success() {
                         crate::telemetry::Outcome::Success
                     } else {
@@ -470,7 +472,8 @@ impl Proxy {
                         .await;
                     }
                     let max = cfg.server.max_status_records;
-                    self.record_answer(message, master, answer.status, attempts, last_error, max);
+                    let status = answer.status;
+                    self.record_answer(message, master, status, attempts, last_error, max, now_ms);
                     let master_value = master.config.id_header.clone();
                     *lines = answer.headers;
                     let mut resp =
@@ -697,9 +700,10 @@ fn storage_error(e: &StoreError) -> Response<Body> {
 }
 
 impl Proxy {
-    /// A master answered `message` at once: its status record (for an hour) and its
-    /// access log line. A non-2xx answer is the master's refusal, kept as its
-    /// `last_error` with the status in `http_status`.
+    /// A master answered `message` at once (at `now`, in Unix milliseconds): its status
+    /// record (for an hour) and its access log line. A non-2xx answer is the master's
+    /// refusal, kept as its `last_error` with the status in `http_status`.
+    #[allow(clippy::too_many_arguments)]
     fn record_answer(
         &self,
         message: &Message<'_>,
@@ -708,8 +712,8 @@ impl Proxy {
         attempts: u32,
         last_error: Option<String>,
         max: usize,
+        now: u64,
     ) {
-        let now = crate::queue::now_ms();
         let last_error = if status.is_success() {
             last_error
         } else {
@@ -746,8 +750,8 @@ impl Proxy {
         let started = Instant::now();
         let result = {
             let _in_flight = start(stats);
-            let result =
-                exchange(&self.pool, &master.config, msg, cfg.server.request_timeout).await;
+            let timeout = cfg.server.request_timeout;
+            let result = exchange(&self.pool, &master.config, msg, timeout, started).await;
             match upstream::ban_reason(&cfg.health.bans, &result) {
                 Some(why) => Err(upstream::UpstreamError::Banned(why)),
                 None => result,
@@ -777,13 +781,13 @@ impl Proxy {
 
     /// Counts a master's answer for its health: a 5xx counts against it (and may take
     /// it out), any other answer shows it alive and ends its run of failures.
-    fn count_answer(&self, master: &crate::routing::MasterEntry, status: StatusCode) {
+    fn count_answer(&self, master: &crate::routing::MasterEntry, status: StatusCode, now_ms: u64) {
         let stats = &master.stats;
         if status.is_server_error() {
             let failures = stats.record_failure(format!("answered {status}"), master.table_version);
             self.passive_check(master, failures);
         } else {
-            stats.record_success();
+            stats.record_success(now_ms);
         }
     }
 

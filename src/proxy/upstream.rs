@@ -110,16 +110,18 @@ pub struct Outgoing {
     pub forward: super::trace::Forwarded,
 }
 
-/// Sends `msg` to `master` and reads the whole answer within `timeout`.
+/// Sends `msg` to `master` and reads the whole answer within `timeout` of `started`.
 pub async fn exchange(
     pool: &Pool,
     master: &MasterConfig,
     msg: &Outgoing,
     timeout: Duration,
+    started: std::time::Instant,
 ) -> Result<Answer, UpstreamError> {
     let send = &master.send;
     let build = |out: &mut Vec<u8>| write_request(out, master, msg);
-    let answer = tokio::time::timeout(timeout, pool.exchange(send, build))
+    let deadline = crate::server::after(started.into(), timeout);
+    let answer = tokio::time::timeout_at(deadline, pool.exchange(send, build, started))
         .await
         .map_err(|_| UpstreamError::Timeout(timeout))?
         .map_err(|e| match e {

@@ -235,11 +235,12 @@ impl MasterStats {
             });
     }
 
-    pub fn record_success(&self) {
+    /// Counts an answer taken at `now_ms` (Unix milliseconds).
+    pub fn record_success(&self, now_ms: u64) {
         self.sent_total.fetch_add(1, Relaxed);
         if self.daily.limit() == 0 {
             // Counted for `sent_24h` only: with a cap, selection counted it already.
-            self.daily.try_take(super::budget::unix_ms());
+            self.daily.try_take(now_ms);
         }
         self.consecutive_failures.store(0, Relaxed);
     }
