@@ -196,6 +196,8 @@ pub struct RequestBody {
     shared: Shared,
     /// Its request's number on the connection.
     request: u64,
+    /// Its last frame has been taken (known without the connection's lock).
+    ended: bool,
     deadline: Instant,
     peer: std::net::SocketAddr,
 }
@@ -225,18 +227,24 @@ impl HttpBody for RequestBody {
     type Error = io::Error;
 
     fn poll_frame(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let Some(mut io) = self.io() else {
             return Poll::Ready(None);
         };
-        io.poll_body(cx).map(|d| d.map(|d| d.map(Frame::data)))
+        let frame = io.poll_body(cx);
+        let ended = matches!(io.body, BodyState::Done);
+        drop(io);
+        self.ended = ended;
+        frame.map(|d| d.map(|d| d.map(Frame::data)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.io()
-            .is_none_or(|io| matches!(io.body, BodyState::Done | BodyState::Length(0)))
+        self.ended
+            || self
+                .io()
+                .is_none_or(|io| matches!(io.body, BodyState::Done | BodyState::Length(0)))
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -457,9 +465,11 @@ pub async fn serve<H, F>(
     )));
     let mut down = std::pin::pin!(shutdown.clone().wait_owned());
     let mut first = true;
+    // Bytes of a next request are buffered already (pipelined).
+    let mut buffered = false;
     loop {
-        // 1. The first byte of a request (already there when pipelined).
-        if lock(&shared).buf.is_empty() {
+        // 1. The first byte of a request.
+        if !buffered {
             let read = poll_fn(|cx| lock(&shared).poll_fill(cx));
             tokio::select! {
                 biased;
@@ -475,9 +485,22 @@ pub async fn serve<H, F>(
         let started = if first { accepted } else { Instant::now() };
         let deadline = after(started, limits.read_timeout);
 
-        // 2. The whole head.
-        let head = loop {
-            let parsed = parse(&mut lock(&shared).buf, &mut names);
+        // 2. The whole head; the body's state is set as it is taken (one lock).
+        let (head, request) = loop {
+            let parsed = {
+                let mut io = lock(&shared);
+                let mut parsed = parse(&mut io.buf, &mut names);
+                if let Ok(Some(head)) = &mut parsed {
+                    io.body = std::mem::replace(&mut head.body, BodyState::Done);
+                    io.continue_left = if head.expect_continue {
+                        CONTINUE.len()
+                    } else {
+                        0
+                    };
+                    io.request += 1;
+                }
+                parsed.map(|head| head.map(|head| (head, io.request)))
+            };
             match parsed {
                 Ok(Some(head)) => break head,
                 Ok(None) => {}
@@ -512,22 +535,12 @@ pub async fn serve<H, F>(
 
         // 3. The handler, with the body read from the connection as it asks.
         let is_head = head.method == Method::HEAD;
-        let request = {
-            let mut io = lock(&shared);
-            io.body = head.body;
-            io.continue_left = if head.expect_continue {
-                CONTINUE.len()
-            } else {
-                0
-            };
-            io.request += 1;
-            io.request
-        };
         // The deadline and the peer travel in the body, not in extensions (a map and
         // two boxes per request).
         let body = RequestBody {
             shared: shared.clone(),
             request,
+            ended: false,
             deadline,
             peer,
         };
@@ -573,7 +586,8 @@ pub async fn serve<H, F>(
         first = false;
         quiet.as_mut().reset(after(now, limits.idle_timeout));
         let mut io = lock(&shared);
-        if io.buf.is_empty() && io.buf.capacity() > KEEP_BUFFER {
+        buffered = !io.buf.is_empty();
+        if !buffered && io.buf.capacity() > KEEP_BUFFER {
             io.buf = BytesMut::with_capacity(super::READ_CHUNK);
         }
         if out.capacity() > KEEP_BUFFER {

@@ -78,7 +78,9 @@ impl Proxy {
         if !(path == "/v1" || path.starts_with("/v1/")) {
             return reply::not_found().into();
         }
-        let clients = self.control.table().config.clients.clone();
+        // One table for the whole request: its clients, then its routing.
+        let table = self.control.table();
+        let clients = &table.config.clients;
         let client = match clients.authenticate(req.headers()) {
             Ok(client) => client,
             Err(e) => {
@@ -98,7 +100,7 @@ impl Proxy {
         };
         if path == "/v1/messages" {
             return match *req.method() {
-                Method::POST => self.post_message(req, &client).await,
+                Method::POST => self.post_message(req, &client, table).await,
                 _ => reply::method_not_allowed("POST").into(),
             };
         }
@@ -177,7 +179,12 @@ impl Proxy {
     /// `POST /v1/messages`: every answer carries an `x-request-id`, the client's or,
     /// when it sent none, the message's id (a fresh UUID when the request was refused
     /// before it had one).
-    async fn post_message(&self, req: Request<RequestBody>, client: &Arc<str>) -> Reply {
+    async fn post_message(
+        &self,
+        req: Request<RequestBody>,
+        client: &Arc<str>,
+        table: Arc<crate::routing::RoutingTable>,
+    ) -> Reply {
         let mut request_id = None;
         let mut lines = Lines::default();
         let mut resp = match trace::request_id(req.headers()) {
@@ -187,7 +194,7 @@ impl Proxy {
                 // a bug still carries the request id. Boxed: the send's future is the
                 // largest by far, and inline it would be copied whole as it is
                 // wrapped and moved.
-                let send = self.send(req, client, &mut request_id, &mut lines);
+                let send = self.send(req, client, table, &mut request_id, &mut lines);
                 reply::unless_panic(Box::pin(send)).await
             }
             Err(e) => reply::error(StatusCode::BAD_REQUEST, e.code(), e.to_string()),
@@ -210,10 +217,10 @@ impl Proxy {
         &self,
         req: Request<RequestBody>,
         client: &Arc<str>,
+        table: Arc<crate::routing::RoutingTable>,
         request_id: &mut Option<HeaderValue>,
         lines: &mut Lines,
     ) -> Response<Body> {
-        let table = self.control.table();
         let cfg = &table.config;
         let limit = cfg.server.max_body_bytes;
         let declared = req
