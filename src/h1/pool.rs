@@ -7,6 +7,10 @@
 //! second or more is first checked for a close from the master, without a system
 //! call unless the socket has something to read.
 //!
+//! Each connection keeps one timer for the exchanges on it, moved later for each: an
+//! atomic store, where a timer per exchange would lock the runtime's timer wheel to
+//! add it and again to remove it.
+//!
 //! A reused connection that gives no byte of an answer (the master closed it as idle
 //! while the request went out) has the request sent once more on a new connection.
 //! The request may have reached the master before the close; every message carries
@@ -16,10 +20,12 @@
 use super::{Answer, Conn, ExchangeError};
 use crate::config::Endpoint;
 use crate::pool::{dial, Idle, IdleList, Io, PoolError, IDLE_TIMEOUT};
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, ReadBuf};
+use tokio::time::Sleep;
 
 /// Idle at least this long, a connection is checked for a close before reuse.
 const CHECK_AFTER: Duration = Duration::from_secs(1);
@@ -33,51 +39,92 @@ pub enum SendError {
     /// The request may or may not have reached the master.
     #[error(transparent)]
     Exchange(#[from] ExchangeError),
+    /// The deadline passed before the whole answer.
+    #[error("no answer before the deadline")]
+    TimedOut,
 }
 
 #[derive(Debug, Default)]
 pub struct Pool {
-    hosts: Idle<Conn<Io>>,
+    hosts: Idle<Held>,
+}
+
+/// A connection and its timer.
+struct Held {
+    conn: Conn<Io>,
+    timer: Pin<Box<Sleep>>,
 }
 
 impl Pool {
-    /// Sends the request `build` writes to `endpoint` and reads its whole answer; `now`
-    /// is when the exchange began (a clock read the caller has made already).
+    /// Sends the request `build` writes to `endpoint` and reads its whole answer before
+    /// `deadline`; `now` is when the exchange began (a clock read the caller has made
+    /// already).
     pub async fn exchange(
         &self,
         endpoint: &Endpoint,
         build: impl Fn(&mut Vec<u8>),
         now: Instant,
+        deadline: tokio::time::Instant,
     ) -> Result<Answer, SendError> {
         let idle = self.hosts.of(endpoint);
-        let (mut conn, reused) = match take(&idle, now) {
-            Some(conn) => (conn, true),
-            None => (Conn::new(Box::pin(dial(endpoint)).await?), false),
+        let (mut held, reused) = match take(&idle, now) {
+            Some(held) => (held, true),
+            None => (Held::dial(endpoint, deadline).await?, false),
         };
-        let answer = match conn.exchange(&build).await {
-            Err(ExchangeError::NoAnswer(e)) if reused => {
+        held.timer.as_mut().reset(deadline);
+        let answer = match held.exchange(&build).await {
+            Err(SendError::Exchange(ExchangeError::NoAnswer(e))) if reused => {
                 tracing::debug!(error = %e, "a reused connection gave no answer: sending on a new one");
-                conn = Conn::new(Box::pin(dial(endpoint)).await?);
-                conn.exchange(&build).await
+                held = Held::dial(endpoint, deadline).await?;
+                held.exchange(&build).await
             }
             other => other,
         }?;
-        if conn.reusable() {
+        if held.conn.reusable() {
             // Idle from about when the exchange began: a few milliseconds early, well
             // within the second after which a connection is checked before reuse.
-            idle.push(conn, now);
+            idle.push(held, now);
         }
         Ok(answer)
     }
 }
 
+impl Held {
+    /// A new connection, made before `deadline`.
+    async fn dial(endpoint: &Endpoint, deadline: tokio::time::Instant) -> Result<Held, SendError> {
+        let io = tokio::time::timeout_at(deadline, Box::pin(dial(endpoint)))
+            .await
+            .map_err(|_| SendError::TimedOut)??;
+        Ok(Held {
+            conn: Conn::new(io),
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
+        })
+    }
+
+    /// One exchange, ended by the timer.
+    async fn exchange(&mut self, build: impl FnOnce(&mut Vec<u8>)) -> Result<Answer, SendError> {
+        let Held { conn, timer } = self;
+        let mut work = std::pin::pin!(conn.exchange(build));
+        poll_fn(|cx| {
+            if let Poll::Ready(r) = work.as_mut().poll(cx) {
+                return Poll::Ready(r.map_err(SendError::from));
+            }
+            match timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(SendError::TimedOut)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
+}
+
 /// The most recently used idle connection still open at `now`, if any.
-fn take(idle: &IdleList<Conn<Io>>, now: Instant) -> Option<Conn<Io>> {
+fn take(idle: &IdleList<Held>, now: Instant) -> Option<Held> {
     loop {
-        let (since, mut conn) = idle.pop()?;
+        let (since, mut held) = idle.pop()?;
         let idle_for = now.saturating_duration_since(since);
-        if idle_for < CHECK_AFTER || (idle_for <= IDLE_TIMEOUT && !closed(&mut conn)) {
-            return Some(conn);
+        if idle_for < CHECK_AFTER || (idle_for <= IDLE_TIMEOUT && !closed(&mut held.conn)) {
+            return Some(held);
         }
     }
 }

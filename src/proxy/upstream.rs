@@ -121,10 +121,11 @@ pub async fn exchange(
     let send = &master.send;
     let build = |out: &mut Vec<u8>| write_request(out, master, msg);
     let deadline = crate::server::after(started.into(), timeout);
-    let answer = tokio::time::timeout_at(deadline, pool.exchange(send, build, started))
+    let answer = pool
+        .exchange(send, build, started, deadline)
         .await
-        .map_err(|_| UpstreamError::Timeout(timeout))?
         .map_err(|e| match e {
+            SendError::TimedOut => UpstreamError::Timeout(timeout),
             SendError::Connect(e @ PoolError::Tls(..)) => UpstreamError::Tls(error_chain(&e)),
             SendError::Connect(e) => match e.local_fault() {
                 Some(fault) => UpstreamError::Local(fault, error_chain(&e)),
