@@ -271,6 +271,22 @@ fn poll_fill<S: AsyncRead + Unpin>(
     Poll::Ready(Ok(n))
 }
 
+/// Writes `n` in decimal digits (a `Content-Length`), without the formatting
+/// machinery.
+pub fn write_decimal(out: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
 fn no_answer(e: impl std::fmt::Display) -> ExchangeError {
     ExchangeError::NoAnswer(e.to_string())
 }

@@ -37,7 +37,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use std::future::{poll_fn, Future};
-use std::io::{self, Write as _};
+use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -173,12 +173,20 @@ impl Io {
     }
 }
 
-/// A handler's answer: its response, and a master's header lines ([`Lines`]) that go
-/// out after the response's own headers, less those the response names (the handler's
-/// `x-request-id` and others replace the master's).
+/// A handler's answer: its response, and what it adds for the listener to write.
 #[derive(Debug)]
 pub struct Reply {
     pub response: Response<crate::server::Body>,
+    pub added: Added,
+}
+
+/// Written after a response's own headers: headers set per message (a list, without a
+/// `HeaderMap`'s allocations and hashing), then a master's header lines less those the
+/// response or the list names (the handler's `x-request-id` and others replace the
+/// master's).
+#[derive(Debug, Default)]
+pub struct Added {
+    pub headers: Vec<(HeaderName, HeaderValue)>,
     pub lines: Lines,
 }
 
@@ -186,7 +194,7 @@ impl From<Response<crate::server::Body>> for Reply {
     fn from(response: Response<crate::server::Body>) -> Reply {
         Reply {
             response,
-            lines: Lines::default(),
+            added: Added::default(),
         }
     }
 }
@@ -634,7 +642,7 @@ async fn answer(
     limits: &Limits,
 ) -> io::Result<()> {
     out.clear();
-    encode(out, reply, is_head, connection);
+    encode(out, reply, is_head, connection, now);
     let mut written = 0;
     let mut write = std::pin::pin!(poll_fn(|cx| {
         let mut io = lock(shared);
@@ -690,10 +698,11 @@ async fn linger(shared: &Shared) {
     }
 }
 
-/// Encodes an answer: status line, the handler's headers (less framing ones), then a
-/// master's header lines but those the handler's headers name, `date` unless one was
-/// given, `content-length`, `connection: close` when closing, then the body.
-fn encode(out: &mut Vec<u8>, reply: Reply, is_head: bool, connection: Connection) {
+/// Encodes an answer: status line, the handler's headers (less framing ones), those it
+/// added and a master's header lines but those the handler's headers name, `date`
+/// unless one was given, `content-length`, `connection: close` when closing, then the
+/// body.
+fn encode(out: &mut Vec<u8>, reply: Reply, is_head: bool, connection: Connection, now: Instant) {
     let (parts, body) = reply.response.into_parts();
     let body = full_bytes(body);
     let status = parts.status;
@@ -716,9 +725,18 @@ fn encode(out: &mut Vec<u8>, reply: Reply, is_head: bool, connection: Connection
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    for (name, line) in reply.lines.lines() {
-        // Both in lower case; the handler's own (`x-request-id`, ...) win.
-        if parts.headers.keys().any(|k| k.as_str().as_bytes() == name) {
+    let added = reply.added;
+    for (name, value) in &added.headers {
+        has_date |= name == header::DATE;
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, line) in added.lines.lines() {
+        // All in lower case; the handler's own (`x-request-id`, ...) win.
+        let named = |n: &HeaderName| n.as_str().as_bytes() == name;
+        if parts.headers.keys().any(named) || added.headers.iter().any(|(n, _)| named(n)) {
             continue;
         }
         has_date |= name == b"date";
@@ -726,7 +744,7 @@ fn encode(out: &mut Vec<u8>, reply: Reply, is_head: bool, connection: Connection
     }
     if !has_date {
         out.extend_from_slice(b"date: ");
-        date::write(out);
+        date::write(out, now);
         out.extend_from_slice(b"\r\n");
     }
     let bodiless = status.is_informational()
@@ -734,8 +752,7 @@ fn encode(out: &mut Vec<u8>, reply: Reply, is_head: bool, connection: Connection
         || status == StatusCode::NOT_MODIFIED;
     if !bodiless {
         out.extend_from_slice(b"content-length: ");
-        // Into the buffer, without a string per answer.
-        let _infallible = write!(out, "{}", body.len());
+        super::write_decimal(out, body.len());
         out.extend_from_slice(b"\r\n");
     }
     match connection {
@@ -759,29 +776,34 @@ fn full_bytes(mut body: crate::server::Body) -> Bytes {
     }
 }
 
-/// The `date` header's value, formatted once a second per thread.
+/// The `date` header's value, formatted once a second per thread. The wall clock is
+/// read only when the second the text holds has passed, judged by `now` (the
+/// monotonic time the server read already).
 mod date {
     use std::cell::RefCell;
-    use std::time::{SystemTime, UNIX_EPOCH};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    use tokio::time::Instant;
 
     thread_local! {
-        static CACHED: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+        /// Until when the text holds, and the text.
+        static CACHED: RefCell<(Option<Instant>, [u8; 29])> = const { RefCell::new((None, [0; 29])) };
     }
 
-    pub fn write(out: &mut Vec<u8>) {
-        let now = SystemTime::now();
-        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    pub fn write(out: &mut Vec<u8>, now: Instant) {
         CACHED.with(|c| {
             let mut c = c.borrow_mut();
-            if c.0 != secs {
-                let text = httpdate::fmt_http_date(now);
-                if text.len() == 29 {
-                    c.1.copy_from_slice(text.as_bytes());
-                    c.0 = secs;
-                } else {
+            if c.0.is_none_or(|until| now >= until) {
+                let wall = SystemTime::now();
+                let text = httpdate::fmt_http_date(wall);
+                if text.len() != 29 {
                     out.extend_from_slice(text.as_bytes());
                     return;
                 }
+                let into_second = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
+                let left = Duration::from_secs(1)
+                    - Duration::from_nanos(into_second.subsec_nanos().into());
+                c.1.copy_from_slice(text.as_bytes());
+                c.0 = Some(now + left);
             }
             out.extend_from_slice(&c.1);
         });

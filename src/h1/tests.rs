@@ -209,3 +209,12 @@ proptest! {
         prop_assert_eq!(reusable, !closes);
     }
 }
+
+#[test]
+fn lengths_are_written_in_decimal() {
+    for n in [0, 7, 10, 99, 12_345, usize::MAX] {
+        let mut out = b"x".to_vec();
+        super::write_decimal(&mut out, n);
+        assert_eq!(out, format!("x{n}").as_bytes());
+    }
+}

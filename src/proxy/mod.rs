@@ -19,15 +19,13 @@ pub mod upstream;
 
 use crate::config::WhenUnavailable;
 use crate::control::Control;
-use crate::h1::head::Lines;
-use crate::h1::server::{Reply, RequestBody};
+use crate::h1::server::{Added, Reply, RequestBody};
 use crate::queue::record::MasterAnswer;
 use crate::queue::store::StoreError;
 use crate::queue::{NewMessage, Queue, QueueError};
 use crate::reply;
 use crate::routing::stats::{InFlight, MasterStats};
 use crate::server::Body;
-use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use idempotency::{Begin, Claim, MessageLog, StoredAnswer};
 use std::sync::{Arc, OnceLock};
@@ -186,15 +184,19 @@ impl Proxy {
         table: Arc<crate::routing::RoutingTable>,
     ) -> Reply {
         let mut request_id = None;
-        let mut lines = Lines::default();
-        let mut resp = match trace::request_id(req.headers()) {
+        // The request id, and for a master's answer its master and message id.
+        let mut added = Added {
+            headers: Vec::with_capacity(3),
+            ..Added::default()
+        };
+        let resp = match trace::request_id(req.headers()) {
             Ok(given) => {
                 request_id = given;
                 // Caught here too (the listener catches it anyway), so that a 500 for
                 // a bug still carries the request id. Boxed: the send's future is the
                 // largest by far, and inline it would be copied whole as it is
                 // wrapped and moved.
-                let send = self.send(req, client, table, &mut request_id, &mut lines);
+                let send = self.send(req, client, table, &mut request_id, &mut added);
                 reply::unless_panic(Box::pin(send)).await
             }
             Err(e) => reply::error(StatusCode::BAD_REQUEST, e.code(), e.to_string()),
@@ -202,24 +204,24 @@ impl Proxy {
         let request_id =
             request_id.or_else(|| HeaderValue::from_str(&uuid::Uuid::now_v7().to_string()).ok());
         if let Some(id) = request_id {
-            resp.headers_mut().insert(trace::X_REQUEST_ID, id);
+            added.headers.push((trace::X_REQUEST_ID, id));
         }
         Reply {
             response: resp,
-            lines,
+            added,
         }
     }
 
     /// Takes the message; `request_id` holds the client's `x-request-id` and is given
-    /// the message id when the client sent none; `lines` is given the master's header
-    /// lines when one answered.
+    /// the message id when the client sent none; `added` is given the master's header
+    /// lines, its id and the message id when one answered.
     async fn send(
         &self,
         req: Request<RequestBody>,
         client: &Arc<str>,
         table: Arc<crate::routing::RoutingTable>,
         request_id: &mut Option<HeaderValue>,
-        lines: &mut Lines,
+        added: &mut Added,
     ) -> Response<Body> {
         let cfg = &table.config;
         let limit = cfg.server.max_body_bytes;
@@ -378,18 +380,18 @@ impl Proxy {
                 return Box::pin(self.park(&table, &msg, &message, 0, None)).await;
             }
         }
-        self.forward(&table, &msg, &message, lines).await
+        self.forward(&table, &msg, &message, added).await
     }
 
     /// Tries up to `1 + retry_attempts` distinct masters; then, or with none eligible,
-    /// queues the message. A master's answer goes to the client with its header lines
-    /// in `lines`.
+    /// queues the message. A master's answer goes to the client with its header lines,
+    /// its id and the message id in `added`.
     async fn forward(
         &self,
         table: &crate::routing::RoutingTable,
         msg: &Outgoing,
         message: &Message<'_>,
-        lines: &mut Lines,
+        added: &mut Added,
     ) -> Response<Body> {
         let Message {
             id,
@@ -481,10 +483,13 @@ impl Proxy {
                     let max = cfg.server.max_status_records;
                     let status = answer.status;
                     self.record_answer(message, master, status, attempts, last_error, max, now_ms);
-                    let master_value = master.config.id_header.clone();
-                    *lines = answer.headers;
-                    let mut resp =
-                        delivered(answer.status, answer.body, master_value, id_value.clone());
+                    added
+                        .headers
+                        .push((MASTER, master.config.id_header.clone()));
+                    added.headers.push((MESSAGE_ID, id_value.clone()));
+                    added.lines = answer.headers;
+                    let mut resp = Response::new(Body::new(answer.body));
+                    *resp.status_mut() = answer.status;
                     if pick.region_fallback {
                         resp.headers_mut().insert(
                             "x-switchyard-region-fallback",
@@ -874,22 +879,6 @@ fn unavailable(cfg: &crate::config::Config, code: &str, message: String) -> Resp
     let secs = cfg.health.interval.as_secs().clamp(1, 60);
     resp.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    resp
-}
-
-/// The master's answer as the client sees it: status, body, and the headers that go
-/// before its own end-to-end ones (which go out as header lines, see [`Reply`]).
-fn delivered(
-    status: StatusCode,
-    body: Bytes,
-    master: HeaderValue,
-    id: HeaderValue,
-) -> Response<Body> {
-    let mut resp = Response::new(Body::new(body));
-    *resp.status_mut() = status;
-    let headers = resp.headers_mut();
-    headers.insert(MASTER, master);
-    headers.insert(MESSAGE_ID, id);
     resp
 }
 

@@ -9,7 +9,6 @@ use crate::util::error_chain;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::StatusCode;
-use std::io::Write as _;
 use std::time::Duration;
 
 pub use crate::h1::Answer;
@@ -177,6 +176,7 @@ fn write_request(out: &mut Vec<u8>, master: &MasterConfig, msg: &Outgoing) {
     line(&IDEMPOTENCY_KEY, &msg.idempotency_key);
     // Its digits straight into the buffer (a `HeaderValue` would be two allocations).
     out.extend_from_slice(b"content-length: ");
-    let _infallible = write!(out, "{}\r\n\r\n", msg.body.len());
+    crate::h1::write_decimal(out, msg.body.len());
+    out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(&msg.body);
 }

@@ -70,7 +70,7 @@ fn expect_continue_only_when_a_body_follows() {
 
 fn answer_text(resp: Response<crate::server::Body>, is_head: bool, c: Connection) -> String {
     let mut out = Vec::new();
-    encode(&mut out, resp.into(), is_head, c);
+    encode(&mut out, resp.into(), is_head, c, Instant::now());
     String::from_utf8(out).unwrap()
 }
 
