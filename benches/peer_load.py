@@ -7,7 +7,10 @@ mock masters) and wrk share the other cores. For each proxy it prints requests/s
 p99, non-2xx answers and the proxy's CPU time per request (utime + stime from /proc over
 the wrk run, divided by the requests served, and its user and kernel parts), and
 switchyard's peak RSS (VmHWM).
-Rounds alternate the proxies and the report gives the median of each figure.
+Rounds alternate the proxies and the report gives the median of each figure, and the
+median over rounds of each proxy's CPU per request and p99 over HAProxy's in the same
+round ("by round"): on a shared machine whose load drifts over minutes, the paired
+ratio is the steadier of the two.
 
 `--baseline PATH` adds another switchyard binary (an earlier build) as a fourth proxy
 in the same rounds, reported as `baseline`, to measure a change against its peers.
@@ -311,6 +314,13 @@ def run_mode(args, mode):
         med = {n: {k: statistics.median(x[k] for x in rs)
                    for k in ("rps", "p50", "p99", "cpu_us", "user_us", "kernel_us")}
                for n, rs in results.items()}
+        # Paired: each round's figure over HAProxy's in the same round, then the median.
+        # Drift on a shared machine (a neighbour's load coming and going over minutes)
+        # moves both runs of a round alike, so it cancels here and not in the medians.
+        ha = results["haproxy"]
+        for n, rs in results.items():
+            for k in ("cpu_us", "p99"):
+                med[n][f"{k}_paired"] = statistics.median(x[k] / h[k] for x, h in zip(rs, ha))
         return med, rss
     finally:
         for p in children:
@@ -352,12 +362,14 @@ def report(args, mode, med, rss):
           f"connections, {args.threads} worker(s) per proxy on core(s) {args.proxy_core}, wrk + upstreams on "
           f"{args.client_cores}")
     print(f"{'proxy':<15}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/req':>12}{'user':>7}{'kernel':>8}"
-          f"{'cpu vs haproxy':>16}{'p99 vs haproxy':>16}{'req/s vs haproxy':>18}")
+          f"{'cpu vs haproxy':>16}{'p99 vs haproxy':>16}{'req/s vs haproxy':>18}"
+          f"{'cpu vs haproxy by round':>25}{'p99 vs haproxy by round':>25}")
     h = med["haproxy"]
     for name, m in med.items():
         print(f"{name:<15}{m['rps']:>10.0f}{m['p50']:>9.2f}{m['p99']:>9.2f}{m['cpu_us']:>12.1f}"
               f"{m['user_us']:>7.1f}{m['kernel_us']:>8.1f}"
-              f"{m['cpu_us'] / h['cpu_us']:>16.2f}{m['p99'] / h['p99']:>16.2f}{m['rps'] / h['rps']:>18.2f}")
+              f"{m['cpu_us'] / h['cpu_us']:>16.2f}{m['p99'] / h['p99']:>16.2f}{m['rps'] / h['rps']:>18.2f}"
+              f"{m['cpu_us_paired']:>25.2f}{m['p99_paired']:>25.2f}")
     if args.tls:
         print(f"\nTLS on both sides vs plain (ratio of medians; lower is better)")
         print(f"{'proxy':<15}{'cpu tls/plain':>15}{'p99 tls/plain':>15}")
