@@ -240,11 +240,17 @@ pub async fn serve_with<H, F, L, T>(
         }
     })
     .await;
-    tokio::select! {
-        _ = async { graceful.shutdown().await; open.all_closed().await } => {}
-        _ = tokio::time::sleep(drain) => {
-            tracing::warn!(?drain, "connections still open at the drain deadline");
-        }
+    let closed = async {
+        graceful.shutdown().await;
+        open.all_closed().await
+    };
+    drain_within(closed, drain).await;
+}
+
+/// Waits for `closed` (every connection gone) for up to `drain`.
+async fn drain_within(closed: impl Future<Output = ()>, drain: Duration) {
+    if tokio::time::timeout(drain, closed).await.is_err() {
+        tracing::warn!(?drain, "connections still open at the drain deadline");
     }
 }
 
@@ -269,20 +275,13 @@ pub async fn serve_messages<H, F, L, T>(
         let shutdown = down.clone();
         move |stream| {
             let Conn {
-                peer,
-                accepted,
-                limits,
+                accepted, limits, ..
             } = conn;
-            crate::h1::server::serve(stream, peer, accepted, limits, shutdown, handler)
+            crate::h1::server::serve(stream, accepted, limits, shutdown, handler)
         }
     })
     .await;
-    tokio::select! {
-        _ = open.all_closed() => {}
-        _ = tokio::time::sleep(drain) => {
-            tracing::warn!(?drain, "connections still open at the drain deadline");
-        }
-    }
+    drain_within(open.all_closed(), drain).await;
 }
 
 /// A connection just accepted: who, when, and the limits it is served under.

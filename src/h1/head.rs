@@ -3,7 +3,6 @@
 
 use super::ExchangeError;
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
 
 /// Headers an answer may carry; more is a malformed answer.
@@ -64,13 +63,14 @@ impl Lines {
             .map(|(_, v)| v)
     }
 
-    /// The same headers as a map.
-    pub fn to_map(&self) -> HeaderMap {
+    /// The same headers as a map (tests compare them with hyper's).
+    #[cfg(test)]
+    pub fn to_map(&self) -> http::HeaderMap {
         self.iter()
             .filter_map(|(n, v)| {
                 Some((
-                    HeaderName::from_bytes(n).ok()?,
-                    HeaderValue::from_bytes(v).ok()?,
+                    http::HeaderName::from_bytes(n).ok()?,
+                    http::HeaderValue::from_bytes(v).ok()?,
                 ))
             })
             .collect()

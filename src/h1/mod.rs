@@ -271,6 +271,14 @@ fn poll_fill<S: AsyncRead + Unpin>(
     Poll::Ready(Ok(n))
 }
 
+/// Writes one header line, `name: value` and CRLF.
+pub fn write_header(out: &mut Vec<u8>, name: &http::HeaderName, value: &http::HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Writes `n` in decimal digits (a `Content-Length`), without the formatting
 /// machinery.
 pub fn write_decimal(out: &mut Vec<u8>, mut n: usize) {

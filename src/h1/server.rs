@@ -207,7 +207,6 @@ pub struct RequestBody {
     /// Its last frame has been taken (known without the connection's lock).
     ended: bool,
     deadline: Instant,
-    peer: std::net::SocketAddr,
 }
 
 impl RequestBody {
@@ -215,11 +214,6 @@ impl RequestBody {
     /// (from the accept, for a connection's first request).
     pub fn deadline(&self) -> Instant {
         self.deadline
-    }
-
-    /// The client's address.
-    pub fn peer(&self) -> std::net::SocketAddr {
-        self.peer
     }
 
     /// The connection, while this body's request is the one being served (a body kept
@@ -446,7 +440,6 @@ fn too_large_head() -> Refusal {
 /// Serves one connection until the client closes it, a timeout, or shutdown.
 pub async fn serve<H, F>(
     stream: Stream,
-    peer: std::net::SocketAddr,
     accepted: Instant,
     limits: Limits,
     shutdown: Shutdown,
@@ -543,14 +536,13 @@ pub async fn serve<H, F>(
 
         // 3. The handler, with the body read from the connection as it asks.
         let is_head = head.method == Method::HEAD;
-        // The deadline and the peer travel in the body, not in extensions (a map and
-        // two boxes per request).
+        // The deadline travels in the body, not in extensions (a map and a box per
+        // request).
         let body = RequestBody {
             shared: shared.clone(),
             request,
             ended: false,
             deadline,
-            peer,
         };
         let mut req = Request::new(body);
         *req.method_mut() = head.method;
@@ -720,18 +712,12 @@ fn encode(out: &mut Vec<u8>, reply: Reply, is_head: bool, connection: Connection
             continue;
         }
         has_date |= name == header::DATE;
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        super::write_header(out, name, value);
     }
     let added = reply.added;
     for (name, value) in &added.headers {
         has_date |= name == header::DATE;
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        super::write_header(out, name, value);
     }
     for (name, line) in added.lines.lines() {
         // All in lower case; the handler's own (`x-request-id`, ...) win.

@@ -4,6 +4,7 @@
 use super::hints::IDEMPOTENCY_KEY;
 use crate::config::MasterConfig;
 use crate::h1::pool::{Pool, SendError};
+use crate::h1::write_header;
 use crate::pool::{LocalFault, PoolError};
 use crate::util::error_chain;
 use bytes::Bytes;
@@ -148,18 +149,12 @@ fn write_request(out: &mut Vec<u8>, master: &MasterConfig, msg: &Outgoing) {
     out.extend_from_slice(b"POST ");
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut line = |name: &HeaderName, value: &HeaderValue| {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    };
     if !own(&header::HOST) {
-        line(&header::HOST, &send.host);
+        write_header(out, &header::HOST, &send.host);
     }
     for (name, value) in &msg.forward {
         if !own(name) {
-            line(name, value);
+            write_header(out, name, value);
         }
     }
     if let Some(ct) = msg
@@ -167,13 +162,13 @@ fn write_request(out: &mut Vec<u8>, master: &MasterConfig, msg: &Outgoing) {
         .as_ref()
         .filter(|_| !own(&header::CONTENT_TYPE))
     {
-        line(&header::CONTENT_TYPE, ct);
+        write_header(out, &header::CONTENT_TYPE, ct);
     }
     // The config refuses framing, hop-by-hop and idempotency-key names here.
     for (name, value) in &master.headers {
-        line(name, value);
+        write_header(out, name, value);
     }
-    line(&IDEMPOTENCY_KEY, &msg.idempotency_key);
+    write_header(out, &IDEMPOTENCY_KEY, &msg.idempotency_key);
     // Its digits straight into the buffer (a `HeaderValue` would be two allocations).
     out.extend_from_slice(b"content-length: ");
     crate::h1::write_decimal(out, msg.body.len());
