@@ -17,6 +17,14 @@ pub const HOP_BY_HOP: [&str; 7] = [
     "upgrade",
 ];
 
+/// Wall-clock milliseconds since the Unix epoch (0 before it): the time of queue records,
+/// status records, daily caps and shared keys.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Runs the background task `start` makes until it returns. A panic inside it (logged
 /// and counted by the panic hook) starts a new one a second later, so one bug cannot
 /// silently stop a duty such as queue delivery for the rest of the process's life.

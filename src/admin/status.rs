@@ -160,7 +160,7 @@ pub fn ha_status(control: &Control, view: &View) -> Response<Body> {
                     let now = crate::routing::budget::now_ns();
                     m.stats.budget_available(now, m.config.warmup)
                 }),
-                sent_24h: m.stats.daily.sent_24h(crate::routing::budget::unix_ms()),
+                sent_24h: m.stats.daily.sent_24h(crate::util::unix_ms()),
                 daily_limit: m.config.daily_limit,
             }
         })

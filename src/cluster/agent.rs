@@ -306,7 +306,7 @@ impl Cluster {
             state,
             queue_depth: (self.queue_depth)(),
             candidate,
-            updated_ms: crate::routing::budget::unix_ms(),
+            updated_ms: crate::util::unix_ms(),
             down: self.down.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }

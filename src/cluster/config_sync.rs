@@ -102,7 +102,7 @@ pub async fn push(
         version: current + 1,
         toml: text,
         pushed_by: cluster.node_id().to_string(),
-        pushed_at_ms: crate::routing::budget::unix_ms(),
+        pushed_at_ms: crate::util::unix_ms(),
     };
     let value = serde_json::to_vec(&shared).map_err(|e| PushError::Isolated(e.to_string()))?;
     let cas = state
@@ -165,7 +165,7 @@ fn seen(control: &Control, shared: PushedConfig) {
 /// (the pushing node's clock) in `switchyard_cluster_apply_seconds`.
 fn apply(control: &Control, pushed_at_ms: u64) {
     if reload::reload(control, reload::CLUSTER).is_ok() {
-        let lag = crate::routing::budget::unix_ms().saturating_sub(pushed_at_ms);
+        let lag = crate::util::unix_ms().saturating_sub(pushed_at_ms);
         metrics::histogram!("switchyard_cluster_apply_seconds").record(lag as f64 / 1000.0);
     }
 }

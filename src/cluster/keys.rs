@@ -39,7 +39,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, PutOptions, Txn, TxnOp, TxnOpResponse,
@@ -189,7 +189,7 @@ impl SharedKeys {
     /// is free or answered. An error means etcd could not be asked (see the module
     /// doc): the caller falls back to its own node's idempotency.
     pub async fn claim(&self, key: &str, id: &str, limits: Limits) -> Result<Claim, StateError> {
-        let probe = match self.breaker.admit(now_ms()) {
+        let probe = match self.breaker.admit(crate::util::unix_ms()) {
             Admit::Skip => {
                 return Err(StateError::Unreachable(
                     "etcd failed within the last second; not asked again yet".into(),
@@ -274,7 +274,7 @@ impl SharedKeys {
             let record = Record {
                 id: id.to_string(),
                 node: self.node.clone(),
-                at_ms: now_ms(),
+                at_ms: crate::util::unix_ms(),
                 answer: None,
                 body_kept: false,
             };
@@ -303,7 +303,7 @@ impl SharedKeys {
                 expected = None;
                 continue;
             };
-            let now = now_ms();
+            let now = crate::util::unix_ms();
             let Some(first) = decode(&value) else {
                 // Not a record this version can read: treat it as stale.
                 expected = Some(revision);
@@ -411,7 +411,7 @@ impl SharedKeys {
     async fn lease(&self, window: Duration) -> Result<i64, StateError> {
         let len = (window / BUCKETS_PER_WINDOW).clamp(MIN_BUCKET, MAX_BUCKET);
         let len_ms = len.as_millis() as u64;
-        let index = now_ms() / len_ms;
+        let index = crate::util::unix_ms() / len_ms;
         let cached = |b: &Option<Bucket>| {
             b.filter(|b| b.index == index && b.len_ms == len_ms)
                 .map(|b| b.lease)
@@ -468,7 +468,7 @@ impl SharedKeys {
     fn failed(&self, what: &'static str, e: &StateError) {
         metrics::counter!("switchyard_cluster_etcd_errors_total").increment(1);
         if matches!(e, StateError::Unreachable(_)) {
-            self.breaker.failed(now_ms());
+            self.breaker.failed(crate::util::unix_ms());
         }
         tracing::warn!(
             call = what,
@@ -476,10 +476,4 @@ impl SharedKeys {
             "shared idempotency keys: etcd call failed; this node's own keys apply"
         );
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -143,7 +143,7 @@ impl Mutation {
                 ops.master(failed).held = Some(Held {
                     standby: backup.clone(),
                     manual: *manual,
-                    since_unix_ms: crate::routing::budget::unix_ms(),
+                    since_unix_ms: crate::util::unix_ms(),
                 });
                 true
             }
@@ -159,7 +159,7 @@ impl Mutation {
                 } else {
                     m.suspended = Some(crate::control::operator::Suspension {
                         reason: reason.clone(),
-                        since_unix_ms: crate::routing::budget::unix_ms(),
+                        since_unix_ms: crate::util::unix_ms(),
                     });
                     true
                 }
@@ -247,7 +247,7 @@ impl Shared {
                 return Ok(revision);
             }
             doc.by = self.cluster.node_id().to_string();
-            doc.at_ms = crate::routing::budget::unix_ms();
+            doc.at_ms = crate::util::unix_ms();
             doc.decision = fence.is_some();
             doc.term = fence.map_or(doc.term.max(self.cluster.term()), |l| l.term);
             match self.write(&doc, revision, fence).await? {
@@ -339,7 +339,7 @@ impl Shared {
                         let first = SharedDoc {
                             operator: local.clone(),
                             by: self.cluster.node_id().to_string(),
-                            at_ms: crate::routing::budget::unix_ms(),
+                            at_ms: crate::util::unix_ms(),
                             ..SharedDoc::default()
                         };
                         self.create(&first).await?;

@@ -19,7 +19,7 @@
 //! to its last second of counts. Give such a master a pace when the cap is strict.
 
 use super::Control;
-use crate::routing::budget::unix_ms;
+use crate::util::unix_ms;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File};

@@ -173,7 +173,7 @@ impl Drop for Held {
 async fn attempt(proxy: &Proxy, queue: &Arc<Queue>, record: Record) -> Result<(), StoreError> {
     let table = proxy.control.table();
     let config = &table.config;
-    let age = crate::queue::now_ms().saturating_sub(record.created_ms);
+    let age = crate::util::unix_ms().saturating_sub(record.created_ms);
     if age >= config.queue.ttl.as_millis() as u64 {
         let mut error = format!(
             "not delivered within ttl_ms ({} ms)",
@@ -233,7 +233,7 @@ async fn attempt(proxy: &Proxy, queue: &Arc<Queue>, record: Record) -> Result<()
         .await
     {
         Ok(answer) if answer.status.is_success() => {
-            proxy.count_answer(master, answer.status, crate::queue::now_ms());
+            proxy.count_answer(master, answer.status, crate::util::unix_ms());
             stats
                 .metrics
                 .request(crate::telemetry::Outcome::Success, &client);
@@ -244,7 +244,7 @@ async fn attempt(proxy: &Proxy, queue: &Arc<Queue>, record: Record) -> Result<()
                 master: master.id(),
                 status: "delivered",
                 attempts: record.attempts + 1,
-                duration_ms: crate::queue::now_ms().saturating_sub(record.created_ms),
+                duration_ms: crate::util::unix_ms().saturating_sub(record.created_ms),
                 request_id: record.request_id.as_deref().unwrap_or_default(),
                 http_status: answer.status.as_u16(),
             });
@@ -253,7 +253,7 @@ async fn attempt(proxy: &Proxy, queue: &Arc<Queue>, record: Record) -> Result<()
         Ok(answer) => {
             // A final refusal: the master will not take this message; retrying it
             // elsewhere is what the backoff does, up to max_attempts.
-            proxy.count_answer(master, answer.status, crate::queue::now_ms());
+            proxy.count_answer(master, answer.status, crate::util::unix_ms());
             stats
                 .metrics
                 .request(crate::telemetry::Outcome::Rejected, &client);

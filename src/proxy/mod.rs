@@ -452,7 +452,7 @@ impl Proxy {
                     attempts += 1;
                     // Passed to the client as is, whatever it is.
                     // One clock read for the answer's count and its status record.
-                    let now_ms = crate::queue::now_ms();
+                    let now_ms = crate::util::unix_ms();
                     self.count_answer(master, answer.status, now_ms);
                     let outcome = if answer.status.is_success() {
                         crate::telemetry::Outcome::Success
@@ -603,7 +603,7 @@ impl Proxy {
                     // The store answers repeats from now on.
                     self.messages.settle(claim);
                 }
-                let now = crate::queue::now_ms();
+                let now = crate::util::unix_ms();
                 message.log_access("", "queued", attempts, StatusCode::ACCEPTED, now);
                 kept_answer(message.id, &answer)
             }
@@ -941,7 +941,7 @@ pub async fn sweep_messages(proxy: Arc<Proxy>, mut shutdown: crate::server::Shut
             _ = tick.tick() => {
                 let window = proxy.control.table().config.queue.idempotency_window;
                 proxy.messages.sweep(window);
-                proxy.statuses.sweep(crate::queue::now_ms());
+                proxy.statuses.sweep(crate::util::unix_ms());
                 if let Some(queue) = &proxy.queue {
                     match queue.sweep(window).await {
                         Ok(0) => {}

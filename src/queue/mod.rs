@@ -20,7 +20,7 @@ use record::{Id, MasterAnswer, Record, Status};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use store::{Op, State, Store, StoreError};
 use tokio::sync::Notify;
 
@@ -130,13 +130,6 @@ enum Effect {
     /// Back in the queue, due later.
     Requeued,
     Dead,
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
 }
 
 impl Queue {
@@ -357,7 +350,7 @@ impl Queue {
         record.status = Status::Delivered;
         record.attempts += 1;
         record.master = Some(master.to_string());
-        record.updated_ms = now_ms();
+        record.updated_ms = crate::util::unix_ms();
         // Delivered: the body is no longer needed; the record stays for its status.
         record.body = Bytes::new();
         let outcome = Outcome {
@@ -453,7 +446,7 @@ impl Queue {
         if self.kept_outcomes() == 0 || self.state() != State::Open {
             return;
         }
-        let now = now_ms();
+        let now = crate::util::unix_ms();
         let last = self.last_retry.load(Relaxed);
         if now.saturating_sub(last) < RETRY_KEPT_EVERY.as_millis() as u64
             || self
@@ -570,7 +563,7 @@ impl Queue {
             body: Bytes::new(),
             answer: Some(answer),
             forward_headers: Vec::new(),
-            ..msg.into_record(Status::Delivered, now_ms())
+            ..msg.into_record(Status::Delivered, crate::util::unix_ms())
         };
         self.store
             .write(vec![Op::put_new(record, remember_key)])
@@ -585,7 +578,10 @@ impl Queue {
         window: Duration,
     ) -> Result<Option<Record>, StoreError> {
         match self.store.first_use(key)? {
-            Some(first) if now_ms().saturating_sub(first.at_ms) < window.as_millis() as u64 => {
+            Some(first)
+                if crate::util::unix_ms().saturating_sub(first.at_ms)
+                    < window.as_millis() as u64 =>
+            {
                 self.store.get(&first.id)
             }
             _ => Ok(None),
@@ -596,7 +592,7 @@ impl Queue {
     /// more than `window` ago, a batch at a time. Returns how many.
     pub async fn sweep(&self, window: Duration) -> Result<u64, StoreError> {
         const BATCH: usize = 1024;
-        let until = now_ms().saturating_sub(window.as_millis() as u64);
+        let until = crate::util::unix_ms().saturating_sub(window.as_millis() as u64);
         let mut swept = 0;
         loop {
             let found = self.store.delivered_until(until, BATCH)?;
@@ -619,7 +615,7 @@ impl Queue {
 
     /// Age (ms) of the oldest among the next messages due, if any is queued.
     pub fn oldest_age_ms(&self) -> Result<Option<u64>, StoreError> {
-        let now = now_ms();
+        let now = crate::util::unix_ms();
         let mut oldest = None;
         for (_, id) in self.store.due(0, u64::MAX, 100)? {
             if let Some(r) = self.store.get(&id)? {
@@ -694,7 +690,7 @@ struct Pending {
 impl Pending {
     /// Wall-clock milliseconds, never below an earlier reading.
     fn now(&mut self) -> u64 {
-        self.last_now = self.last_now.max(now_ms());
+        self.last_now = self.last_now.max(crate::util::unix_ms());
         self.last_now
     }
 }

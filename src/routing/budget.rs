@@ -37,13 +37,6 @@ pub fn now_ns() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
-/// Wall-clock milliseconds since the Unix epoch: the daily cap's clock.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Cluster mode (SPEC section 11): how many nodes share every master's budget. Each
 /// node paces a master at `rate_per_sec / rate_nodes` (burst likewise, at least 1)
 /// and caps it at `daily_limit / daily_nodes` a day (at least 1), so the nodes

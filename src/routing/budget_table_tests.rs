@@ -98,7 +98,7 @@ fn a_daily_cap_stops_a_master_until_its_day_frees() {
         registry
             .get_or_create(&Arc::from("a"))
             .daily
-            .sent_24h(budget::unix_ms()),
+            .sent_24h(crate::util::unix_ms()),
         4
     );
 }

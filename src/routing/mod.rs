@@ -3,7 +3,7 @@
 //! built strategy. It is published through one `ArcSwap` by `crate::control`, the only
 //! writer; the request path loads it and takes no lock.
 //!
-//! May call: `config`, `health`, `telemetry` (metric handles inside [`stats`]).
+//! May call: `config`, `health`, `telemetry` (metric handles inside [`stats`]), `util`.
 
 pub mod budget;
 pub mod stats;

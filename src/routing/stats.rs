@@ -151,7 +151,7 @@ impl MasterStats {
             self.metrics.budget_exhausted.increment(1);
             return false;
         }
-        if self.daily.limit() > 0 && !self.daily.try_take(super::budget::unix_ms()) {
+        if self.daily.limit() > 0 && !self.daily.try_take(crate::util::unix_ms()) {
             self.metrics.budget_exhausted.increment(1);
             return false;
         }
@@ -163,7 +163,7 @@ impl MasterStats {
         let factor = self.warmup_factor(now_ns, warmup);
         let pace = self.pace.wait(now_ns, factor);
         let daily = if self.daily.limit() > 0 {
-            Duration::from_millis(self.daily.wait_ms(super::budget::unix_ms()))
+            Duration::from_millis(self.daily.wait_ms(crate::util::unix_ms()))
         } else {
             Duration::ZERO
         };
@@ -181,7 +181,7 @@ impl MasterStats {
         if limit == 0 {
             return pace;
         }
-        let left = limit.saturating_sub(self.daily.sent_24h(super::budget::unix_ms()));
+        let left = limit.saturating_sub(self.daily.sent_24h(crate::util::unix_ms()));
         pace.min(left)
     }
 

@@ -312,7 +312,7 @@ pub fn render(handle: &PrometheusHandle, table: &RoutingTable, now: &Mirrored) -
                 .set(f64::from(u8::from(admin == shown)));
         }
         metrics::counter!("switchyard_failovers_total", "master" => id.clone()).increment(0);
-        let sent = m.stats.daily.sent_24h(crate::routing::budget::unix_ms());
+        let sent = m.stats.daily.sent_24h(crate::util::unix_ms());
         metrics::gauge!("switchyard_master_sent_24h", "master" => id.clone()).set(sent as f64);
         m.stats.metrics.budget_exhausted.increment(0);
     }

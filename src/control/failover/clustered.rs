@@ -259,7 +259,7 @@ impl Controller {
         let prev = std::mem::replace(&mut link.applied, doc.clone());
         link.pending.clear();
         if doc.at_ms > 0 {
-            let lag = crate::routing::budget::unix_ms().saturating_sub(doc.at_ms);
+            let lag = crate::util::unix_ms().saturating_sub(doc.at_ms);
             metrics::histogram!("switchyard_cluster_apply_seconds").record(lag as f64 / 1000.0);
         }
         let notify = doc.by == me;
