@@ -284,13 +284,10 @@ fn main() -> ExitCode {
             .map_or_else(Default::default, |l| l.config.log),
     );
     switchyard::telemetry::count_panics();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -301,6 +298,35 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The async runtime: one worker thread per core, or `TOKIO_WORKER_THREADS` of them.
+/// With one worker (the variable set to 1, or a one-core machine) it is tokio's
+/// current-thread scheduler, which runs the same tasks without the cross-thread
+/// wake-ups and run-queue handoffs the multi-thread one keeps ready for stealing.
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    let workers = match std::env::var("TOKIO_WORKER_THREADS") {
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                return Err(format!(
+                    "TOKIO_WORKER_THREADS must be a whole number above 0, not {v:?}"
+                ))
+            }
+        },
+        Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
 fn check(path: &std::path::Path) -> ExitCode {

@@ -228,3 +228,40 @@ async fn logs_are_json_or_plain_text_and_keep_the_storage_engine_quiet() {
         );
     }
 }
+
+/// One worker thread (`TOKIO_WORKER_THREADS=1`) runs on the current-thread scheduler:
+/// the same product, answers, queue and shutdown included. A value that is no
+/// positive number is refused with the variable's name.
+#[tokio::test]
+async fn one_worker_thread_answers_queues_delivers_and_stops() {
+    let a = Mock::start("a", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &config_path,
+        format!("{SERVER}{}", masters_toml(&[(&a, "")])),
+    )
+    .unwrap();
+    let args = ["run", "--config", config_path.to_str().unwrap()];
+    for bad in ["0", "two", ""] {
+        let mut proc = Proc::spawn_env(&args, dir.path(), &[("TOKIO_WORKER_THREADS", bad)]);
+        proc.wait_line(
+            "TOKIO_WORKER_THREADS must be a whole number",
+            Duration::from_secs(10),
+        );
+        assert_eq!(proc.wait_exit(Duration::from_secs(10)), Some(1), "{bad:?}");
+    }
+    let proc = Proc::spawn_env(&args, dir.path(), &[("TOKIO_WORKER_THREADS", "1")]);
+    let mut sy = Switchyard::attach(proc, dir, config_path);
+    let http = Http::new();
+    let (code, h, _) = http.post(&sy.messages(), MESSAGE).await;
+    assert_eq!(code, 200);
+    assert_eq!(header(&h, "x-switchyard-master"), "a");
+    let async_ = [("prefer", "respond-async")];
+    let (code, _, body) = http.post_with(&sy.messages(), MESSAGE, &async_).await;
+    assert_eq!(code, 202, "{}", String::from_utf8_lossy(&body));
+    let id = json(&body)["id"].as_str().unwrap().to_string();
+    until_status(&http, &sy, &id, "delivered", Duration::from_secs(10)).await;
+    sy.proc.signal("TERM");
+    assert_eq!(sy.proc.wait_exit(Duration::from_secs(15)), Some(0));
+}
