@@ -25,6 +25,13 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// `make()`'s value in a new box, pinned. The box is allocated first and the value
+/// written into it, which lets the compiler build a large future in place; `Box::pin`
+/// of a future builds it on the stack and copies it whole into the box.
+pub fn boxed<T>(make: impl FnOnce() -> T) -> std::pin::Pin<Box<T>> {
+    Box::into_pin(Box::write(Box::new_uninit(), make()))
+}
+
 /// Runs the background task `start` makes until it returns. A panic inside it (logged
 /// and counted by the panic hook) starts a new one a second later, so one bug cannot
 /// silently stop a duty such as queue delivery for the rest of the process's life.

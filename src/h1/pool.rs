@@ -7,9 +7,9 @@
 //! second or more is first checked for a close from the master, without a system
 //! call unless the socket has something to read.
 //!
-//! Each connection keeps one timer for the exchanges on it, moved later for each: an
-//! atomic store, where a timer per exchange would lock the runtime's timer wheel to
-//! add it and again to remove it.
+//! Each connection keeps one timer for the exchanges on it, moved later for each: a
+//! store (see `super::timer`), where a timer per exchange would lock the runtime's
+//! timer wheel to add it and again to remove it.
 //!
 //! A reused connection that gives no byte of an answer (the master closed it as idle
 //! while the request went out) has the request sent once more on a new connection.
@@ -17,6 +17,7 @@
 //! its `Idempotency-Key`, for which HTTP clients (Go's among them) replay a request
 //! in this case.
 
+use super::timer::Timer;
 use super::{Answer, Conn, ExchangeError};
 use crate::config::Endpoint;
 use crate::pool::{dial, Idle, IdleList, Io, PoolError, IDLE_TIMEOUT};
@@ -25,7 +26,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::time::Sleep;
 
 /// Idle at least this long, a connection is checked for a close before reuse.
 const CHECK_AFTER: Duration = Duration::from_secs(1);
@@ -52,7 +52,7 @@ pub struct Pool {
 /// A connection and its timer.
 struct Held {
     conn: Conn<Io>,
-    timer: Pin<Box<Sleep>>,
+    timer: Timer,
 }
 
 impl Pool {
@@ -71,7 +71,7 @@ impl Pool {
             Some(held) => (held, true),
             None => (Held::dial(endpoint, deadline).await?, false),
         };
-        held.timer.as_mut().reset(deadline);
+        held.timer.set(deadline);
         let answer = match held.exchange(&build).await {
             Err(SendError::Exchange(ExchangeError::NoAnswer(e))) if reused => {
                 tracing::debug!(error = %e, "a reused connection gave no answer: sending on a new one");
@@ -97,7 +97,7 @@ impl Held {
             .map_err(|_| SendError::TimedOut)??;
         Ok(Held {
             conn: Conn::new(io),
-            timer: Box::pin(tokio::time::sleep_until(deadline)),
+            timer: Timer::new(deadline),
         })
     }
 
@@ -109,7 +109,7 @@ impl Held {
             if let Poll::Ready(r) = work.as_mut().poll(cx) {
                 return Poll::Ready(r.map_err(SendError::from));
             }
-            match timer.as_mut().poll(cx) {
+            match timer.poll_passed(cx) {
                 Poll::Ready(()) => Poll::Ready(Err(SendError::TimedOut)),
                 Poll::Pending => Poll::Pending,
             }

@@ -457,13 +457,10 @@ pub async fn serve<H, F>(
     }));
     let mut out = Vec::with_capacity(1024);
     let mut names = Names::new();
-    // One timer and one shutdown watch for the connection's life: moving a timer later
-    // costs an atomic store, where a new one per request would lock the timer wheel
-    // twice.
-    let mut quiet = std::pin::pin!(tokio::time::sleep_until(after(
-        accepted,
-        limits.read_timeout
-    )));
+    // One timer and one shutdown watch for the connection's life: moving the timer
+    // later costs a store (see `super::timer`), where a new one per request would lock
+    // the timer wheel twice.
+    let mut quiet = super::timer::Timer::new(after(accepted, limits.read_timeout));
     let mut down = std::pin::pin!(shutdown.clone().wait_owned());
     let mut first = true;
     // Bytes of a next request are buffered already (pipelined).
@@ -479,7 +476,7 @@ pub async fn serve<H, F>(
                     _ => return,
                 },
                 // Quiet too long: nothing to answer.
-                _ = &mut quiet => return,
+                _ = quiet.passed() => return,
                 _ = &mut down => return,
             }
         }
@@ -549,7 +546,7 @@ pub async fn serve<H, F>(
         *req.uri_mut() = head.uri;
         *req.version_mut() = head.version;
         *req.headers_mut() = head.headers;
-        let reply: Reply = crate::reply::unless_panic(Box::pin(handler(req))).await;
+        let reply: Reply = crate::reply::unless_panic(crate::util::boxed(|| handler(req))).await;
 
         // 4. The answer; keep the connection only when the body was read whole.
         let body_done = {
@@ -584,7 +581,7 @@ pub async fn serve<H, F>(
             return;
         }
         first = false;
-        quiet.as_mut().reset(after(now, limits.idle_timeout));
+        quiet.set(after(now, limits.idle_timeout));
         let mut io = lock(&shared);
         buffered = !io.buf.is_empty();
         if !buffered && io.buf.capacity() > KEEP_BUFFER {

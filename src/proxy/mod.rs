@@ -72,20 +72,22 @@ impl Proxy {
     /// Routes one client request. Everything under `/v1/` needs a client key once
     /// `[[clients]]` are configured.
     pub async fn handle(self: Arc<Self>, req: Request<RequestBody>) -> Reply {
-        let path = req.uri().path();
+        // Split once: the head is lent to what follows, not moved (a copy each time).
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path();
         if !(path == "/v1" || path.starts_with("/v1/")) {
             return reply::not_found().into();
         }
         // One table for the whole request: its clients, then its routing.
         let table = self.control.table();
         let clients = &table.config.clients;
-        let client = match clients.authenticate(req.headers()) {
+        let client = match clients.authenticate(&parts.headers) {
             Ok(client) => client,
             Err(e) => {
                 let mut resp = unauthorized(&e);
-                if path == "/v1/messages" && req.method() == Method::POST {
+                if path == "/v1/messages" && parts.method == Method::POST {
                     // Every answer to a send carries one, this refusal too.
-                    let id = trace::request_id(req.headers())
+                    let id = trace::request_id(&parts.headers)
                         .ok()
                         .flatten()
                         .or_else(|| HeaderValue::from_str(&uuid::Uuid::now_v7().to_string()).ok());
@@ -97,8 +99,8 @@ impl Proxy {
             }
         };
         if path == "/v1/messages" {
-            return match *req.method() {
-                Method::POST => self.post_message(req, &client, table).await,
+            return match parts.method {
+                Method::POST => self.post_message(&parts, body, &client, table).await,
                 _ => reply::method_not_allowed("POST").into(),
             };
         }
@@ -106,7 +108,7 @@ impl Proxy {
             if id.is_empty() || id.contains('/') {
                 return reply::not_found().into();
             }
-            return match *req.method() {
+            return match parts.method {
                 Method::GET => self.message_status(id, &client, clients.is_open()),
                 _ => reply::method_not_allowed("GET"),
             }
@@ -179,7 +181,8 @@ impl Proxy {
     /// before it had one).
     async fn post_message(
         &self,
-        req: Request<RequestBody>,
+        parts: &http::request::Parts,
+        body: RequestBody,
         client: &Arc<str>,
         table: Arc<crate::routing::RoutingTable>,
     ) -> Reply {
@@ -189,15 +192,15 @@ impl Proxy {
             headers: Vec::with_capacity(3),
             ..Added::default()
         };
-        let resp = match trace::request_id(req.headers()) {
+        let resp = match trace::request_id(&parts.headers) {
             Ok(given) => {
                 request_id = given;
                 // Caught here too (the listener catches it anyway), so that a 500 for
                 // a bug still carries the request id. Boxed: the send's future is the
                 // largest by far, and inline it would be copied whole as it is
                 // wrapped and moved.
-                let send = self.send(req, client, table, &mut request_id, &mut added);
-                reply::unless_panic(Box::pin(send)).await
+                let send = || self.send(parts, body, client, table, &mut request_id, &mut added);
+                reply::unless_panic(crate::util::boxed(send)).await
             }
             Err(e) => reply::error(StatusCode::BAD_REQUEST, e.code(), e.to_string()),
         };
@@ -217,7 +220,8 @@ impl Proxy {
     /// lines, its id and the message id when one answered.
     async fn send(
         &self,
-        req: Request<RequestBody>,
+        parts: &http::request::Parts,
+        body: RequestBody,
         client: &Arc<str>,
         table: Arc<crate::routing::RoutingTable>,
         request_id: &mut Option<HeaderValue>,
@@ -225,15 +229,14 @@ impl Proxy {
     ) -> Response<Body> {
         let cfg = &table.config;
         let limit = cfg.server.max_body_bytes;
-        let declared = req
-            .headers()
+        let declared = parts
+            .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
             return too_large(limit);
         }
-        let (parts, body) = req.into_parts();
         let deadline = body.deadline();
         let body = match body::read(body, declared, limit, deadline).await {
             Ok(b) => b,
@@ -443,10 +446,15 @@ impl Proxy {
             tried.push(pick.index);
             let master = &table.masters[pick.index];
             let stats = &master.stats;
-            let result = self
-                .exchange(master, msg, cfg, MasterStats::start)
-                .instrument(tracing::debug_span!("forward", master = master.id()))
-                .await;
+            let exchange = self.exchange(master, msg, cfg, MasterStats::start);
+            // The span only where debug logs are on: wrapping the exchange's future
+            // copies it (800 bytes) twice more per message.
+            let result = if tracing::enabled!(tracing::Level::DEBUG) {
+                let span = tracing::debug_span!("forward", master = master.id());
+                exchange.instrument(span).await
+            } else {
+                exchange.await
+            };
             match result {
                 Ok(answer) => {
                     attempts += 1;
