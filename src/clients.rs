@@ -13,7 +13,8 @@
 //!
 //! May call: nothing (the config builds it; the proxy asks it).
 
-use http::HeaderMap;
+use crate::h1::headers::Lookup;
+use http::HeaderName;
 use std::fmt;
 use std::sync::{Arc, LazyLock};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
@@ -26,6 +27,9 @@ pub const MAX_CLIENTS: usize = 100;
 pub const MAX_CLIENT_ID_BYTES: usize = 64;
 
 const WORDS: usize = MAX_CLIENT_KEY_BYTES / 8;
+
+/// The header a client key may come in when `Authorization` is absent.
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// The client label of requests when no client is configured. Not a valid client id
 /// for that reason (see [`valid_id`]).
@@ -126,17 +130,17 @@ impl Clients {
     /// configured; otherwise the owner of its key, taken from `Authorization: Bearer`
     /// (the scheme in any case) or, without that header, `X-Api-Key`. A header that is
     /// not visible ASCII, too long or in another scheme is no valid key.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<str>, AuthError> {
+    pub fn authenticate(&self, headers: &(impl Lookup + ?Sized)) -> Result<Arc<str>, AuthError> {
         if self.is_open() {
             return Ok(ANONYMOUS.clone());
         }
-        let key = if let Some(auth) = headers.get(http::header::AUTHORIZATION) {
+        let key = if let Some(auth) = headers.first(&http::header::AUTHORIZATION) {
             let text = auth.to_str().map_err(|_| AuthError::Invalid)?;
             match text.split_once(' ') {
                 Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") => key.trim(),
                 _ => return Err(AuthError::Invalid),
             }
-        } else if let Some(key) = headers.get("x-api-key") {
+        } else if let Some(key) = headers.first(&X_API_KEY) {
             key.to_str().map_err(|_| AuthError::Invalid)?.trim()
         } else {
             return Err(AuthError::Missing);
@@ -165,6 +169,7 @@ pub fn valid_key(key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
     use http::HeaderValue;
 
     fn clients() -> Clients {

@@ -264,7 +264,7 @@ pub async fn serve_messages<H, F, L, T>(
     shutdown: Shutdown,
     drain: Duration,
 ) where
-    H: Fn(Request<crate::h1::server::RequestBody>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(crate::h1::server::Request) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = crate::h1::server::Reply> + Send + 'static,
     L: Fn() -> Limits + Send,
     T: Fn() -> Option<Acceptor> + Send,

@@ -20,6 +20,7 @@
 
 mod chunked;
 pub mod head;
+pub mod headers;
 pub mod pool;
 pub mod server;
 mod timer;

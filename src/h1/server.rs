@@ -30,11 +30,12 @@
 
 use super::chunked::Decoder;
 use super::head::{add_length, tokens, LengthError, Lines};
+use super::headers::Headers;
 use crate::server::{after, Limits, Shutdown};
 use crate::tls::listen::Stream;
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use std::future::{poll_fn, Future};
 use std::io;
@@ -258,13 +259,22 @@ impl HttpBody for RequestBody {
     }
 }
 
+/// A request as the handler gets it.
+pub struct Request {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub headers: Headers,
+    pub body: RequestBody,
+}
+
 /// A parsed request head.
 #[derive(Debug)]
 struct Head {
     method: Method,
     uri: Uri,
     version: Version,
-    headers: HeaderMap,
+    headers: Headers,
     body: BodyState,
     keep_alive: bool,
     expect_continue: bool,
@@ -293,11 +303,11 @@ fn parse(buf: &mut BytesMut, names: &mut Names) -> Result<Option<Head>, Refusal>
     let bytes = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(bytes.slice(fields.target))
         .map_err(|_| bad("the request target is not valid"))?;
-    let mut headers = HeaderMap::with_capacity(names.len());
+    let mut headers = Headers::with_capacity(names.len());
     for (name, value) in names.drain(..) {
         let value = HeaderValue::from_maybe_shared(bytes.slice(value))
             .map_err(|_| bad("a header value is not valid"))?;
-        headers.append(name, value);
+        headers.push(name, value);
     }
     Ok(Some(Head {
         method: fields.method,
@@ -445,7 +455,7 @@ pub async fn serve<H, F>(
     shutdown: Shutdown,
     handler: H,
 ) where
-    H: Fn(Request<RequestBody>) -> F,
+    H: Fn(Request) -> F,
     F: Future<Output = Reply> + Send + 'static,
 {
     let shared: Shared = Arc::new(Mutex::new(Io {
@@ -541,11 +551,13 @@ pub async fn serve<H, F>(
             ended: false,
             deadline,
         };
-        let mut req = Request::new(body);
-        *req.method_mut() = head.method;
-        *req.uri_mut() = head.uri;
-        *req.version_mut() = head.version;
-        *req.headers_mut() = head.headers;
+        let req = Request {
+            method: head.method,
+            uri: head.uri,
+            version: head.version,
+            headers: head.headers,
+            body,
+        };
         let reply: Reply = crate::reply::unless_panic(crate::util::boxed(|| handler(req))).await;
 
         // 4. The answer; keep the connection only when the body was read whole.

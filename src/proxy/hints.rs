@@ -6,7 +6,8 @@
 //! store, a log line or a metric.
 
 use crate::config::RoutingConfig;
-use http::{HeaderMap, HeaderValue};
+use crate::h1::headers::Lookup;
+use http::HeaderValue;
 
 /// What the request says about where it should go.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -125,13 +126,13 @@ fn bounded(
 
 /// A header's value as text, trimmed; `None` when the header is absent.
 fn header_text<'h>(
-    headers: &'h HeaderMap,
+    headers: &'h (impl Lookup + ?Sized),
     name: &http::HeaderName,
     input: Input,
     cfg: &RoutingConfig,
     max_bytes: usize,
 ) -> Result<Option<&'h str>, HintError> {
-    let Some(value) = headers.get(name) else {
+    let Some(value) = headers.first(name) else {
         return Ok(None);
     };
     let text = value.to_str().map_err(|_| HintError::Invalid {
@@ -149,16 +150,16 @@ pub const MAX_CONTENT_TYPE_BYTES: usize = 1024;
 
 /// The request's `Content-Type`, forwarded and stored with the message: at most
 /// [`MAX_CONTENT_TYPE_BYTES`] (any real media type is far shorter).
-pub fn content_type(headers: &HeaderMap) -> Result<Option<&HeaderValue>, HintError> {
-    let all = headers.get_all(http::header::CONTENT_TYPE);
-    if all.iter().any(|v| v.len() > MAX_CONTENT_TYPE_BYTES) {
+pub fn content_type(headers: &(impl Lookup + ?Sized)) -> Result<Option<&HeaderValue>, HintError> {
+    let mut all = headers.all(&http::header::CONTENT_TYPE);
+    if all.any(|v| v.len() > MAX_CONTENT_TYPE_BYTES) {
         return Err(HintError::Invalid {
             input: Input::ContentType,
             what: "the Content-Type header".into(),
             why: "is longer than 1024 bytes",
         });
     }
-    Ok(headers.get(http::header::CONTENT_TYPE))
+    Ok(headers.first(&http::header::CONTENT_TYPE))
 }
 
 /// Read from a client's request and sent with every message to its master.
@@ -168,7 +169,7 @@ pub const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("ide
 /// `max_bytes`.
 pub fn idempotency_key<'h>(
     cfg: &RoutingConfig,
-    headers: &'h HeaderMap,
+    headers: &'h (impl Lookup + ?Sized),
     max_bytes: usize,
 ) -> Result<Option<&'h HeaderValue>, HintError> {
     header_text(
@@ -178,7 +179,7 @@ pub fn idempotency_key<'h>(
         cfg,
         max_bytes,
     )?;
-    Ok(headers.get(IDEMPOTENCY_KEY))
+    Ok(headers.first(&IDEMPOTENCY_KEY))
 }
 
 /// Headers first; the JSON pointers only when the header is absent. The body is parsed
@@ -186,7 +187,7 @@ pub fn idempotency_key<'h>(
 /// `max_bytes`.
 pub fn extract(
     cfg: &RoutingConfig,
-    headers: &HeaderMap,
+    headers: &(impl Lookup + ?Sized),
     body: &[u8],
     max_bytes: usize,
 ) -> Result<Hints, HintError> {
@@ -254,10 +255,9 @@ fn scalar(v: &serde_json::Value) -> Option<String> {
 /// Whether `Prefer` asks for `respond-async`, read as RFC 7240 writes it: a list of
 /// preferences, each a token with an optional `= value` and `; parameters`, values
 /// tokens or quoted strings (whose commas and semicolons are not separators).
-pub fn prefers_async(headers: &HeaderMap) -> bool {
+pub fn prefers_async(headers: &(impl Lookup + ?Sized)) -> bool {
     headers
-        .get_all(http::header::HeaderName::from_static("prefer"))
-        .iter()
+        .all(&http::header::HeaderName::from_static("prefer"))
         .any(|value| {
             preferences(value.as_bytes()).any(|name| name.eq_ignore_ascii_case(b"respond-async"))
         })
@@ -293,6 +293,7 @@ fn preferences(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use http::HeaderMap;
 
     fn routing(extra: &str) -> RoutingConfig {
         let text = format!(

@@ -19,14 +19,15 @@ pub mod upstream;
 
 use crate::config::WhenUnavailable;
 use crate::control::Control;
-use crate::h1::server::{Added, Reply, RequestBody};
+use crate::h1::headers::{Headers, Lookup};
+use crate::h1::server::{Added, Reply, Request, RequestBody};
 use crate::queue::record::MasterAnswer;
 use crate::queue::store::StoreError;
 use crate::queue::{NewMessage, Queue, QueueError};
 use crate::reply;
 use crate::routing::stats::{InFlight, MasterStats};
 use crate::server::Body;
-use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderName, HeaderValue, Method, Response, StatusCode};
 use idempotency::{Begin, Claim, MessageLog, StoredAnswer};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -71,23 +72,30 @@ impl Proxy {
 
     /// Routes one client request. Everything under `/v1/` needs a client key once
     /// `[[clients]]` are configured.
-    pub async fn handle(self: Arc<Self>, req: Request<RequestBody>) -> Reply {
-        // Split once: the head is lent to what follows, not moved (a copy each time).
-        let (parts, body) = req.into_parts();
-        let path = parts.uri.path();
+    pub async fn handle(self: Arc<Self>, req: Request) -> Reply {
+        // Taken apart once: the headers are lent to what follows, not moved (a copy
+        // each time).
+        let Request {
+            method,
+            uri,
+            headers,
+            body,
+            ..
+        } = req;
+        let path = uri.path();
         if !(path == "/v1" || path.starts_with("/v1/")) {
             return reply::not_found().into();
         }
         // One table for the whole request: its clients, then its routing.
         let table = self.control.table();
         let clients = &table.config.clients;
-        let client = match clients.authenticate(&parts.headers) {
+        let client = match clients.authenticate(&headers) {
             Ok(client) => client,
             Err(e) => {
                 let mut resp = unauthorized(&e);
-                if path == "/v1/messages" && parts.method == Method::POST {
+                if path == "/v1/messages" && method == Method::POST {
                     // Every answer to a send carries one, this refusal too.
-                    let id = trace::request_id(&parts.headers)
+                    let id = trace::request_id(&headers)
                         .ok()
                         .flatten()
                         .or_else(|| HeaderValue::from_str(&uuid::Uuid::now_v7().to_string()).ok());
@@ -99,8 +107,8 @@ impl Proxy {
             }
         };
         if path == "/v1/messages" {
-            return match parts.method {
-                Method::POST => self.post_message(&parts, body, &client, table).await,
+            return match method {
+                Method::POST => self.post_message(&headers, body, &client, table).await,
                 _ => reply::method_not_allowed("POST").into(),
             };
         }
@@ -108,7 +116,7 @@ impl Proxy {
             if id.is_empty() || id.contains('/') {
                 return reply::not_found().into();
             }
-            return match parts.method {
+            return match method {
                 Method::GET => self.message_status(id, &client, clients.is_open()),
                 _ => reply::method_not_allowed("GET"),
             }
@@ -181,7 +189,7 @@ impl Proxy {
     /// before it had one).
     async fn post_message(
         &self,
-        parts: &http::request::Parts,
+        headers: &Headers,
         body: RequestBody,
         client: &Arc<str>,
         table: Arc<crate::routing::RoutingTable>,
@@ -192,14 +200,14 @@ impl Proxy {
             headers: Vec::with_capacity(3),
             ..Added::default()
         };
-        let resp = match trace::request_id(&parts.headers) {
+        let resp = match trace::request_id(headers) {
             Ok(given) => {
                 request_id = given;
                 // Caught here too (the listener catches it anyway), so that a 500 for
                 // a bug still carries the request id. Boxed: the send's future is the
                 // largest by far, and inline it would be copied whole as it is
                 // wrapped and moved.
-                let send = || self.send(parts, body, client, table, &mut request_id, &mut added);
+                let send = || self.send(headers, body, client, table, &mut request_id, &mut added);
                 reply::unless_panic(crate::util::boxed(send)).await
             }
             Err(e) => reply::error(StatusCode::BAD_REQUEST, e.code(), e.to_string()),
@@ -220,7 +228,7 @@ impl Proxy {
     /// lines, its id and the message id when one answered.
     async fn send(
         &self,
-        parts: &http::request::Parts,
+        headers: &Headers,
         body: RequestBody,
         client: &Arc<str>,
         table: Arc<crate::routing::RoutingTable>,
@@ -229,9 +237,8 @@ impl Proxy {
     ) -> Response<Body> {
         let cfg = &table.config;
         let limit = cfg.server.max_body_bytes;
-        let declared = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
+        let declared = headers
+            .first(&header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
@@ -245,10 +252,10 @@ impl Proxy {
         };
         let max_key = cfg.server.max_key_bytes;
         let checked =
-            hints::idempotency_key(&cfg.routing, &parts.headers, max_key).and_then(|client_key| {
-                let hints = hints::extract(&cfg.routing, &parts.headers, &body, max_key)?;
-                let content_type = hints::content_type(&parts.headers)?;
-                let forward = trace::forwarded(&cfg.routing.forward_headers, &parts.headers)?;
+            hints::idempotency_key(&cfg.routing, headers, max_key).and_then(|client_key| {
+                let hints = hints::extract(&cfg.routing, headers, &body, max_key)?;
+                let content_type = hints::content_type(headers)?;
+                let forward = trace::forwarded(&cfg.routing.forward_headers, headers)?;
                 Ok((client_key.cloned(), hints, content_type.cloned(), forward))
             });
         let (client_key, hints, content_type, mut forward) = match checked {
@@ -371,7 +378,7 @@ impl Proxy {
             request_id: request_id_text,
             recipient: hints.recipient.as_deref(),
         };
-        let asked_async = hints::prefers_async(&parts.headers);
+        let asked_async = hints::prefers_async(headers);
         if let Some(queue) = &self.queue {
             // Asked async, or earlier messages of its key still waiting: it queues.
             let queue_now = asked_async

@@ -8,8 +8,9 @@
 
 use super::hints::{HintError, Input};
 use crate::config::bounds::MAX_FORWARD_VALUE_BYTES;
+use crate::h1::headers::Lookup;
 use http::header::HeaderName;
-use http::{HeaderMap, HeaderValue};
+use http::HeaderValue;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -26,8 +27,11 @@ fn invalid(name: &HeaderName, why: &'static str) -> HintError {
 
 /// The value of `name`, its lines joined with `", "` as RFC 9110 allows for list
 /// headers (`tracestate` may come in several); `None` when absent.
-fn joined(headers: &HeaderMap, name: &HeaderName) -> Result<Option<HeaderValue>, HintError> {
-    let mut lines = headers.get_all(name).iter();
+fn joined(
+    headers: &(impl Lookup + ?Sized),
+    name: &HeaderName,
+) -> Result<Option<HeaderValue>, HintError> {
+    let mut lines = headers.all(name);
     let Some(first) = lines.next() else {
         return Ok(None);
     };
@@ -61,8 +65,9 @@ fn check(name: &HeaderName, value: &HeaderValue) -> Result<(), HintError> {
 /// The client's `x-request-id`, checked: one line, not empty, visible ASCII, at most
 /// [`MAX_FORWARD_VALUE_BYTES`]. Checked whether or not it is forwarded, since it is
 /// returned on the answer.
-pub fn request_id(headers: &HeaderMap) -> Result<Option<HeaderValue>, HintError> {
-    let mut lines = headers.get_all(X_REQUEST_ID).iter();
+pub fn request_id(headers: &(impl Lookup + ?Sized)) -> Result<Option<HeaderValue>, HintError> {
+    let name = X_REQUEST_ID;
+    let mut lines = headers.all(&name);
     let Some(value) = lines.next() else {
         return Ok(None);
     };
@@ -77,7 +82,10 @@ pub fn request_id(headers: &HeaderMap) -> Result<Option<HeaderValue>, HintError>
 }
 
 /// The client's headers named in `names` (`routing.forward_headers`), checked.
-pub fn forwarded(names: &[HeaderName], headers: &HeaderMap) -> Result<Forwarded, HintError> {
+pub fn forwarded(
+    names: &[HeaderName],
+    headers: &(impl Lookup + ?Sized),
+) -> Result<Forwarded, HintError> {
     let mut out = Vec::new();
     for name in names {
         if let Some(value) = joined(headers, name)? {
@@ -118,6 +126,7 @@ pub fn from_text(names: &[HeaderName], stored: &[(String, String)]) -> Forwarded
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
