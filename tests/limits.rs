@@ -112,6 +112,41 @@ async fn a_trickled_body_gets_408_and_a_closed_connection() {
     assert_eq!(mock.received(&Http::new()).await, 0);
 }
 
+/// A later request on a kept connection has its own read deadline, counted from its
+/// head: its trickled body is cut as the first request's would be.
+#[tokio::test]
+async fn a_later_requests_trickled_body_gets_408_too() {
+    let mock = Mock::start("m", &[]);
+    let sy = start(&mock, "read_timeout_ms = 1000");
+    let stream = connect(&sy).await;
+    let (mut reader, mut writer) = stream.into_split();
+    writer.write_all(QUICK_GET).await.unwrap();
+    // Its answer first: then the next head comes on a kept, idle connection.
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("not_found") {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(MARGIN, reader.read(&mut buf))
+            .await
+            .expect("an answer to the first request")
+            .unwrap();
+        assert!(n > 0, "closed after the first request");
+        got.extend_from_slice(&buf[..n]);
+    }
+    writer
+        .write_all(b"POST /v1/messages HTTP/1.1\r\nhost: test\r\ncontent-length: 4096\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    trickle(writer, vec![b' '; 4096], Duration::from_millis(100));
+    let text = read_to_close(&mut reader, started + Duration::from_secs(1) + MARGIN)
+        .await
+        .unwrap_or_else(|t| panic!("still open after {:?}: {t:?}", started.elapsed()));
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    assert!(text.contains("\"request_timeout\""), "{text:?}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert_eq!(mock.received(&Http::new()).await, 0);
+}
+
 #[tokio::test]
 async fn a_slow_head_is_cut_and_an_empty_connection_closed() {
     let mock = Mock::start("m", &[]);

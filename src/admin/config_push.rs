@@ -39,7 +39,8 @@ impl Admin {
             .and_then(|v| v.to_str().ok()?.parse().ok());
         let read_timeout = self.control.table().config.server.read_timeout;
         let deadline = body::deadline(req.extensions(), read_timeout);
-        let bytes = match body::read(req.into_body(), declared, MAX_CONFIG_BYTES, deadline).await {
+        let bytes = match body::read(req.into_body(), declared, MAX_CONFIG_BYTES, || deadline).await
+        {
             Ok(b) => b,
             Err(BodyError::TooLarge) => {
                 return reply::error(

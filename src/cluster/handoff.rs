@@ -170,7 +170,7 @@ pub async fn receive(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let limit = max_body(server.max_body_bytes);
-    let body = match crate::proxy::body::read(req.into_body(), declared, limit, deadline).await {
+    let body = match crate::proxy::body::read(req.into_body(), declared, limit, || deadline).await {
         Ok(body) => body,
         Err(crate::proxy::body::BodyError::TooLarge) => {
             return reply::error(

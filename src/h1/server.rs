@@ -207,14 +207,21 @@ pub struct RequestBody {
     request: u64,
     /// Its last frame has been taken (known without the connection's lock).
     ended: bool,
-    deadline: Instant,
+    /// When its first byte came (the accept, for a connection's first request), if
+    /// the listener had to read the clock; else its head came whole in one read.
+    started: Option<Instant>,
+    read_timeout: std::time::Duration,
 }
 
 impl RequestBody {
     /// When the whole request must be in: `server.read_timeout` from its first byte
-    /// (from the accept, for a connection's first request).
-    pub fn deadline(&self) -> Instant {
-        self.deadline
+    /// (from the accept, for a connection's first request). For a head that came
+    /// whole in one read, the clock is read when this is called: the handler asks
+    /// only when it must wait for the body, so a request that came whole reads no
+    /// clock for its deadline.
+    pub fn deadline(&self) -> impl Fn() -> Instant + use<> {
+        let (started, read_timeout) = (self.started, self.read_timeout);
+        move || after(started.unwrap_or_else(Instant::now), read_timeout)
     }
 
     /// The connection, while this body's request is the one being served (a body kept
@@ -490,8 +497,8 @@ pub async fn serve<H, F>(
                 _ = &mut down => return,
             }
         }
-        let started = if first { accepted } else { Instant::now() };
-        let deadline = after(started, limits.read_timeout);
+        // Read from the clock only if the head does not come whole at once.
+        let mut started = first.then_some(accepted);
 
         // 2. The whole head; the body's state is set as it is taken (one lock).
         let (head, request) = loop {
@@ -521,6 +528,10 @@ pub async fn serve<H, F>(
                 }
             }
             let read = poll_fn(|cx| lock(&shared).poll_fill(cx));
+            let deadline = after(
+                *started.get_or_insert_with(Instant::now),
+                limits.read_timeout,
+            );
             match tokio::time::timeout_at(deadline, read).await {
                 Ok(Ok(n)) if n > 0 => {}
                 Ok(_) => return,
@@ -549,7 +560,8 @@ pub async fn serve<H, F>(
             shared: shared.clone(),
             request,
             ended: false,
-            deadline,
+            started,
+            read_timeout: limits.read_timeout,
         };
         let req = Request {
             method: head.method,

@@ -11,6 +11,7 @@
 use crate::reply;
 use crate::server::{Body, ReadDeadline};
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
 use std::time::Duration;
@@ -74,13 +75,15 @@ pub fn deadline(extensions: &http::Extensions, read_timeout: Duration) -> Instan
     }
 }
 
-/// Reads `body` whole. `declared` is its Content-Length, if any: above `limit` it is
-/// refused before anything is read, and up to [`RESERVE_MAX`] of it is reserved.
+/// Reads `body` whole, before `deadline()`. `declared` is its Content-Length, if any:
+/// above `limit` it is refused before anything is read, and up to [`RESERVE_MAX`] of
+/// it is reserved. A body that is in already is taken without a timer, and the
+/// deadline is asked for (perhaps a clock read) only when the body must be waited on.
 pub async fn read<B>(
     mut body: B,
     declared: Option<u64>,
     limit: usize,
-    deadline: Instant,
+    deadline: impl Fn() -> Instant,
 ) -> Result<Bytes, BodyError>
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
@@ -91,12 +94,22 @@ where
     }
     // Allocated when a body comes in more than one frame.
     let mut buf: Option<Vec<u8>> = None;
+    let mut until: Option<Instant> = None;
     loop {
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_elapsed) => return Err(BodyError::TimedOut),
-            Ok(None) => break,
-            Ok(Some(Err(e))) => return Err(BodyError::Read(e.into())),
-            Ok(Some(Ok(frame))) => frame,
+        let next = match body.frame().now_or_never() {
+            Some(next) => next,
+            None => {
+                let until = *until.get_or_insert_with(&deadline);
+                match tokio::time::timeout_at(until, body.frame()).await {
+                    Err(_elapsed) => return Err(BodyError::TimedOut),
+                    Ok(next) => next,
+                }
+            }
+        };
+        let frame = match next {
+            None => break,
+            Some(Err(e)) => return Err(BodyError::Read(e.into())),
+            Some(Ok(frame)) => frame,
         };
         // Trailers carry nothing switchyard forwards.
         let Ok(data) = frame.into_data() else {
@@ -162,7 +175,7 @@ mod tests {
     async fn one_frame_is_returned_uncopied() {
         let data = Bytes::from_static(b"hello");
         let body = http_body_util::Full::new(data.clone());
-        let got = read(body, Some(5), 100, far()).await.unwrap();
+        let got = read(body, Some(5), 100, far).await.unwrap();
         assert_eq!(got, data);
         assert_eq!(got.as_ptr(), data.as_ptr(), "the frame itself, not a copy");
     }
@@ -174,7 +187,7 @@ mod tests {
             tx.send(Bytes::copy_from_slice(&[*byte])).await.unwrap();
         }
         drop(tx);
-        let got = read(body, None, 100, far()).await.unwrap();
+        let got = read(body, None, 100, far).await.unwrap();
         assert_eq!(&got[..], b"abcdef");
     }
 
@@ -182,7 +195,7 @@ mod tests {
     async fn over_the_limit_is_too_large() {
         let body = http_body_util::Full::new(Bytes::from_static(b"0123456789"));
         assert!(matches!(
-            read(body, Some(10), 9, far()).await,
+            read(body, Some(10), 9, far).await,
             Err(BodyError::TooLarge)
         ));
         // Without a Content-Length, counted as the frames come.
@@ -192,7 +205,7 @@ mod tests {
         }
         drop(tx);
         assert!(matches!(
-            read(body, None, 10, far()).await,
+            read(body, None, 10, far).await,
             Err(BodyError::TooLarge)
         ));
     }
@@ -207,7 +220,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         });
-        let got = read(body, Some(4096), 8192, deadline).await;
+        let got = read(body, Some(4096), 8192, || deadline).await;
         assert!(matches!(got, Err(BodyError::TimedOut)), "{got:?}");
         assert!(Instant::now() >= deadline);
         feeder.abort();
