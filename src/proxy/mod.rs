@@ -312,7 +312,8 @@ impl Proxy {
                             // Boxed: the etcd claim's future is large, and inline it
                             // would make every request's future (moved on each spawn
                             // and poll) as large, keyed or not.
-                            let claimed = Box::pin(shared::claim(keys, &claim, key, id, cfg));
+                            let claimed =
+                                crate::util::boxed(|| shared::claim(keys, &claim, key, id, cfg));
                             match claimed.await {
                                 shared::Shared::First => break Some(claim),
                                 // The local claim, dropped, frees the key here.
@@ -387,7 +388,7 @@ impl Proxy {
                     Err(e) => return storage_error(&e),
                 };
             if queue_now {
-                return Box::pin(self.park(&table, &msg, &message, 0, None)).await;
+                return crate::util::boxed(|| self.park(&table, &msg, &message, 0, None)).await;
             }
         }
         self.forward(&table, &msg, &message, added).await
@@ -432,7 +433,10 @@ impl Proxy {
                 Some(Ok(pick)) => sticky = Some(pick),
                 Some(Err(wait)) if wait <= cfg.routing.sticky_max_wait => {
                     if self.queue.is_some() {
-                        return Box::pin(self.park(table, msg, message, attempts, None)).await;
+                        return crate::util::boxed(|| {
+                            self.park(table, msg, message, attempts, None)
+                        })
+                        .await;
                     }
                     return over_budget(wait);
                 }
@@ -485,14 +489,16 @@ impl Proxy {
                             body: answer.body.clone(),
                             master: master.config.id.clone(),
                         };
-                        Box::pin(self.keep_answer(
-                            claim,
-                            stored,
-                            msg,
-                            message,
-                            attempts,
-                            last_error.clone(),
-                        ))
+                        crate::util::boxed(|| {
+                            self.keep_answer(
+                                claim,
+                                stored,
+                                msg,
+                                message,
+                                attempts,
+                                last_error.clone(),
+                            )
+                        })
                         .await;
                     }
                     let max = cfg.server.max_status_records;
@@ -536,7 +542,8 @@ impl Proxy {
                 || budget_wait.is_some()
                 || cfg.queue.when_unavailable == WhenUnavailable::Queue);
         if queue_takes_it {
-            return Box::pin(self.park(table, msg, message, attempts, last_error)).await;
+            return crate::util::boxed(|| self.park(table, msg, message, attempts, last_error))
+                .await;
         }
         // A claim dropped unfinished frees its key (see `Claim`).
         match (last_error, budget_wait) {
