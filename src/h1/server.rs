@@ -573,29 +573,35 @@ pub async fn serve<H, F>(
         let reply: Reply = crate::reply::unless_panic(crate::util::boxed(|| handler(req))).await;
 
         // 4. The answer; keep the connection only when the body was read whole.
-        let body_done = {
+        // One lock for the body's state, the answer's write (whole at once, most
+        // often) and the look for a pipelined request.
+        let asks_close = reply
+            .response
+            .headers()
+            .get(header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let now = Instant::now();
+        let (started, body_done) = {
             let mut io = lock(&shared);
             io.continue_left = 0;
-            matches!(io.body, BodyState::Done)
+            let body_done = matches!(io.body, BodyState::Done);
+            let close = !head.keep_alive || !body_done || shutdown.is_triggered() || asks_close;
+            let connection = if close {
+                Connection::Close
+            } else if head.version == Version::HTTP_10 {
+                Connection::KeepAlive
+            } else {
+                Connection::Unsaid
+            };
+            let started = io.start_answer(&mut out, reply, is_head, connection, now);
+            buffered = !io.buf.is_empty();
+            if !buffered && io.buf.capacity() > KEEP_BUFFER {
+                io.buf = BytesMut::with_capacity(super::READ_CHUNK);
+            }
+            (started, body_done)
         };
-        let close = !head.keep_alive
-            || !body_done
-            || shutdown.is_triggered()
-            || reply
-                .response
-                .headers()
-                .get(header::CONNECTION)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        let connection = if close {
-            Connection::Close
-        } else if head.version == Version::HTTP_10 {
-            Connection::KeepAlive
-        } else {
-            Connection::Unsaid
-        };
-        let now = Instant::now();
-        let written = answer(&shared, &mut out, reply, is_head, connection, now, &limits).await;
-        if written.is_err() {
+        let close = started.close;
+        if finish(&shared, &out, started, &limits).await.is_err() {
             return;
         }
         if close {
@@ -606,11 +612,6 @@ pub async fn serve<H, F>(
         }
         first = false;
         quiet.set(after(now, limits.idle_timeout));
-        let mut io = lock(&shared);
-        buffered = !io.buf.is_empty();
-        if !buffered && io.buf.capacity() > KEEP_BUFFER {
-            io.buf = BytesMut::with_capacity(super::READ_CHUNK);
-        }
         if out.capacity() > KEEP_BUFFER {
             out = Vec::with_capacity(1024);
         }
@@ -628,10 +629,8 @@ async fn refuse(
     limits: &Limits,
 ) -> bool {
     let reply = crate::reply::error(status, code, message).into();
-    let close = Connection::Close;
-    answer(shared, out, reply, false, close, Instant::now(), limits)
-        .await
-        .is_ok()
+    let started = lock(shared).start_answer(out, reply, false, Connection::Close, Instant::now());
+    finish(shared, out, started, limits).await.is_ok()
 }
 
 /// What an answer's `Connection` header says.
@@ -644,47 +643,79 @@ enum Connection {
     Close,
 }
 
-/// Writes `reply` (head and body in one buffer) within `idle_timeout`.
-async fn answer(
-    shared: &Shared,
-    out: &mut Vec<u8>,
-    reply: Reply,
-    is_head: bool,
-    connection: Connection,
+/// An answer encoded and begun by [`Io::start_answer`].
+struct Started {
+    /// The first try: most answers go out whole at once, without a timer.
+    first: Poll<io::Result<()>>,
+    written: usize,
+    close: bool,
     now: Instant,
-    limits: &Limits,
-) -> io::Result<()> {
-    out.clear();
-    encode(out, reply, is_head, connection, now);
-    let mut written = 0;
-    let mut write = std::pin::pin!(poll_fn(|cx| {
-        let mut io = lock(shared);
-        while written < out.len() {
-            let n = std::task::ready!(Pin::new(&mut io.stream).poll_write(cx, &out[written..]))?;
+}
+
+impl Io {
+    /// Writes `out` from `written` on, then flushes.
+    fn poll_send(
+        &mut self,
+        out: &[u8],
+        written: &mut usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        while *written < out.len() {
+            let n = std::task::ready!(Pin::new(&mut self.stream).poll_write(cx, &out[*written..]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero)));
             }
-            written += n;
+            *written += n;
         }
-        Pin::new(&mut io.stream).poll_flush(cx)
-    }));
-    // Most answers go out at once, without a timer.
-    let first = write
-        .as_mut()
-        .poll(&mut Context::from_waker(std::task::Waker::noop()));
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    /// Encodes `reply` into `out` (head and body in one buffer) and writes what goes
+    /// out at once, without waiting; [`finish`] writes the rest.
+    fn start_answer(
+        &mut self,
+        out: &mut Vec<u8>,
+        reply: Reply,
+        is_head: bool,
+        connection: Connection,
+        now: Instant,
+    ) -> Started {
+        out.clear();
+        encode(out, reply, is_head, connection, now);
+        let mut written = 0;
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let first = self.poll_send(out, &mut written, &mut cx);
+        let close = connection == Connection::Close;
+        Started {
+            first,
+            written,
+            close,
+            now,
+        }
+    }
+}
+
+/// Writes what is left of a [`Started`] answer within `idle_timeout` of its start;
+/// then, when it closes the connection, tells the client nothing more comes (over
+/// TLS, a close_notify), without waiting.
+async fn finish(shared: &Shared, out: &[u8], started: Started, limits: &Limits) -> io::Result<()> {
+    let Started {
+        first,
+        mut written,
+        close,
+        now,
+    } = started;
     match first {
         Poll::Ready(r) => r?,
         Poll::Pending => {
-            let deadline = after(now, limits.idle_timeout);
-            match tokio::time::timeout_at(deadline, write).await {
+            let write = poll_fn(|cx| lock(shared).poll_send(out, &mut written, cx));
+            match tokio::time::timeout_at(after(now, limits.idle_timeout), write).await {
                 Ok(r) => r?,
                 Err(_) => return Err(io::ErrorKind::TimedOut.into()),
             }
         }
     }
-    if connection == Connection::Close {
-        // Best effort, without waiting: tell the client nothing more comes (over TLS,
-        // a close_notify).
+    if close {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let _ = Pin::new(&mut lock(shared).stream).poll_shutdown(&mut cx);
     }
