@@ -417,7 +417,8 @@ impl Proxy {
         // message that met the ban is retried on another master). At most one per
         // master, as `select` skips those tried.
         let mut banned = 0usize;
-        let mut tried: Vec<usize> = Vec::with_capacity(max_tries);
+        // On the stack for the usual few tries: no allocation per message.
+        let mut tried: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
         // Real delivery attempts: an exchange this machine could not start (a local
         // fault) is tried elsewhere but is no attempt.
         let mut attempts = 0u32;
