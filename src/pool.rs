@@ -60,14 +60,12 @@ impl<C> IdleList<C> {
     }
 }
 
-/// The idle lists of every endpoint, by [`Endpoint::key`]. The keys come from the
-/// config, not from clients, so a fast hash (looked up once per exchange) does not
-/// need SipHash's resistance to chosen keys.
-pub struct Idle<C>(DashMap<String, Arc<IdleList<C>>, rustc_hash::FxBuildHasher>);
+/// The idle lists of every endpoint, by [`Endpoint::key`].
+pub struct Idle<C>(DashMap<String, Arc<IdleList<C>>>);
 
 impl<C> Default for Idle<C> {
     fn default() -> Self {
-        Idle(DashMap::with_hasher(rustc_hash::FxBuildHasher))
+        Idle(DashMap::new())
     }
 }
 
