@@ -581,7 +581,7 @@ pub async fn serve<H, F>(
             .get(header::CONNECTION)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         let now = Instant::now();
-        let (started, body_done) = {
+        let (begun, body_done) = {
             let mut io = lock(&shared);
             io.continue_left = 0;
             let body_done = matches!(io.body, BodyState::Done);
@@ -593,15 +593,15 @@ pub async fn serve<H, F>(
             } else {
                 Connection::Unsaid
             };
-            let started = io.start_answer(&mut out, reply, is_head, connection, now);
+            let begun = io.start_answer(&mut out, reply, is_head, connection, now);
             buffered = !io.buf.is_empty();
             if !buffered && io.buf.capacity() > KEEP_BUFFER {
                 io.buf = BytesMut::with_capacity(super::READ_CHUNK);
             }
-            (started, body_done)
+            (begun, body_done)
         };
-        let close = started.close;
-        if finish(&shared, &out, started, &limits).await.is_err() {
+        let close = begun.close;
+        if finish(&shared, &out, begun, &limits).await.is_err() {
             return;
         }
         if close {
@@ -629,8 +629,8 @@ async fn refuse(
     limits: &Limits,
 ) -> bool {
     let reply = crate::reply::error(status, code, message).into();
-    let started = lock(shared).start_answer(out, reply, false, Connection::Close, Instant::now());
-    finish(shared, out, started, limits).await.is_ok()
+    let begun = lock(shared).start_answer(out, reply, false, Connection::Close, Instant::now());
+    finish(shared, out, begun, limits).await.is_ok()
 }
 
 /// What an answer's `Connection` header says.
@@ -644,7 +644,7 @@ enum Connection {
 }
 
 /// An answer encoded and begun by [`Io::start_answer`].
-struct Started {
+struct Begun {
     /// The first try: most answers go out whole at once, without a timer.
     first: Poll<io::Result<()>>,
     written: usize,
@@ -679,14 +679,14 @@ impl Io {
         is_head: bool,
         connection: Connection,
         now: Instant,
-    ) -> Started {
+    ) -> Begun {
         out.clear();
         encode(out, reply, is_head, connection, now);
         let mut written = 0;
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let first = self.poll_send(out, &mut written, &mut cx);
         let close = connection == Connection::Close;
-        Started {
+        Begun {
             first,
             written,
             close,
@@ -695,16 +695,16 @@ impl Io {
     }
 }
 
-/// Writes what is left of a [`Started`] answer within `idle_timeout` of its start;
+/// Writes what is left of a [`Begun`] answer within `idle_timeout` of its start;
 /// then, when it closes the connection, tells the client nothing more comes (over
 /// TLS, a close_notify), without waiting.
-async fn finish(shared: &Shared, out: &[u8], started: Started, limits: &Limits) -> io::Result<()> {
-    let Started {
+async fn finish(shared: &Shared, out: &[u8], begun: Begun, limits: &Limits) -> io::Result<()> {
+    let Begun {
         first,
         mut written,
         close,
         now,
-    } = started;
+    } = begun;
     match first {
         Poll::Ready(r) => r?,
         Poll::Pending => {
