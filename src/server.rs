@@ -93,6 +93,12 @@ impl Shutdown {
         self.wait().await;
     }
 
+    /// Whether the signal may have changed since this receiver was made: one atomic
+    /// load, no lock. False means shutdown was not triggered since then.
+    pub fn may_have_changed(&self) -> bool {
+        !matches!(self.0.has_changed(), Ok(false))
+    }
+
     pub fn is_triggered(&self) -> bool {
         *self.0.borrow() || self.0.has_changed().is_err()
     }

@@ -172,6 +172,32 @@ async fn a_slow_head_is_cut_and_an_empty_connection_closed() {
 }
 
 #[tokio::test]
+async fn shutdown_closes_kept_connections_that_served_requests_at_once() {
+    let mock = Mock::start("a", &[]);
+    // Idle and drain deadlines far off: only the shutdown signal can close them soon.
+    let mut sy = start(&mock, "idle_timeout_ms = 60000\nrequest_timeout_ms = 60000");
+    let mut kept = Vec::new();
+    for _ in 0..3 {
+        let mut conn = connect(&sy).await;
+        for _ in 0..2 {
+            conn.write_all(QUICK_GET).await.unwrap();
+            let answer = read_answer(&mut conn, Instant::now() + Duration::from_secs(5)).await;
+            assert!(answer.unwrap().starts_with("HTTP/1.1 404"));
+        }
+        kept.push(conn);
+    }
+    sy.proc.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for conn in &mut kept {
+        let text = read_to_close(conn, deadline)
+            .await
+            .unwrap_or_else(|t| panic!("a kept connection is still open: {t:?}"));
+        assert_eq!(text, "", "closed without a word");
+    }
+    assert_eq!(sy.proc.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[tokio::test]
 async fn an_idle_connection_is_closed_but_a_slow_exchange_is_not() {
     let slow = Mock::start("slow", &["--latency-ms", "2500"]);
     let sy = start(&slow, "idle_timeout_ms = 1000");

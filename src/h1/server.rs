@@ -479,22 +479,35 @@ pub async fn serve<H, F>(
     // the timer wheel twice.
     let mut quiet = super::timer::Timer::new(after(accepted, limits.read_timeout));
     let mut down = std::pin::pin!(shutdown.clone().wait_owned());
+    let mut down_armed = false;
     let mut first = true;
     // Bytes of a next request are buffered already (pipelined).
     let mut buffered = false;
     loop {
         // 1. The first byte of a request.
         if !buffered {
-            let read = poll_fn(|cx| lock(&shared).poll_fill(cx));
-            tokio::select! {
-                biased;
-                r = read => match r {
-                    Ok(n) if n > 0 => {}
-                    _ => return,
-                },
-                // Quiet too long: nothing to answer.
-                _ = quiet.passed() => return,
-                _ = &mut down => return,
+            // The timer and the shutdown watch keep this task's waker once it is
+            // registered: polled again only when they may have fired (an atomic load
+            // each), not re-registered at every request (the watch's under a lock).
+            let arrived = poll_fn(|cx| {
+                if let Poll::Ready(r) = lock(&shared).poll_fill(cx) {
+                    return Poll::Ready(matches!(r, Ok(n) if n > 0));
+                }
+                // Quiet too long, or shutting down: nothing to answer.
+                if quiet.poll_passed_by_owner(cx).is_ready() {
+                    return Poll::Ready(false);
+                }
+                if !down_armed || shutdown.may_have_changed() {
+                    if down.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(false);
+                    }
+                    down_armed = true;
+                }
+                Poll::Pending
+            })
+            .await;
+            if !arrived {
+                return;
             }
         }
         // Read from the clock only if the head does not come whole at once.

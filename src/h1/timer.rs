@@ -10,7 +10,7 @@
 //! of the deadline however many requests went by, and at once when the deadline moves
 //! earlier.
 
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::time::{Instant, Sleep};
@@ -20,6 +20,9 @@ pub struct Timer {
     at: Instant,
     /// Fires at or before `at`.
     sleep: Pin<Box<Sleep>>,
+    /// The polling task's waker is registered with `sleep` (see
+    /// [`Timer::poll_passed_by_owner`]).
+    armed: bool,
 }
 
 impl Timer {
@@ -27,6 +30,7 @@ impl Timer {
         Timer {
             at,
             sleep: Box::pin(tokio::time::sleep_until(at)),
+            armed: false,
         }
     }
 
@@ -34,6 +38,7 @@ impl Timer {
     pub fn set(&mut self, at: Instant) {
         if at < self.sleep.deadline() {
             self.sleep.as_mut().reset(at);
+            self.armed = false;
         }
         self.at = at;
     }
@@ -50,9 +55,24 @@ impl Timer {
         }
     }
 
-    /// Resolves once the deadline has passed.
+    /// [`Timer::poll_passed`] for a timer that only one task ever polls (a client
+    /// connection's): once that task's waker is registered, a poll until the runtime's
+    /// timer fires is one atomic load, where polling the `Sleep` would register the
+    /// same waker again.
+    pub fn poll_passed_by_owner(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.armed && !self.sleep.is_elapsed() {
+            return Poll::Pending;
+        }
+        let polled = self.poll_passed(cx);
+        self.armed = polled.is_pending();
+        polled
+    }
+
+    /// Resolves once the deadline has passed; for one task only, as
+    /// [`Timer::poll_passed_by_owner`].
+    #[cfg(test)]
     pub async fn passed(&mut self) {
-        poll_fn(|cx| self.poll_passed(cx)).await
+        std::future::poll_fn(|cx| self.poll_passed_by_owner(cx)).await
     }
 }
 
