@@ -25,6 +25,37 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// [`unix_ms`] at `at`, a monotonic time the caller read already: the wall clock is
+/// read at most once a second per thread, and `at` placed by its distance from that
+/// reading (a step of the wall clock shows within the second).
+pub fn unix_ms_at(at: std::time::Instant) -> u64 {
+    thread_local! {
+        /// A monotonic time and the wall clock's time since the epoch, read together.
+        static ANCHOR: std::cell::Cell<Option<(std::time::Instant, Duration)>> =
+            const { std::cell::Cell::new(None) };
+    }
+    ANCHOR.with(|anchor| {
+        let (mono, wall) = match anchor.get() {
+            Some((mono, wall)) if at.saturating_duration_since(mono) < Duration::from_secs(1) => {
+                (mono, wall)
+            }
+            _ => {
+                let mono = std::time::Instant::now();
+                let wall = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
+                anchor.set(Some((mono, wall)));
+                (mono, wall)
+            }
+        };
+        let wall_at = match at.checked_duration_since(mono) {
+            Some(after) => wall + after,
+            None => wall.saturating_sub(mono - at),
+        };
+        wall_at.as_millis() as u64
+    })
+}
+
 /// `make()`'s value in a new box, pinned. The box is allocated first and the value
 /// written into it, which lets the compiler build a large future in place; `Box::pin`
 /// of a future builds it on the stack and copies it whole into the box.
@@ -104,6 +135,25 @@ mod tests {
             format_rfc3339(Duration::from_secs(951_782_400)),
             "2000-02-29T00:00:00.000Z"
         );
+    }
+
+    #[test]
+    fn wall_time_of_a_monotonic_time_matches_the_wall_clock() {
+        let now = std::time::Instant::now();
+        let (before, at, after) = (unix_ms(), unix_ms_at(now), unix_ms());
+        // Read around the anchor's own reading: within the clocks' millisecond.
+        assert!(
+            before.saturating_sub(1) <= at && at <= after + 1,
+            "{before} {at} {after}"
+        );
+        // An earlier time, placed from the same reading, keeps its distance exactly.
+        let earlier = now - Duration::from_millis(1500);
+        assert_eq!(at - unix_ms_at(earlier), 1500);
+        // A time past the reading's second takes a new reading: the same distance,
+        // within the millisecond the two readings may differ by.
+        let later = now + Duration::from_millis(2500);
+        assert!((2499..=2501).contains(&(unix_ms_at(later) - at)));
+        assert!(unix_ms_at(now).abs_diff(at) <= 1);
     }
 }
 

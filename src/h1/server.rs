@@ -189,6 +189,10 @@ pub struct Reply {
 pub struct Added {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub lines: Lines,
+    /// When the answer was ready, if the handler read the clock then: the listener's
+    /// time for the answer (its `date`, its write's deadline, the idle deadline after
+    /// it), so that it reads no clock of its own.
+    pub at: Option<Instant>,
 }
 
 impl From<Response<crate::server::Body>> for Reply {
@@ -593,7 +597,7 @@ pub async fn serve<H, F>(
             .headers()
             .get(header::CONNECTION)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        let now = Instant::now();
+        let now = reply.added.at.unwrap_or_else(Instant::now);
         let (begun, body_done) = {
             let mut io = lock(&shared);
             io.continue_left = 0;

@@ -228,10 +228,10 @@ async fn attempt(proxy: &Proxy, queue: &Arc<Queue>, record: Record) -> Result<()
     };
     let stats = &master.stats;
     let client: Arc<str> = Arc::from(record.client.as_str());
-    match proxy
+    let (result, _) = proxy
         .exchange(master, &msg, config, MasterStats::start_delivery)
-        .await
-    {
+        .await;
+    match result {
         Ok(answer) if answer.status.is_success() => {
             proxy.count_answer(master, answer.status, crate::util::unix_ms());
             stats

@@ -458,21 +458,24 @@ impl Proxy {
             tried.push(pick.index);
             let master = &table.masters[pick.index];
             let stats = &master.stats;
-            let exchange = self.exchange(master, msg, cfg, MasterStats::start);
+            let exchange = || self.exchange(master, msg, cfg, MasterStats::start);
             // The span only where debug logs are on: wrapping the exchange's future
-            // copies it (800 bytes) twice more per message.
+            // copies it (800 bytes) twice more per message; and the future is made in
+            // the branch that awaits it, else it is copied into the branch.
             let result = if tracing::enabled!(tracing::Level::DEBUG) {
                 let span = tracing::debug_span!("forward", master = master.id());
-                exchange.instrument(span).await
+                exchange().instrument(span).await
             } else {
-                exchange.await
+                exchange().await
             };
+            let (result, ended) = result;
             match result {
                 Ok(answer) => {
                     attempts += 1;
                     // Passed to the client as is, whatever it is.
-                    // One clock read for the answer's count and its status record.
-                    let now_ms = crate::util::unix_ms();
+                    // The exchange's end is the time of the answer's count and its
+                    // status record.
+                    let now_ms = crate::util::unix_ms_at(ended);
                     self.count_answer(master, answer.status, now_ms);
                     let outcome = if answer.status.is_success() {
                         crate::telemetry::Outcome::Success
@@ -501,6 +504,9 @@ impl Proxy {
                             )
                         })
                         .await;
+                    } else {
+                        // Nothing waited on since: the listener's time for the answer.
+                        added.at = Some(ended.into());
                     }
                     let max = cfg.server.max_status_records;
                     let status = answer.status;
@@ -768,21 +774,22 @@ impl Proxy {
 
     /// One exchange with `master`, counted in its load (`start`: which counter, see
     /// [`MasterStats::start`]), latency and duration histogram. Success and failure
-    /// are for the caller to count.
+    /// are for the caller to count. With its result, when it ended (a clock read the
+    /// caller can use again).
     async fn exchange(
         &self,
         master: &crate::routing::MasterEntry,
         msg: &Outgoing,
         cfg: &crate::config::Config,
         start: fn(&Arc<MasterStats>) -> InFlight,
-    ) -> Result<Answer, upstream::UpstreamError> {
+    ) -> (Result<Answer, upstream::UpstreamError>, Instant) {
         let stats = &master.stats;
+        let started = Instant::now();
         // The last check before anything is sent: a master suspended after this
         // table was published takes nothing more.
         if stats.is_suspended() {
-            return Err(upstream::UpstreamError::Suspended);
+            return (Err(upstream::UpstreamError::Suspended), started);
         }
-        let started = Instant::now();
         let result = {
             let _in_flight = start(stats);
             let timeout = cfg.server.request_timeout;
@@ -792,10 +799,11 @@ impl Proxy {
                 None => result,
             }
         };
-        let elapsed = started.elapsed();
+        let ended = Instant::now();
+        let elapsed = ended - started;
         stats.observe_latency(elapsed);
         stats.metrics.duration.record(elapsed);
-        result
+        (result, ended)
     }
 
     /// A ban answer suspends `master` (through the controller; no later exchange
