@@ -101,29 +101,36 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, ExchangeError> {
     let mut chunked = None;
     let mut length: Option<u64> = None;
     let mut listed: Vec<&[u8]> = Vec::new();
-    for h in resp.headers.iter() {
-        let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"connection") {
-            for token in tokens(h.value) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive_token = true;
-                } else {
-                    listed.push(token);
+    // Each header's role, told once for both passes.
+    let mut roles = [Role::EndToEnd; MAX_HEADERS];
+    for (h, role_of) in resp.headers.iter().zip(&mut roles) {
+        *role_of = role(h.name.as_bytes());
+        match role_of {
+            Role::Connection => {
+                for token in tokens(h.value) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        keep_alive_token = true;
+                    } else {
+                        listed.push(token);
+                    }
                 }
             }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            // The last coding decides; any other than chunked runs to the close.
-            let last = tokens(h.value).last().unwrap_or_default();
-            chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            add_length(&mut length, h.value).map_err(|e| {
-                ExchangeError::Malformed(match e {
-                    LengthError::Invalid => "bad content-length".to_string(),
-                    LengthError::Differs => "content-length values differ".to_string(),
-                })
-            })?;
+            Role::TransferEncoding => {
+                // The last coding decides; any other than chunked runs to the close.
+                let last = tokens(h.value).last().unwrap_or_default();
+                chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+            }
+            Role::ContentLength => {
+                add_length(&mut length, h.value).map_err(|e| {
+                    ExchangeError::Malformed(match e {
+                        LengthError::Invalid => "bad content-length".to_string(),
+                        LengthError::Differs => "content-length values differ".to_string(),
+                    })
+                })?;
+            }
+            Role::HopByHop | Role::EndToEnd => {}
         }
     }
 
@@ -146,25 +153,18 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, ExchangeError> {
             keep_alive_token && !close
         };
 
-    let dropped = |name: &[u8]| {
-        name.eq_ignore_ascii_case(b"content-length")
-            || crate::util::HOP_BY_HOP
-                .iter()
-                .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
-            || listed.iter().any(|l| l.eq_ignore_ascii_case(name))
-    };
     // httparse checked names (tokens) and values (no control bytes but tab): they are
-    // valid as `HeaderName` and `HeaderValue` are, so they are copied as they are.
-    let size = resp
-        .headers
-        .iter()
-        .filter(|h| !dropped(h.name.as_bytes()))
-        .map(|h| h.name.len() + h.value.len() + 4)
-        .sum();
-    let mut lines = Vec::with_capacity(size);
-    for h in resp.headers.iter().filter(|h| !dropped(h.name.as_bytes())) {
+    // valid as `HeaderName` and `HeaderValue` are, so they are copied as they are. A
+    // line as written is at most one byte longer than as received (`name:value`), so
+    // the head's length and a byte per header hold them all.
+    let mut lines = Vec::with_capacity(len + resp.headers.len());
+    for (h, role) in resp.headers.iter().zip(roles) {
+        let name = h.name.as_bytes();
+        if role != Role::EndToEnd || listed.iter().any(|l| l.eq_ignore_ascii_case(name)) {
+            continue;
+        }
         let at = lines.len();
-        lines.extend_from_slice(h.name.as_bytes());
+        lines.extend_from_slice(name);
         lines[at..].make_ascii_lowercase();
         lines.extend_from_slice(b": ");
         lines.extend_from_slice(h.value);
@@ -180,6 +180,34 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, ExchangeError> {
         },
         len,
     )))
+}
+
+/// What an answer's header is to the parse: read for the framing and reuse, or
+/// passed on (only `EndToEnd` ones are, less those `Connection` lists).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Connection,
+    TransferEncoding,
+    ContentLength,
+    /// The other hop-by-hop headers of [`crate::util::HOP_BY_HOP`].
+    HopByHop,
+    EndToEnd,
+}
+
+/// A header's role by its name, told by its length first: most names are compared
+/// with one candidate at most.
+fn role(name: &[u8]) -> Role {
+    let is = |candidate: &str| name.eq_ignore_ascii_case(candidate.as_bytes());
+    match name.len() {
+        10 if is("connection") => Role::Connection,
+        17 if is("transfer-encoding") => Role::TransferEncoding,
+        14 if is("content-length") => Role::ContentLength,
+        10 if is("keep-alive") => Role::HopByHop,
+        16 if is("proxy-connection") => Role::HopByHop,
+        2 if is("te") => Role::HopByHop,
+        7 if is("trailer") || is("upgrade") => Role::HopByHop,
+        _ => Role::EndToEnd,
+    }
 }
 
 /// The comma-separated tokens of a header value, trimmed, empty ones left out.
@@ -201,6 +229,11 @@ pub(super) enum LengthError {
 /// Takes one `Content-Length` header (a list of equal values is one length) into
 /// `length`, the length of the ones before it (RFC 9110 section 8.6).
 pub(super) fn add_length(length: &mut Option<u64>, value: &[u8]) -> Result<(), LengthError> {
+    // The usual one: a single length, digits only.
+    if let (None, Some(n)) = (*length, parse_length(value)) {
+        *length = Some(n);
+        return Ok(());
+    }
     for value in value.split(|b| *b == b',') {
         let n = parse_length(value.trim_ascii()).ok_or(LengthError::Invalid)?;
         if length.is_some_and(|l| l != n) {
@@ -213,10 +246,12 @@ pub(super) fn add_length(length: &mut Option<u64>, value: &[u8]) -> Result<(), L
 
 /// Digits only (no sign, no blanks), at most 19 of them so it fits a u64.
 fn parse_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() || digits.len() > 19 {
         return None;
     }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    digits.iter().try_fold(0u64, |n, d| {
+        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+    })
 }
 
 #[cfg(test)]
@@ -276,6 +311,58 @@ mod tests {
         );
         assert_eq!(h.headers.get("x-id"), Some(&b"a"[..]));
         assert_eq!(h.headers.to_map().get_all("x-id").iter().count(), 2);
+    }
+
+    #[test]
+    fn lengths_are_digits_and_repeats_must_agree() {
+        let add = |values: &[&str]| {
+            let mut length = None;
+            for v in values {
+                add_length(&mut length, v.as_bytes())?;
+            }
+            Ok(length)
+        };
+        assert_eq!(add(&["0"]), Ok(Some(0)));
+        assert_eq!(add(&["007"]), Ok(Some(7)));
+        assert_eq!(
+            add(&["9999999999999999999"]),
+            Ok(Some(9_999_999_999_999_999_999))
+        );
+        assert_eq!(add(&["5, 5"]), Ok(Some(5)));
+        assert_eq!(add(&["5", "5"]), Ok(Some(5)));
+        assert_eq!(add(&["5", "6"]), Err(LengthError::Differs));
+        assert_eq!(add(&["5,6"]), Err(LengthError::Differs));
+        for bad in [
+            "",
+            "+5",
+            "-1",
+            "5 5",
+            "0x10",
+            "5,",
+            "18446744073709551616",
+            "1e3",
+        ] {
+            assert_eq!(add(&[bad]), Err(LengthError::Invalid), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn every_hop_by_hop_name_is_told_apart_in_any_case() {
+        for name in crate::util::HOP_BY_HOP.iter().chain(&["content-length"]) {
+            for spelled in [name.to_string(), name.to_ascii_uppercase()] {
+                assert_ne!(role(spelled.as_bytes()), Role::EndToEnd, "{spelled}");
+            }
+        }
+        for name in [
+            "content-type",
+            "x-connection",
+            "tE2",
+            "date",
+            "",
+            "upgrades",
+        ] {
+            assert_eq!(role(name.as_bytes()), Role::EndToEnd, "{name}");
+        }
     }
 
     #[test]
