@@ -60,12 +60,15 @@ impl<C> IdleList<C> {
     }
 }
 
-/// The idle lists of every endpoint, by [`Endpoint::key`].
-pub struct Idle<C>(DashMap<String, Arc<IdleList<C>>>);
+/// The idle lists of every endpoint, by [`Endpoint::key`]. Looked up once per
+/// exchange: the keys are this process's own configuration, so a fast hash (Fx, a few
+/// instructions per word) serves where SipHash's resistance to chosen keys is not
+/// needed.
+pub struct Idle<C>(DashMap<String, Arc<IdleList<C>>, rustc_hash::FxBuildHasher>);
 
 impl<C> Default for Idle<C> {
     fn default() -> Self {
-        Idle(DashMap::new())
+        Idle(DashMap::with_hasher(rustc_hash::FxBuildHasher))
     }
 }
 
