@@ -11,7 +11,54 @@ use switchyard::config::Config;
 
 /// mimalloc: fewer cycles per allocation than glibc malloc on the request path.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: Mimalloc = Mimalloc;
+
+/// mimalloc, asked as `malloc` is for an ordinary alignment. Its blocks are multiples
+/// of the word size, so `mi_malloc` meets any alignment up to 8; `mi_malloc_aligned`
+/// (which the `mimalloc` crate calls for every allocation) leaves its fast path
+/// whenever the size's free list is empty, and then, for a size that is not a power
+/// of two, over-allocates from another size class: about a third of the allocator's
+/// instructions per message (BENCHMARKS.md).
+struct Mimalloc;
+
+/// Alignments every mimalloc block meets.
+const WORD_ALIGN: usize = 8;
+
+// SAFETY: each call passes the layout's size (and alignment, where it is above what
+// every block meets) to the mimalloc function with the same contract, and every
+// pointer freed or grown was returned by mimalloc.
+unsafe impl std::alloc::GlobalAlloc for Mimalloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        use libmimalloc_sys::{mi_malloc, mi_malloc_aligned};
+        if layout.align() <= WORD_ALIGN {
+            mi_malloc(layout.size()).cast()
+        } else {
+            mi_malloc_aligned(layout.size(), layout.align()).cast()
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        use libmimalloc_sys::{mi_zalloc, mi_zalloc_aligned};
+        if layout.align() <= WORD_ALIGN {
+            mi_zalloc(layout.size()).cast()
+        } else {
+            mi_zalloc_aligned(layout.size(), layout.align()).cast()
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: std::alloc::Layout) {
+        libmimalloc_sys::mi_free(ptr.cast());
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        use libmimalloc_sys::{mi_realloc, mi_realloc_aligned};
+        if layout.align() <= WORD_ALIGN {
+            mi_realloc(ptr.cast(), new_size).cast()
+        } else {
+            mi_realloc_aligned(ptr.cast(), new_size, layout.align()).cast()
+        }
+    }
+}
 
 /// `mi_option_arena_eager_commit` in mimalloc's option enum (`mimalloc.h` of the v3
 /// sources libmimalloc-sys builds; the same index in v2). Check it on an upgrade.
