@@ -177,7 +177,9 @@ impl Io {
 /// A handler's answer: its response, and what it adds for the listener to write.
 #[derive(Debug)]
 pub struct Reply {
-    pub response: Response<crate::server::Body>,
+    /// Boxed: a reply is moved up through the handler's futures (and a `Response` is
+    /// 136 bytes, each move a call to `memcpy`), where a box is one allocation.
+    pub response: Box<Response<crate::server::Body>>,
     pub added: Added,
 }
 
@@ -198,7 +200,7 @@ pub struct Added {
 impl From<Response<crate::server::Body>> for Reply {
     fn from(response: Response<crate::server::Body>) -> Reply {
         Reply {
-            response,
+            response: Box::new(response),
             added: Added::default(),
         }
     }
@@ -518,7 +520,10 @@ pub async fn serve<H, F>(
         let mut started = first.then_some(accepted);
 
         // 2. The whole head; the body's state is set as it is taken (one lock).
-        let (head, request) = loop {
+        // The request's number, set with the head (not paired with it: a head is moved
+        // whole at each pairing).
+        let mut request = 0;
+        let head = loop {
             let parsed = {
                 let mut io = lock(&shared);
                 let mut parsed = parse(&mut io.buf, &mut names);
@@ -530,8 +535,9 @@ pub async fn serve<H, F>(
                         0
                     };
                     io.request += 1;
+                    request = io.request;
                 }
-                parsed.map(|head| head.map(|head| (head, io.request)))
+                parsed
             };
             match parsed {
                 Ok(Some(head)) => break head,
@@ -764,16 +770,20 @@ async fn linger(shared: &Shared) {
 /// unless one was given, `content-length`, `connection: close` when closing, then the
 /// body.
 fn encode(out: &mut Vec<u8>, reply: Reply, is_head: bool, connection: Connection, now: Instant) {
-    let (parts, body) = reply.response.into_parts();
-    let body = full_bytes(body);
-    let status = parts.status;
+    let Reply {
+        mut response,
+        added,
+    } = reply;
+    let body = full_bytes(response.body_mut());
+    let status = response.status();
+    let headers = response.headers();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut has_date = false;
-    for (name, value) in &parts.headers {
+    for (name, value) in headers {
         if name == header::CONTENT_LENGTH
             || name == header::TRANSFER_ENCODING
             || name == header::CONNECTION
@@ -783,7 +793,6 @@ fn encode(out: &mut Vec<u8>, reply: Reply, is_head: bool, connection: Connection
         has_date |= name == header::DATE;
         super::write_header(out, name, value);
     }
-    let added = reply.added;
     for (name, value) in &added.headers {
         has_date |= name == header::DATE;
         super::write_header(out, name, value);
@@ -791,7 +800,7 @@ fn encode(out: &mut Vec<u8>, reply: Reply, is_head: bool, connection: Connection
     for (name, line) in added.lines.lines() {
         // All in lower case; the handler's own (`x-request-id`, ...) win.
         let named = |n: &HeaderName| n.as_str().as_bytes() == name;
-        if parts.headers.keys().any(named) || added.headers.iter().any(|(n, _)| named(n)) {
+        if headers.keys().any(named) || added.headers.iter().any(|(n, _)| named(n)) {
             continue;
         }
         has_date |= name == b"date";
@@ -823,9 +832,9 @@ fn encode(out: &mut Vec<u8>, reply: Reply, is_head: bool, connection: Connection
 
 /// The bytes of a whole body: a `Full` body is one frame, ready at once (taken
 /// without collecting, which would allocate a list per answer).
-fn full_bytes(mut body: crate::server::Body) -> Bytes {
+fn full_bytes(body: &mut crate::server::Body) -> Bytes {
     let mut cx = Context::from_waker(std::task::Waker::noop());
-    match Pin::new(&mut body).poll_frame(&mut cx) {
+    match Pin::new(body).poll_frame(&mut cx) {
         Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
         _ => Bytes::new(),
     }

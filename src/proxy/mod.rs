@@ -48,6 +48,10 @@ pub struct Proxy {
     shared_keys: OnceLock<Arc<crate::cluster::keys::SharedKeys>>,
 }
 
+/// A response on its way up from the send's futures: boxed, so that each level moves
+/// a pointer rather than a 136-byte `Response`.
+type Answered = Box<Response<Body>>;
+
 const MESSAGE_ID: HeaderName = HeaderName::from_static("x-switchyard-message-id");
 const MASTER: HeaderName = HeaderName::from_static("x-switchyard-master");
 
@@ -210,7 +214,11 @@ impl Proxy {
                 let send = || self.send(headers, body, client, table, &mut request_id, &mut added);
                 reply::unless_panic(crate::util::boxed(send)).await
             }
-            Err(e) => reply::error(StatusCode::BAD_REQUEST, e.code(), e.to_string()),
+            Err(e) => Box::new(reply::error(
+                StatusCode::BAD_REQUEST,
+                e.code(),
+                e.to_string(),
+            )),
         };
         let request_id =
             request_id.or_else(|| HeaderValue::from_str(&uuid::Uuid::now_v7().to_string()).ok());
@@ -234,7 +242,7 @@ impl Proxy {
         table: Arc<crate::routing::RoutingTable>,
         request_id: &mut Option<HeaderValue>,
         added: &mut Added,
-    ) -> Response<Body> {
+    ) -> Answered {
         let cfg = &table.config;
         let limit = cfg.server.max_body_bytes;
         let declared = headers
@@ -242,13 +250,13 @@ impl Proxy {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
-            return too_large(limit);
+            return Box::new(too_large(limit));
         }
         let deadline = body.deadline();
         let body = match body::read(body, declared, limit, deadline).await {
             Ok(b) => b,
-            Err(body::BodyError::TooLarge) => return too_large(limit),
-            Err(e) => return e.into_response(),
+            Err(body::BodyError::TooLarge) => return Box::new(too_large(limit)),
+            Err(e) => return Box::new(e.into_response()),
         };
         let max_key = cfg.server.max_key_bytes;
         let checked =
@@ -260,26 +268,32 @@ impl Proxy {
             });
         let (client_key, hints, content_type, mut forward) = match checked {
             Ok(checked) => checked,
-            Err(e) => return reply::error(StatusCode::BAD_REQUEST, e.code(), e.to_string()),
+            Err(e) => {
+                return Box::new(reply::error(
+                    StatusCode::BAD_REQUEST,
+                    e.code(),
+                    e.to_string(),
+                ))
+            }
         };
 
         let uuid = uuid::Uuid::now_v7();
         let mut text = uuid::Uuid::encode_buffer();
-        let len = uuid.hyphenated().encode_lower(&mut text).len();
+        // Text as written: visible ASCII, used as it is (not checked again).
+        let id: &str = uuid.hyphenated().encode_lower(&mut text);
         // One allocation, shared by the value's clones (a copied `Vec` would take a
-        // second at the first clone). A hyphenated UUID is visible ASCII, so neither
-        // can fail; if one ever did, say so.
-        let id_value = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text).slice(..len))
-            .ok()
-            .filter(|v| v.to_str().is_ok());
+        // second at the first clone). A hyphenated UUID is a valid value, so this
+        // cannot fail; if it ever did, say so.
+        let owned: Option<[u8; uuid::fmt::Hyphenated::LENGTH]> = id.as_bytes().try_into().ok();
+        let id_value =
+            owned.and_then(|o| HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(o)).ok());
         let Some(id_value) = id_value else {
-            return reply::error(
+            return Box::new(reply::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
                 "the message id could not be written as a header",
-            );
+            ));
         };
-        let id = id_value.to_str().unwrap_or_default();
         let generated_request_id = request_id.is_none();
         if generated_request_id {
             if cfg.routing.forward_headers.contains(&trace::X_REQUEST_ID) {
@@ -304,7 +318,7 @@ impl Proxy {
                 let mut waited = false;
                 loop {
                     match begin() {
-                        Err(e) => return storage_error(&e),
+                        Err(e) => return Box::new(storage_error(&e)),
                         Ok(Begin::New(claim)) => {
                             let Some(keys) = self.shared_keys.get() else {
                                 break Some(claim);
@@ -321,10 +335,10 @@ impl Proxy {
                                     if generated_request_id {
                                         *request_id = HeaderValue::from_str(&first).ok();
                                     }
-                                    return replay(&first, &answer);
+                                    return Box::new(replay(&first, &answer));
                                 }
                                 shared::Shared::InFlight(first) => {
-                                    return in_flight_elsewhere(cfg, &first)
+                                    return Box::new(in_flight_elsewhere(cfg, &first))
                                 }
                             }
                         }
@@ -333,20 +347,20 @@ impl Proxy {
                                 // The id of the message the answer is about.
                                 *request_id = HeaderValue::from_str(&first).ok();
                             }
-                            return replay(&first, &answer);
+                            return Box::new(replay(&first, &answer));
                         }
                         Ok(Begin::Repeat(first)) => {
                             if let Some(answer) = first.wait_answer().await {
                                 if generated_request_id {
                                     *request_id = HeaderValue::from_str(&first.id).ok();
                                 }
-                                return replay(&first.id, &answer);
+                                return Box::new(replay(&first.id, &answer));
                             }
                             // The first attempt was not accepted: this one is sent as
                             // new, unless another repeat took the key first and also
                             // went unanswered.
                             if waited {
-                                return no_master(cfg);
+                                return Box::new(no_master(cfg));
                             }
                             waited = true;
                         }
@@ -354,6 +368,7 @@ impl Proxy {
                 }
             }
         };
+        let keyed = client_key.is_some();
         let msg = Outgoing {
             body,
             content_type,
@@ -362,18 +377,23 @@ impl Proxy {
         };
         let region = hints.region.as_deref();
         // Visible ASCII: the client's header was checked, or it is the id.
-        let request_id_text = request_id
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or(id);
+        let request_id_text = match request_id {
+            Some(given) if !generated_request_id => given.to_str().unwrap_or(id),
+            _ => id,
+        };
+        // Visible ASCII: the client's key was checked above, or it is the id.
+        let idempotency_key = if keyed {
+            msg.idempotency_key.to_str().unwrap_or(id)
+        } else {
+            id
+        };
         let message = Message {
             uuid,
             id,
             id_value: &id_value,
             region,
             key: hints.key.as_deref(),
-            // Visible ASCII: the client's key was checked above, the id is a UUID.
-            idempotency_key: msg.idempotency_key.to_str().unwrap_or(id),
+            idempotency_key,
             claim: claim.as_ref(),
             client,
             request_id: request_id_text,
@@ -385,7 +405,7 @@ impl Proxy {
             let queue_now = asked_async
                 || match message.key.map(|k| queue.has_waiting(k)).transpose() {
                     Ok(waiting) => waiting == Some(true),
-                    Err(e) => return storage_error(&e),
+                    Err(e) => return Box::new(storage_error(&e)),
                 };
             if queue_now {
                 return crate::util::boxed(|| self.park(&table, &msg, &message, 0, None)).await;
@@ -403,7 +423,7 @@ impl Proxy {
         msg: &Outgoing,
         message: &Message<'_>,
         added: &mut Added,
-    ) -> Response<Body> {
+    ) -> Answered {
         let Message {
             id,
             id_value,
@@ -439,7 +459,7 @@ impl Proxy {
                         })
                         .await;
                     }
-                    return over_budget(wait);
+                    return Box::new(over_budget(wait));
                 }
                 Some(Err(_)) => crate::telemetry::sticky_move(),
                 None => {}
@@ -516,7 +536,7 @@ impl Proxy {
                         .push((MASTER, master.config.id_header.clone()));
                     added.headers.push((MESSAGE_ID, id_value.clone()));
                     added.lines = answer.headers;
-                    let mut resp = Response::new(Body::new(answer.body));
+                    let mut resp = Box::new(Response::new(Body::new(answer.body)));
                     *resp.status_mut() = answer.status;
                     if pick.region_fallback {
                         resp.headers_mut().insert(
@@ -553,7 +573,7 @@ impl Proxy {
                 .await;
         }
         // A claim dropped unfinished frees its key (see `Claim`).
-        match (last_error, budget_wait) {
+        Box::new(match (last_error, budget_wait) {
             (None, Some(wait)) => over_budget(wait),
             (None, None) => no_master(cfg),
             (Some(err), _) => unavailable(
@@ -564,7 +584,7 @@ impl Proxy {
                     tried.len()
                 ),
             ),
-        }
+        })
     }
 
     /// Records the answer to a message that carried a client's `Idempotency-Key`, for
@@ -609,10 +629,10 @@ impl Proxy {
         message: &Message<'_>,
         attempts: u32,
         last_error: Option<String>,
-    ) -> Response<Body> {
+    ) -> Answered {
         let cfg = &table.config;
         let Some(queue) = &self.queue else {
-            return no_master(cfg);
+            return Box::new(no_master(cfg));
         };
         let new = new_message(msg, message, attempts, last_error.clone());
         let answer = queued_answer(message.id, "queued");
@@ -626,7 +646,7 @@ impl Proxy {
                 hold.finish(answer_kept, attempts, last_error);
             }
         };
-        match queue.enqueue_then(new, settle_key).await {
+        Box::new(match queue.enqueue_then(new, settle_key).await {
             Ok(()) => {
                 if let Some(claim) = message.claim {
                     // The store answers repeats from now on.
@@ -642,7 +662,7 @@ impl Proxy {
                 format!("the queue holds its maximum of {max} messages; retry later"),
             ),
             Err(QueueError::Store(e)) => storage_error(&e),
-        }
+        })
     }
 }
 
@@ -760,15 +780,15 @@ impl Proxy {
         } else {
             Some(format!("{} answered {status}", master.id()))
         };
-        let entry = status::Entry {
-            client: message.client.clone(),
-            master: master.config.id.clone(),
+        let entry = status::Record {
+            client: message.client,
+            master: &master.config.id,
             attempts,
             http_status: status.as_u16(),
             last_error: last_error.map(String::into_boxed_str),
             took_ms: message.took_ms(now).min(u64::from(u32::MAX)) as u32,
         };
-        self.statuses.insert(&message.uuid, entry, max);
+        self.statuses.record(&message.uuid, entry, max);
         message.log_access(master.id(), "delivered", attempts, status, now);
     }
 

@@ -48,6 +48,19 @@ pub struct Entry {
     pub took_ms: u32,
 }
 
+/// An [`Entry`] as [`StatusIndex::record`] takes it: the names lent, since a bucket
+/// keeps a name once (an `Entry`'s own would be two reference counts up and down per
+/// message).
+#[derive(Debug)]
+pub struct Record<'a> {
+    pub client: &'a Arc<str>,
+    pub master: &'a Arc<str>,
+    pub attempts: u32,
+    pub http_status: u16,
+    pub last_error: Option<Box<str>>,
+    pub took_ms: u32,
+}
+
 impl Entry {
     pub fn status_json(&self, id: &uuid::Uuid) -> serde_json::Value {
         let at = |ms| crate::util::format_rfc3339(std::time::Duration::from_millis(ms));
@@ -218,8 +231,30 @@ impl StatusIndex {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records `id`'s outcome; then, past `max` records, drops the oldest buckets.
+    /// [`StatusIndex::record`] of an [`Entry`].
+    #[cfg(test)]
     pub fn insert(&self, id: &uuid::Uuid, entry: Entry, max: usize) {
+        let Entry {
+            client,
+            master,
+            attempts,
+            http_status,
+            last_error,
+            took_ms,
+        } = entry;
+        let record = Record {
+            client: &client,
+            master: &master,
+            attempts,
+            http_status,
+            last_error,
+            took_ms,
+        };
+        self.record(id, record, max);
+    }
+
+    /// Records `id`'s outcome; then, past `max` records, drops the oldest buckets.
+    pub fn record(&self, id: &uuid::Uuid, entry: Record<'_>, max: usize) {
         let tick = tick_of(id);
         {
             let mut slot = self.slot(tick);
@@ -233,8 +268,8 @@ impl StatusIndex {
             let key = id.as_u128();
             let kept = Kept {
                 id: key,
-                client: slot.name(&entry.client),
-                master: slot.name(&entry.master),
+                client: slot.name(entry.client),
+                master: slot.name(entry.master),
                 attempts: entry.attempts.min(u32::from(u16::MAX)) as u16,
                 http_status: entry.http_status,
                 took_ms: entry.took_ms,
