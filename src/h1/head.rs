@@ -38,14 +38,16 @@ pub struct Head {
 pub struct Lines(Bytes);
 
 impl Lines {
-    /// Each line whole (ending in CRLF), with its name.
+    /// Each line whole (ending in CRLF), with its name. A line's only LF is its end
+    /// and its first colon ends its name (httparse allows neither in a name, nor an LF
+    /// in a value), so each is found with one `memchr`.
     pub fn lines(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         let mut rest = &self.0[..];
         std::iter::from_fn(move || {
-            let end = rest.windows(2).position(|w| w == b"\r\n")? + 2;
+            let end = memchr::memchr(b'\n', rest)? + 1;
             let (line, tail) = rest.split_at(end);
             rest = tail;
-            let colon = line.iter().position(|b| *b == b':').unwrap_or(0);
+            let colon = memchr::memchr(b':', line).unwrap_or(0);
             Some((&line[..colon], line))
         })
     }

@@ -162,6 +162,10 @@ pub fn content_type(headers: &(impl Lookup + ?Sized)) -> Result<Option<&HeaderVa
     Ok(headers.first(&http::header::CONTENT_TYPE))
 }
 
+/// `Prefer` (RFC 7240). A constant, so that the name is made once at compile time:
+/// `HeaderName::from_static` called at run time parses and looks the name up each time.
+const PREFER: http::HeaderName = http::HeaderName::from_static("prefer");
+
 /// Read from a client's request and sent with every message to its master.
 pub const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
 
@@ -256,11 +260,9 @@ fn scalar(v: &serde_json::Value) -> Option<String> {
 /// preferences, each a token with an optional `= value` and `; parameters`, values
 /// tokens or quoted strings (whose commas and semicolons are not separators).
 pub fn prefers_async(headers: &(impl Lookup + ?Sized)) -> bool {
-    headers
-        .all(&http::header::HeaderName::from_static("prefer"))
-        .any(|value| {
-            preferences(value.as_bytes()).any(|name| name.eq_ignore_ascii_case(b"respond-async"))
-        })
+    headers.all(&PREFER).any(|value| {
+        preferences(value.as_bytes()).any(|name| name.eq_ignore_ascii_case(b"respond-async"))
+    })
 }
 
 /// The names of the preferences in one `Prefer` value.
