@@ -155,16 +155,29 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, ExchangeError> {
             keep_alive_token && !close
         };
 
-    // httparse checked names (tokens) and values (no control bytes but tab): they are
-    // valid as `HeaderName` and `HeaderValue` are, so they are copied as they are. A
-    // line as written is at most one byte longer than as received (`name:value`), so
-    // the head's length and a byte per header hold them all.
-    let mut lines = Vec::with_capacity(len + resp.headers.len());
-    for (h, role) in resp.headers.iter().zip(roles) {
-        let name = h.name.as_bytes();
-        if role != Role::EndToEnd || listed.iter().any(|l| l.eq_ignore_ascii_case(name)) {
-            continue;
+    // Those `Connection` names are hop-by-hop too.
+    if !listed.is_empty() {
+        for (h, role) in resp.headers.iter().zip(&mut roles) {
+            if listed.iter().any(|l| l.eq_ignore_ascii_case(h.name.as_bytes())) {
+                *role = Role::HopByHop;
+            }
         }
+    }
+    // httparse checked names (tokens) and values (no control bytes but tab): they are
+    // valid as `HeaderName` and `HeaderValue` are, so they are copied as they are. The
+    // buffer is sized exactly: a `Bytes` made from a `Vec` with spare room allocates
+    // again for its reference count.
+    let kept = || {
+        resp.headers
+            .iter()
+            .zip(roles)
+            .filter(|(_, role)| *role == Role::EndToEnd)
+            .map(|(h, _)| h)
+    };
+    let size = kept().map(|h| h.name.len() + h.value.len() + 4).sum();
+    let mut lines = Vec::with_capacity(size);
+    for h in kept() {
+        let name = h.name.as_bytes();
         let at = lines.len();
         lines.extend_from_slice(name);
         lines[at..].make_ascii_lowercase();
