@@ -13,42 +13,13 @@
 set -euo pipefail
 rounds=$1
 shift
-dir=$(mktemp -d /tmp/switchyard-ab.XXXXXX)
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
-cat > "$dir/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $dir/body;
-  server {
-    listen 127.0.0.1:19101; listen 127.0.0.1:19102; listen 127.0.0.1:19103;
-    location / { return 200 '{"ok":true}'; }
-  }
-}
-EOF
-{
-  printf '[server]\nlisten = "127.0.0.1:19100"\nadmin_listen = "127.0.0.1:0"\n'
-  printf '[queue]\npath = "%s/queue"\n' "$dir"
-  for i in 1 2 3; do
-    printf '[[masters]]\nid = "m%s"\nsend_url = "http://127.0.0.1:1910%s/send"\n' "$i" "$i"
-  done
-} > "$dir/switchyard.toml"
-cat > "$dir/post.lua" <<'EOF'
-wrk.method = "POST"
-wrk.body = '{"to": "+971500000001", "text": "hello from the load test"}'
-wrk.headers["Content-Type"] = "application/json"
-EOF
-taskset -c 1 nginx -c "$dir/nginx.conf" -p "$dir" &
-sleep 0.5
-url=http://127.0.0.1:19100/v1/messages
+nginx_cores=1
+# shellcheck source=benches/fast_upstream.sh
+source "$(dirname "$0")/fast_upstream.sh"
 for _ in $(seq "$rounds"); do
   for bin in "$@"; do
     rm -rf "$dir/queue"
-    TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c 0 "$bin" run --config "$dir/switchyard.toml" \
+    TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c 0 "$bin" run --config "$dir/run/switchyard.toml" \
       >/dev/null 2>&1 &
     sy=$!
     sleep 1

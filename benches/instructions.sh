@@ -12,7 +12,7 @@
 # instruction costs (a cache miss, an atomic, a clock read). The dump is kept as
 # instructions-N-NAME.out (N counting the binaries from 1) in the current directory,
 # for `callgrind_annotate`.
-# Needs valgrind, nginx and wrk (`apt-get install -y valgrind nginx-light wrk`); binds
+# Needs valgrind, nginx, wrk and curl (`apt-get install -y valgrind nginx-light wrk curl`); binds
 # 127.0.0.1:19100-19103.
 set -euo pipefail
 secs=8
@@ -20,39 +20,8 @@ if [[ ${1:-} =~ ^[0-9]+$ ]]; then
   secs=$1
   shift
 fi
-dir=$(mktemp -d /tmp/switchyard-instructions.XXXXXX)
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
-cat > "$dir/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $dir/body;
-  server {
-    listen 127.0.0.1:19101; listen 127.0.0.1:19102; listen 127.0.0.1:19103;
-    location / { return 200 '{"ok":true}'; }
-  }
-}
-EOF
-mkdir "$dir/run"
-{
-  printf '[server]\nlisten = "127.0.0.1:19100"\nadmin_listen = "127.0.0.1:0"\n'
-  printf '[queue]\npath = "%s/queue"\n' "$dir"
-  for i in 1 2 3; do
-    printf '[[masters]]\nid = "m%s"\nsend_url = "http://127.0.0.1:1910%s/send"\n' "$i" "$i"
-  done
-} > "$dir/run/switchyard.toml"
-cat > "$dir/post.lua" <<'EOF'
-wrk.method = "POST"
-wrk.body = '{"to": "+971500000001", "text": "hello from the load test"}'
-wrk.headers["Content-Type"] = "application/json"
-EOF
-nginx -c "$dir/nginx.conf" -p "$dir" &
-sleep 0.5
-url=http://127.0.0.1:19100/v1/messages
+# shellcheck source=benches/fast_upstream.sh
+source "$(dirname "$0")/fast_upstream.sh"
 i=0
 for bin in "$@"; do
   i=$((i + 1))
