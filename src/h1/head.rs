@@ -158,7 +158,10 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, ExchangeError> {
     // Those `Connection` names are hop-by-hop too.
     if !listed.is_empty() {
         for (h, role) in resp.headers.iter().zip(&mut roles) {
-            if listed.iter().any(|l| l.eq_ignore_ascii_case(h.name.as_bytes())) {
+            if listed
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case(h.name.as_bytes()))
+            {
                 *role = Role::HopByHop;
             }
         }
