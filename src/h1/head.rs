@@ -82,6 +82,10 @@ impl Lines {
 /// Parses a head at the start of `buf`: `Ok(None)` when it is not complete yet, else
 /// the head and its length in bytes.
 pub fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, ExchangeError> {
+    // Nothing yet: not worth httparse's setup.
+    if buf.is_empty() {
+        return Ok(None);
+    }
     // Left uninitialised: httparse writes the ones it returns (zeroing 100 would be
     // 3.2 KB of stores per answer).
     let mut raw = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];

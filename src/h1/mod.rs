@@ -176,17 +176,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     async fn read_head(&mut self) -> Result<(Head, usize), ExchangeError> {
         let mut received = !self.read.is_empty();
         loop {
-            if !self.read.is_empty() {
-                if let Some((head, len)) = head::parse(&self.read)? {
-                    if head.status.is_informational() {
-                        if head.status == StatusCode::SWITCHING_PROTOCOLS {
-                            return Err(ExchangeError::Malformed("unasked 101".to_string()));
-                        }
-                        self.read.advance(len);
-                        continue;
+            if let Some((head, len)) = head::parse(&self.read)? {
+                if head.status.is_informational() {
+                    if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                        return Err(ExchangeError::Malformed("unasked 101".to_string()));
                     }
-                    return Ok((head, len));
+                    self.read.advance(len);
+                    continue;
                 }
+                return Ok((head, len));
             }
             if self.read.len() >= MAX_HEAD {
                 return Err(ExchangeError::TooLarge(MAX_HEAD));
