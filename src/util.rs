@@ -35,19 +35,22 @@ pub fn unix_ms_at(at: std::time::Instant) -> u64 {
             const { std::cell::Cell::new(None) };
     }
     ANCHOR.with(|anchor| {
-        let (mono, wall) = match anchor.get() {
-            Some((mono, wall)) if at.saturating_duration_since(mono) < Duration::from_secs(1) => {
-                (mono, wall)
+        // The usual case: `at` within the second after the reading, or before it (a
+        // message that ended before another on this thread took a new reading).
+        if let Some((mono, wall)) = anchor.get() {
+            match at.checked_duration_since(mono) {
+                Some(after) if after < Duration::from_secs(1) => {
+                    return (wall + after).as_millis() as u64
+                }
+                None => return wall.saturating_sub(mono - at).as_millis() as u64,
+                Some(_) => {}
             }
-            _ => {
-                let mono = std::time::Instant::now();
-                let wall = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default();
-                anchor.set(Some((mono, wall)));
-                (mono, wall)
-            }
-        };
+        }
+        let mono = std::time::Instant::now();
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        anchor.set(Some((mono, wall)));
         let wall_at = match at.checked_duration_since(mono) {
             Some(after) => wall + after,
             None => wall.saturating_sub(mono - at),

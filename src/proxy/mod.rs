@@ -52,6 +52,8 @@ pub struct Proxy {
 /// a pointer rather than a 136-byte `Response`.
 type Answered = Box<Response<Body>>;
 
+/// Where clients send messages: nearly every request names it.
+pub const SEND_PATH: &str = "/v1/messages";
 const MESSAGE_ID: HeaderName = HeaderName::from_static("x-switchyard-message-id");
 const MASTER: HeaderName = HeaderName::from_static("x-switchyard-master");
 
@@ -97,7 +99,7 @@ impl Proxy {
             Ok(client) => client,
             Err(e) => {
                 let mut resp = unauthorized(&e);
-                if path == "/v1/messages" && method == Method::POST {
+                if path == SEND_PATH && method == Method::POST {
                     // Every answer to a send carries one, this refusal too.
                     let id = trace::request_id(&headers)
                         .ok()
@@ -110,7 +112,7 @@ impl Proxy {
                 return resp.into();
             }
         };
-        if path == "/v1/messages" {
+        if path == SEND_PATH {
             return match method {
                 Method::POST => self.post_message(&headers, body, &client, table).await,
                 _ => reply::method_not_allowed("POST").into(),

@@ -104,3 +104,22 @@ fn answers_carry_their_length_date_and_connection() {
     assert!(!text.contains("content-length"));
     assert!(text.contains("connection: keep-alive"));
 }
+
+#[test]
+fn the_send_path_is_the_same_uri_as_a_parsed_one() {
+    let target = |text: &str| head(text).uri;
+    let send = target("POST /v1/messages HTTP/1.1\r\nhost: a\r\n\r\n");
+    assert_eq!(
+        send,
+        Uri::from_maybe_shared(Bytes::from("/v1/messages")).unwrap()
+    );
+    assert_eq!((send.path(), send.query()), ("/v1/messages", None));
+    // Other targets are parsed as they are.
+    let query = target("POST /v1/messages?a=1 HTTP/1.1\r\n\r\n");
+    assert_eq!((query.path(), query.query()), ("/v1/messages", Some("a=1")));
+    let absolute = target("POST http://h:1/v1/messages HTTP/1.1\r\n\r\n");
+    assert_eq!(
+        (absolute.host(), absolute.path()),
+        (Some("h"), "/v1/messages")
+    );
+}
