@@ -35,27 +35,29 @@ pub fn unix_ms_at(at: std::time::Instant) -> u64 {
             const { std::cell::Cell::new(None) };
     }
     ANCHOR.with(|anchor| {
+        // `at` on the wall clock by its distance from a reading, and how long after
+        // the reading it is (zero if before it).
+        let place =
+            |(mono, wall): (std::time::Instant, Duration)| match at.checked_duration_since(mono) {
+                Some(after) => (wall + after, after),
+                None => (wall.saturating_sub(mono - at), Duration::ZERO),
+            };
         // The usual case: `at` within the second after the reading, or before it (a
         // message that ended before another on this thread took a new reading).
-        if let Some((mono, wall)) = anchor.get() {
-            match at.checked_duration_since(mono) {
-                Some(after) if after < Duration::from_secs(1) => {
-                    return (wall + after).as_millis() as u64
-                }
-                None => return wall.saturating_sub(mono - at).as_millis() as u64,
-                Some(_) => {}
+        if let Some(reading) = anchor.get() {
+            let (wall_at, after) = place(reading);
+            if after < Duration::from_secs(1) {
+                return wall_at.as_millis() as u64;
             }
         }
-        let mono = std::time::Instant::now();
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        anchor.set(Some((mono, wall)));
-        let wall_at = match at.checked_duration_since(mono) {
-            Some(after) => wall + after,
-            None => wall.saturating_sub(mono - at),
-        };
-        wall_at.as_millis() as u64
+        let reading = (
+            std::time::Instant::now(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default(),
+        );
+        anchor.set(Some(reading));
+        place(reading).0.as_millis() as u64
     })
 }
 
