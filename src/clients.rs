@@ -29,7 +29,7 @@ pub const MAX_CLIENT_ID_BYTES: usize = 64;
 const WORDS: usize = MAX_CLIENT_KEY_BYTES / 8;
 
 /// The header a client key may come in when `Authorization` is absent.
-const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// The client label of requests when no client is configured. Not a valid client id
 /// for that reason (see [`valid_id`]).

@@ -164,7 +164,7 @@ pub fn content_type(headers: &(impl Lookup + ?Sized)) -> Result<Option<&HeaderVa
 
 /// `Prefer` (RFC 7240). A constant, so that the name is made once at compile time:
 /// `HeaderName::from_static` called at run time parses and looks the name up each time.
-const PREFER: http::HeaderName = http::HeaderName::from_static("prefer");
+pub const PREFER: http::HeaderName = http::HeaderName::from_static("prefer");
 
 /// Read from a client's request and sent with every message to its master.
 pub const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");

@@ -123,3 +123,45 @@ fn the_send_path_is_the_same_uri_as_a_parsed_one() {
         (Some("h"), "/v1/messages")
     );
 }
+
+#[test]
+fn a_known_name_is_the_name_a_parse_gives() {
+    for name in [
+        "host",
+        "accept",
+        "expect",
+        "prefer",
+        "x-api-key",
+        "connection",
+        "user-agent",
+        "content-type",
+        "x-request-id",
+        "authorization",
+        "content-length",
+        "idempotency-key",
+        "transfer-encoding",
+    ] {
+        let title: String = name
+            .split('-')
+            .map(|w| w[..1].to_ascii_uppercase() + &w[1..])
+            .collect::<Vec<_>>()
+            .join("-");
+        for spelled in [name.to_string(), name.to_ascii_uppercase(), title] {
+            let parsed = HeaderName::from_bytes(spelled.as_bytes()).unwrap();
+            assert_eq!(known_name(spelled.as_bytes()), Some(parsed), "{spelled}");
+        }
+    }
+    // Same lengths, other names: left to the parse.
+    for other in [
+        "hose",
+        "accept_",
+        "x-api-kez",
+        "content-typo",
+        "x_request_id",
+    ] {
+        assert_eq!(known_name(other.as_bytes()), None, "{other}");
+    }
+    let h = head("POST / HTTP/1.1\r\nX-Request-Id: a\r\nIDEMPOTENCY-KEY: k\r\nX-Other: o\r\n\r\n");
+    let names: Vec<_> = h.headers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["x-request-id", "idempotency-key", "x-other"]);
+}
