@@ -25,6 +25,7 @@ pub mod control;
 pub mod demo;
 pub mod h1;
 pub mod health;
+pub mod message_id;
 pub mod mock;
 pub mod pool;
 pub mod proxy;

@@ -101,10 +101,9 @@ impl Proxy {
                 let mut resp = unauthorized(&e);
                 if path == SEND_PATH && method == Method::POST {
                     // Every answer to a send carries one, this refusal too.
-                    let id = trace::request_id(&headers)
-                        .ok()
-                        .flatten()
-                        .or_else(|| HeaderValue::from_str(&uuid::Uuid::now_v7().to_string()).ok());
+                    let id = trace::request_id(&headers).ok().flatten().or_else(|| {
+                        HeaderValue::from_str(&crate::message_id::new().to_string()).ok()
+                    });
                     if let Some(id) = id {
                         resp.headers_mut().insert(trace::X_REQUEST_ID, id);
                     }
@@ -222,8 +221,8 @@ impl Proxy {
                 e.to_string(),
             )),
         };
-        let request_id =
-            request_id.or_else(|| HeaderValue::from_str(&uuid::Uuid::now_v7().to_string()).ok());
+        let request_id = request_id
+            .or_else(|| HeaderValue::from_str(&crate::message_id::new().to_string()).ok());
         if let Some(id) = request_id {
             added.headers.push((trace::X_REQUEST_ID, id));
         }
@@ -279,7 +278,7 @@ impl Proxy {
             }
         };
 
-        let uuid = uuid::Uuid::now_v7();
+        let uuid = crate::message_id::new();
         let mut text = uuid::Uuid::encode_buffer();
         // Text as written: visible ASCII, used as it is (not checked again).
         let id: &str = uuid.hyphenated().encode_lower(&mut text);
