@@ -86,7 +86,9 @@ pub fn forwarded(
     names: &[HeaderName],
     headers: &(impl Lookup + ?Sized),
 ) -> Result<Forwarded, HintError> {
-    let mut out = Vec::new();
+    // Room for each: the send adds its message id as `x-request-id` when the client
+    // sent none, and growing the list then would allocate twice.
+    let mut out = Vec::with_capacity(names.len());
     for name in names {
         if let Some(value) = joined(headers, name)? {
             out.push((name.clone(), value));
