@@ -236,8 +236,8 @@ fn role(name: &[u8]) -> Role {
 /// Compared eight bytes at a time, each byte of `name` OR-ed with 0x20: that turns a
 /// token's capital letters into small ones and leaves its small letters, digits and
 /// `-` as they are, and no other token byte becomes one of those (only control bytes
-/// would, which a token never holds). A byte at a time, the fold and compare cost
-/// about five instructions per byte, on every header of every head.
+/// would, which a token never holds). `eq_ignore_ascii_case` folds both sides a byte
+/// at a time, about five instructions per byte, on every header of every head.
 #[inline]
 pub(super) fn is_named(name: &[u8], lower: &str) -> bool {
     let lower = lower.as_bytes();
@@ -430,8 +430,7 @@ mod tests {
 
     #[test]
     fn a_folded_compare_is_a_case_blind_one_on_tokens() {
-        // Every token byte, against every byte a candidate may hold, at each place of
-        // names one to twenty bytes long.
+        // Each token byte in each place of candidates one to twenty bytes long.
         let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
         let candidate = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-';
         for len in 1..=20 {
