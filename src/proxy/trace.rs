@@ -86,8 +86,9 @@ pub fn forwarded(
     names: &[HeaderName],
     headers: &(impl Lookup + ?Sized),
 ) -> Result<Forwarded, HintError> {
-    // Room for each: the send adds its message id as `x-request-id` when the client
-    // sent none, and growing the list then would allocate twice.
+    // Room for each: with `x-request-id` in the list (the default) one is always
+    // pushed, the client's or the message id the send adds, and a list grown from
+    // nothing takes Vec's slower growth path to its first allocation.
     let mut out = Vec::with_capacity(names.len());
     for name in names {
         if let Some(value) = joined(headers, name)? {
