@@ -101,9 +101,10 @@ impl Proxy {
                 let mut resp = unauthorized(&e);
                 if path == SEND_PATH && method == Method::POST {
                     // Every answer to a send carries one, this refusal too.
-                    let id = trace::request_id(&headers).ok().flatten().or_else(|| {
-                        HeaderValue::from_str(&crate::message_id::new().to_string()).ok()
-                    });
+                    let id = trace::request_id(&headers)
+                        .ok()
+                        .flatten()
+                        .or_else(new_request_id);
                     if let Some(id) = id {
                         resp.headers_mut().insert(trace::X_REQUEST_ID, id);
                     }
@@ -221,8 +222,7 @@ impl Proxy {
                 e.to_string(),
             )),
         };
-        let request_id = request_id
-            .or_else(|| HeaderValue::from_str(&crate::message_id::new().to_string()).ok());
+        let request_id = request_id.or_else(new_request_id);
         if let Some(id) = request_id {
             added.headers.push((trace::X_REQUEST_ID, id));
         }
@@ -734,6 +734,12 @@ fn new_message(
 }
 
 /// 401 for a request to `/v1/*` without a valid client key.
+/// An `x-request-id` for an answer to a send refused before it made its message id
+/// (and without the client's own): a fresh id.
+fn new_request_id() -> Option<HeaderValue> {
+    HeaderValue::from_str(&crate::message_id::new().to_string()).ok()
+}
+
 fn unauthorized(e: &crate::clients::AuthError) -> Response<Body> {
     let mut resp = reply::error(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string());
     resp.headers_mut()
