@@ -193,8 +193,12 @@ async fn an_admin_action_on_any_node_applies_on_all_and_an_isolated_node_refuses
         code == 200
     })
     .await;
-    let (_, _, body) = http.get(&format!("{}/ha/status", a.admin)).await;
-    assert_eq!(json(&body)["masters"][0]["admin"], "enabled");
+    // Applied on the other node through etcd's watch, as the disable was.
+    eventually(WITHIN, "the leader applies the enable", || async {
+        let (_, _, body) = http.get(&format!("{}/ha/status", a.admin)).await;
+        json(&body)["masters"][0]["admin"] == "enabled"
+    })
+    .await;
     let kept = reasons(&http, &a, "paused").await;
     assert_eq!(kept.len(), 1, "{kept:?}");
 }
