@@ -10,7 +10,8 @@ switchyard's peak RSS (VmHWM).
 Rounds alternate the proxies and the report gives the median of each figure, and the
 median over rounds of each proxy's CPU per request and p99 over HAProxy's in the same
 round ("by round"): on a shared machine whose load drifts over minutes, the paired
-ratio is the steadier of the two.
+ratio is the steadier of the two. It then counts, against each other proxy, the rounds
+in which switchyard's CPU per request and p99 were below that proxy's.
 
 `--baseline PATH` adds another switchyard binary (an earlier build) as a fourth proxy
 in the same rounds, reported as `baseline`, to measure a change against its peers.
@@ -318,9 +319,12 @@ def run_mode(args, mode):
         # Drift on a shared machine (a neighbour's load coming and going over minutes)
         # moves both runs of a round alike, so it cancels here and not in the medians.
         ha = results["haproxy"]
+        sy = results["switchyard"]
         for n, rs in results.items():
             for k in ("cpu_us", "p99"):
                 med[n][f"{k}_paired"] = statistics.median(x[k] / h[k] for x, h in zip(rs, ha))
+                # Rounds in which switchyard's figure was below this proxy's.
+                med[n][f"{k}_sy_below"] = sum(s[k] < x[k] for s, x in zip(sy, rs))
         return med, rss
     finally:
         for p in children:
@@ -370,6 +374,9 @@ def report(args, mode, med, rss):
               f"{m['user_us']:>7.1f}{m['kernel_us']:>8.1f}"
               f"{m['cpu_us'] / h['cpu_us']:>16.2f}{m['p99'] / h['p99']:>16.2f}{m['rps'] / h['rps']:>18.2f}"
               f"{m['cpu_us_paired']:>25.2f}{m['p99_paired']:>25.2f}")
+    print(f"rounds of {args.rounds} with switchyard below: " + ", ".join(
+        f"{name} (cpu {m['cpu_us_sy_below']}, p99 {m['p99_sy_below']})"
+        for name, m in med.items() if name != "switchyard"))
     if args.tls:
         print(f"\nTLS on both sides vs plain (ratio of medians; lower is better)")
         print(f"{'proxy':<15}{'cpu tls/plain':>15}{'p99 tls/plain':>15}")
