@@ -733,13 +733,13 @@ fn new_message(
     }
 }
 
-/// 401 for a request to `/v1/*` without a valid client key.
 /// An `x-request-id` for an answer to a send refused before it made its message id
 /// (and without the client's own): a fresh id.
 fn new_request_id() -> Option<HeaderValue> {
     HeaderValue::from_str(&crate::message_id::new().to_string()).ok()
 }
 
+/// 401 for a request to `/v1/*` without a valid client key.
 fn unauthorized(e: &crate::clients::AuthError) -> Response<Body> {
     let mut resp = reply::error(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string());
     resp.headers_mut()
