@@ -29,7 +29,7 @@
 //! dropped with the connection.
 
 use super::chunked::Decoder;
-use super::head::{add_length, tokens, LengthError, Lines};
+use super::head::{add_length, is_named, tokens, LengthError, Lines};
 use super::headers::Headers;
 use crate::server::{after, Limits, Shutdown};
 use crate::tls::listen::Stream;
@@ -840,7 +840,7 @@ fn encode(out: &mut Vec<u8>, reply: Reply, is_head: bool, connection: Connection
         if headers.keys().any(named) || added.headers.iter().any(|(n, _)| named(n)) {
             continue;
         }
-        has_date |= name.eq_ignore_ascii_case(b"date");
+        has_date |= is_named(name, "date");
         out.extend_from_slice(line);
     }
     if !has_date {
